@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+ASSIGNMENTS := $(notdir $(wildcard source/ps*))
+# nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test release venv clean-grading
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+## Build release/ (the student version) from source/ with nbgrader.
+release: venv
+	for a in $(ASSIGNMENTS); do $(VENV)/bin/nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
+
+## Grade the shipped demo class: autograde, feedback, export, and a score table.
+demo: release
+	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.demo $$a || exit 1; done
+
+## Run the whole test suite.
+test: venv
+	$(PY) -m pytest
+
+## Remove grading output (never student submissions).
+clean-grading:
+	rm -rf autograded feedback gradebook.db grades.csv

@@ -1,0 +1,263 @@
+"""Checks used by the notebooks' tests: finite differences and one-line failure messages.
+
+This file ships with every assignment (students run the visible tests with it), so it
+needs NumPy only and contains no solution.
+
+Every check raises ``TestFailure`` (an ``AssertionError``) whose message is one line:
+which quantity is wrong, how (shape, largest error), and a hint when the mistake is
+recognisable, without giving the answer away.
+"""
+import contextlib
+import warnings
+
+import numpy as np
+
+
+class TestFailure(AssertionError):
+    """A test found a wrong answer; the message says what is wrong in one line."""
+
+    __test__ = False  # not a pytest test class
+
+
+@contextlib.contextmanager
+def strict_numerics():
+    """Turn NumPy overflow / invalid-value warnings into errors.
+
+    A warning printed to stderr makes nbgrader give 0 points without saying why; an
+    error names the problem instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            yield
+
+
+def call(what, fn, *args, **kwargs):
+    """Call student code ``fn``; turn any exception into a one-line TestFailure.
+
+    Args:
+    - what (str): how the call is described in the message, e.g. "Linear.forward(x)".
+    """
+    try:
+        with strict_numerics():
+            return fn(*args, **kwargs)
+    except TestFailure:
+        raise
+    except (FloatingPointError, RuntimeWarning) as error:
+        raise TestFailure(f"{what} hit a floating-point problem ({error}): "
+                          "does it overflow for large inputs?") from None
+    except Exception as error:  # noqa: BLE001 - any student error is a failed test
+        raise TestFailure(f"{what} raised {type(error).__name__}: {error}") from None
+
+
+def _describe_shape_mistake(actual_shape, expected_shape):
+    if actual_shape == expected_shape[::-1] and len(expected_shape) > 1:
+        return " (transposed?)"
+    if tuple(d for d in actual_shape if d != 1) == tuple(d for d in expected_shape if d != 1):
+        return " (an axis of size 1 added or dropped: (1, q) is not (q,))"
+    if len(actual_shape) == len(expected_shape) + 1 and actual_shape[1:] == expected_shape:
+        return " (one row per sample: forgot to sum over the batch axis?)"
+    return ""
+
+
+def check_array(name, actual, shape):
+    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it."""
+    if actual is None:
+        raise TestFailure(f"{name} is None: compute it and assign / return it")
+    if not isinstance(actual, np.ndarray):
+        raise TestFailure(f"{name} should be a NumPy array, got {type(actual).__name__}")
+    if actual.shape != tuple(shape):
+        raise TestFailure(f"{name} has shape {actual.shape}, expected {tuple(shape)}"
+                          + _describe_shape_mistake(actual.shape, tuple(shape)))
+    return actual
+
+
+def _close(a, b, rtol, atol):
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= atol + rtol * np.abs(b)))
+
+
+def _constant_ratio(actual, expected, rtol):
+    """The c with actual == c * expected, if there is one (else None)."""
+    big = np.abs(expected) > 1e-8
+    if not big.any():
+        return None
+    ratios = actual[big] / expected[big]
+    c = float(np.median(ratios))
+    if c != 0 and np.allclose(actual, c * expected, rtol=rtol, atol=1e-10):
+        return c
+    return None
+
+
+def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), factors=None):
+    """Check ``actual`` against ``expected`` (float arrays or scalars); one-line message on failure.
+
+    Args:
+    - name (str): what is compared, e.g. "Linear.backward: grad_weights".
+    - actual: the student's value.
+    - expected: the correct value (NumPy array or float).
+    - hints: pairs (wrong_value, text): if ``actual`` matches a known mistake's value,
+      the message ends with its text.
+    - factors (dict): named numbers, e.g. {"N": 7}, used to explain an answer that is a
+      constant multiple of the expected one ("equals the expected value times N").
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    if expected.ndim == 0:
+        if isinstance(actual, np.ndarray) and actual.size == 1 and actual.ndim > 0:
+            raise TestFailure(f"{name} should be a single number, got an array of shape {actual.shape}")
+        if not isinstance(actual, (float, int, np.floating, np.integer)) or isinstance(actual, bool):
+            raise TestFailure(f"{name} should be a float, got {type(actual).__name__}")
+    else:
+        check_array(name, actual, expected.shape)
+    actual = np.asarray(actual, dtype=np.float64)
+    if not np.all(np.isfinite(actual)):
+        raise TestFailure(f"{name} contains nan or inf where the expected values are finite: "
+                          "an overflow for large inputs?")
+    if _close(actual, expected, rtol, atol):
+        return
+    error = np.abs(actual - expected)
+    where = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
+    message = f"{name} is wrong: largest error {error.max():.3g}"
+    if where:
+        message += f" at index {tuple(int(i) for i in where)}"
+    message += f" (yours {actual[where]:.6g}, expected {expected[where]:.6g})"
+    for wrong_value, text in hints:
+        wrong_value = np.asarray(wrong_value, dtype=np.float64)
+        if _close(actual, wrong_value, rtol, atol):
+            raise TestFailure(f"{message}; {text}")
+    c = _constant_ratio(actual, expected, rtol)
+    if c is not None:
+        named = {**(factors or {}), "2": 2}
+        for label, value in named.items():
+            if np.isclose(c, value):
+                raise TestFailure(f"{message}; it equals the expected value times {label}")
+            if np.isclose(c, 1 / value):
+                raise TestFailure(f"{message}; it equals the expected value divided by {label}")
+        if np.isclose(c, -1):
+            raise TestFailure(f"{message}; it has the wrong sign")
+        raise TestFailure(f"{message}; it is {c:.4g} times the expected value")
+    raise TestFailure(message)
+
+
+def check_unchanged(name, before, after):
+    """Check that an input array was not modified in place."""
+    if not np.array_equal(before, after):
+        raise TestFailure(f"{name} changed the array it was given: don't modify inputs in place "
+                          "(use out = f(x), not x += ... or out=x)")
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central finite differences of a scalar function.
+
+    Args:
+    - f (callable): takes no argument and returns a float; it must read ``x``.
+    - x (np.array): float64 array of any shape, perturbed in place and restored.
+    - eps (float): step size.
+    Returns:
+    - grad (np.array): same shape as x, grad[i] ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
+    """
+    grad = np.zeros_like(x, dtype=np.float64)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + eps
+        f_plus = f()
+        x[index] = original - eps
+        f_minus = f()
+        x[index] = original
+        grad[index] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def numerical_input_gradient(forward, x, grad_output, eps=1e-6):
+    """dL/dx by finite differences, for L = sum(forward(x) * grad_output).
+
+    That L makes grad_output the upstream gradient dL/dy, so the result is what
+    ``backward(grad_output)`` must return.
+
+    Args:
+    - forward (callable): maps an array shaped like x to an array shaped like grad_output.
+    - x (np.array): input, shape (N, input_dim); not modified.
+    - grad_output (np.array): upstream gradient, shape of forward(x).
+    Returns:
+    - grad (np.array): shape of x.
+    """
+    x = np.array(x, dtype=np.float64)
+    return numerical_gradient(lambda: float(np.sum(forward(x.copy()) * grad_output)), x, eps)
+
+
+@contextlib.contextmanager
+def substitute(namespace, **replacements):
+    """Temporarily rebind names in a namespace (e.g. the notebook's globals()).
+
+    Used to build an MLP from stand-in layers, so its test does not depend on your
+    Linear and Tanh.
+    """
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7):
+    """Compare ``layer.backward`` with central finite differences.
+
+    The loss is L = sum(layer.forward(x) * grad_output), so grad_output is dL/dy.
+
+    Args:
+    - name (str): the layer as named in messages, e.g. "Linear".
+    - layer: has forward(x) and backward(grad_output) -> dL/dx.
+    - x (np.array): input, shape (N, input_dim).
+    - grad_output (np.array): upstream gradient, shape of layer.forward(x).
+    - params: pairs (parameter attribute, gradient attribute), e.g. [("weights", "grad_weights")].
+    """
+    x = np.array(x, dtype=np.float64)
+    call(f"{name}.forward(x)", layer.forward, x.copy())
+    grad_input = call(f"{name}.backward(grad_output)", layer.backward, grad_output.copy())
+    grads = {grad: np.copy(getattr(layer, grad, None)) for _, grad in params}
+
+    def forward(z):
+        return call(f"{name}.forward(x)", layer.forward, z)
+
+    no_upstream = numerical_input_gradient(forward, x, np.ones_like(grad_output))
+    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input,
+                numerical_input_gradient(forward, x, grad_output), rtol=rtol, atol=atol,
+                hints=[(no_upstream, "it ignores grad_output: missing the upstream gradient?")])
+    for param, grad in params:
+        numeric = numerical_gradient(lambda: float(np.sum(forward(x.copy()) * grad_output)),
+                                     getattr(layer, param))
+        check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
+
+
+class SpyLayer:
+    """A stand-in activation that multiplies by ``scale`` and records every call in ``log``.
+
+    Lets a test check how a model wires its layers without using your layers.
+    """
+
+    def __init__(self, name, scale, log):
+        self.name, self.scale, self.log = name, scale, log
+
+    def forward(self, x):
+        self.log.append(("forward", self.name))
+        return x * self.scale
+
+    def backward(self, grad_output):
+        self.log.append(("backward", self.name))
+        return grad_output * self.scale
+
+
+class SpyLinear(SpyLayer):
+    """A stand-in linear layer: like SpyLayer, with parameters and update_params."""
+
+    def __init__(self, name, scale, log):
+        super().__init__(name, scale, log)
+        self.weights, self.biases = np.array([[scale]]), np.zeros(1)
+
+    def update_params(self, learning_rate):
+        self.log.append(("update_params", self.name))

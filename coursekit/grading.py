@@ -1,0 +1,152 @@
+"""Run nbgrader on a course directory and read the results from its gradebook."""
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+
+
+def nbgrader(course_root, *args, check=True):
+    """Run one nbgrader command in ``course_root`` with this Python's environment.
+
+    The kernels nbgrader starts must be this environment's Python, with coursekit importable.
+    """
+    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course_root, env=_environment(),
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed in {course_root}:\n{result.stderr[-3000:]}")
+    return result
+
+
+def _environment():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def part_of(grade_id):
+    """The part a test cell grades: its grade_id starts with the answer cell's id ("linear_forward" -> "linear")."""
+    return grade_id.split("_")[0]
+
+
+@dataclass
+class Result:
+    """One student's autograded scores."""
+
+    student: str
+    cells: dict  # grade_id -> score
+    max_cells: dict  # grade_id -> max score
+    autograded: Path = None  # the autograded notebook
+
+    @property
+    def total(self):
+        return sum(self.cells.values())
+
+    @property
+    def max_total(self):
+        return sum(self.max_cells.values())
+
+    def parts(self):
+        """{part: score}, summed over its test cells."""
+        totals = {}
+        for grade_id, score in self.cells.items():
+            totals[part_of(grade_id)] = totals.get(part_of(grade_id), 0) + score
+        return totals
+
+    def max_parts(self):
+        totals = {}
+        for grade_id, score in self.max_cells.items():
+            totals[part_of(grade_id)] = totals.get(part_of(grade_id), 0) + score
+        return totals
+
+    def lost(self):
+        """Parts where points were lost."""
+        maxima = self.max_parts()
+        return {part for part, score in self.parts().items() if score < maxima[part]}
+
+
+def failure_messages(notebook_path):
+    """{grade_id: [(error name, message)]} for the failed test cells of an autograded notebook."""
+    messages = {}
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        errors = [(o.ename, o.evalue) for o in cell.get("outputs", []) if o.output_type == "error"]
+        if meta.get("grade") and errors:
+            messages[meta["grade_id"]] = errors
+    return messages
+
+
+def results(course_root, assignment):
+    """{student: Result} for every student with an autograded submission of ``assignment``."""
+    url = f"sqlite:///{Path(course_root) / 'gradebook.db'}"
+    found = {}
+    with Gradebook(url) as gradebook:
+        for student in gradebook.students:
+            try:
+                submission = gradebook.find_submission(assignment, student.id)
+            except MissingEntry:
+                continue
+            cells, max_cells = {}, {}
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    if grade.cell_type != "code" or grade.auto_score is None:
+                        continue
+                    cells[grade.name] = grade.score
+                    max_cells[grade.name] = grade.max_score
+            notebook = Path(course_root) / "autograded" / student.id / assignment / f"{assignment}.ipynb"
+            found[student.id] = Result(student.id, cells, max_cells, notebook if notebook.exists() else None)
+    return found
+
+
+def copy_course(assignment, dest, course_root=None):
+    """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``."""
+    from coursekit import COURSE_ROOT
+
+    course_root = Path(course_root or COURSE_ROOT)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(course_root / "nbgrader_config.py", dest)
+    shutil.copytree(course_root / "source" / assignment, dest / "source" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    return dest
+
+
+def grade_submissions(assignment, submissions, workdir, jobs=2):
+    """Autograde many submissions with stock nbgrader, ``jobs`` course copies in parallel.
+
+    Each worker has its own course copy and gradebook, since SQLite takes one writer at a time.
+
+    Args:
+    - submissions (dict): {student: submission} (see coursekit.submissions).
+    - workdir (Path): an empty directory to work in.
+    Returns:
+    - dict: {student: Result}.
+    """
+    from coursekit.submissions import release_notebook, submit
+
+    workdir = Path(workdir)
+    base = copy_course(assignment, workdir / "base")
+    nbgrader(base, "generate_assignment", assignment, "--force")
+    release = release_notebook(assignment, base)
+    students = sorted(submissions)
+    workers = []
+    for k in range(min(jobs, len(students)) or 1):
+        course = workdir / f"worker{k}"
+        shutil.copytree(base, course)
+        for student in students[k::jobs]:
+            submit(course, student, assignment, submissions[student], release)
+        workers.append(course)
+    processes = [subprocess.Popen([sys.executable, "-m", "nbgrader", "autograde", assignment, "--force"],
+                                  cwd=course, env=_environment(), stdout=subprocess.DEVNULL,
+                                  stderr=open(course / "autograde.log", "w"))
+                 for course in workers]
+    for process in processes:
+        process.wait()
+    found = {}
+    for course in workers:
+        found.update(results(course, assignment))
+    return found

@@ -1,0 +1,55 @@
+"""The model solutions, read from the source notebooks (their one home).
+
+Hidden tests use them as reference parts, so that grading one part never depends on the
+student's other parts: the MLP is tested with reference Linear and Tanh layers.
+"""
+import functools
+import json
+
+from coursekit import COURSE_ROOT
+
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+
+
+def source_notebook(assignment):
+    """Path of ``source/<assignment>/<assignment>.ipynb``."""
+    return COURSE_ROOT / "source" / assignment / f"{assignment}.ipynb"
+
+
+def answer_cells(notebook):
+    """The autograded answer cells of a notebook (parsed JSON or nbformat), as {grade_id: source}."""
+    cells = {}
+    for cell in notebook["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] == "code" and meta.get("solution") and not meta.get("grade"):
+            source = cell["source"]
+            cells[meta["grade_id"]] = source if isinstance(source, str) else "".join(source)
+    return cells
+
+
+def without_markers(source):
+    """A solution cell's code as a student would write it: the marker lines removed."""
+    lines = source.splitlines()
+    return "\n".join(line for line in lines if line.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
+
+
+@functools.cache
+def namespace(assignment):
+    """Run the source notebook's answer cells and return the names they define.
+
+    Returns:
+    - dict: e.g. {"Linear": <class>, "Tanh": <class>, ...} for ps1.
+    """
+    # plain json, not nbformat: importing nbformat's validator costs seconds in every grading kernel
+    notebook = json.loads(source_notebook(assignment).read_text(encoding="utf-8"))
+    names = {}
+    exec("import numpy as np", names)  # noqa: S102 - the course's own code
+    for grade_id, source in answer_cells(notebook).items():
+        exec(compile(without_markers(source), f"<{assignment} solution {grade_id}>", "exec"), names)  # noqa: S102
+    return {k: v for k, v in names.items() if not k.startswith("__")}
+
+
+def reference(assignment, name):
+    """One name defined by the model solution, e.g. reference("ps1", "Linear")."""
+    return namespace(assignment)[name]

@@ -1,0 +1,130 @@
+"""Student submissions made from the course's own notebooks.
+
+A submission is the release notebook with some answer cells filled in, the way a student
+hands it in. The bug catalogs, the correct variants and the demo class are all written with
+the kinds below, for every assignment:
+
+- ``Solution()``: the model solution.
+- ``Blank()``: the release notebook, untouched.
+- ``Bug(name, cell, find, replace)``: the model solution with one realistic mistake.
+- ``Variant(name, cells)``: answer cells rewritten in another correct (or incorrect) way.
+- ``RawFile(name, content)``: a file that is handed in as the notebook, whatever it holds.
+"""
+import copy
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from coursekit import COURSE_ROOT
+from coursekit.solutions import answer_cells, source_notebook, without_markers
+
+
+def release_notebook(assignment, course_root=COURSE_ROOT):
+    return nbformat.read(Path(course_root) / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def solution_answers(assignment):
+    """The model solution's answer cells, as a student would write them: {grade_id: code}."""
+    notebook = nbformat.read(source_notebook(assignment), as_version=4)
+    return {grade_id: without_markers(src) for grade_id, src in answer_cells(notebook).items()}
+
+
+def fill(release, answers):
+    """A copy of the release notebook whose answer cells hold ``answers`` ({grade_id: code})."""
+    notebook = copy.deepcopy(release)
+    unknown = set(answers) - set(answer_cells(notebook))
+    if unknown:
+        raise KeyError(f"no answer cell with grade_id {sorted(unknown)}")
+    for cell in notebook.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return notebook
+
+
+@dataclass(frozen=True)
+class Solution:
+    name: str = "solution"
+
+    def answers(self, assignment):
+        return solution_answers(assignment)
+
+    def content(self, assignment, release):
+        return nbformat.writes(fill(release, self.answers(assignment))).encode()
+
+
+@dataclass(frozen=True)
+class Blank:
+    name: str = "blank"
+
+    def content(self, assignment, release):
+        return nbformat.writes(release).encode()
+
+
+@dataclass(frozen=True)
+class Bug(Solution):
+    """The model solution with one mistake: ``find`` replaced by ``replace`` in one answer cell.
+
+    ``also`` holds further (find, replace) pairs in the same cell, for a mistake that shows in
+    more than one place. ``says`` is a phrase the failure message must contain (its hint).
+    """
+
+    name: str = ""
+    cell: str = ""
+    find: str = ""
+    replace: str = ""
+    also: tuple = ()
+    says: str = ""
+
+    def answers(self, assignment):
+        answers = solution_answers(assignment)
+        code = answers[self.cell]
+        for find, replace in ((self.find, self.replace), *self.also):
+            if code.count(find) != 1:
+                raise ValueError(f"bug {self.name!r}: {find!r} occurs {code.count(find)} times "
+                                 f"in the solution of cell {self.cell!r}, expected once")
+            code = code.replace(find, replace)
+        answers[self.cell] = code
+        return answers
+
+
+@dataclass(frozen=True)
+class Variant(Solution):
+    """The model solution with whole answer cells rewritten: {grade_id: code}."""
+
+    name: str = ""
+    cells: dict = field(default_factory=dict)
+
+    def answers(self, assignment):
+        return {**solution_answers(assignment), **self.cells}
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """Bytes handed in under the notebook's name (e.g. a file that is not a notebook)."""
+
+    name: str = ""
+    data: bytes = b""
+
+    def content(self, assignment, release):
+        return self.data
+
+
+def submit(course_root, student, assignment, submission, release=None):
+    """Write ``submission`` as ``submitted/<student>/<assignment>/<assignment>.ipynb``."""
+    release = release if release is not None else release_notebook(assignment, course_root)
+    folder = Path(course_root) / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{assignment}.ipynb").write_bytes(submission.content(assignment, release))
+    return folder
+
+
+def load_fixtures(path):
+    """Import a fixture module (a bug catalog, variants, a demo class) from its file path."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"fixtures_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

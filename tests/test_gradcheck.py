@@ -1,0 +1,81 @@
+"""The shared checks: finite differences, one-line messages and their hints, the PyTorch reference."""
+import numpy as np
+import pytest
+import torch
+
+from coursekit.gradcheck import (TestFailure, call, check_close, check_unchanged, numerical_gradient,
+                                 numerical_input_gradient, substitute)
+from coursekit.torch_reference import vjp
+
+
+def message(*args, **kwargs):
+    with pytest.raises(TestFailure) as failure:
+        check_close(*args, **kwargs)
+    text = str(failure.value)
+    assert "\n" not in text
+    return text
+
+
+def test_numerical_gradient_matches_an_analytic_gradient():
+    x = np.array([[0.3, -1.2], [2.0, 0.5]])
+    grad = numerical_gradient(lambda: float(np.sum(np.sin(x) * x)), x)
+    np.testing.assert_allclose(grad, np.cos(x) * x + np.sin(x), rtol=1e-8)
+    assert x[0, 0] == 0.3, "x is restored"
+
+
+def test_numerical_input_gradient_uses_the_upstream_gradient():
+    W = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]])
+    x, g = np.ones((4, 3)), np.arange(8.0).reshape(4, 2)
+    np.testing.assert_allclose(numerical_input_gradient(lambda z: z @ W.T, x, g), g @ W, rtol=1e-8)
+
+
+def test_vjp_matches_the_linear_layer_formulas():
+    rng = np.random.default_rng(0)
+    x, W, b, g = rng.normal(size=(5, 3)), rng.normal(size=(2, 3)), rng.normal(size=2), rng.normal(size=(5, 2))
+    y, (dx, dW, db) = vjp(torch.nn.functional.linear, (x, W, b), g)
+    np.testing.assert_allclose(y, x @ W.T + b)
+    np.testing.assert_allclose(dx, g @ W)
+    np.testing.assert_allclose(dW, g.T @ x)
+    np.testing.assert_allclose(db, g.sum(axis=0))
+
+
+def test_passes_close_values_and_accepts_numpy_floats():
+    check_close("x", np.array([1.0, 2.0]), [1.0, 2.0 + 1e-12])
+    check_close("loss", np.float64(0.5), 0.5)
+
+
+def test_messages_name_the_quantity_the_error_and_the_mistake():
+    expected = np.arange(6.0).reshape(2, 3) + 1
+    assert "transposed" in message("grad_weights", expected.T.copy(), expected)
+    assert "(1, q) is not (q,)" in message("grad_biases", np.ones((1, 3)), np.ones(3))
+    assert "sum over the batch axis" in message("grad_biases", np.ones((4, 3)), np.ones(3))
+    assert "times N" in message("grad", expected * 7, expected, factors={"N": 7})
+    assert "divided by N" in message("grad", expected / 7, expected, factors={"N": 7})
+    assert "wrong sign" in message("grad", -expected, expected)
+    assert "missing the upstream" in message("grad", expected + 1, expected,
+                                             hints=[(expected + 1, "missing the upstream gradient?")])
+    text = message("grad", expected + np.eye(2, 3) * 0.5, expected)
+    assert "largest error 0.5 at index (0, 0)" in text
+    assert "is None" in message("grad", None, expected)
+    assert "should be a float" in message("loss", np.array(1.0), 1.0)
+    assert "nan or inf" in message("y", np.array([np.nan, 1.0]), [1.0, 1.0])
+
+
+def test_call_turns_overflow_and_errors_into_one_line_failures():
+    with pytest.raises(TestFailure, match="overflow"):
+        call("Tanh.forward(x)", lambda x: np.exp(x), np.array([1000.0]))
+    with pytest.raises(TestFailure, match="raised ValueError: bad"):
+        call("f()", lambda: (_ for _ in ()).throw(ValueError("bad")))
+
+
+def test_check_unchanged_detects_in_place_changes():
+    check_unchanged("f", np.ones(3), np.ones(3))
+    with pytest.raises(TestFailure, match="in place"):
+        check_unchanged("f", np.ones(3), np.zeros(3))
+
+
+def test_substitute_restores_names():
+    namespace = {"Linear": 1}
+    with substitute(namespace, Linear=2, Tanh=3):
+        assert namespace == {"Linear": 2, "Tanh": 3}
+    assert namespace == {"Linear": 1}
