@@ -15,9 +15,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-## Build release/ (the student version) from source/ with nbgrader.
+## Build release/ (the student version) from source/ with nbgrader, and record the PyTorch
+## reference values the hidden tests use (coursekit/torch_cache/) by running the source notebooks.
 release: venv
 	for a in $(ASSIGNMENTS); do $(VENV)/bin/nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
+	rm -rf coursekit/torch_cache
+	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(VENV)/bin/jupyter nbconvert --log-level=WARN \
+	    --execute --to notebook --stdout source/$$a/$$a.ipynb > /dev/null || exit 1; done
 
 ## Grade the shipped demo class: autograde, feedback, export, and a score table.
 demo: release

@@ -9,6 +9,22 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# An infinite loop in a student's cell must not hold up the class.
+# Grading kernels start with coursekit.guard: a memory cap, and answer cells cannot change how
+# the tests judge (see coursekit/guard.py).
+c.Execute.extra_arguments = [
+    "--HistoryManager.hist_file=:memory:",
+    "--IPKernelApp.exec_lines=import coursekit.guard; coursekit.guard.install(memory_gb=4)",
+]
+# Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).
 c.Execute.timeout = 10
-c.Execute.interrupt_on_timeout = True
+c.TimeLimitedExecute.timeout = 10
+c.TimeLimitedExecute.notebook_timeout = 60
+c.Autograde.autograde_preprocessors = [
+    "coursekit.nbgrader_plugins.TimeLimitedExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

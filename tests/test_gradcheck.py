@@ -1,11 +1,10 @@
 """The shared checks: finite differences, one-line messages and their hints, the PyTorch reference."""
 import numpy as np
 import pytest
-import torch
-
+from coursekit import torch_reference
 from coursekit.gradcheck import (TestFailure, call, check_close, check_unchanged, numerical_gradient,
                                  numerical_input_gradient, substitute)
-from coursekit.torch_reference import vjp
+from coursekit.torch_reference import CACHE_ONLY, RECORD, vjp
 
 
 def message(*args, **kwargs):
@@ -29,14 +28,33 @@ def test_numerical_input_gradient_uses_the_upstream_gradient():
     np.testing.assert_allclose(numerical_input_gradient(lambda z: z @ W.T, x, g), g @ W, rtol=1e-8)
 
 
-def test_vjp_matches_the_linear_layer_formulas():
-    rng = np.random.default_rng(0)
+def test_vjp_computes_pytorch_values_in_a_clean_process_when_not_cached(monkeypatch):
+    rng = np.random.default_rng()  # fresh inputs: never in the cache
     x, W, b, g = rng.normal(size=(5, 3)), rng.normal(size=(2, 3)), rng.normal(size=2), rng.normal(size=(5, 2))
-    y, (dx, dW, db) = vjp(torch.nn.functional.linear, (x, W, b), g)
+    y, (dx, dW, db) = vjp("linear", (x, W, b), g)
     np.testing.assert_allclose(y, x @ W.T + b)
     np.testing.assert_allclose(dx, g @ W)
     np.testing.assert_allclose(dW, g.T @ x)
     np.testing.assert_allclose(db, g.sum(axis=0))
+    loss, (dy, _) = vjp("mse_loss", (x, x + 1))
+    assert loss == pytest.approx(1.0) and isinstance(loss, float)
+    np.testing.assert_allclose(dy, -2 * np.ones_like(x) / x.size)
+    monkeypatch.setenv(CACHE_ONLY, "1")
+    with pytest.raises(LookupError, match="make release"):
+        vjp("tanh", (x,), g[:, :1].repeat(3, axis=1))
+
+
+def test_vjp_reads_recorded_values_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch_reference, "CACHE", tmp_path)
+    monkeypatch.setenv(RECORD, "1")
+    x = np.linspace(-2, 2, 6).reshape(2, 3)
+    first = vjp("tanh", (x,), np.ones_like(x))
+    assert len(list(tmp_path.iterdir())) == 1
+    monkeypatch.delenv(RECORD)
+    monkeypatch.setenv(CACHE_ONLY, "1")
+    second = vjp("tanh", (x,), np.ones_like(x))
+    np.testing.assert_array_equal(first[1][0], second[1][0])
+    np.testing.assert_allclose(second[0], np.tanh(x))
 
 
 def test_passes_close_values_and_accepts_numpy_floats():

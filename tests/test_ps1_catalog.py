@@ -3,7 +3,7 @@ import nbformat
 import pytest
 
 from conftest import FIXTURES
-from coursekit.grading import failure_messages, part_of
+from coursekit.grading import failure_messages, grade_submissions, part_of
 from coursekit.solutions import answer_cells, source_notebook
 from coursekit.submissions import Solution, load_fixtures
 
@@ -63,3 +63,20 @@ def test_failure_message_is_one_line_with_hint(ps1_graded, name):
     if bug.says:
         assert any(bug.says in text for _, text in in_part), \
             f"{name}: no message says {bug.says!r}: {[t for _, t in in_part]}"
+
+
+CHEATS = {cheat.name: cheat for cheat in CATALOG.CHEATS}
+
+
+@pytest.fixture(scope="module")
+def ps1_cheats_graded(tmp_path_factory):
+    return grade_submissions("ps1", CHEATS, tmp_path_factory.mktemp("ps1-cheats"), jobs=2)
+
+
+@pytest.mark.parametrize("name", sorted(CHEATS))
+def test_cheat_does_not_save_a_wrong_answer(ps1_cheats_graded, name):
+    """Each cheat wraps a Tanh that ignores grad_output; whatever it patches, Tanh loses its points."""
+    result = ps1_cheats_graded[name]
+    assert result.cells, f"{name} was not graded"
+    assert result.parts()["tanh"] == 0, f"{name} kept Tanh points: {result.cells}"
+    assert result.lost() <= {"tanh"} | SHARED_PARTS

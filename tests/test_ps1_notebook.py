@@ -10,6 +10,7 @@ from coursekit import COURSE_ROOT
 from coursekit.grading import copy_course, nbgrader
 from coursekit.solutions import SOLUTION_BEGIN, SOLUTION_END, source_notebook
 from coursekit.submissions import fill, release_notebook, solution_answers
+from coursekit.torch_reference import CACHE_ONLY
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 RELEASE = COURSE_ROOT / "release" / "ps1"
@@ -41,7 +42,9 @@ def regions(source, begin, end):
     return lines
 
 
-def test_source_notebook_passes_every_test():
+def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch):
+    """Also proves coursekit/torch_cache complete: a value missing from it is an error here."""
+    monkeypatch.setenv(CACHE_ONLY, "1")
     notebook = nbformat.read(source_notebook("ps1"), as_version=4)
     assert run(notebook, source_notebook("ps1").parent) == {}
 

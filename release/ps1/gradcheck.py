@@ -7,10 +7,46 @@ Every check raises ``TestFailure`` (an ``AssertionError``) whose message is one 
 which quantity is wrong, how (shape, largest error), and a hint when the mistake is
 recognisable, without giving the answer away.
 """
+import builtins
 import contextlib
+import types
 import warnings
 
-import numpy as np
+import numpy
+
+# The tests must judge the same way whatever the code before them did to NumPy or to Python's
+# builtins: this module works with private copies of both, taken when it is first imported
+# (before any answer cell runs). Tests use its `np` too.
+__builtins__ = dict(vars(builtins))
+
+
+def _snapshot(module, *submodules):
+    """A read-only copy of a module's namespace (and of some of its submodules')."""
+    names = dict(vars(module))
+    names.update({sub: _snapshot(getattr(module, sub)) for sub in submodules})
+    names = types.MappingProxyType(names)
+
+    class ReadOnlyModule:
+        __slots__ = ()
+
+        def __getattr__(self, name):
+            try:
+                return names[name]
+            except KeyError:
+                raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}") from None
+
+        def __setattr__(self, name, value):
+            raise AttributeError(f"the tests' copy of {module.__name__} is read-only")
+
+        __delattr__ = __setattr__
+
+        def __dir__(self):
+            return list(names)
+
+    return ReadOnlyModule()
+
+
+np = _snapshot(numpy, "random", "linalg", "testing")
 
 
 class TestFailure(AssertionError):
@@ -64,7 +100,7 @@ def check_array(name, actual, shape):
     """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it."""
     if actual is None:
         raise TestFailure(f"{name} is None: compute it and assign / return it")
-    if not isinstance(actual, np.ndarray):
+    if type(actual) is not np.ndarray:  # exactly: a subclass could redefine comparisons
         raise TestFailure(f"{name} should be a NumPy array, got {type(actual).__name__}")
     if actual.shape != tuple(shape):
         raise TestFailure(f"{name} has shape {actual.shape}, expected {tuple(shape)}"
@@ -104,11 +140,12 @@ def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), facto
     if expected.ndim == 0:
         if isinstance(actual, np.ndarray) and actual.size == 1 and actual.ndim > 0:
             raise TestFailure(f"{name} should be a single number, got an array of shape {actual.shape}")
-        if not isinstance(actual, (float, int, np.floating, np.integer)) or isinstance(actual, bool):
+        if type(actual) not in (float, int, np.float64, np.float32, np.int64):
             raise TestFailure(f"{name} should be a float, got {type(actual).__name__}")
+        actual = float(actual)
     else:
         check_array(name, actual, expected.shape)
-    actual = np.asarray(actual, dtype=np.float64)
+    actual = np.array(actual, dtype=np.float64)
     if not np.all(np.isfinite(actual)):
         raise TestFailure(f"{name} contains nan or inf where the expected values are finite: "
                           "an overflow for large inputs?")
