@@ -5,7 +5,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test release venv clean-grading
+.PHONY: demo test release grade venv browser clean-grading
 
 venv: $(VENV)/.installed
 
@@ -27,8 +27,19 @@ release: venv
 demo: release
 	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.demo $$a || exit 1; done
 
+## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786]
+A ?= ps1
+grade: venv
+	$(PY) -m coursekit.grade $(A) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK))
+
+## Debian's chromium, for the test that renders a feedback page (installed where we are root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed: the feedback screenshot test will be skipped"
+
 ## Run the whole test suite.
-test: venv
+test: venv browser
 	$(PY) -m pytest
 
 ## Remove grading output (never student submissions).

@@ -19,6 +19,13 @@ c.Execute.extra_arguments = [
 c.Execute.timeout = 10
 c.TimeLimitedExecute.timeout = 10
 c.TimeLimitedExecute.notebook_timeout = 60
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "coursekit.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 c.Autograde.autograde_preprocessors = [
     "coursekit.nbgrader_plugins.TimeLimitedExecute",
     "nbgrader.preprocessors.IgnorePattern",
@@ -27,4 +34,11 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Feedback shows each test's score and one-line message, never hidden test code.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "coursekit.nbgrader_plugins.HideHiddenTests",
 ]

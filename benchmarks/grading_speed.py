@@ -1,34 +1,81 @@
-"""How long grading ps1 submissions takes with stock `nbgrader autograde`.
+"""Grading speed: stock sequential `nbgrader autograde` against `make grade`, on the same submissions.
 
-Usage: .venv/bin/python benchmarks/grading_speed.py [--students N]
+Usage: .venv/bin/python benchmarks/grading_speed.py [--students 40] [--jobs 2]
 
-Grades N copies of the model solution in a scratch copy of the course and prints the wall
-time per submission. Figures go in the README; no test asserts a time.
+Takes the first N submissions of the ps1 bug catalog and variants (a realistic mix), grades
+them once with stock `nbgrader autograde ps1` and once with `make grade`'s grader, each in a
+scratch copy of the course, and prints both times, their ratio, and the floor: the time to
+execute one notebook's own cells in a kernel. Figures go in the README; no test asserts a time.
 """
 import argparse
+import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import nbformat
+from nbclient import NotebookClient
+
+from coursekit import COURSE_ROOT
+from coursekit.grade import grade_class
 from coursekit.grading import copy_course, nbgrader
-from coursekit.submissions import Solution, release_notebook, submit
+from coursekit.submissions import fill, load_fixtures, release_notebook, solution_answers, submit
+
+
+def class_of(n):
+    catalog = load_fixtures(COURSE_ROOT / "tests" / "fixtures" / "ps1_submissions.py")
+    pool = catalog.BUGS + catalog.VARIANTS
+    return {f"s{i:03d}_{pool[i % len(pool)].name}": pool[i % len(pool)] for i in range(n)}
+
+
+def make_course(scratch, submissions):
+    course = copy_course("ps1", scratch)
+    release = release_notebook("ps1", COURSE_ROOT)
+    for student, submission in submissions.items():
+        submit(course, student, "ps1", submission, release)
+    return course
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def floor(repeats=3):
+    """Seconds to run the solution notebook's cells in a fresh kernel (what grading cannot avoid)."""
+    notebook = fill(release_notebook("ps1", COURSE_ROOT), solution_answers("ps1"))
+    times = []
+    for _ in range(repeats):
+        copy = nbformat.from_dict(notebook)
+        client = NotebookClient(copy, kernel_name="python3", resources={"metadata": {"path": str(COURSE_ROOT / "release" / "ps1")}})
+        start = time.perf_counter()
+        client.execute()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=5)
-    parser.add_argument("--assignment", default="ps1")
+    parser.add_argument("--students", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
     args = parser.parse_args()
+    submissions = class_of(args.students)
     with tempfile.TemporaryDirectory() as scratch:
-        course = copy_course(args.assignment, scratch)
-        nbgrader(course, "generate_assignment", args.assignment, "--force")
-        release = release_notebook(args.assignment, course)
-        for i in range(args.students):
-            submit(course, f"student{i:03d}", args.assignment, Solution(), release)
-        start = time.perf_counter()
-        nbgrader(course, "autograde", args.assignment, "--force")
-        elapsed = time.perf_counter() - start
-    print(f"stock nbgrader autograde {args.assignment}: {args.students} submissions in {elapsed:.1f} s, "
-          f"{elapsed / args.students:.1f} s per submission")
+        stock = make_course(Path(scratch) / "stock", submissions)
+        nbgrader(stock, "generate_assignment", "ps1", "--force")
+        stock_time = timed(lambda: nbgrader(stock, "autograde", "ps1", "--force", check=False))
+        ours = make_course(Path(scratch) / "ours", submissions)
+        ours_time = timed(lambda: grade_class("ps1", ours, jobs=args.jobs, progress=False))
+    notebook_floor = floor()
+    n = args.students
+    print(f"{n} ps1 submissions on {os.cpu_count()} cores (Python {sys.version.split()[0]})")
+    print(f"  stock nbgrader autograde, sequential: {stock_time:7.1f} s  ({stock_time / n:.2f} s per submission)")
+    print(f"  make grade, {args.jobs} workers:             {ours_time:7.1f} s  ({ours_time / n:.2f} s per submission, "
+          f"{ours_time * args.jobs / n:.2f} s of worker time each)")
+    print(f"  speed-up: {stock_time / ours_time:.1f}x")
+    print(f"  floor: executing one notebook's cells in a kernel takes {notebook_floor:.2f} s")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,33 @@ def _environment():
     return env
 
 
+def problem_with(folder, assignment):
+    """Why the submission in ``folder`` cannot be graded, or None if it can.
+
+    The notebook must be ``<assignment>.ipynb``, UTF-8 JSON, and a valid notebook (nbformat
+    upgrades old versions itself).
+    """
+    folder = Path(folder)
+    path = folder / f"{assignment}.ipynb"
+    if not path.exists():
+        others = sorted(p.name for p in folder.glob("*.ipynb"))
+        found = f" (found {', '.join(others)}: renamed?)" if others else ""
+        return f"{path.name} is missing{found}"
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"{path.name} is not UTF-8 text (byte {error.start}): not a notebook file"
+    try:
+        notebook = nbformat.reads(text, as_version=4)
+        nbformat.validate(notebook)
+    except nbformat.reader.NotJSONError:
+        return f"{path.name} is not a notebook (not JSON)"
+    except Exception as error:  # noqa: BLE001 - nbformat raises many kinds
+        return f"{path.name} is not a valid notebook ({type(error).__name__}: {str(error).splitlines()[0][:100]})"
+    return None
+
+
 def part_of(grade_id):
     """The part a test cell grades: its grade_id starts with the answer cell's id ("linear_forward" -> "linear")."""
     return grade_id.split("_")[0]
@@ -41,6 +68,7 @@ class Result:
     cells: dict  # grade_id -> score
     max_cells: dict  # grade_id -> max score
     autograded: Path = None  # the autograded notebook
+    error: str = ""  # why the submission could not be graded
 
     @property
     def total(self):
@@ -115,38 +143,41 @@ def copy_course(assignment, dest, course_root=None):
     return dest
 
 
-def grade_submissions(assignment, submissions, workdir, jobs=2):
-    """Autograde many submissions with stock nbgrader, ``jobs`` course copies in parallel.
+def _submit_all(assignment, submissions, workdir):
+    from coursekit import COURSE_ROOT
+    from coursekit.submissions import release_notebook, submit
 
-    Each worker has its own course copy and gradebook, since SQLite takes one writer at a time.
+    course = copy_course(assignment, workdir)
+    release = release_notebook(assignment, COURSE_ROOT)
+    for student, submission in submissions.items():
+        submit(course, student, assignment, submission, release)
+    return course
+
+
+def grade_submissions(assignment, submissions, workdir, jobs=2):
+    """Grade many submissions in a scratch course the way `make grade` does.
 
     Args:
     - submissions (dict): {student: submission} (see coursekit.submissions).
     - workdir (Path): an empty directory to work in.
     Returns:
-    - dict: {student: Result}.
+    - dict: {student: Result}; a student whose submission could not be graded has no cells and
+      an ``error``.
     """
-    from coursekit.submissions import release_notebook, submit
+    from coursekit.grade import grade_class
 
-    workdir = Path(workdir)
-    base = copy_course(assignment, workdir / "base")
-    nbgrader(base, "generate_assignment", assignment, "--force")
-    release = release_notebook(assignment, base)
-    students = sorted(submissions)
-    workers = []
-    for k in range(min(jobs, len(students)) or 1):
-        course = workdir / f"worker{k}"
-        shutil.copytree(base, course)
-        for student in students[k::jobs]:
-            submit(course, student, assignment, submissions[student], release)
-        workers.append(course)
-    processes = [subprocess.Popen([sys.executable, "-m", "nbgrader", "autograde", assignment, "--force"],
-                                  cwd=course, env=_environment(), stdout=subprocess.DEVNULL,
-                                  stderr=open(course / "autograde.log", "w"))
-                 for course in workers]
-    for process in processes:
-        process.wait()
-    found = {}
-    for course in workers:
-        found.update(results(course, assignment))
+    course = _submit_all(assignment, submissions, workdir)
+    outcomes = grade_class(assignment, course, jobs=jobs, progress=False)
+    found = results(course, assignment)
+    for student, outcome in outcomes.items():
+        if not outcome["ok"]:
+            found[student] = Result(student, {}, {}, error=outcome["error"])
     return found
+
+
+def grade_submissions_stock(assignment, submissions, workdir):
+    """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
+    course = _submit_all(assignment, submissions, workdir)
+    nbgrader(course, "generate_assignment", assignment, "--force")
+    nbgrader(course, "autograde", assignment, "--force", check=False)
+    return results(course, assignment)

@@ -2,7 +2,9 @@
 import time
 
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import Execute
+from nbgrader import preprocessors as nbgrader_preprocessors
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float
 
 
@@ -46,3 +48,35 @@ class TimeLimitedExecute(Execute):
                     output.evalue = f"the cell ran longer than {self.timeout:g} s and was stopped (an infinite loop?)"
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """For feedback: graded cells lose their hidden tests, and errors keep only their one-line message.
+
+    A traceback would quote the hidden test code it ran through (nbgrader issue #917); the
+    message says what is wrong without it.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and utils.is_grade(cell):
+            try:
+                self._remove_hidden_test_region(cell)
+            except RuntimeError:  # unbalanced markers: show nothing rather than a part of the test
+                cell.source = "# (test code hidden)"
+            for output in cell.get("outputs", []):
+                if output.output_type == "error":
+                    output.traceback = [f"{output.ename}: {output.evalue}"]
+        return cell, resources
+
+
+class DeduplicateIds(nbgrader_preprocessors.DeduplicateIds):
+    """nbgrader's DeduplicateIds (a student duplicated a graded cell: the last copy keeps the id),
+    except that the other copies become plain cells. nbgrader leaves them an empty ``nbgrader``
+    entry, which its own metadata check then rejects as an old format, failing the submission."""
+
+    def preprocess(self, nb, resources):
+        nb, resources = super().preprocess(nb, resources)
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", None) == {}:
+                del cell.metadata["nbgrader"]
+        return nb, resources

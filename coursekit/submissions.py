@@ -9,6 +9,8 @@ the kinds below, for every assignment:
 - ``Bug(name, cell, find, replace)``: the model solution with one realistic mistake.
 - ``Variant(name, cells)``: answer cells rewritten in another correct (or incorrect) way.
 - ``RawFile(name, content)``: a file that is handed in as the notebook, whatever it holds.
+- ``Edited(name, base, edit)``: another submission with its notebook changed by a function.
+- ``Folder(name, files)``: several files handed in, each one of the above.
 """
 import copy
 import importlib.util
@@ -112,12 +114,41 @@ class RawFile:
         return self.data
 
 
+@dataclass(frozen=True)
+class Edited:
+    """Another submission's notebook changed by ``edit(notebook) -> notebook`` (cells deleted,
+    moved, retyped...), written in nbformat ``version``."""
+
+    name: str = ""
+    base: object = Solution()
+    edit: object = None
+    version: int = 4
+
+    def content(self, assignment, release):
+        notebook = nbformat.reads(self.base.content(assignment, release).decode(), as_version=4)
+        if self.edit is not None:
+            notebook = self.edit(notebook)
+        return nbformat.writes(notebook, version=self.version).encode()
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A submission folder given file by file: ``files`` = ((filename, submission), ...)."""
+
+    name: str = ""
+    files: tuple = ()
+
+
 def submit(course_root, student, assignment, submission, release=None):
-    """Write ``submission`` as ``submitted/<student>/<assignment>/<assignment>.ipynb``."""
-    release = release if release is not None else release_notebook(assignment, course_root)
+    """Write ``submission`` into ``submitted/<student>/<assignment>/`` (as ``<assignment>.ipynb``)."""
+    if release is None:
+        own = Path(course_root) / "release" / assignment
+        release = release_notebook(assignment, course_root if own.exists() else COURSE_ROOT)
     folder = Path(course_root) / "submitted" / student / assignment
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{assignment}.ipynb").write_bytes(submission.content(assignment, release))
+    files = submission.files if isinstance(submission, Folder) else ((f"{assignment}.ipynb", submission),)
+    for filename, part in files:
+        (folder / filename).write_bytes(part.content(assignment, release))
     return folder
 
 

@@ -1,4 +1,4 @@
-"""`make demo`'s job: the demo class is graded by stock nbgrader, with feedback, export and a table."""
+"""`make demo`'s job: the demo class is graded, with feedback, export, a report and a score table."""
 import csv
 import subprocess
 import sys
@@ -18,7 +18,7 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path):
     rows = {line.split()[0]: line.split() for line in output.splitlines() if line.split()}
     for student, (_, expected) in DEMO_CLASS.items():
         if expected is None:
-            assert "NOT GRADED" in " ".join(rows[student]) and "not a valid notebook" in output
+            assert "NOT GRADED: ps1.ipynb is not a notebook" in " ".join(rows[student])
         else:
             assert float(rows[student][-1]) == expected, f"{student}: {rows[student]}"
             assert (course / "feedback" / student / "ps1" / "ps1.html").exists()
@@ -26,3 +26,4 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path):
         exported = {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == "ps1"}
     assert float(exported["ada"]["score"]) == 18
     assert float(exported["blake"]["score"]) == 0
+    assert (course / "reports" / "ps1" / "report.html").exists()

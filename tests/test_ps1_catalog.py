@@ -75,8 +75,11 @@ def ps1_cheats_graded(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(CHEATS))
 def test_cheat_does_not_save_a_wrong_answer(ps1_cheats_graded, name):
-    """Each cheat wraps a Tanh that ignores grad_output; whatever it patches, Tanh loses its points."""
+    """Each cheat wraps a wrong Tanh (most: one that ignores grad_output); whatever it patches,
+    Tanh loses the points of the tests it tries to fake."""
     result = ps1_cheats_graded[name]
     assert result.cells, f"{name} was not graded"
-    assert result.parts()["tanh"] == 0, f"{name} kept Tanh points: {result.cells}"
+    assert "tanh" in result.lost(), f"{name} kept Tanh points: {result.cells}"
+    if CATALOG.WRONG_TANH.strip() in CHEATS[name].cells["tanh"]:
+        assert result.parts()["tanh"] == 0, f"{name} kept Tanh points: {result.cells}"
     assert result.lost() <= {"tanh"} | SHARED_PARTS

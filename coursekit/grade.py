@@ -1,0 +1,228 @@
+"""Grade a whole class in parallel: `make grade A=ps1 [JOBS=N] [DASK=tcp://host:8786]`.
+
+Every submission under ``submitted/*/<assignment>/`` is autograded by nbgrader itself, each in a
+private scratch course with its own gradebook (SQLite takes one writer at a time), on a local
+process pool or on a Dask cluster. The main process alone writes ``gradebook.db``, merging each
+result through nbgrader's Gradebook API, and copies ``autograded/`` and ``feedback/`` back, so
+the course ends exactly as after ``nbgrader autograde`` and ``nbgrader generate_feedback``. Then
+``nbgrader export`` writes ``grades.csv``, and ``reports/<assignment>/`` gets the instructor
+report (report.html), the tamper report and the list of errors.
+
+A submission that cannot be graded never stops the batch: its student is listed with the
+reason, and any previous grade of theirs is removed rather than left standing as if current.
+"""
+import argparse
+import concurrent.futures
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from coursekit import COURSE_ROOT
+from coursekit.grading import nbgrader, problem_with
+
+# Grading kernels use one BLAS thread: results do not depend on the machine's load, and
+# parallel workers do not oversubscribe the cores.
+SINGLE_THREADED = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def _read_tree(folder):
+    """{relative path: bytes} for every file under ``folder``."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_tree(folder, files):
+    for relative, data in files.items():
+        path = Path(folder) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def grading_kit(course, assignment):
+    """What a worker needs to grade any submission of ``assignment``, as plain data.
+
+    Returns:
+    - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes} where the gradebook
+      holds the assignment and no student.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copy(Path(course) / "nbgrader_config.py", scratch)
+        source = Path(course) / "source" / assignment
+        _write_tree(Path(scratch) / "source" / assignment, _read_tree(source))
+        nbgrader(scratch, "generate_assignment", assignment, "--force")
+        return {"config": (Path(course) / "nbgrader_config.py").read_bytes(),
+                "source": _read_tree(source),
+                "gradebook": (Path(scratch) / "gradebook.db").read_bytes()}
+
+
+def grade_one(kit, assignment, student, submission):
+    """Autograde one submission and make its feedback, in a private scratch course.
+
+    Runs on a worker (a local process or a Dask worker): takes and returns plain data.
+
+    Args:
+    - kit: from grading_kit().
+    - submission (dict): {path: bytes}, the files of ``submitted/<student>/<assignment>/``.
+    Returns:
+    - dict with "student", "ok", "error" (str), "submission" (timestamp, late penalty per
+      notebook), "grades" [(notebook, cell, auto_score, needs_manual_grade)],
+      "comments" [(notebook, cell, auto_comment)], "autograded" and "feedback" ({path: bytes}).
+    """
+    from nbgrader.api import Gradebook
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    os.environ.update(SINGLE_THREADED)
+    result = {"student": student, "ok": False, "error": "", "grades": [], "comments": [],
+              "submission": {}, "autograded": {}, "feedback": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        course = Path(scratch)
+        (course / "nbgrader_config.py").write_bytes(kit["config"])
+        (course / "gradebook.db").write_bytes(kit["gradebook"])
+        _write_tree(course / "source" / assignment, kit["source"])
+        _write_tree(course / "submitted" / student / assignment, submission)
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+        config.CourseDirectory.root = str(course)
+        api = NbGraderAPI(CourseDirectory(config=config), config=config)
+        problem = problem_with(course / "submitted" / student / assignment, assignment)
+        if problem:
+            result["error"] = problem
+            return result
+        graded = api.autograde(assignment, student, force=True, create=True)
+        if not graded["success"]:
+            result["error"] = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
+            return result
+        feedback = api.generate_feedback(assignment, student, force=True)
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            found = gradebook.find_submission(assignment, student)
+            result["submission"] = {
+                "timestamp": found.timestamp,
+                "late_penalty": {nb.name: nb.late_submission_penalty for nb in found.notebooks}}
+            for notebook in found.notebooks:
+                result["grades"] += [(notebook.name, g.name, g.auto_score, g.needs_manual_grade)
+                                     for g in notebook.grades]
+                result["comments"] += [(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
+        result["autograded"] = _read_tree(course / "autograded" / student / assignment)
+        result["feedback"] = _read_tree(course / "feedback" / student / assignment)
+        result["ok"] = True
+        if not feedback["success"]:
+            result["error"] = "graded, but no feedback: " + _last_line(feedback.get("error") or feedback.get("log"))
+    return result
+
+
+def _last_line(text):
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no details"
+
+
+def merge(course, assignment, result):
+    """Write one worker's result into the course (the only writer of gradebook.db)."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from sqlalchemy.exc import SAWarning
+
+    course, student = Path(course), result["student"]
+    for folder in ("autograded", "feedback"):
+        shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        # nbgrader's own autoflush warnings, harmless here
+        warnings.filterwarnings("ignore", category=SAWarning)
+        gradebook.update_or_create_student(student)
+        if not result["ok"]:
+            try:  # a failed regrade must not leave the old grade looking current
+                gradebook.remove_submission(assignment, student)
+            except MissingEntry:
+                pass
+            return
+        submission = gradebook.update_or_create_submission(
+            assignment, student, timestamp=result["submission"]["timestamp"])
+        for notebook in submission.notebooks:
+            notebook.late_submission_penalty = result["submission"]["late_penalty"].get(notebook.name)
+        for notebook, cell, score, needs_manual in result["grades"]:
+            grade = gradebook.find_grade(cell, notebook, assignment, student)
+            grade.auto_score, grade.needs_manual_grade = score, needs_manual
+        for notebook, cell, comment in result["comments"]:
+            gradebook.find_comment(cell, notebook, assignment, student).auto_comment = comment
+        gradebook.db.commit()
+    _write_tree(course / "autograded" / student / assignment, result["autograded"])
+    _write_tree(course / "feedback" / student / assignment, result["feedback"])
+
+
+def _quiet_worker():
+    # Kernels inherit the worker's stderr and warn there on every start; nbgrader's own log of
+    # each submission, which the results carry, is what matters.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+
+
+def _local_pool(jobs):
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_quiet_worker)
+    return pool, concurrent.futures.as_completed
+
+
+def _dask_pool(address):
+    from distributed import Client, as_completed
+
+    return Client(address), as_completed
+
+
+def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=True):
+    """Grade every submission of ``assignment``; returns the workers' results by student."""
+    course = Path(course)
+    students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
+    kit = grading_kit(course, assignment)
+    _ensure_assignment(course, assignment, kit)
+    pool, as_completed = _dask_pool(dask) if dask else _local_pool(jobs or os.cpu_count())
+    results = {}
+    with pool:
+        futures = [pool.submit(grade_one, kit, assignment, student,
+                               _read_tree(course / "submitted" / student / assignment))
+                   for student in students]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
+                           unit="submission", disable=not progress):
+            result = future.result()
+            merge(course, assignment, result)
+            results[result["student"]] = result
+    return results
+
+
+def _ensure_assignment(course, assignment, kit):
+    """The course gradebook knows the assignment (as after `nbgrader generate_assignment`)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    path = course / "gradebook.db"
+    if not path.exists():
+        path.write_bytes(kit["gradebook"])
+        return
+    with Gradebook(f"sqlite:///{path}") as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+            return
+        except MissingEntry:
+            pass
+    nbgrader(course, "generate_assignment", assignment, "--force")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("assignment")
+    parser.add_argument("--course", default=str(COURSE_ROOT))
+    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: cores)")
+    parser.add_argument("--dask", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    args = parser.parse_args(argv)
+    from coursekit import report
+
+    results = grade_class(args.assignment, args.course, args.jobs or None, args.dask or None)
+    nbgrader(args.course, "export")
+    summary = report.write(args.course, args.assignment, results)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The instructor's view of a graded assignment: score table, plots, tamper report, errors.
+
+``write()`` makes ``reports/<assignment>/``: report.html with score_histogram.png and
+failure_rates.png, tamper.csv and errors.csv, and returns the score table as text.
+"""
+import csv
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
+from coursekit.grading import results as gradebook_results  # noqa: E402
+from coursekit.tamper import scan_notebook  # noqa: E402
+
+
+def score_table(graded, students, errors):
+    """Per-student points per part and total; students without a grade show why.
+
+    Args:
+    - graded (dict): {student: coursekit.grading.Result}.
+    - students (list): the rows, in order.
+    - errors (dict): {student: reason} for submissions that could not be graded.
+    """
+    complete = [r for r in graded.values() if r.cells]
+    if not complete:
+        return "no graded submission"
+    maxima = complete[0].max_parts()
+    parts = list(maxima)
+    header = f"{'student':<12}" + "".join(f"{p:>10}" for p in parts) + f"{'total':>10}  note"
+    lines = [header, f"{'(max)':<12}" + "".join(f"{maxima[p]:>10g}" for p in parts)
+             + f"{sum(maxima.values()):>10g}", "-" * len(header)]
+    for student in students:
+        result = graded.get(student)
+        if student in errors or result is None or not result.cells:
+            reason = errors.get(student) or "autograding failed"
+            lines.append(f"{student:<12}" + "".join(f"{'-':>10}" for _ in parts) + f"{'-':>10}"
+                         f"  NOT GRADED: {reason}")
+            continue
+        scores = result.parts()
+        lines.append(f"{student:<12}" + "".join(f"{scores.get(p, 0):>10g}" for p in parts)
+                     + f"{result.total:>10g}")
+    return "\n".join(lines)
+
+
+def _plots(folder, graded):
+    complete = [r for r in graded.values() if r.cells]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    maximum = complete[0].max_total if complete else 1
+    ax.hist([r.total for r in complete], bins=range(0, int(maximum) + 2), color="tab:blue", edgecolor="white")
+    ax.set_xlabel(f"score (of {maximum:g})")
+    ax.set_ylabel("students")
+    ax.set_title("Score distribution")
+    fig.tight_layout()
+    fig.savefig(folder / "score_histogram.png", dpi=100)
+    plt.close(fig)
+
+    cells = list(complete[0].max_cells) if complete else []
+    rates = [sum(r.cells.get(c, 0) < r.max_cells[c] for r in complete) / max(len(complete), 1) for c in cells]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(cells) + 1.2))
+    ax.barh(cells[::-1], [100 * r for r in rates[::-1]], color="tab:red")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of graded students who lost points")
+    ax.set_title("Where the class struggles (per test cell)")
+    fig.tight_layout()
+    fig.savefig(folder / "failure_rates.png", dpi=100)
+    plt.close(fig)
+    return dict(zip(cells, rates))
+
+
+def _table(rows, header):
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>None.</p>"
+
+
+def write(course, assignment, worker_results):
+    """Write the report for a graded assignment; return the score table.
+
+    Args:
+    - worker_results (dict): {student: result of coursekit.grade.grade_one}.
+    """
+    course = Path(course)
+    folder = course / "reports" / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    graded = gradebook_results(course, assignment)
+    students = sorted(worker_results)
+    errors = {s: r["error"] for s, r in worker_results.items() if not r["ok"]}
+    notes = {s: r["error"] for s, r in worker_results.items() if r["ok"] and r["error"]}
+    tamper = [(s, f.cell, f.line, f.what) for s in students
+              for f in scan_notebook(course / "submitted" / s / assignment / f"{assignment}.ipynb")]
+    manual = sorted(s for s, r in worker_results.items() if any(g[3] for g in r["grades"]))
+    rates = _plots(folder, graded)
+
+    with open(folder / "tamper.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("student", "cell", "line", "finding"), *tamper])
+    with open(folder / "errors.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("student", "error"), *sorted(errors.items()), *sorted(notes.items())])
+
+    table = score_table(graded, students, errors)
+    (folder / "report.html").write_text(f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{assignment}: grading report</title>
+<style>body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }} pre {{ background: #f6f6f6; padding: 1em; }}</style>
+</head><body>
+<h1>{assignment}: grading report</h1>
+<p>{len(students)} submissions, {len(students) - len(errors)} graded, {len(errors)} not graded,
+{len(manual)} needing manual grading.</p>
+<h2>Scores</h2><pre>{html.escape(table)}</pre>
+<img src="score_histogram.png" alt="score histogram">
+<h2>Failure rate per test cell</h2><img src="failure_rates.png" alt="failure rate per test cell">
+{_table([(c, f"{100 * r:.0f}%") for c, r in sorted(rates.items(), key=lambda kv: -kv[1])], ["test cell", "lost points"])}
+<h2>Tamper report</h2>
+<p>Answer cells that import forbidden modules or touch the test machinery (the grading kernel
+keeps such code from changing verdicts; this list is for a human to look at).</p>
+{_table(tamper, ["student", "cell", "line", "finding"])}
+<h2>Errors</h2>{_table(sorted(errors.items()) + sorted(notes.items()), ["student", "error"])}
+<h2>Needs manual grading</h2>{_table([(s,) for s in manual], ["student"])}
+</body></html>
+""")
+    summary = [table, ""]
+    if tamper:
+        summary.append(f"Tamper report ({len(tamper)} findings):")
+        summary += [f"  {s}: cell {c}, line {line}: {what}" for s, c, line, what in tamper]
+    summary.append(f"Report: {folder / 'report.html'}")
+    return "\n".join(summary)

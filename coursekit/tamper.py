@@ -1,0 +1,79 @@
+"""The tamper report: answer cells that import forbidden modules or touch the test machinery.
+
+The grading kernel already keeps such code from changing verdicts (coursekit.guard); this
+report tells the instructor who tried, with cell and line, so a human can look.
+"""
+import ast
+from dataclasses import dataclass
+
+import nbformat
+
+from coursekit.solutions import answer_cells
+
+# ps1-style assignments are pure NumPy: nothing else is needed in an answer.
+FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
+                     "inspect", "IPython", "ipykernel", "gradcheck", "coursekit", "shutil", "pathlib",
+                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types"}
+# Names whose use in an answer reaches into the interpreter or the tests.
+MACHINERY = {"get_ipython", "__builtins__", "__import__", "globals", "exec", "eval", "compile",
+             "open", "setattr", "delattr", "vars", "__subclasses__", "__globals__", "sys"}
+NUMPY_NAMES = {"np", "numpy"}
+# Methods that let an answer's value pass comparisons it should fail.
+REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
+             "__sub__", "__rsub__", "__abs__", "__array__", "__array_ufunc__", "__getattr__"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    cell: str
+    line: int
+    what: str
+
+
+def _root_name(node):
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def scan_code(cell, code):
+    """Findings in one answer cell's code (a cell that does not parse is reported as such)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as error:
+        return [Finding(cell, error.lineno or 0, f"does not parse: {error.msg}")]
+    findings = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in FORBIDDEN_MODULES:
+                    findings.append(Finding(cell, node.lineno, f"imports {alias.name}"))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in FORBIDDEN_MODULES:
+                findings.append(Finding(cell, node.lineno, f"imports from {node.module}"))
+        elif isinstance(node, ast.Name) and node.id in MACHINERY:
+            findings.append(Finding(cell, node.lineno, f"uses {node.id}"))
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in ("__init__",):
+            findings.append(Finding(cell, node.lineno, f"uses {node.attr}"))
+        elif isinstance(node, ast.FunctionDef) and node.name in REDEFINED:
+            findings.append(Finding(cell, node.lineno, f"defines {node.name}"))
+        elif isinstance(node, ast.ClassDef) and any(_root_name(b) in NUMPY_NAMES for b in node.bases):
+            findings.append(Finding(cell, node.lineno, f"subclasses {ast.unparse(node.bases[0])}"))
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Attribute) and _root_name(target) in NUMPY_NAMES:
+                    findings.append(Finding(cell, node.lineno, f"changes {ast.unparse(target)}"))
+    return sorted(set(findings), key=lambda f: (f.line, f.what))
+
+
+def scan_notebook(path):
+    """Findings in every answer cell of a submitted notebook (none if it cannot be read)."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable files are reported as grading errors instead
+        return []
+    findings = []
+    for cell, code in answer_cells(notebook).items():
+        findings += scan_code(cell, code)
+    return findings

@@ -1,0 +1,168 @@
+"""`make grade`: parallel, same scores as stock nbgrader, robust to broken submissions, deterministic."""
+import shutil
+
+import nbformat
+import pytest
+
+from conftest import FIXTURES
+from coursekit.grade import grade_class
+from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, nbgrader, results
+from coursekit.solutions import source_notebook
+from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
+from coursekit.tamper import scan_code
+
+CATALOG = load_fixtures(FIXTURES / "ps1_submissions.py")
+BUGS = {bug.name: bug for bug in CATALOG.BUGS}
+SAMPLE = {"solution": Solution(), "blank": Blank(), "cheat": CATALOG.CHEATS[0],
+          "loop": CATALOG.DEMO_CLASS["hana"][0],
+          **{name: BUGS[name] for name in ("linear_grad_biases_mean", "tanh_no_upstream", "mse_in_place")}}
+
+
+@pytest.fixture(scope="module")
+def broken_graded(tmp_path_factory):
+    submissions = {name: submission for name, (submission, _) in CATALOG.BROKEN.items()}
+    return grade_submissions("ps1", submissions, tmp_path_factory.mktemp("broken"), jobs=2)
+
+
+def test_same_scores_as_stock_nbgrader_cell_by_cell(tmp_path):
+    stock = grade_submissions_stock("ps1", SAMPLE, tmp_path / "stock")
+    ours = grade_submissions("ps1", SAMPLE, tmp_path / "ours", jobs=2)
+    for student in SAMPLE:
+        assert ours[student].cells, student
+        assert ours[student].cells == stock[student].cells, student
+
+
+def test_dask_cluster_grades_like_the_local_pool(tmp_path):
+    from distributed import LocalCluster
+
+    course = copy_course("ps1", tmp_path)
+    for student in ("solution", "blank", "tanh_no_upstream"):
+        submit(course, student, "ps1", SAMPLE.get(student) or BUGS[student])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        outcome = grade_class("ps1", course, dask=cluster.scheduler_address, progress=False)
+    graded = results(course, "ps1")
+    assert all(o["ok"] for o in outcome.values())
+    assert graded["solution"].total == 18 and graded["blank"].total == 0
+    assert graded["tanh_no_upstream"].lost() == {"tanh", "training"}
+    assert (course / "feedback" / "solution" / "ps1" / "ps1.html").exists()
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG.BROKEN))
+def test_broken_submission_is_graded_or_reported(broken_graded, name):
+    result = broken_graded[name]
+    kind, expected = CATALOG.BROKEN[name][1]
+    if kind == "error":
+        assert not result.cells and expected in result.error, f"{name}: {result.error!r}"
+    else:
+        assert result.cells and not result.error, f"{name} was not graded: {result.error}"
+        assert result.lost() == expected, f"{name} lost points in {result.lost()}"
+
+
+def test_infinite_loop_and_memory_hog_fail_with_a_clear_reason(broken_graded):
+    from coursekit.grading import failure_messages
+
+    loop = failure_messages(broken_graded["infinite_loop"].autograded)
+    assert "ran longer than" in loop["tanh_visible"][-1][1]
+    hog = failure_messages(broken_graded["memory_hog"].autograded)
+    assert "MSELoss" in hog["mse_visible"][-1][1]
+
+
+def test_failed_regrade_removes_the_old_grade(tmp_path):
+    course = copy_course("ps1", tmp_path)
+    submit(course, "zoe", "ps1", Solution())
+    grade_class("ps1", course, jobs=1, progress=False)
+    assert results(course, "ps1")["zoe"].total == 18
+    submit(course, "zoe", "ps1", RawFile("oops", b"\x00\x01 not a notebook"))
+    outcome = grade_class("ps1", course, jobs=1, progress=False)
+    assert not outcome["zoe"]["ok"] and "not" in outcome["zoe"]["error"]
+    assert "zoe" not in results(course, "ps1"), "the old score still stands"
+    assert not (course / "autograded" / "zoe" / "ps1").exists()
+    assert not (course / "feedback" / "zoe" / "ps1").exists()
+
+
+def test_regrading_gives_identical_scores(tmp_path):
+    course = copy_course("ps1", tmp_path)
+    for name, submission in SAMPLE.items():
+        submit(course, name, "ps1", submission)
+    grade_class("ps1", course, jobs=2, progress=False)
+    first = {s: r.cells for s, r in results(course, "ps1").items()}
+    grade_class("ps1", course, jobs=2, progress=False)
+    assert {s: r.cells for s, r in results(course, "ps1").items()} == first
+
+
+def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
+    import subprocess
+    import sys
+
+    course = copy_course("ps1", tmp_path)
+    shutil.copytree(FIXTURES.parent.parent / "release", course / "release")
+    for name in ("solution", "cheat"):
+        submit(course, name, "ps1", SAMPLE[name])
+    submit(course, "ivan", "ps1", RawFile("x", b"not a notebook"))
+    output = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course), "--jobs", "2"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "NOT GRADED: ps1.ipynb is not a notebook" in output
+    assert "cheat: cell tanh" in output
+    assert (course / "grades.csv").read_text().count("ps1") == 3
+    folder = course / "reports" / "ps1"
+    page = (folder / "report.html").read_text()
+    for section in ("Scores", "Failure rate per test cell", "Tamper report", "Errors"):
+        assert section in page
+    for png in ("score_histogram.png", "failure_rates.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ivan" in (folder / "errors.csv").read_text()
+
+
+def test_tamper_report_finds_every_cheat_with_its_cell_and_line():
+    for cheat in CATALOG.CHEATS:
+        findings = scan_code("tanh", cheat.cells["tanh"])
+        assert findings, f"{cheat.name} is not reported"
+        assert all(f.cell == "tanh" and f.line >= 1 for f in findings)
+    assert any("imports builtins" == f.what for f in scan_code("tanh", CATALOG.CHEATS[1].cells["tanh"]))
+    assert any("changes np.allclose" == f.what for f in scan_code("tanh", CATALOG.CHEATS[0].cells["tanh"]))
+    clean = [v for v in CATALOG.VARIANTS]
+    for variant in clean:
+        for cell, code in variant.cells.items():
+            assert scan_code(cell, code) == [], f"{variant.name} reported"
+
+
+def test_feedback_never_shows_hidden_tests(broken_graded):
+    hidden = set()
+    for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END HIDDEN TESTS" in line:
+                inside = False
+            elif inside and len(line.strip()) > 20:
+                hidden.add(line.strip())
+    feedback = list(broken_graded["reordered_cells"].autograded.parents[3].glob("feedback/*/ps1/ps1.html"))
+    assert len(feedback) >= 5
+    for path in feedback:
+        text = path.read_text()
+        leaked = [line for line in hidden if line in text or line.replace('"', "&quot;") in text]
+        assert not leaked, f"{path} shows hidden test lines: {leaked[:2]}"
+    reordered = (broken_graded["reordered_cells"].autograded.parents[3] / "feedback" / "reordered_cells"
+                 / "ps1" / "ps1.html").read_text()
+    assert "NameError" in reordered and "Cell In[" not in reordered, "a traceback is shown"
+
+
+def test_feedback_renders_in_headless_chromium(broken_graded, tmp_path):
+    import subprocess
+
+    from matplotlib.image import imread
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs Debian's package where it runs as root)")
+    page = broken_graded["reordered_cells"].autograded.parents[3] / "feedback" / "reordered_cells" / "ps1" / "ps1.html"
+    screenshot = tmp_path / "feedback.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1400",
+                    f"--screenshot={screenshot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = imread(screenshot)[..., :3]
+    ink = (pixels.mean(axis=2) < 0.8).mean()
+    assert ink > 0.01, f"the screenshot is blank ({ink:.2%} of pixels are not light)"
