@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from traitlets.config.loader import PyFileConfigLoader
 
 from coursekit import COURSE_ROOT
 from coursekit.grade import grade_class
@@ -44,12 +45,16 @@ def timed(fn):
 
 
 def floor(repeats=3):
-    """Seconds to run the solution notebook's cells in a fresh kernel (what grading cannot avoid)."""
+    """Seconds to start a grading kernel and run the solution notebook's cells in it, as
+    autograding does (what grading a submission cannot avoid)."""
     notebook = fill(release_notebook("ps1", COURSE_ROOT), solution_answers("ps1"))
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(COURSE_ROOT)).load_config()
+    os.environ["NBGRADER_EXECUTION"] = "autograde"
     times = []
     for _ in range(repeats):
         copy = nbformat.from_dict(notebook)
-        client = NotebookClient(copy, kernel_name="python3", resources={"metadata": {"path": str(COURSE_ROOT / "release" / "ps1")}})
+        client = NotebookClient(copy, kernel_name="python3", extra_arguments=config.Execute.extra_arguments,
+                                resources={"metadata": {"path": str(COURSE_ROOT / "release" / "ps1")}})
         start = time.perf_counter()
         client.execute()
         times.append(time.perf_counter() - start)
@@ -59,7 +64,7 @@ def floor(repeats=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=40)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() + 1)
     args = parser.parse_args()
     submissions = class_of(args.students)
     with tempfile.TemporaryDirectory() as scratch:

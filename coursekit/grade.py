@@ -177,7 +177,8 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
     kit = grading_kit(course, assignment)
     _ensure_assignment(course, assignment, kit)
-    pool, as_completed = _dask_pool(dask) if dask else _local_pool(jobs or os.cpu_count())
+    # one more worker than cores: each worker spends part of its time waiting on its kernel
+    pool, as_completed = _dask_pool(dask) if dask else _local_pool(jobs or os.cpu_count() + 1)
     results = {}
     with pool:
         futures = [pool.submit(grade_one, kit, assignment, student,
@@ -212,7 +213,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignment")
     parser.add_argument("--course", default=str(COURSE_ROOT))
-    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: cores)")
+    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: cores + 1)")
     parser.add_argument("--dask", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
     args = parser.parse_args(argv)
     from coursekit import report
