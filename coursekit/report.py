@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from coursekit.grading import results as gradebook_results  # noqa: E402
 from coursekit.tamper import scan_notebook  # noqa: E402
@@ -52,6 +53,7 @@ def _plots(folder, graded):
     ax.hist([r.total for r in complete], bins=range(0, int(maximum) + 2), color="tab:blue", edgecolor="white")
     ax.set_xlabel(f"score (of {maximum:g})")
     ax.set_ylabel("students")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Score distribution")
     fig.tight_layout()
     fig.savefig(folder / "score_histogram.png", dpi=100)
