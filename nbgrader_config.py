@@ -16,8 +16,7 @@ c.Execute.extra_arguments = [
     "--IPKernelApp.exec_lines=import coursekit.guard; coursekit.guard.install(memory_gb=4)",
 ]
 # Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).
-c.Execute.timeout = 10
-c.TimeLimitedExecute.timeout = 10
+c.Execute.timeout = 10  # seconds per cell (TimeLimitedExecute inherits it)
 c.TimeLimitedExecute.notebook_timeout = 60
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
