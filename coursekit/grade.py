@@ -218,7 +218,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from coursekit import report
 
-    results = grade_class(args.assignment, args.course, args.jobs or None, args.dask or None)
+    results = grade_class(args.assignment, args.course, args.jobs, args.dask)
     nbgrader(args.course, "export")
     summary = report.write(args.course, args.assignment, results)
     print(summary)

@@ -12,8 +12,8 @@ nbgrader starts the kernel with ``install()`` (see nbgrader_config.py). It
   not survive into the tests that follow.
 
 What code does while the tests call it (inside a method) is caught by the helpers' private
-copies, and errors hidden from IPython's display are caught outside the kernel by
-``coursekit.nbgrader_plugins.SealedExecute``.
+copies; an error hidden from IPython's display still fails its cell, because nbgrader's Execute
+adds the error the kernel reported.
 """
 import importlib
 import resource
@@ -36,7 +36,7 @@ def _limit_memory(gigabytes):
 
 
 def install(memory_gb=None):
-    """Snapshot the state the tests rely on and restore it before every cell."""
+    """Snapshot the state the tests rely on and restore it before and after every cell."""
     if memory_gb:
         _limit_memory(memory_gb)
     for name in PROTECTED:
@@ -69,7 +69,7 @@ def _shell():
 
 
 def restore(*_):
-    """Undo changes to the protected state (called before every cell)."""
+    """Undo changes to the protected state (called before and after every cell)."""
     for name, attributes in _attributes.items():
         module = _modules.get(name) or sys.modules.get(name)
         if module is None:

@@ -42,10 +42,10 @@ class TimeLimitedExecute(Execute):
                                    f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
             return cell, resources
         cell, resources = super().preprocess_cell(cell, resources, index)
-        if any(o.output_type == "error" and o.ename == "CellTimeoutError" for o in cell.outputs):
-            for output in cell.outputs:
-                if output.output_type == "error" and output.ename == "CellTimeoutError":
-                    output.evalue = f"the cell ran longer than {self.timeout:g} s and was stopped (an infinite loop?)"
+        timed_out = [o for o in cell.outputs if o.output_type == "error" and o.ename == "CellTimeoutError"]
+        for output in timed_out:
+            output.evalue = f"the cell ran longer than {self.timeout:g} s and was stopped (an infinite loop?)"
+        if timed_out:
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
 

@@ -10,6 +10,8 @@ from coursekit import COURSE_ROOT
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
 
 
 def source_notebook(assignment):
@@ -26,6 +28,19 @@ def answer_cells(notebook):
             source = cell["source"]
             cells[meta["grade_id"]] = source if isinstance(source, str) else "".join(source)
     return cells
+
+
+def marked_lines(source, begin, end):
+    """The lines of ``source`` between ``begin`` and ``end`` marker lines, stripped."""
+    inside, lines = False, []
+    for line in source.splitlines():
+        if line.strip() == begin:
+            inside = True
+        elif line.strip() == end:
+            inside = False
+        elif inside:
+            lines.append(line.strip())
+    return lines
 
 
 def without_markers(source):

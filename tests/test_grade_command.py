@@ -7,7 +7,7 @@ import pytest
 from conftest import FIXTURES
 from coursekit.grade import grade_class
 from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, nbgrader, results
-from coursekit.solutions import source_notebook
+from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, marked_lines, source_notebook
 from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
 from coursekit.tamper import scan_code
 
@@ -127,16 +127,8 @@ def test_tamper_report_finds_every_cheat_with_its_cell_and_line():
 
 
 def test_feedback_never_shows_hidden_tests(broken_graded):
-    hidden = set()
-    for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells:
-        inside = False
-        for line in cell.source.splitlines():
-            if "BEGIN HIDDEN TESTS" in line:
-                inside = True
-            elif "END HIDDEN TESTS" in line:
-                inside = False
-            elif inside and len(line.strip()) > 20:
-                hidden.add(line.strip())
+    hidden = {line for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells
+              for line in marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END) if len(line) > 20}
     feedback = list(broken_graded["reordered_cells"].autograded.parents[3].glob("feedback/*/ps1/ps1.html"))
     assert len(feedback) >= 5
     for path in feedback:

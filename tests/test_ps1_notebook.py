@@ -8,11 +8,10 @@ from nbclient import NotebookClient
 
 from coursekit import COURSE_ROOT
 from coursekit.grading import copy_course, nbgrader
-from coursekit.solutions import SOLUTION_BEGIN, SOLUTION_END, source_notebook
+from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
 from coursekit.submissions import fill, release_notebook, solution_answers
 from coursekit.torch_reference import CACHE_ONLY
 
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 RELEASE = COURSE_ROOT / "release" / "ps1"
 
 
@@ -27,19 +26,6 @@ def run(notebook, cwd):
         if bad:
             failed[cell.metadata.get("nbgrader", {}).get("grade_id", i)] = bad
     return failed
-
-
-def regions(source, begin, end):
-    """The lines between begin/end markers."""
-    inside, lines = False, []
-    for line in source.splitlines():
-        if line.strip() == begin:
-            inside = True
-        elif line.strip() == end:
-            inside = False
-        elif inside:
-            lines.append(line.strip())
-    return lines
 
 
 def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch):
@@ -81,7 +67,8 @@ def test_release_leaks_no_solution_and_no_hidden_test():
     visible_lines = set()
     secret_lines = set()
     for cell in source.cells:
-        secret = regions(cell.source, SOLUTION_BEGIN, SOLUTION_END) + regions(cell.source, HIDDEN_BEGIN, HIDDEN_END)
+        secret = (marked_lines(cell.source, SOLUTION_BEGIN, SOLUTION_END)
+                  + marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END))
         secret_lines.update(line for line in secret if len(line) > 15)
         visible_lines.update(line.strip() for line in cell.source.splitlines()
                              if line.strip() not in secret)
