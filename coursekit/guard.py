@@ -21,7 +21,7 @@ import sys
 
 PROTECTED = ["builtins", "numpy", "numpy.random", "numpy.linalg", "numpy.testing", "math",
              "gradcheck", "coursekit", "coursekit.gradcheck", "coursekit.torch_reference",
-             "coursekit.solutions", "coursekit.guard"]
+             "coursekit.solutions", "coursekit.reference_checks", "coursekit.guard"]
 # Modules a test imports that must not be replaced by a fake in sys.modules.
 IMPORTS = PROTECTED + ["torch"]
 

@@ -3,6 +3,7 @@
 Hidden tests use them as reference parts, so that grading one part never depends on the
 student's other parts: the MLP is tested with reference Linear and Tanh layers.
 """
+import ast
 import functools
 import json
 
@@ -49,19 +50,40 @@ def without_markers(source):
     return "\n".join(line for line in lines if line.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
 
 
+def _defines_only(source):
+    """Whether a cell's code only defines classes and functions (e.g. a given Identity class)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    return bool(tree.body) and all(isinstance(node, (ast.ClassDef, ast.FunctionDef)) for node in tree.body)
+
+
 @functools.cache
 def namespace(assignment):
-    """Run the source notebook's answer cells and return the names they define.
+    """Run the model solution's definitions and return the names they define.
+
+    Those are the answer cells and the given cells that only define classes or functions (the
+    rest, imports and training runs, is left out).
 
     Returns:
     - dict: e.g. {"Linear": <class>, "Tanh": <class>, ...} for ps1.
     """
     # plain json, not nbformat: importing nbformat's validator costs seconds in every grading kernel
     notebook = json.loads(source_notebook(assignment).read_text(encoding="utf-8"))
+    answers = answer_cells(notebook)
     names = {}
     exec("import numpy as np", names)  # noqa: S102 - the course's own code
-    for grade_id, source in answer_cells(notebook).items():
-        exec(compile(without_markers(source), f"<{assignment} solution {grade_id}>", "exec"), names)  # noqa: S102
+    for index, cell in enumerate(notebook["cells"]):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or meta.get("grade"):
+            continue
+        if meta.get("grade_id") in answers:
+            source = without_markers(source)
+        elif not _defines_only(source):
+            continue
+        exec(compile(source, f"<{assignment} solution cell {meta.get('grade_id', index)}>", "exec"), names)  # noqa: S102
     return {k: v for k, v in names.items() if not k.startswith("__")}
 
 

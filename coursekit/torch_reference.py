@@ -1,17 +1,18 @@
 """Reference values from PyTorch in float64, for the hidden tests.
 
 Hidden tests ask for ``vjp(name, inputs, grad_output)``: the output of a named PyTorch function
-and the gradients of its inputs. Importing PyTorch costs seconds in every grading kernel, and a
+and the gradients of its inputs (or for ``value(name, inputs)``: the output alone). Importing PyTorch costs seconds in every grading kernel, and a
 student's code could tamper with it there, so the values come from a cache recorded when the
 release is built (``make release``), keyed by the exact inputs; a value missing from the cache
 is computed by PyTorch in a separate, clean Python process. Students never need PyTorch.
 
-Run as a module, this file is that process: it reads the request from stdin and writes the
-result to stdout, both as .npz bytes.
+Run as a module, this file is that process: it reads requests from stdin and writes the
+results to stdout, as .npz bytes, until stdin closes (torch is imported once per session).
 """
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,39 @@ CACHE_ONLY = "COURSEKIT_TORCH_CACHE_ONLY"
 def _functions(torch):
     """The reference functions, by name."""
     functional = torch.nn.functional
+
+    def relu_mlp(x, *params):
+        """x -> Linear -> ReLU -> ... -> Linear, with weights W of shape (inputs, outputs)."""
+        pairs = list(zip(params[::2], params[1::2]))
+        for i, (W, b) in enumerate(pairs):
+            x = x @ W + b
+            if i < len(pairs) - 1:
+                x = torch.relu(x)
+        return x
+
+    def sgd(param, grads, lr, momentum):
+        """The parameter after each of torch.optim.SGD's steps, one step per gradient in ``grads``."""
+        param = torch.nn.Parameter(param.clone())
+        optimizer = torch.optim.SGD([param], lr=float(lr), momentum=float(momentum))
+        trajectory = []
+        for grad in grads:
+            optimizer.zero_grad()
+            param.grad = grad.clone()
+            optimizer.step()
+            trajectory.append(param.detach().clone())
+        return torch.stack(trajectory)
+
     return {
         "linear": functional.linear,
         "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "relu": torch.relu,
         "mse_loss": functional.mse_loss,
+        "cross_entropy": functional.cross_entropy,  # logits and class-probability targets
         "linear_tanh_linear": lambda x, W1, b1, W2, b2: functional.linear(
             torch.tanh(functional.linear(x, W1, b1)), W2, b2),
+        "relu_mlp": relu_mlp,
+        "sgd": sgd,
     }
 
 
@@ -56,27 +84,64 @@ def _unpack(data):
         return {name: archive[name] for name in archive.files}
 
 
-def _compute(name, arrays, grad_output):
+def _compute(name, arrays, grad_output, differentiate=True):
     """Evaluate in this process with PyTorch; returns {"output": ..., "grad0": ..., ...}."""
     import torch
 
-    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    tensors = [torch.tensor(a, requires_grad=differentiate) for a in arrays]
     output = _functions(torch)[name](*tensors)
-    if grad_output is None:
-        output.backward()
-    else:
-        output.backward(torch.tensor(grad_output))
     result = {"output": output.detach().numpy().copy()}
-    result.update({f"grad{i}": t.grad.numpy().copy() for i, t in enumerate(tensors)})
+    if differentiate:
+        output.backward(None if grad_output is None else torch.tensor(grad_output))
+        result.update({f"grad{i}": t.grad.numpy().copy() for i, t in enumerate(tensors)})
     return result
+
+
+def _lookup(name, arrays, grad_output, differentiate):
+    """The cached result, or one computed in a clean subprocess (and cached when recording)."""
+    if differentiate:
+        key = _key(name, arrays + ([] if grad_output is None else [grad_output]))
+    else:
+        key = _key(f"{name}:value", arrays)
+    path = CACHE / f"{name}-{key}.npz"
+    if path.exists():
+        return _unpack(path.read_bytes())
+    if os.environ.get(CACHE_ONLY):
+        raise LookupError(f"no cached PyTorch value for {name}: run `make release` to record it")
+    request = _pack(name=np.array(name), has_grad=np.array(grad_output is not None),
+                    differentiate=np.array(differentiate),
+                    grad_output=grad_output if grad_output is not None else np.zeros(0),
+                    **{f"input{i}": a for i, a in enumerate(arrays)})
+    reply = _ask_server(request)
+    if os.environ.get(RECORD):
+        CACHE.mkdir(exist_ok=True)
+        path.write_bytes(reply)
+    return _unpack(reply)
+
+
+_server = None
+
+
+def _ask_server(request):
+    """Send a request to the PyTorch process (started on first use, so torch is imported once)."""
+    global _server
+    if _server is None or _server.poll() is not None:
+        _server = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    _server.stdin.write(len(request).to_bytes(8, "little") + request)
+    _server.stdin.flush()
+    header = _server.stdout.read(8)
+    if len(header) < 8:
+        raise RuntimeError(f"the PyTorch reference process stopped (exit code {_server.wait()})")
+    return _server.stdout.read(int.from_bytes(header, "little"))
 
 
 def vjp(name, inputs, grad_output=None):
     """PyTorch's value of ``name(*inputs)`` and the gradients that ``grad_output`` backpropagates.
 
     Args:
-    - name (str): a reference function, e.g. "linear" (torch.nn.functional.linear), "tanh",
-      "mse_loss", "linear_tanh_linear".
+    - name (str): a reference function (see ``_functions``), e.g. "linear"
+      (torch.nn.functional.linear), "tanh", "mse_loss", "cross_entropy", "relu_mlp".
     - inputs (sequence of np.array): the arguments, as float64.
     - grad_output (np.array or None): dL/d(output), shape of the output; None when the output is a
       scalar (a loss), whose own gradient is then taken.
@@ -87,33 +152,39 @@ def vjp(name, inputs, grad_output=None):
     arrays = [np.asarray(a, dtype=np.float64) for a in inputs]
     if grad_output is not None:
         grad_output = np.asarray(grad_output, dtype=np.float64)
-    key = _key(name, arrays + ([] if grad_output is None else [grad_output]))
-    path = CACHE / f"{name}-{key}.npz"
-    if path.exists():
-        result = _unpack(path.read_bytes())
-    elif os.environ.get(CACHE_ONLY):
-        raise LookupError(f"no cached PyTorch value for {name}: run `make release` to record it")
-    else:
-        request = _pack(name=np.array(name), has_grad=np.array(grad_output is not None),
-                        grad_output=grad_output if grad_output is not None else np.zeros(0),
-                        **{f"input{i}": a for i, a in enumerate(arrays)})
-        reply = subprocess.run([sys.executable, "-m", "coursekit.torch_reference"], input=request,
-                               capture_output=True, check=True)
-        result = _unpack(reply.stdout)
-        if os.environ.get(RECORD):
-            CACHE.mkdir(exist_ok=True)
-            path.write_bytes(reply.stdout)
-    output = result["output"]
-    return (float(output) if output.ndim == 0 else output), [result[f"grad{i}"] for i in range(len(arrays))]
+    result = _lookup(name, arrays, grad_output, differentiate=True)
+    return _scalar_or_array(result["output"]), [result[f"grad{i}"] for i in range(len(arrays))]
+
+
+def value(name, inputs):
+    """PyTorch's value of ``name(*inputs)``, without gradients (e.g. "sgd": an optimizer's steps).
+
+    Args:
+    - name (str): a reference function, e.g. "sgd" (parameter, gradients, lr, momentum).
+    - inputs (sequence of np.array or float): the arguments, as float64.
+    Returns:
+    - output (np.array, or float for a scalar output).
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in inputs]
+    return _scalar_or_array(_lookup(name, arrays, None, differentiate=False)["output"])
+
+
+def _scalar_or_array(output):
+    return float(output) if output.ndim == 0 else output
 
 
 def _serve():
-    request = _unpack(sys.stdin.buffer.read())
-    count = sum(1 for name in request if name.startswith("input"))
-    arrays = [request[f"input{i}"] for i in range(count)]
-    grad_output = request["grad_output"] if request["has_grad"] else None
-    sys.stdout.buffer.write(_pack(**_compute(str(request["name"]), arrays, grad_output)))
+    """Answer requests until stdin closes; each message is its length (8 bytes) then .npz bytes."""
+    while header := sys.stdin.buffer.read(8):
+        request = _unpack(sys.stdin.buffer.read(int.from_bytes(header, "little")))
+        count = sum(1 for name in request if name.startswith("input"))
+        arrays = [request[f"input{i}"] for i in range(count)]
+        grad_output = request["grad_output"] if request["has_grad"] else None
+        reply = _pack(**_compute(str(request["name"]), arrays, grad_output, bool(request["differentiate"])))
+        sys.stdout.buffer.write(len(reply).to_bytes(8, "little") + reply)
+        sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for this process
     _serve()

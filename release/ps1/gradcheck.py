@@ -9,8 +9,10 @@ recognisable, without giving the answer away.
 """
 import builtins
 import contextlib
+import sys
 import types
 import warnings
+from types import SimpleNamespace as Namespace  # noqa: F401 - stand-in objects for tests (e.g. a layer for SGD)
 
 import numpy
 
@@ -47,6 +49,7 @@ def _snapshot(module, *submodules):
 
 
 np = _snapshot(numpy, "random", "linalg", "testing")
+_settrace, _gettrace = sys.settrace, sys.gettrace
 
 
 class TestFailure(AssertionError):
@@ -298,3 +301,138 @@ class SpyLinear(SpyLayer):
 
     def update_params(self, learning_rate):
         self.log.append(("update_params", self.name))
+
+
+class SpyActivation(SpyLayer):
+    """A stand-in activation with the MyTorch interface: ``backward()`` takes no argument and
+    returns the elementwise derivative dA/dH, here ``scale`` everywhere."""
+
+    def forward(self, H):
+        self.log.append(("forward", self.name))
+        self.H = H
+        return H * self.scale
+
+    def backward(self):
+        self.log.append(("backward", self.name))
+        return np.full(np.shape(self.H), float(self.scale))
+
+
+def check_vectorised(what, fn, *args, max_steps=300):
+    """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
+
+    Counts the Python lines and calls run inside ``fn``: ``np.vectorize`` and loops over the
+    elements run some for every element, NumPy operations on whole arrays run none.
+
+    Args:
+    - what (str): how the call is described in messages, e.g. "ReLU.forward(H)".
+    - fn, args: the call; it should work on an array of many more than ``max_steps`` elements.
+    Returns:
+    - whatever ``fn`` returns.
+    """
+    steps = 0
+
+    def count(frame, event, arg):
+        nonlocal steps
+        steps += 1
+        return count
+
+    def traced(*inner):
+        previous = _gettrace()
+        _settrace(count)
+        try:
+            return fn(*inner)
+        finally:
+            _settrace(previous)
+
+    result = call(what, traced, *args)
+    if steps > max_steps:
+        raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
+                          "or a loop?); use NumPy operations on the whole array")
+    return result
+
+
+def _mlp_layout(name, model, linears, activations, sizes):
+    """Check ``model.layers`` and ``model.f`` against the stand-ins the constructor made."""
+    expected = [(a, b) for a, b in zip(sizes, sizes[1:])]
+    layers, f = getattr(model, "layers", None), getattr(model, "f", None)
+    if not isinstance(layers, list) or not isinstance(f, list):
+        raise TestFailure(f"{name} needs two lists, self.layers (the Linear layers) and self.f (the activations)")
+    if len(layers) != len(expected):
+        raise TestFailure(f"{name}.layers has {len(layers)} layers, expected {len(expected)}")
+    for i, layer in enumerate(layers):
+        if layer not in linears:
+            raise TestFailure(f"{name}.layers[{i}] is not a Linear made by {name}'s constructor")
+        if layer.size != expected[i]:
+            raise TestFailure(f"{name}.layers[{i}] is Linear{layer.size}, expected Linear{expected[i]}")
+    kinds = ["ReLU"] * (len(expected) - 1) + ["Identity"]
+    found = [getattr(a, "kind", type(a).__name__) for a in f]
+    if found != kinds:
+        raise TestFailure(f"{name}.f holds {found}, expected {kinds}: ReLU after every hidden layer, "
+                          "Identity at the output")
+    if len({id(a) for a in f}) != len(f) or not all(a in activations for a in f):
+        raise TestFailure(f"{name}.f uses one activation object twice: each layer needs its own, "
+                          "since an activation keeps its input for backward")
+
+
+def check_mlp_wiring(name, build, namespace, sizes, part):
+    """Check how an MLP chains its layers, with stand-ins for Linear, ReLU and Identity.
+
+    Each stand-in multiplies by its own prime number and records its calls, so the output
+    shows which layers were used and the record shows in what order. Your Linear and
+    activations are not used: this test grades the MLP alone.
+
+    Args:
+    - name (str): the model as named in messages, e.g. "MLP1(3, 2, 4)".
+    - build (callable): makes the model, e.g. ``lambda: MLP1(3, 2, 4)``.
+    - namespace (dict): the notebook's globals(), where Linear, ReLU and Identity are swapped.
+    - sizes (list of int): the layer widths from input to output, e.g. [3, 4, 2].
+    - part (str): "forward" or "backward".
+    """
+    log, linears, activations = [], [], []
+
+    def linear(num_inputs, num_outputs):
+        layer = SpyLayer("Linear", 1.0, log)
+        layer.size = (num_inputs, num_outputs)
+        linears.append(layer)
+        return layer
+
+    def activation(kind):
+        def make():
+            spy = SpyActivation(kind, 1.0, log)
+            spy.kind = kind
+            activations.append(spy)
+            return spy
+        return make
+
+    with substitute(namespace, Linear=linear, ReLU=activation("ReLU"), Identity=activation("Identity")):
+        model = call(name, build)
+    _mlp_layout(name, model, linears, activations, sizes)
+    primes = iter([2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37])
+    spies = []
+    for i, (layer, act) in enumerate(zip(model.layers, model.f)):
+        layer.name, layer.scale = f"layers[{i}]", next(primes)
+        act.name, act.scale = f"f[{i}]", next(primes)
+        spies += [layer, act]
+    product = float(np.prod([spy.scale for spy in spies]))
+    X = np.arange(1.0, 2.0 * sizes[0] + 1).reshape(2, sizes[0])
+    skipped = [(spy, f"{spy.name} is skipped") for spy in spies]
+    del log[:]
+    out = call(f"{name}.forward(X)", model.forward, X)
+    if part == "forward":
+        check_close(f"{name}.forward(X) through stand-in layers", out, X * product,
+                    hints=[(X * product / spy.scale, text) for spy, text in skipped])
+        order = [spy_name for _, spy_name in log]
+        expected = [spy.name for spy in spies]
+        if order != expected:
+            raise TestFailure(f"{name}.forward called {order}, expected {expected}")
+        return
+    G = np.arange(-1.0, 2.0 * sizes[0] - 1).reshape(2, sizes[0])
+    del log[:]
+    grad = call(f"{name}.backward(dLdA)", model.backward, G)
+    check_close(f"{name}.backward(dLdA) through stand-in layers", grad, G * product,
+                hints=[(G * product / spy.scale, text) for spy, text in skipped])
+    linear_order = [spy_name for event, spy_name in log if event == "backward" and spy_name.startswith("layers")]
+    expected = [layer.name for layer in reversed(model.layers)]
+    if linear_order != expected:
+        raise TestFailure(f"{name}.backward called the layers' backward in the order {linear_order}, "
+                          f"expected {expected}")
