@@ -60,7 +60,7 @@ def grading_kit(course, assignment):
                 "gradebook": (Path(scratch) / "gradebook.db").read_bytes()}
 
 
-def grade_one(kit, assignment, student, submission):
+def grade_one(kit, assignment, student, submission, feedback=True):
     """Autograde one submission and make its feedback, in a private scratch course.
 
     Runs on a worker (a local process or a Dask worker): takes and returns plain data.
@@ -68,6 +68,7 @@ def grade_one(kit, assignment, student, submission):
     Args:
     - kit: from grading_kit().
     - submission (dict): {path: bytes}, the files of ``submitted/<student>/<assignment>/``.
+    - feedback (bool): also make the feedback HTML (tests of the grading alone skip it).
     Returns:
     - dict with "student", "ok", "error" (str), "submission" (timestamp, late penalty per
       notebook), "grades" [(notebook, cell, auto_score, needs_manual_grade)],
@@ -98,7 +99,7 @@ def grade_one(kit, assignment, student, submission):
         if not graded["success"]:
             result["error"] = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
             return result
-        feedback = api.generate_feedback(assignment, student, force=True)
+        made = api.generate_feedback(assignment, student, force=True) if feedback else {"success": True}
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
             found = gradebook.find_submission(assignment, student)
             result["submission"] = {
@@ -111,8 +112,8 @@ def grade_one(kit, assignment, student, submission):
         result["autograded"] = _read_tree(course / "autograded" / student / assignment)
         result["feedback"] = _read_tree(course / "feedback" / student / assignment)
         result["ok"] = True
-        if not feedback["success"]:
-            result["error"] = "graded, but no feedback: " + _last_line(feedback.get("error") or feedback.get("log"))
+        if not made["success"]:
+            result["error"] = "graded, but no feedback: " + _last_line(made.get("error") or made.get("log"))
     return result
 
 
@@ -171,7 +172,7 @@ def _dask_pool(address):
     return Client(address), as_completed
 
 
-def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=True):
+def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=True, feedback=True):
     """Grade every submission of ``assignment``; returns the workers' results by student."""
     course = Path(course)
     students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
@@ -182,7 +183,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     results = {}
     with pool:
         futures = [pool.submit(grade_one, kit, assignment, student,
-                               _read_tree(course / "submitted" / student / assignment))
+                               _read_tree(course / "submitted" / student / assignment), feedback)
                    for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
                            unit="submission", disable=not progress):

@@ -96,6 +96,13 @@ class Result:
         maxima = self.max_parts()
         return {part for part, score in self.parts().items() if score < maxima[part]}
 
+    def failed(self):
+        """Test cells that failed: those that lost points, and 0-point checks that raised."""
+        failed = {cell for cell, score in self.cells.items() if score < self.max_cells[cell]}
+        if self.autograded is not None:
+            failed |= set(failure_messages(self.autograded))
+        return failed
+
 
 def failure_messages(notebook_path):
     """{grade_id: [(error name, message)]} for the failed test cells of an autograded notebook."""
@@ -154,12 +161,14 @@ def _submit_all(assignment, submissions, workdir):
     return course
 
 
-def grade_submissions(assignment, submissions, workdir, jobs=2):
+def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True):
     """Grade many submissions in a scratch course the way `make grade` does.
 
     Args:
     - submissions (dict): {student: submission} (see coursekit.submissions).
     - workdir (Path): an empty directory to work in.
+    - jobs (int): worker processes (default: as `make grade`).
+    - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
     Returns:
     - dict: {student: Result}; a student whose submission could not be graded has no cells and
       an ``error``.
@@ -167,7 +176,7 @@ def grade_submissions(assignment, submissions, workdir, jobs=2):
     from coursekit.grade import grade_class
 
     course = _submit_all(assignment, submissions, workdir)
-    outcomes = grade_class(assignment, course, jobs=jobs, progress=False)
+    outcomes = grade_class(assignment, course, jobs=jobs, progress=False, feedback=feedback)
     found = results(course, assignment)
     for student, outcome in outcomes.items():
         if not outcome["ok"]:

@@ -60,11 +60,12 @@ def _plots(folder, graded):
     plt.close(fig)
 
     cells = list(complete[0].max_cells) if complete else []
-    rates = [sum(r.cells.get(c, 0) < r.max_cells[c] for r in complete) / max(len(complete), 1) for c in cells]
+    failed = [r.failed() for r in complete]
+    rates = [sum(c in f for f in failed) / max(len(complete), 1) for c in cells]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(cells) + 1.2))
     ax.barh(cells[::-1], [100 * r for r in rates[::-1]], color="tab:red")
     ax.set_xlim(0, 100)
-    ax.set_xlabel("% of graded students who lost points")
+    ax.set_xlabel("% of graded students who failed the test")
     ax.set_title("Where the class struggles (per test cell)")
     fig.tight_layout()
     fig.savefig(folder / "failure_rates.png", dpi=100)
@@ -113,7 +114,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }} pre {{ 
 <h2>Scores</h2><pre>{html.escape(table)}</pre>
 <img src="score_histogram.png" alt="score histogram">
 <h2>Failure rate per test cell</h2><img src="failure_rates.png" alt="failure rate per test cell">
-{_table([(c, f"{100 * r:.0f}%") for c, r in sorted(rates.items(), key=lambda kv: -kv[1])], ["test cell", "lost points"])}
+{_table([(c, f"{100 * r:.0f}%") for c, r in sorted(rates.items(), key=lambda kv: -kv[1])], ["test cell", "failed"])}
 <h2>Tamper report</h2>
 <p>Answer cells that import forbidden modules or touch the test machinery (the grading kernel
 keeps such code from changing verdicts; this list is for a human to look at).</p>

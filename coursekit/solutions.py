@@ -31,15 +31,16 @@ def answer_cells(notebook):
     return cells
 
 
-def marked_lines(source, begin, end):
-    """The lines of ``source`` between ``begin`` and ``end`` marker lines, stripped."""
-    inside, lines = False, []
+def marked_lines(source, begin, end, inside=True):
+    """The lines of ``source`` between ``begin`` and ``end`` marker lines (or, with
+    ``inside=False``, the lines outside every such region), stripped, markers left out."""
+    within, lines = False, []
     for line in source.splitlines():
         if line.strip() == begin:
-            inside = True
+            within = True
         elif line.strip() == end:
-            inside = False
-        elif inside:
+            within = False
+        elif within == inside:
             lines.append(line.strip())
     return lines
 

@@ -7,6 +7,7 @@ the kinds below, for every assignment:
 - ``Solution()``: the model solution.
 - ``Blank()``: the release notebook, untouched.
 - ``Bug(name, cell, find, replace)``: the model solution with one realistic mistake.
+- ``Mistakes(name, bugs)``: the model solution with several of those mistakes.
 - ``Variant(name, cells)``: answer cells rewritten in another correct (or incorrect) way.
 - ``RawFile(name, content)``: a file that is handed in as the notebook, whatever it holds.
 - ``Edited(name, base, edit)``: another submission with its notebook changed by a function.
@@ -82,13 +83,30 @@ class Bug(Solution):
 
     def answers(self, assignment):
         answers = solution_answers(assignment)
-        code = answers[self.cell]
+        answers[self.cell] = self.apply(answers[self.cell])
+        return answers
+
+    def apply(self, code):
+        """``code`` (the answer cell) with this mistake made."""
         for find, replace in ((self.find, self.replace), *self.also):
             if code.count(find) != 1:
                 raise ValueError(f"bug {self.name!r}: {find!r} occurs {code.count(find)} times "
-                                 f"in the solution of cell {self.cell!r}, expected once")
+                                 f"in the code of cell {self.cell!r}, expected once")
             code = code.replace(find, replace)
-        answers[self.cell] = code
+        return code
+
+
+@dataclass(frozen=True)
+class Mistakes(Solution):
+    """The model solution with several Bugs at once: one student's whole set of mistakes."""
+
+    name: str = ""
+    bugs: tuple = ()
+
+    def answers(self, assignment):
+        answers = solution_answers(assignment)
+        for bug in self.bugs:
+            answers[bug.cell] = bug.apply(answers[bug.cell])
         return answers
 
 

@@ -1,13 +1,11 @@
 """`make grade`: parallel, same scores as stock nbgrader, robust to broken submissions, deterministic."""
 import shutil
 
-import nbformat
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, assert_feedback_hides_hidden_tests
 from coursekit.grade import grade_class
-from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, nbgrader, results
-from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, marked_lines, source_notebook
+from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, results
 from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
 from coursekit.tamper import scan_code
 
@@ -127,14 +125,9 @@ def test_tamper_report_finds_every_cheat_with_its_cell_and_line():
 
 
 def test_feedback_never_shows_hidden_tests(broken_graded):
-    hidden = {line for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells
-              for line in marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END) if len(line) > 20}
     feedback = list(broken_graded["reordered_cells"].autograded.parents[3].glob("feedback/*/ps1/ps1.html"))
     assert len(feedback) >= 5
-    for path in feedback:
-        text = path.read_text()
-        leaked = [line for line in hidden if line in text or line.replace('"', "&quot;") in text]
-        assert not leaked, f"{path} shows hidden test lines: {leaked[:2]}"
+    assert_feedback_hides_hidden_tests("ps1", feedback)
     reordered = (broken_graded["reordered_cells"].autograded.parents[3] / "feedback" / "reordered_cells"
                  / "ps1" / "ps1.html").read_text()
     assert "NameError" in reordered and "Cell In[" not in reordered, "a traceback is shown"

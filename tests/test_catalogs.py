@@ -1,0 +1,99 @@
+"""Mutation tests for every assignment's grading: each bug loses points in its own part, each
+correct variant keeps full marks, each cheat loses the points of the part it tries to fake."""
+import nbformat
+import pytest
+
+from conftest import ASSIGNMENTS, CATALOGS
+from coursekit.grading import failure_messages, grade_submissions, part_of
+from coursekit.solutions import answer_cells, source_notebook
+from coursekit.submissions import Solution
+
+# Training uses every class, so any bug may cost its points too; every other part is isolated.
+SHARED_PARTS = {"training"}
+BUGS = [(a, bug.name) for a in ASSIGNMENTS for bug in CATALOGS[a].BUGS]
+VARIANTS = [(a, variant.name) for a in ASSIGNMENTS for variant in CATALOGS[a].VARIANTS]
+CHEATS = [(a, cheat.name) for a in ASSIGNMENTS for cheat in CATALOGS[a].CHEATS]
+
+
+def _find(items, name):
+    (item,) = [item for item in items if item.name == name]
+    return item
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_catalog_is_big_and_well_formed(assignment):
+    catalog = CATALOGS[assignment]
+    cells = set(answer_cells(nbformat.read(source_notebook(assignment), as_version=4)))
+    assert len({bug.name for bug in catalog.BUGS}) == len(catalog.BUGS) >= 40
+    assert len({variant.name for variant in catalog.VARIANTS}) == len(catalog.VARIANTS) >= 12
+    assert {bug.cell for bug in catalog.BUGS} == cells, "every answer cell has bugs in the catalog"
+    for bug in catalog.BUGS:
+        answers = bug.answers(assignment)  # raises if the edit no longer applies to the solution
+        assert answers[bug.cell] != Solution().answers(assignment)[bug.cell]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_gets_full_marks_and_blank_release_zero(graded_catalog, assignment):
+    graded = graded_catalog(assignment)
+    solution, blank = graded["solution"], graded["blank"]
+    assert solution.cells and solution.total == solution.max_total > 0
+    assert not failure_messages(solution.autograded), "every test cell of the solution passes (0-point ones too)"
+    assert set(blank.cells) == set(solution.cells), "every test cell was graded"
+    assert blank.total == 0
+
+
+@pytest.mark.parametrize(("assignment", "name"), BUGS)
+def test_bug_loses_points_only_in_its_part(graded_catalog, assignment, name):
+    bug, result = _find(CATALOGS[assignment].BUGS, name), graded_catalog(assignment)[name]
+    assert result.cells, f"{name} was not graded"
+    assert bug.cell in result.lost(), f"{name} kept full marks in {bug.cell}: {result.cells}"
+    assert result.lost() <= {bug.cell} | SHARED_PARTS, f"{name} also lost points in {result.lost()}"
+
+
+@pytest.mark.parametrize(("assignment", "name"), VARIANTS)
+def test_correct_variant_keeps_full_marks(graded_catalog, assignment, name):
+    result = graded_catalog(assignment)[name]
+    assert result.cells and result.total == result.max_total, \
+        f"{name} lost points: {failure_messages(result.autograded)}"
+
+
+@pytest.mark.parametrize(("assignment", "name"), BUGS)
+def test_failure_message_is_one_line_with_hint(graded_catalog, assignment, name):
+    bug, result = _find(CATALOGS[assignment].BUGS, name), graded_catalog(assignment)[name]
+    messages = failure_messages(result.autograded)
+    in_part = [(ename, text) for grade_id, errors in messages.items() if part_of(grade_id) == bug.cell
+               for ename, text in errors]
+    assert in_part, f"{name}: no failure message in {bug.cell}"
+    for ename, text in in_part:
+        assert ename in ("TestFailure", "AssertionError"), f"{name}: {ename}: {text}"
+        assert text and "\n" not in text, f"{name}: message is not one line: {text!r}"
+    if bug.says:
+        assert any(bug.says in text for _, text in in_part), \
+            f"{name}: no message says {bug.says!r}: {[t for _, t in in_part]}"
+
+
+@pytest.fixture(scope="module")
+def graded_cheats(tmp_path_factory):
+    done = {}
+
+    def grade(assignment):
+        if assignment not in done:
+            cheats = {cheat.name: cheat for cheat in CATALOGS[assignment].CHEATS}
+            done[assignment] = grade_submissions(assignment, cheats, tmp_path_factory.mktemp(f"{assignment}-cheats"),
+                                                 feedback=False)
+        return done[assignment]
+
+    return grade
+
+
+@pytest.mark.parametrize(("assignment", "name"), CHEATS)
+def test_cheat_does_not_save_a_wrong_answer(graded_cheats, assignment, name):
+    """Each cheat wraps a wrong answer in one part (CHEATED_PART; most: WRONG_ANSWER, which fails
+    every test of that part) with code that tries to make the tests pass anyway."""
+    catalog, result = CATALOGS[assignment], graded_cheats(assignment)[name]
+    part = catalog.CHEATED_PART
+    assert result.cells, f"{name} was not graded"
+    assert part in result.lost(), f"{name} kept {part} points: {result.cells}"
+    if catalog.WRONG_ANSWER.strip() in _find(catalog.CHEATS, name).cells[part]:
+        assert result.parts()[part] == 0, f"{name} kept {part} points: {result.cells}"
+    assert result.lost() <= {part} | SHARED_PARTS

@@ -1,0 +1,97 @@
+"""Every assignment's source and release notebooks: they run, the release is current, nothing leaks."""
+import filecmp
+import json
+import shutil
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ASSIGNMENTS
+from coursekit import COURSE_ROOT
+from coursekit.grading import copy_course, nbgrader
+from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
+from coursekit.submissions import fill, release_notebook, solution_answers
+from coursekit.torch_reference import CACHE_ONLY
+
+pytestmark = pytest.mark.parametrize("assignment", ASSIGNMENTS)
+
+
+def release_folder(assignment):
+    return COURSE_ROOT / "release" / assignment
+
+
+def run(notebook, cwd):
+    """Execute a notebook; return {grade_id or index: [error or stderr outputs]} for cells that failed."""
+    NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    failed = {}
+    for i, cell in enumerate(notebook.cells):
+        bad = [o for o in cell.get("outputs", [])
+               if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+        if bad:
+            failed[cell.metadata.get("nbgrader", {}).get("grade_id", i)] = bad
+    return failed
+
+
+def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch, assignment):
+    """Also proves coursekit/torch_cache complete: a value missing from it is an error here."""
+    monkeypatch.setenv(CACHE_ONLY, "1")
+    notebook = nbformat.read(source_notebook(assignment), as_version=4)
+    assert run(notebook, source_notebook(assignment).parent) == {}
+
+
+def test_source_is_committed_without_outputs(assignment):
+    for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.metadata.nbgrader.grade_id
+
+
+def test_visible_tests_pass_without_torch(tmp_path, assignment):
+    """A student without PyTorch (or the course tooling) can run every visible test."""
+    shutil.copytree(release_folder(assignment), tmp_path / assignment)
+    notebook = fill(release_notebook(assignment), solution_answers(assignment))
+    blocker = nbformat.v4.new_code_cell("import sys\nsys.modules['torch'] = None\nsys.modules['coursekit'] = None")
+    notebook.cells.insert(0, blocker)
+    assert run(notebook, tmp_path / assignment) == {}
+
+
+def test_release_is_what_nbgrader_builds_from_source(tmp_path, assignment):
+    course = copy_course(assignment, tmp_path)
+    nbgrader(course, "generate_assignment", assignment, "--force")
+    built, release = course / "release" / assignment, release_folder(assignment)
+    assert sorted(p.name for p in built.iterdir()) == sorted(p.name for p in release.iterdir())
+    assert json.loads((built / f"{assignment}.ipynb").read_text()) == \
+        json.loads((release / f"{assignment}.ipynb").read_text()), \
+        f"release/{assignment} is stale: run `make release` and commit it"
+    for path in built.iterdir():
+        if path.suffix != ".ipynb":
+            assert filecmp.cmp(path, release / path.name, shallow=False), f"release/{assignment}/{path.name} is stale"
+
+
+def test_release_leaks_no_solution_and_no_hidden_test(assignment):
+    source = nbformat.read(source_notebook(assignment), as_version=4)
+    visible_lines = set()
+    secret_lines = set()
+    for cell in source.cells:
+        secret = (marked_lines(cell.source, SOLUTION_BEGIN, SOLUTION_END)
+                  + marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END))
+        secret_lines.update(line for line in secret if len(line) > 15)
+        shown = marked_lines(cell.source, SOLUTION_BEGIN, SOLUTION_END, inside=False)
+        shown = marked_lines("\n".join(shown), HIDDEN_BEGIN, HIDDEN_END, inside=False)
+        visible_lines.update(shown)
+    # lines that also appear in the student's skeleton (e.g. an import) are not secrets
+    secret_lines -= visible_lines
+    assert len(secret_lines) > 50
+    release = nbformat.read(release_folder(assignment) / f"{assignment}.ipynb", as_version=4)
+    notebook_text = "\n".join(cell.source for cell in release.cells)
+    assert "import torch" not in notebook_text, "students without PyTorch must be able to run the notebook"
+    texts = {f"{assignment}.ipynb": notebook_text}
+    texts.update({p.name: p.read_text() for p in release_folder(assignment).iterdir() if p.suffix == ".py"})
+    for name, text in texts.items():
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "coursekit"):
+            assert marker not in text, f"{name} contains {marker!r}"
+        leaked = secret_lines & {line.strip() for line in text.splitlines()}
+        assert not leaked, f"{name} contains solution or hidden-test lines: {sorted(leaked)[:3]}"
+    for cell in release.cells:
+        assert cell.get("outputs", []) == []
