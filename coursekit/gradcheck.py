@@ -185,6 +185,16 @@ def check_unchanged(name, before, after):
                           "(use out = f(x), not x += ... or out=x)")
 
 
+def _single_number(value):
+    """``value`` as a float, or a TestFailure if it is not one number (e.g. a loss returned as an array)."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        raise TestFailure(f"a loss returned an array of shape {value.shape} where a single number is expected")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TestFailure(f"a loss returned {type(value).__name__} where a single number is expected") from None
+
+
 def numerical_gradient(f, x, eps=1e-6):
     """Central finite differences of a scalar function.
 
@@ -199,9 +209,9 @@ def numerical_gradient(f, x, eps=1e-6):
     for index in np.ndindex(x.shape):
         original = x[index]
         x[index] = original + eps
-        f_plus = f()
+        f_plus = _single_number(f())
         x[index] = original - eps
-        f_minus = f()
+        f_minus = _single_number(f())
         x[index] = original
         grad[index] = (f_plus - f_minus) / (2 * eps)
     return grad

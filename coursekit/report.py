@@ -30,19 +30,23 @@ def score_table(graded, students, errors):
         return "no graded submission"
     maxima = complete[0].max_parts()
     parts = list(maxima)
-    header = f"{'student':<12}" + "".join(f"{p:>10}" for p in parts) + f"{'total':>10}  note"
-    lines = [header, f"{'(max)':<12}" + "".join(f"{maxima[p]:>10g}" for p in parts)
-             + f"{sum(maxima.values()):>10g}", "-" * len(header)]
+    width = {p: max(10, len(p) + 2) for p in parts}
+
+    def row(label, values, total, note=""):
+        return (f"{label:<12}" + "".join(f"{v:>{width[p]}}" for p, v in zip(parts, values))
+                + f"{total:>10}" + (f"  {note}" if note else ""))
+
+    header = row("student", parts, "total", "note")
+    lines = [header, row("(max)", [f"{maxima[p]:g}" for p in parts], f"{sum(maxima.values()):g}"),
+             "-" * len(header)]
     for student in students:
         result = graded.get(student)
         if student in errors or result is None or not result.cells:
             reason = errors.get(student) or "autograding failed"
-            lines.append(f"{student:<12}" + "".join(f"{'-':>10}" for _ in parts) + f"{'-':>10}"
-                         f"  NOT GRADED: {reason}")
+            lines.append(row(student, ["-"] * len(parts), "-", f"NOT GRADED: {reason}"))
             continue
         scores = result.parts()
-        lines.append(f"{student:<12}" + "".join(f"{scores.get(p, 0):>10g}" for p in parts)
-                     + f"{result.total:>10g}")
+        lines.append(row(student, [f"{scores.get(p, 0):g}" for p in parts], f"{result.total:g}"))
     return "\n".join(lines)
 
 

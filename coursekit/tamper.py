@@ -16,7 +16,9 @@ FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", 
                      "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types"}
 # Names whose use in an answer reaches into the interpreter or the tests.
 MACHINERY = {"get_ipython", "__builtins__", "__import__", "globals", "exec", "eval", "compile",
-             "open", "setattr", "delattr", "vars", "__subclasses__", "__globals__", "sys"}
+             "open", "vars", "__subclasses__", "__globals__", "sys"}
+# Changing an object's attribute is ordinary (an optimizer updating a layer); a module's is not.
+ATTRIBUTE_SETTERS = {"setattr", "delattr"}
 NUMPY_NAMES = {"np", "numpy"}
 # Methods that let an answer's value pass comparisons it should fail.
 REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
@@ -53,6 +55,9 @@ def scan_code(cell, code):
                 findings.append(Finding(cell, node.lineno, f"imports from {node.module}"))
         elif isinstance(node, ast.Name) and node.id in MACHINERY:
             findings.append(Finding(cell, node.lineno, f"uses {node.id}"))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ATTRIBUTE_SETTERS
+              and node.args and _root_name(node.args[0]) in NUMPY_NAMES | FORBIDDEN_MODULES):
+            findings.append(Finding(cell, node.lineno, f"uses {node.func.id} on {ast.unparse(node.args[0])}"))
         elif isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in ("__init__",):
             findings.append(Finding(cell, node.lineno, f"uses {node.attr}"))
         elif isinstance(node, ast.FunctionDef) and node.name in REDEFINED:

@@ -7,6 +7,7 @@ from conftest import ASSIGNMENTS, CATALOGS
 from coursekit.grading import failure_messages, grade_submissions, part_of
 from coursekit.solutions import answer_cells, source_notebook
 from coursekit.submissions import Solution
+from coursekit.tamper import scan_code
 
 # Training uses every class, so any bug may cost its points too; every other part is isolated.
 SHARED_PARTS = {"training"}
@@ -97,3 +98,15 @@ def test_cheat_does_not_save_a_wrong_answer(graded_cheats, assignment, name):
     if catalog.WRONG_ANSWER.strip() in _find(catalog.CHEATS, name).cells[part]:
         assert result.parts()[part] == 0, f"{name} kept {part} points: {result.cells}"
     assert result.lost() <= {part} | SHARED_PARTS
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_tamper_report_finds_every_cheat_and_no_correct_variant(assignment):
+    catalog = CATALOGS[assignment]
+    for cheat in catalog.CHEATS:
+        findings = scan_code(catalog.CHEATED_PART, cheat.cells[catalog.CHEATED_PART])
+        assert findings, f"{cheat.name} is not reported"
+        assert all(f.cell == catalog.CHEATED_PART and f.line >= 1 for f in findings)
+    for variant in catalog.VARIANTS:
+        for cell, code in variant.cells.items():
+            assert scan_code(cell, code) == [], f"{variant.name} is reported"
