@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 from coursekit import torch_reference
-from coursekit.gradcheck import (TestFailure, call, check_close, check_unchanged, numerical_gradient,
-                                 numerical_input_gradient, substitute)
+from coursekit.gradcheck import (TestFailure, call, check_close, check_mlp_wiring, check_unchanged,
+                                 check_vectorised, numerical_gradient, numerical_input_gradient, substitute)
 from coursekit.torch_reference import CACHE_ONLY, RECORD, vjp
 
 
@@ -97,3 +97,62 @@ def test_substitute_restores_names():
     with substitute(namespace, Linear=2, Tanh=3):
         assert namespace == {"Linear": 2, "Tanh": 3}
     assert namespace == {"Linear": 1}
+
+
+def test_numerical_gradient_names_a_loss_that_is_not_one_number():
+    x = np.ones(3)
+    with pytest.raises(TestFailure, match=r"array of shape \(1, 1\) where a single number"):
+        numerical_gradient(lambda: np.sum(x, keepdims=True)[None], x)
+
+
+def test_check_vectorised_tells_whole_array_code_from_element_loops():
+    H = np.linspace(-1, 1, 10_000)
+    np.testing.assert_array_equal(check_vectorised("relu(H)", lambda Z: np.maximum(Z, 0.0), H), np.maximum(H, 0.0))
+
+    def loop(Z):
+        out = np.empty_like(Z)
+        for i in range(Z.size):
+            out[i] = Z[i] if Z[i] > 0 else 0.0
+        return out
+
+    for slow in (np.vectorize(lambda h: max(0.0, h)), loop):
+        with pytest.raises(TestFailure, match="element by element"):
+            check_vectorised("relu(H)", slow, H)
+
+
+class Stack:
+    """A correct MLP built from whatever Linear / ReLU / Identity are in scope."""
+
+    def __init__(self, sizes, shared_relu=False):
+        self.layers = [Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+        hidden = len(sizes) - 2
+        self.f = ([ReLU()] * hidden if shared_relu else [ReLU() for _ in range(hidden)]) + [Identity()]
+
+    def forward(self, X):
+        for layer, f in zip(self.layers, self.f):
+            X = f.forward(layer.forward(X))
+        return X
+
+    def backward(self, dLdA):
+        for layer, f in zip(self.layers[::-1], self.f[::-1]):
+            dLdA = layer.backward(dLdA * f.backward())
+        return dLdA
+
+
+class SkipsFirstDerivative(Stack):
+    def backward(self, dLdA):
+        return self.layers[0].backward(self.layers[1].backward(dLdA * self.f[1].backward()))
+
+
+Linear = ReLU = Identity = None  # replaced by the stand-ins while a model is built
+
+
+def test_check_mlp_wiring_accepts_a_correct_model_and_explains_wrong_ones():
+    for part in ("forward", "backward"):
+        check_mlp_wiring("Stack", lambda: Stack([3, 4, 4, 2]), globals(), [3, 4, 4, 2], part)
+    with pytest.raises(TestFailure, match="has 2 layers, expected 3"):
+        check_mlp_wiring("Stack", lambda: Stack([3, 4, 2]), globals(), [3, 4, 4, 2], "forward")
+    with pytest.raises(TestFailure, match="one activation object twice"):
+        check_mlp_wiring("Stack", lambda: Stack([3, 4, 4, 2], shared_relu=True), globals(), [3, 4, 4, 2], "forward")
+    with pytest.raises(TestFailure, match=r"f\[0\] is skipped"):
+        check_mlp_wiring("Skips", lambda: SkipsFirstDerivative([3, 4, 2]), globals(), [3, 4, 2], "backward")
