@@ -23,7 +23,7 @@ c.Autograde.sanitize_preprocessors = [
     "coursekit.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
-    "nbgrader.preprocessors.CheckCellMetadata",
+    "coursekit.nbgrader_plugins.CheckCellMetadata",  # the same check, schema compiled once
 ]
 c.Autograde.autograde_preprocessors = [
     "coursekit.nbgrader_plugins.TimeLimitedExecute",
@@ -32,7 +32,7 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
+    "coursekit.nbgrader_plugins.CheckCellMetadata",
 ]
 
 # Feedback shows each test's score and one-line message, never hidden test code.

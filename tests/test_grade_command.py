@@ -145,3 +145,32 @@ def test_feedback_renders_in_headless_chromium(broken_graded, tmp_path):
     pixels = imread(screenshot)[..., :3]
     ink = (pixels.mean(axis=2) < 0.8).mean()
     assert ink > 0.01, f"the screenshot is blank ({ink:.2%} of pixels are not light)"
+
+
+def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
+    import copy
+
+    from nbgrader.nbgraderformat import ValidationError
+    from nbgrader.preprocessors import CheckCellMetadata as Stock
+
+    from coursekit.nbgrader_plugins import CheckCellMetadata as Fast
+    from coursekit.submissions import release_notebook
+
+    def corrupt(change):
+        notebook = copy.deepcopy(release_notebook("ps1"))
+        change(next(c.metadata.nbgrader for c in notebook.cells if c.metadata.nbgrader.get("grade")))
+        return notebook
+
+    cases = {"release": release_notebook("ps1"),
+             "points not a number": corrupt(lambda meta: meta.update(points="many")),
+             "grade not a boolean": corrupt(lambda meta: meta.update(grade="yes")),
+             "grade cell without points": corrupt(lambda meta: meta.pop("points"))}
+    for name, notebook in cases.items():
+        verdicts = []
+        for check in (Stock(), Fast()):
+            try:
+                check.preprocess(copy.deepcopy(notebook), {})
+                verdicts.append("valid")
+            except ValidationError:
+                verdicts.append("invalid")
+        assert verdicts[0] == verdicts[1] == ("valid" if name == "release" else "invalid"), (name, verdicts)
