@@ -1,10 +1,11 @@
 """Reference values from PyTorch in float64, for the hidden tests.
 
 Hidden tests ask for ``vjp(name, inputs, grad_output)``: the output of a named PyTorch function
-and the gradients of its inputs (or for ``value(name, inputs)``: the output alone). Importing PyTorch costs seconds in every grading kernel, and a
-student's code could tamper with it there, so the values come from a cache recorded when the
-release is built (``make release``), keyed by the exact inputs; a value missing from the cache
-is computed by PyTorch in a separate, clean Python process. Students never need PyTorch.
+and the gradients of its inputs (or for ``value(name, inputs)``: the output alone). Importing
+PyTorch costs seconds in every grading kernel, and a student's code could tamper with it
+there, so the values come from a cache recorded when the release is built (``make release``),
+keyed by the exact inputs; a value missing from the cache is computed by PyTorch in a separate,
+clean Python process. Students never need PyTorch.
 
 Run as a module, this file is that process: it reads requests from stdin and writes the
 results to stdout, as .npz bytes, until stdin closes (torch is imported once per session).

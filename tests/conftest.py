@@ -1,4 +1,4 @@
-"""Shared fixtures: every assignment's catalog, and one autograding run of each catalog."""
+"""Shared fixtures: every assignment's catalog, one autograding run of each, and its secret lines."""
 from pathlib import Path
 
 import nbformat
@@ -6,8 +6,8 @@ import pytest
 
 from coursekit import COURSE_ROOT
 from coursekit.grading import grade_submissions
-from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, marked_lines, source_notebook
-from coursekit.submissions import Blank, Solution, load_fixtures, release_notebook
+from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
+from coursekit.submissions import Blank, Solution, load_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Every assignment in source/ has its submissions (bugs, variants, cheats, demo class) in fixtures/.
@@ -15,36 +15,52 @@ ASSIGNMENTS = sorted(path.name for path in (COURSE_ROOT / "source").glob("ps*"))
 CATALOGS = {assignment: load_fixtures(FIXTURES / f"{assignment}_submissions.py") for assignment in ASSIGNMENTS}
 
 
+def _submissions(assignment, kind):
+    catalog = CATALOGS[assignment]
+    if kind == "cheats":
+        return {cheat.name: cheat for cheat in catalog.CHEATS}
+    submissions = {"solution": Solution(), "blank": Blank()}
+    submissions.update({bug.name: bug for bug in catalog.BUGS})
+    submissions.update({variant.name: variant for variant in catalog.VARIANTS})
+    return submissions
+
+
 @pytest.fixture(scope="session")
-def graded_catalog(tmp_path_factory):
-    """graded_catalog(assignment) -> {name: Result} for the solution, the blank release, every bug
-    and every variant, autograded by nbgrader (once per session)."""
+def graded(tmp_path_factory):
+    """graded(assignment, kind) -> {name: Result}, autograded by nbgrader once per session: kind
+    "catalog" is the solution, the blank release, every bug and every variant; "cheats" the cheats."""
     done = {}
 
-    def grade(assignment):
-        if assignment not in done:
-            catalog = CATALOGS[assignment]
-            submissions = {"solution": Solution(), "blank": Blank()}
-            submissions.update({bug.name: bug for bug in catalog.BUGS})
-            submissions.update({variant.name: variant for variant in catalog.VARIANTS})
-            done[assignment] = grade_submissions(assignment, submissions, tmp_path_factory.mktemp(f"{assignment}-catalog"),
-                                                 feedback=False)
-        return done[assignment]
+    def grade(assignment, kind):
+        if (assignment, kind) not in done:
+            done[assignment, kind] = grade_submissions(assignment, _submissions(assignment, kind),
+                                                       tmp_path_factory.mktemp(f"{assignment}-{kind}"), feedback=False)
+        return done[assignment, kind]
 
     return grade
 
 
-def hidden_only_lines(assignment, min_length=20):
-    """Lines of the hidden tests that students never see (not also in a visible test)."""
-    shown = {line.strip() for cell in release_notebook(assignment).cells for line in cell.source.splitlines()}
-    source = nbformat.read(source_notebook(assignment), as_version=4)
-    hidden = {line for cell in source.cells for line in marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END)}
-    return {line for line in hidden - shown if len(line) >= min_length}
+SOLUTIONS = (SOLUTION_BEGIN, SOLUTION_END)
+HIDDEN_TESTS = (HIDDEN_BEGIN, HIDDEN_END)
+
+
+def secret_lines(assignment, regions, min_length):
+    """Lines of the source notebook inside the marker ``regions`` (e.g. [HIDDEN_TESTS]) that are
+    never also shown outside them (a visible test or the skeleton may repeat a line), of at least
+    ``min_length`` characters: what must never reach a student."""
+    secret, shown = set(), set()
+    for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
+        outside = cell.source
+        for begin, end in regions:
+            secret.update(marked_lines(cell.source, begin, end))
+            outside = "\n".join(marked_lines(outside, begin, end, inside=False))
+        shown.update(outside.splitlines())
+    return {line for line in secret - shown if len(line) >= min_length}
 
 
 def assert_feedback_hides_hidden_tests(assignment, paths):
     """No feedback page shows a line of the hidden tests."""
-    hidden = hidden_only_lines(assignment)
+    hidden = secret_lines(assignment, [HIDDEN_TESTS], min_length=20)
     assert len(hidden) > 20
     for path in paths:
         text = path.read_text()

@@ -4,7 +4,7 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS
-from coursekit.grading import failure_messages, grade_submissions, part_of
+from coursekit.grading import failure_messages, part_of
 from coursekit.solutions import answer_cells, source_notebook
 from coursekit.submissions import Solution
 from coursekit.tamper import scan_code
@@ -34,8 +34,8 @@ def test_catalog_is_big_and_well_formed(assignment):
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_gets_full_marks_and_blank_release_zero(graded_catalog, assignment):
-    graded = graded_catalog(assignment)
+def test_solution_gets_full_marks_and_blank_release_zero(graded, assignment):
+    graded = graded(assignment, "catalog")
     solution, blank = graded["solution"], graded["blank"]
     assert solution.cells and solution.total == solution.max_total > 0
     assert not failure_messages(solution.autograded), "every test cell of the solution passes (0-point ones too)"
@@ -44,23 +44,23 @@ def test_solution_gets_full_marks_and_blank_release_zero(graded_catalog, assignm
 
 
 @pytest.mark.parametrize(("assignment", "name"), BUGS)
-def test_bug_loses_points_only_in_its_part(graded_catalog, assignment, name):
-    bug, result = _find(CATALOGS[assignment].BUGS, name), graded_catalog(assignment)[name]
+def test_bug_loses_points_only_in_its_part(graded, assignment, name):
+    bug, result = _find(CATALOGS[assignment].BUGS, name), graded(assignment, "catalog")[name]
     assert result.cells, f"{name} was not graded"
     assert bug.cell in result.lost(), f"{name} kept full marks in {bug.cell}: {result.cells}"
     assert result.lost() <= {bug.cell} | SHARED_PARTS, f"{name} also lost points in {result.lost()}"
 
 
 @pytest.mark.parametrize(("assignment", "name"), VARIANTS)
-def test_correct_variant_keeps_full_marks(graded_catalog, assignment, name):
-    result = graded_catalog(assignment)[name]
+def test_correct_variant_keeps_full_marks(graded, assignment, name):
+    result = graded(assignment, "catalog")[name]
     assert result.cells and result.total == result.max_total, \
         f"{name} lost points: {failure_messages(result.autograded)}"
 
 
 @pytest.mark.parametrize(("assignment", "name"), BUGS)
-def test_failure_message_is_one_line_with_hint(graded_catalog, assignment, name):
-    bug, result = _find(CATALOGS[assignment].BUGS, name), graded_catalog(assignment)[name]
+def test_failure_message_is_one_line_with_hint(graded, assignment, name):
+    bug, result = _find(CATALOGS[assignment].BUGS, name), graded(assignment, "catalog")[name]
     messages = failure_messages(result.autograded)
     in_part = [(ename, text) for grade_id, errors in messages.items() if part_of(grade_id) == bug.cell
                for ename, text in errors]
@@ -73,25 +73,11 @@ def test_failure_message_is_one_line_with_hint(graded_catalog, assignment, name)
             f"{name}: no message says {bug.says!r}: {[t for _, t in in_part]}"
 
 
-@pytest.fixture(scope="module")
-def graded_cheats(tmp_path_factory):
-    done = {}
-
-    def grade(assignment):
-        if assignment not in done:
-            cheats = {cheat.name: cheat for cheat in CATALOGS[assignment].CHEATS}
-            done[assignment] = grade_submissions(assignment, cheats, tmp_path_factory.mktemp(f"{assignment}-cheats"),
-                                                 feedback=False)
-        return done[assignment]
-
-    return grade
-
-
 @pytest.mark.parametrize(("assignment", "name"), CHEATS)
-def test_cheat_does_not_save_a_wrong_answer(graded_cheats, assignment, name):
+def test_cheat_does_not_save_a_wrong_answer(graded, assignment, name):
     """Each cheat wraps a wrong answer in one part (CHEATED_PART; most: WRONG_ANSWER, which fails
     every test of that part) with code that tries to make the tests pass anyway."""
-    catalog, result = CATALOGS[assignment], graded_cheats(assignment)[name]
+    catalog, result = CATALOGS[assignment], graded(assignment, "cheats")[name]
     part = catalog.CHEATED_PART
     assert result.cells, f"{name} was not graded"
     assert part in result.lost(), f"{name} kept {part} points: {result.cells}"

@@ -7,10 +7,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ASSIGNMENTS
+from conftest import ASSIGNMENTS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
 from coursekit.grading import copy_course, nbgrader
-from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
+from coursekit.solutions import source_notebook
 from coursekit.submissions import fill, release_notebook, solution_answers
 from coursekit.torch_reference import CACHE_ONLY
 
@@ -70,19 +70,8 @@ def test_release_is_what_nbgrader_builds_from_source(tmp_path, assignment):
 
 
 def test_release_leaks_no_solution_and_no_hidden_test(assignment):
-    source = nbformat.read(source_notebook(assignment), as_version=4)
-    visible_lines = set()
-    secret_lines = set()
-    for cell in source.cells:
-        secret = (marked_lines(cell.source, SOLUTION_BEGIN, SOLUTION_END)
-                  + marked_lines(cell.source, HIDDEN_BEGIN, HIDDEN_END))
-        secret_lines.update(line for line in secret if len(line) > 15)
-        shown = marked_lines(cell.source, SOLUTION_BEGIN, SOLUTION_END, inside=False)
-        shown = marked_lines("\n".join(shown), HIDDEN_BEGIN, HIDDEN_END, inside=False)
-        visible_lines.update(shown)
-    # lines that also appear in the student's skeleton (e.g. an import) are not secrets
-    secret_lines -= visible_lines
-    assert len(secret_lines) > 50
+    secrets = secret_lines(assignment, [SOLUTIONS, HIDDEN_TESTS], min_length=16)
+    assert len(secrets) > 50
     release = nbformat.read(release_folder(assignment) / f"{assignment}.ipynb", as_version=4)
     notebook_text = "\n".join(cell.source for cell in release.cells)
     assert "import torch" not in notebook_text, "students without PyTorch must be able to run the notebook"
@@ -91,7 +80,7 @@ def test_release_leaks_no_solution_and_no_hidden_test(assignment):
     for name, text in texts.items():
         for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "coursekit"):
             assert marker not in text, f"{name} contains {marker!r}"
-        leaked = secret_lines & {line.strip() for line in text.splitlines()}
+        leaked = secrets & {line.strip() for line in text.splitlines()}
         assert not leaked, f"{name} contains solution or hidden-test lines: {sorted(leaked)[:3]}"
     for cell in release.cells:
         assert cell.get("outputs", []) == []
