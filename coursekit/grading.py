@@ -60,6 +60,14 @@ def part_of(grade_id):
     return grade_id.split("_")[0]
 
 
+def _by_part(scores):
+    """{grade_id: points} summed into {part: points}, parts in the order of their first cell."""
+    totals = {}
+    for grade_id, points in scores.items():
+        totals[part_of(grade_id)] = totals.get(part_of(grade_id), 0) + points
+    return totals
+
+
 @dataclass
 class Result:
     """One student's autograded scores."""
@@ -80,16 +88,11 @@ class Result:
 
     def parts(self):
         """{part: score}, summed over its test cells."""
-        totals = {}
-        for grade_id, score in self.cells.items():
-            totals[part_of(grade_id)] = totals.get(part_of(grade_id), 0) + score
-        return totals
+        return _by_part(self.cells)
 
     def max_parts(self):
-        totals = {}
-        for grade_id, score in self.max_cells.items():
-            totals[part_of(grade_id)] = totals.get(part_of(grade_id), 0) + score
-        return totals
+        """{part: maximum score}."""
+        return _by_part(self.max_cells)
 
     def lost(self):
         """Parts where points were lost."""
