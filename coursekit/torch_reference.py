@@ -12,6 +12,7 @@ results to stdout, as .npz bytes, until stdin closes (torch is imported once per
 """
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,31 @@ def _functions(torch):
             trajectory.append(param.detach().clone())
         return torch.stack(trajectory)
 
+    def activate(Z, activation):
+        return {"identity": Z, "relu": torch.relu(Z), "softmax": torch.softmax(Z, dim=1)}[activation]
+
+    def dense(X, W, b, activation="identity"):
+        """A fully connected layer with W of shape (inputs, outputs) and b of shape (1, outputs)."""
+        return activate(X @ W + b, activation)
+
+    def dense_network(X, *params, activations):
+        """Dense layers (W, b pairs in ``params``), one activation each."""
+        for W, b, activation in zip(params[::2], params[1::2], activations):
+            X = dense(X, W, b, activation)
+        return X
+
+    def probability_cross_entropy(Y, Y_hat):
+        """Cross-entropy of predicted probabilities Y_hat for targets Y, averaged over the rows."""
+        return -(Y * torch.log(Y_hat)).sum() / Y.shape[0]
+
+    def nhwc(function):
+        """``function`` on NCHW tensors, applied to NHWC arrays (as the notebooks store images)."""
+        return lambda X, *args, **options: function(X.permute(0, 3, 1, 2), *args, **options).permute(0, 2, 3, 1)
+
+    def conv2d(X, W, b, stride, pad):
+        """W of shape (kernel_rows, kernel_cols, in_channels, out_channels), b of shape (1, out_channels)."""
+        return functional.conv2d(X, W.permute(3, 2, 0, 1), b.reshape(-1), stride=stride, padding=tuple(pad))
+
     return {
         "linear": functional.linear,
         "tanh": torch.tanh,
@@ -63,6 +89,17 @@ def _functions(torch):
             torch.tanh(functional.linear(x, W1, b1)), W2, b2),
         "relu_mlp": relu_mlp,
         "sgd": sgd,
+        "softmax": lambda Z: torch.softmax(Z, dim=1),
+        "dense": dense,
+        "dense_network": dense_network,
+        "dense_network_loss": lambda X, Y, *params, activations: probability_cross_entropy(
+            Y, dense_network(X, *params, activations=activations)),
+        "probability_cross_entropy": probability_cross_entropy,
+        "conv2d": lambda X, W, b, stride, pad: nhwc(conv2d)(X, W, b, stride=stride, pad=pad),
+        "max_pool2d": lambda X, kernel, stride, pad: nhwc(functional.max_pool2d)(
+            X, tuple(kernel), stride=stride, padding=tuple(pad)),
+        "avg_pool2d": lambda X, kernel, stride, pad: nhwc(functional.avg_pool2d)(
+            X, tuple(kernel), stride=stride, padding=tuple(pad)),
     }
 
 
@@ -85,12 +122,12 @@ def _unpack(data):
         return {name: archive[name] for name in archive.files}
 
 
-def _compute(name, arrays, grad_output, differentiate=True):
+def _compute(name, arrays, grad_output, differentiate=True, options=None):
     """Evaluate in this process with PyTorch; returns {"output": ..., "grad0": ..., ...}."""
     import torch
 
     tensors = [torch.tensor(a, requires_grad=differentiate) for a in arrays]
-    output = _functions(torch)[name](*tensors)
+    output = _functions(torch)[name](*tensors, **(options or {}))
     result = {"output": output.detach().numpy().copy()}
     if differentiate:
         output.backward(None if grad_output is None else torch.tensor(grad_output))
@@ -98,19 +135,24 @@ def _compute(name, arrays, grad_output, differentiate=True):
     return result
 
 
-def _lookup(name, arrays, grad_output, differentiate):
-    """The cached result, or one computed in a clean subprocess (and cached when recording)."""
+def _lookup(name, arrays, grad_output, differentiate, options=None):
+    """The cached result, or one computed in a clean subprocess (and cached when recording).
+
+    ``options`` are a function's non-array arguments (e.g. a convolution's stride), part of the key.
+    """
+    options = json.dumps(options or {}, sort_keys=True)
+    keyed = name if options == "{}" else f"{name}:{options}"
     if differentiate:
-        key = _key(name, arrays + ([] if grad_output is None else [grad_output]))
+        key = _key(keyed, arrays + ([] if grad_output is None else [grad_output]))
     else:
-        key = _key(f"{name}:value", arrays)
+        key = _key(f"{keyed}:value", arrays)
     path = CACHE / f"{name}-{key}.npz"
     if path.exists():
         return _unpack(path.read_bytes())
     if os.environ.get(CACHE_ONLY):
         raise LookupError(f"no cached PyTorch value for {name}: run `make release` to record it")
     request = _pack(name=np.array(name), has_grad=np.array(grad_output is not None),
-                    differentiate=np.array(differentiate),
+                    differentiate=np.array(differentiate), options=np.array(options),
                     grad_output=grad_output if grad_output is not None else np.zeros(0),
                     **{f"input{i}": a for i, a in enumerate(arrays)})
     reply = _ask_server(request)
@@ -137,7 +179,7 @@ def _ask_server(request):
     return _server.stdout.read(int.from_bytes(header, "little"))
 
 
-def vjp(name, inputs, grad_output=None):
+def vjp(name, inputs, grad_output=None, **options):
     """PyTorch's value of ``name(*inputs)`` and the gradients that ``grad_output`` backpropagates.
 
     Args:
@@ -146,6 +188,7 @@ def vjp(name, inputs, grad_output=None):
     - inputs (sequence of np.array): the arguments, as float64.
     - grad_output (np.array or None): dL/d(output), shape of the output; None when the output is a
       scalar (a loss), whose own gradient is then taken.
+    - options: the function's other arguments, e.g. ``stride=2, pad=(1, 0)`` for "conv2d".
     Returns:
     - output (np.array, or float for a scalar output).
     - grads (list of np.array): dL/d(input) for every input, each of that input's shape.
@@ -153,7 +196,7 @@ def vjp(name, inputs, grad_output=None):
     arrays = [np.asarray(a, dtype=np.float64) for a in inputs]
     if grad_output is not None:
         grad_output = np.asarray(grad_output, dtype=np.float64)
-    result = _lookup(name, arrays, grad_output, differentiate=True)
+    result = _lookup(name, arrays, grad_output, differentiate=True, options=options)
     return _scalar_or_array(result["output"]), [result[f"grad{i}"] for i in range(len(arrays))]
 
 
@@ -181,7 +224,8 @@ def _serve():
         count = sum(1 for name in request if name.startswith("input"))
         arrays = [request[f"input{i}"] for i in range(count)]
         grad_output = request["grad_output"] if request["has_grad"] else None
-        reply = _pack(**_compute(str(request["name"]), arrays, grad_output, bool(request["differentiate"])))
+        reply = _pack(**_compute(str(request["name"]), arrays, grad_output, bool(request["differentiate"]),
+                                 json.loads(str(request["options"]))))
         sys.stdout.buffer.write(len(reply).to_bytes(8, "little") + reply)
         sys.stdout.buffer.flush()
 

@@ -1,0 +1,516 @@
+"""Checks used by the notebooks' tests: finite differences and one-line failure messages.
+
+This file ships with every assignment (students run the visible tests with it), so it
+needs NumPy only and contains no solution.
+
+Every check raises ``TestFailure`` (an ``AssertionError``) whose message is one line:
+which quantity is wrong, how (shape, largest error), and a hint when the mistake is
+recognisable, without giving the answer away.
+"""
+import builtins
+import contextlib
+import sys
+import types
+import warnings
+from types import SimpleNamespace as Namespace  # noqa: F401 - stand-in objects for tests (e.g. a layer for SGD)
+
+import numpy
+
+# The tests must judge the same way whatever the code before them did to NumPy or to Python's
+# builtins: this module works with private copies of both, taken when it is first imported
+# (before any answer cell runs). Tests use its `np` too.
+__builtins__ = dict(vars(builtins))
+
+
+def _snapshot(module, *submodules):
+    """A read-only copy of a module's namespace (and of some of its submodules')."""
+    names = dict(vars(module))
+    names.update({sub: _snapshot(getattr(module, sub)) for sub in submodules})
+    names = types.MappingProxyType(names)
+
+    class ReadOnlyModule:
+        __slots__ = ()
+
+        def __getattr__(self, name):
+            try:
+                return names[name]
+            except KeyError:
+                raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}") from None
+
+        def __setattr__(self, name, value):
+            raise AttributeError(f"the tests' copy of {module.__name__} is read-only")
+
+        __delattr__ = __setattr__
+
+        def __dir__(self):
+            return list(names)
+
+    return ReadOnlyModule()
+
+
+np = _snapshot(numpy, "random", "linalg", "testing")
+_settrace, _gettrace = sys.settrace, sys.gettrace
+
+
+class TestFailure(AssertionError):
+    """A test found a wrong answer; the message says what is wrong in one line."""
+
+    __test__ = False  # not a pytest test class
+
+
+@contextlib.contextmanager
+def strict_numerics():
+    """Turn NumPy overflow / invalid-value warnings into errors.
+
+    A warning printed to stderr makes nbgrader give 0 points without saying why; an
+    error names the problem instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            yield
+
+
+def call(what, fn, *args, **kwargs):
+    """Call student code ``fn``; turn any exception into a one-line TestFailure.
+
+    Args:
+    - what (str): how the call is described in the message, e.g. "Linear.forward(x)".
+    """
+    try:
+        with strict_numerics():
+            return fn(*args, **kwargs)
+    except TestFailure:
+        raise
+    except (FloatingPointError, RuntimeWarning) as error:
+        raise TestFailure(f"{what} hit a floating-point problem ({error}): "
+                          "does it overflow for large inputs?") from None
+    except Exception as error:  # noqa: BLE001 - any student error is a failed test
+        raise TestFailure(f"{what} raised {type(error).__name__}: {error}") from None
+
+
+def _describe_shape_mistake(actual_shape, expected_shape):
+    if actual_shape == expected_shape[::-1] and len(expected_shape) > 1:
+        return " (transposed?)"
+    if tuple(d for d in actual_shape if d != 1) == tuple(d for d in expected_shape if d != 1):
+        return " (an axis of size 1 added or dropped: (1, q) is not (q,))"
+    if len(actual_shape) == len(expected_shape) + 1 and actual_shape[1:] == expected_shape:
+        return " (one row per sample: forgot to sum over the batch axis?)"
+    return ""
+
+
+def check_array(name, actual, shape):
+    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it."""
+    if actual is None:
+        raise TestFailure(f"{name} is None: compute it and assign / return it")
+    if type(actual) is not np.ndarray:  # exactly: a subclass could redefine comparisons
+        raise TestFailure(f"{name} should be a NumPy array, got {type(actual).__name__}")
+    if actual.shape != tuple(shape):
+        raise TestFailure(f"{name} has shape {actual.shape}, expected {tuple(shape)}"
+                          + _describe_shape_mistake(actual.shape, tuple(shape)))
+    return actual
+
+
+def _close(a, b, rtol, atol):
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= atol + rtol * np.abs(b)))
+
+
+def _constant_ratio(actual, expected, rtol):
+    """The c with actual == c * expected, if there is one (else None)."""
+    big = np.abs(expected) > 1e-8
+    if not big.any():
+        return None
+    ratios = actual[big] / expected[big]
+    c = float(np.median(ratios))
+    if c != 0 and np.allclose(actual, c * expected, rtol=rtol, atol=1e-10):
+        return c
+    return None
+
+
+def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), factors=None):
+    """Check ``actual`` against ``expected`` (float arrays or scalars); one-line message on failure.
+
+    Args:
+    - name (str): what is compared, e.g. "Linear.backward: grad_weights".
+    - actual: the student's value.
+    - expected: the correct value (NumPy array or float).
+    - hints: pairs (wrong_value, text): if ``actual`` matches a known mistake's value,
+      the message ends with its text.
+    - factors (dict): named numbers, e.g. {"N": 7}, used to explain an answer that is a
+      constant multiple of the expected one ("equals the expected value times N").
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    if expected.ndim == 0:
+        if isinstance(actual, np.ndarray) and actual.size == 1 and actual.ndim > 0:
+            raise TestFailure(f"{name} should be a single number, got an array of shape {actual.shape}")
+        if type(actual) not in (float, int, np.float64, np.float32, np.int64):
+            raise TestFailure(f"{name} should be a float, got {type(actual).__name__}")
+        actual = float(actual)
+    else:
+        check_array(name, actual, expected.shape)
+    actual = np.array(actual, dtype=np.float64)
+    if not np.all(np.isfinite(actual)):
+        raise TestFailure(f"{name} contains nan or inf where the expected values are finite: "
+                          "an overflow for large inputs?")
+    if _close(actual, expected, rtol, atol):
+        return
+    error = np.abs(actual - expected)
+    where = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
+    message = f"{name} is wrong: largest error {error.max():.3g}"
+    if where:
+        message += f" at index {tuple(int(i) for i in where)}"
+    message += f" (yours {actual[where]:.6g}, expected {expected[where]:.6g})"
+    for wrong_value, text in hints:
+        wrong_value = np.asarray(wrong_value, dtype=np.float64)
+        if _close(actual, wrong_value, rtol, atol):
+            raise TestFailure(f"{message}; {text}")
+    c = _constant_ratio(actual, expected, rtol)
+    if c is not None:
+        named = {**(factors or {}), "2": 2}
+        for label, value in named.items():
+            if np.isclose(c, value):
+                raise TestFailure(f"{message}; it equals the expected value times {label}")
+            if np.isclose(c, 1 / value):
+                raise TestFailure(f"{message}; it equals the expected value divided by {label}")
+        if np.isclose(c, -1):
+            raise TestFailure(f"{message}; it has the wrong sign")
+        raise TestFailure(f"{message}; it is {c:.4g} times the expected value")
+    raise TestFailure(message)
+
+
+def check_unchanged(name, before, after):
+    """Check that an input array was not modified in place."""
+    if not np.array_equal(before, after):
+        raise TestFailure(f"{name} changed the array it was given: don't modify inputs in place "
+                          "(use out = f(x), not x += ... or out=x)")
+
+
+def _single_number(value):
+    """``value`` as a float, or a TestFailure if it is not one number (e.g. a loss returned as an array)."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        raise TestFailure(f"a loss returned an array of shape {value.shape} where a single number is expected")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TestFailure(f"a loss returned {type(value).__name__} where a single number is expected") from None
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central finite differences of a scalar function.
+
+    Args:
+    - f (callable): takes no argument and returns a float; it must read ``x``.
+    - x (np.array): float64 array of any shape, perturbed in place and restored.
+    - eps (float): step size.
+    Returns:
+    - grad (np.array): same shape as x, grad[i] ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
+    """
+    grad = np.zeros_like(x, dtype=np.float64)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + eps
+        f_plus = _single_number(f())
+        x[index] = original - eps
+        f_minus = _single_number(f())
+        x[index] = original
+        grad[index] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def numerical_input_gradient(forward, x, grad_output, eps=1e-6):
+    """dL/dx by finite differences, for L = sum(forward(x) * grad_output).
+
+    That L makes grad_output the upstream gradient dL/dy, so the result is what
+    ``backward(grad_output)`` must return.
+
+    Args:
+    - forward (callable): maps an array shaped like x to an array shaped like grad_output.
+    - x (np.array): input, shape (N, input_dim); not modified.
+    - grad_output (np.array): upstream gradient, shape of forward(x).
+    Returns:
+    - grad (np.array): shape of x.
+    """
+    x = np.array(x, dtype=np.float64)
+    return numerical_gradient(lambda: float(np.sum(forward(x.copy()) * grad_output)), x, eps)
+
+
+@contextlib.contextmanager
+def substitute(namespace, **replacements):
+    """Temporarily rebind names in a namespace (e.g. the notebook's globals()).
+
+    Used to build an MLP from stand-in layers, so its test does not depend on your
+    Linear and Tanh.
+    """
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7):
+    """Compare ``layer.backward`` with central finite differences.
+
+    The loss is L = sum(layer.forward(x) * grad_output), so grad_output is dL/dy.
+
+    Args:
+    - name (str): the layer as named in messages, e.g. "Linear".
+    - layer: has forward(x) and backward(grad_output) -> dL/dx.
+    - x (np.array): input, shape (N, input_dim).
+    - grad_output (np.array): upstream gradient, shape of layer.forward(x).
+    - params: pairs (parameter attribute, gradient attribute), e.g. [("weights", "grad_weights")].
+    """
+    x = np.array(x, dtype=np.float64)
+    call(f"{name}.forward(x)", layer.forward, x.copy())
+    grad_input = call(f"{name}.backward(grad_output)", layer.backward, grad_output.copy())
+    grads = {grad: np.copy(getattr(layer, grad, None)) for _, grad in params}
+
+    def forward(z):
+        return call(f"{name}.forward(x)", layer.forward, z)
+
+    no_upstream = numerical_input_gradient(forward, x, np.ones_like(grad_output))
+    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input,
+                numerical_input_gradient(forward, x, grad_output), rtol=rtol, atol=atol,
+                hints=[(no_upstream, "it ignores grad_output: missing the upstream gradient?")])
+    for param, grad in params:
+        numeric = numerical_gradient(lambda: float(np.sum(forward(x.copy()) * grad_output)),
+                                     getattr(layer, param))
+        check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
+
+
+def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
+    """``check_backward`` for layers that keep their parameters and gradients in dictionaries
+    (``layer.parameters["W"]`` and ``layer.gradients["W"]``, the same keys).
+
+    Args:
+    - name (str): the layer as named in messages, e.g. "Conv2D".
+    - layer: has forward(x), backward(grad_output) -> dL/dx, ``parameters`` and ``gradients``
+      (the layer must have been initialised, e.g. by an earlier forward call).
+    - x (np.array): input; grad_output (np.array): dL/dy, shape of layer.forward(x).
+    """
+    check_backward(name, layer, x, grad_output, rtol=rtol, atol=atol)
+    gradients = getattr(layer, "gradients", None)
+    if not isinstance(gradients, dict) or set(gradients) != set(layer.parameters):
+        found = sorted(gradients) if isinstance(gradients, dict) else type(gradients).__name__
+        raise TestFailure(f"{name}.gradients should be a dict with the keys of {name}.parameters "
+                          f"{sorted(layer.parameters)}, got {found}")
+    saved = {key: gradients[key] for key in gradients}
+    for key, value in layer.parameters.items():
+        numeric = numerical_gradient(
+            lambda: float(np.sum(call(f"{name}.forward(x)", layer.forward, np.array(x, dtype=np.float64))
+                                 * grad_output)), value)
+        check_close(f"{name}.gradients[{key!r}] vs finite differences", saved[key], numeric, rtol=rtol, atol=atol,
+                    hints=[(numeric.T, "transposed?")] if numeric.ndim == 2 else ())
+
+
+class _EinsumRecorder:
+    """Stands in for NumPy in a notebook's globals and records calls to ``einsum``."""
+
+    def __init__(self, module):
+        self._module, self.calls = module, 0
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if name != "einsum":
+            return value
+
+        def einsum(*args, **kwargs):
+            self.calls += 1
+            return value(*args, **kwargs)
+
+        return einsum
+
+
+def check_einsum(what, fn, args, expected, namespace):
+    """Check that ``fn(*args)`` equals ``expected`` and is computed with ``np.einsum``.
+
+    Args:
+    - what (str): the call as named in messages, e.g. "trace(A)".
+    - fn (callable): the student's function; it must use the name ``np`` of ``namespace``.
+    - args (tuple): its arguments; expected: the NumPy equivalent's value.
+    - namespace (dict): the notebook's globals(), whose ``np`` is watched during the call.
+    """
+    recorder = _EinsumRecorder(namespace.get("np", np))
+    with substitute(namespace, np=recorder):
+        result = call(what, fn, *(np.array(a, dtype=np.float64) for a in args))
+    check_close(what, result, expected)
+    if recorder.calls == 0:
+        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
+                          "about writing it with np.einsum")
+
+
+class SpyLayer:
+    """A stand-in activation that multiplies by ``scale`` and records every call in ``log``.
+
+    Lets a test check how a model wires its layers without using your layers.
+    """
+
+    def __init__(self, name, scale, log):
+        self.name, self.scale, self.log = name, scale, log
+
+    def forward(self, x):
+        self.log.append(("forward", self.name))
+        return x * self.scale
+
+    def backward(self, grad_output):
+        self.log.append(("backward", self.name))
+        self.grad_output = grad_output  # what the model passed down, for the tests to look at
+        return grad_output * self.scale
+
+
+class SpyLinear(SpyLayer):
+    """A stand-in linear layer: like SpyLayer, with parameters and update_params."""
+
+    def __init__(self, name, scale, log):
+        super().__init__(name, scale, log)
+        self.weights, self.biases = np.array([[scale]]), np.zeros(1)
+
+    def update_params(self, learning_rate):
+        self.log.append(("update_params", self.name))
+
+
+class SpyActivation(SpyLayer):
+    """A stand-in activation with the MyTorch interface: ``backward()`` takes no argument and
+    returns the elementwise derivative dA/dH, here ``scale`` everywhere."""
+
+    def forward(self, H):
+        self.log.append(("forward", self.name))
+        self.H = H
+        return H * self.scale
+
+    def backward(self):
+        self.log.append(("backward", self.name))
+        return np.full(np.shape(self.H), float(self.scale))
+
+
+def check_vectorised(what, fn, *args, max_steps=300):
+    """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
+
+    Counts the Python lines and calls run inside ``fn``: ``np.vectorize`` and loops over the
+    elements run some for every element, NumPy operations on whole arrays run none.
+
+    Args:
+    - what (str): how the call is described in messages, e.g. "ReLU.forward(H)".
+    - fn, args: the call; it should work on an array of many more than ``max_steps`` elements.
+    Returns:
+    - whatever ``fn`` returns.
+    """
+    steps = 0
+
+    def count(frame, event, arg):
+        nonlocal steps
+        steps += 1
+        return count
+
+    def traced(*inner):
+        previous = _gettrace()
+        _settrace(count)
+        try:
+            return fn(*inner)
+        finally:
+            _settrace(previous)
+
+    result = call(what, traced, *args)
+    if steps > max_steps:
+        raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
+                          "or a loop?); use NumPy operations on the whole array")
+    return result
+
+
+def require_torch(torch):
+    """Fail with a clear message when a part that needs PyTorch runs without it (``torch`` is None)."""
+    if torch is None:
+        raise TestFailure("this part needs PyTorch, which is not installed (pip install torch); the other parts do not")
+
+
+def _mlp_layout(name, model, linears, activations, sizes):
+    """Check ``model.layers`` and ``model.f`` against the stand-ins the constructor made."""
+    expected = [(a, b) for a, b in zip(sizes, sizes[1:])]
+    layers, f = getattr(model, "layers", None), getattr(model, "f", None)
+    if not isinstance(layers, list) or not isinstance(f, list):
+        raise TestFailure(f"{name} needs two lists, self.layers (the Linear layers) and self.f (the activations)")
+    if len(layers) != len(expected):
+        raise TestFailure(f"{name}.layers has {len(layers)} layers, expected {len(expected)}")
+    for i, layer in enumerate(layers):
+        if layer not in linears:
+            raise TestFailure(f"{name}.layers[{i}] is not a Linear made by {name}'s constructor")
+        if layer.size != expected[i]:
+            raise TestFailure(f"{name}.layers[{i}] is Linear{layer.size}, expected Linear{expected[i]}")
+    kinds = ["ReLU"] * (len(expected) - 1) + ["Identity"]
+    found = [getattr(a, "kind", type(a).__name__) for a in f]
+    if found != kinds:
+        raise TestFailure(f"{name}.f holds {found}, expected {kinds}: ReLU after every hidden layer, "
+                          "Identity at the output")
+    if len({id(a) for a in f}) != len(f) or not all(a in activations for a in f):
+        raise TestFailure(f"{name}.f uses one activation object twice: each layer needs its own, "
+                          "since an activation keeps its input for backward")
+
+
+def check_mlp_wiring(name, build, namespace, sizes, part):
+    """Check how an MLP chains its layers, with stand-ins for Linear, ReLU and Identity.
+
+    Each stand-in multiplies by its own prime number and records its calls, so the output
+    shows which layers were used and the record shows in what order. Your Linear and
+    activations are not used: this test grades the MLP alone.
+
+    Args:
+    - name (str): the model as named in messages, e.g. "MLP1(3, 2, 4)".
+    - build (callable): makes the model, e.g. ``lambda: MLP1(3, 2, 4)``.
+    - namespace (dict): the notebook's globals(), where Linear, ReLU and Identity are swapped.
+    - sizes (list of int): the layer widths from input to output, e.g. [3, 4, 2].
+    - part (str): "forward" or "backward".
+    """
+    log, linears, activations = [], [], []
+
+    def linear(num_inputs, num_outputs):
+        layer = SpyLayer("Linear", 1.0, log)
+        layer.size = (num_inputs, num_outputs)
+        linears.append(layer)
+        return layer
+
+    def activation(kind):
+        def make():
+            spy = SpyActivation(kind, 1.0, log)
+            spy.kind = kind
+            activations.append(spy)
+            return spy
+        return make
+
+    with substitute(namespace, Linear=linear, ReLU=activation("ReLU"), Identity=activation("Identity")):
+        model = call(name, build)
+    _mlp_layout(name, model, linears, activations, sizes)
+    primes = iter([2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37])
+    spies = []
+    for i, (layer, act) in enumerate(zip(model.layers, model.f)):
+        layer.name, layer.scale = f"layers[{i}]", next(primes)
+        act.name, act.scale = f"f[{i}]", next(primes)
+        spies += [layer, act]
+    product = float(np.prod([spy.scale for spy in spies]))
+    X = np.arange(1.0, 2.0 * sizes[0] + 1).reshape(2, sizes[0])
+    skipped = [(spy, f"{spy.name} is skipped") for spy in spies]
+    del log[:]
+    out = call(f"{name}.forward(X)", model.forward, X)
+    if part == "forward":
+        check_close(f"{name}.forward(X) through stand-in layers", out, X * product,
+                    hints=[(X * product / spy.scale, text) for spy, text in skipped])
+        order = [spy_name for _, spy_name in log]
+        expected = [spy.name for spy in spies]
+        if order != expected:
+            raise TestFailure(f"{name}.forward called {order}, expected {expected}")
+        return
+    G = np.arange(-1.0, 2.0 * sizes[0] - 1).reshape(2, sizes[0])
+    del log[:]
+    grad = call(f"{name}.backward(dLdA)", model.backward, G)
+    check_close(f"{name}.backward(dLdA) through stand-in layers", grad, G * product,
+                hints=[(G * product / spy.scale, text) for spy, text in skipped])
+    linear_order = [spy_name for event, spy_name in log if event == "backward" and spy_name.startswith("layers")]
+    expected = [layer.name for layer in reversed(model.layers)]
+    if linear_order != expected:
+        raise TestFailure(f"{name}.backward called the layers' backward in the order {linear_order}, "
+                          f"expected {expected}")
