@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 from coursekit import torch_reference
-from coursekit.gradcheck import (TestFailure, call, check_close, check_mlp_wiring, check_unchanged,
-                                 check_vectorised, numerical_gradient, numerical_input_gradient, substitute)
+from coursekit.gradcheck import (TestFailure, call, check_close, check_einsum, check_layer_backward, check_mlp_wiring,
+                                 check_unchanged, check_vectorised, numerical_gradient, numerical_input_gradient,
+                                 require_torch, substitute)
 from coursekit.torch_reference import CACHE_ONLY, RECORD, vjp
 
 
@@ -156,3 +157,64 @@ def test_check_mlp_wiring_accepts_a_correct_model_and_explains_wrong_ones():
         check_mlp_wiring("Stack", lambda: Stack([3, 4, 4, 2], shared_relu=True), globals(), [3, 4, 4, 2], "forward")
     with pytest.raises(TestFailure, match=r"f\[0\] is skipped"):
         check_mlp_wiring("Skips", lambda: SkipsFirstDerivative([3, 4, 2]), globals(), [3, 4, 2], "backward")
+
+
+def test_vjp_passes_options_and_keys_the_cache_by_them():
+    """Conv2D's reference: NHWC images, W (rows, cols, in, out), stride and padding as options."""
+    rng = np.random.default_rng()
+    X, W, b = rng.normal(size=(2, 4, 5, 3)), rng.normal(size=(2, 3, 3, 4)), rng.normal(size=(1, 4))
+    for stride, pad in [(1, [0, 0]), (2, [1, 0])]:
+        X_pad = np.pad(X, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
+        rows, cols = (X_pad.shape[1] - 2) // stride + 1, (X_pad.shape[2] - 3) // stride + 1
+        expected = np.array([[[np.einsum("ijk,ijko->o", X_pad[n, r * stride:r * stride + 2, c * stride:c * stride + 3], W)
+                               for c in range(cols)] for r in range(rows)] for n in range(2)]) + b[0]
+        out, grads = vjp("conv2d", (X, W, b), np.ones(expected.shape), stride=stride, pad=pad)
+        np.testing.assert_allclose(out, expected, rtol=1e-10)
+        assert [g.shape for g in grads] == [X.shape, W.shape, b.shape]
+    out, _ = vjp("max_pool2d", (X,), np.zeros((2, 2, 2, 3)), kernel=[3, 3], stride=2, pad=[1, 1])
+    assert out[0, 0, 0, 0] == X[0, :2, :2, 0].max()
+
+
+class Scale:
+    """A layer y = x * w (w one number) that keeps its parameter in a dictionary."""
+
+    def __init__(self, wrong_gradient=False):
+        self.parameters, self.gradients, self.wrong = {"w": np.array([[2.0]])}, {}, wrong_gradient
+
+    def forward(self, x):
+        self.x = x
+        return x * self.parameters["w"]
+
+    def backward(self, grad_output):
+        self.gradients = {"w": np.array([[np.sum(grad_output * self.x) * (2 if self.wrong else 1)]])}
+        return grad_output * self.parameters["w"]
+
+
+def test_check_layer_backward_compares_every_gradient_in_the_dictionary():
+    x, g = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    check_layer_backward("Scale", Scale(), x, g)
+    with pytest.raises(TestFailure, match=r"Scale.gradients\['w'\] vs finite differences is wrong"):
+        check_layer_backward("Scale", Scale(wrong_gradient=True), x, g)
+    layer = Scale()
+    layer.backward = lambda grad_output: grad_output * 2.0  # no gradients set
+    with pytest.raises(TestFailure, match="gradients should be a dict with the keys"):
+        check_layer_backward("Scale", layer, x, g)
+
+
+def test_check_einsum_needs_the_value_and_an_einsum_call():
+    namespace = {"np": np}
+    exec("def trace(A):\n    return np.einsum('ii->', A)\n"
+         "def trace_diag(A):\n    return np.sum(np.diag(A))\n", namespace)
+    A = np.arange(9.0).reshape(3, 3)
+    check_einsum("trace(A)", namespace["trace"], (A,), 12.0, namespace)
+    with pytest.raises(TestFailure, match="does not call np.einsum"):
+        check_einsum("trace(A)", namespace["trace_diag"], (A,), 12.0, namespace)
+    with pytest.raises(TestFailure, match="trace.A. is wrong"):
+        check_einsum("trace(A)", namespace["trace"], (A,), 13.0, namespace)
+    assert namespace["np"] is np, "NumPy is put back"
+
+
+def test_require_torch_explains_a_missing_pytorch():
+    require_torch(object())
+    with pytest.raises(TestFailure, match="needs PyTorch"):
+        require_torch(None)

@@ -118,6 +118,12 @@ def test_tamper_report_says_what_each_cheat_does():
         ["uses setattr on np"], "an optimizer may set a layer's attributes, not a module's"
 
 
+def test_tamper_report_allows_torch_only_where_the_task_needs_it():
+    code = "import torch.nn.functional as F\nfrom torch import nn"
+    assert scan_code("pytorch", code) == [], "ps3's PyTorch part is written with torch"
+    assert [f.what for f in scan_code("softmax", code)] == ["imports torch.nn.functional", "imports from torch"]
+
+
 def test_feedback_never_shows_hidden_tests(broken_graded):
     feedback = list(broken_graded["reordered_cells"].autograded.parents[3].glob("feedback/*/ps1/ps1.html"))
     assert len(feedback) >= 5

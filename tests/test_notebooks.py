@@ -1,4 +1,5 @@
 """Every assignment's source and release notebooks: they run, the release is current, nothing leaks."""
+import ast
 import filecmp
 import json
 import shutil
@@ -9,12 +10,12 @@ from nbclient import NotebookClient
 
 from conftest import ASSIGNMENTS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
-from coursekit.grading import copy_course, nbgrader
+from coursekit.grading import copy_course, nbgrader, part_of
 from coursekit.solutions import source_notebook
 from coursekit.submissions import fill, release_notebook, solution_answers
 from coursekit.torch_reference import CACHE_ONLY
 
-pytestmark = pytest.mark.parametrize("assignment", ASSIGNMENTS)
+each_assignment = pytest.mark.parametrize("assignment", ASSIGNMENTS)
 
 
 def release_folder(assignment):
@@ -34,6 +35,7 @@ def run(notebook, cwd):
     return failed
 
 
+@each_assignment
 def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch, assignment):
     """Also proves coursekit/torch_cache complete: a value missing from it is an error here."""
     monkeypatch.setenv(CACHE_ONLY, "1")
@@ -41,21 +43,30 @@ def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatc
     assert run(notebook, source_notebook(assignment).parent) == {}
 
 
+@each_assignment
 def test_source_is_committed_without_outputs(assignment):
     for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.metadata.nbgrader.grade_id
 
 
+@each_assignment
 def test_visible_tests_pass_without_torch(tmp_path, assignment):
-    """A student without PyTorch (or the course tooling) can run every visible test."""
+    """A student without PyTorch (or the course tooling) can run every visible test, except those
+    of a part written in PyTorch (ps3's "pytorch"), which say that they need it."""
     shutil.copytree(release_folder(assignment), tmp_path / assignment)
     notebook = fill(release_notebook(assignment), solution_answers(assignment))
     blocker = nbformat.v4.new_code_cell("import sys\nsys.modules['torch'] = None\nsys.modules['coursekit'] = None")
     notebook.cells.insert(0, blocker)
-    assert run(notebook, tmp_path / assignment) == {}
+    failed = run(notebook, tmp_path / assignment)
+    needs_torch = {cell for cell in failed if isinstance(cell, str) and part_of(cell) == "pytorch"}
+    assert set(failed) == needs_torch
+    for cell in needs_torch:
+        (output,) = failed[cell]
+        assert output.ename == "TestFailure" and "needs PyTorch" in output.evalue, output
 
 
+@each_assignment
 def test_release_is_what_nbgrader_builds_from_source(tmp_path, assignment):
     course = copy_course(assignment, tmp_path)
     nbgrader(course, "generate_assignment", assignment, "--force")
@@ -69,12 +80,34 @@ def test_release_is_what_nbgrader_builds_from_source(tmp_path, assignment):
             assert filecmp.cmp(path, release / path.name, shallow=False), f"release/{assignment}/{path.name} is stale"
 
 
+def _unguarded_torch_imports(source):
+    """The imports of torch in ``source`` that are not inside ``try: ... except ImportError:``."""
+    tree = ast.parse(source)
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(h.type is not None and "ImportError" in ast.unparse(h.type)
+                                             for h in node.handlers):
+            guarded |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return [node for node in ast.walk(tree) if id(node) not in guarded and (
+        isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names)
+        or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch")]
+
+
+def test_torch_import_check_tells_guarded_from_unguarded():
+    assert _unguarded_torch_imports("import numpy as np\ntry:\n    import torch\nexcept ImportError:\n    torch = None") == []
+    assert len(_unguarded_torch_imports("import torch\nfrom torch import nn")) == 2
+
+
+@each_assignment
 def test_release_leaks_no_solution_and_no_hidden_test(assignment):
     secrets = secret_lines(assignment, [SOLUTIONS, HIDDEN_TESTS], min_length=16)
     assert len(secrets) > 50
     release = nbformat.read(release_folder(assignment) / f"{assignment}.ipynb", as_version=4)
     notebook_text = "\n".join(cell.source for cell in release.cells)
-    assert "import torch" not in notebook_text, "students without PyTorch must be able to run the notebook"
+    for cell in release.cells:
+        if cell.cell_type == "code":
+            assert not _unguarded_torch_imports(cell.source), \
+                f"students without PyTorch must be able to run the notebook: {cell.source[:80]!r}"
     texts = {f"{assignment}.ipynb": notebook_text}
     texts.update({p.name: p.read_text() for p in release_folder(assignment).iterdir() if p.suffix == ".py"})
     for name, text in texts.items():

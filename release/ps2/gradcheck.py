@@ -284,6 +284,67 @@ def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7)
         check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
 
 
+def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
+    """``check_backward`` for layers that keep their parameters and gradients in dictionaries
+    (``layer.parameters["W"]`` and ``layer.gradients["W"]``, the same keys).
+
+    Args:
+    - name (str): the layer as named in messages, e.g. "Conv2D".
+    - layer: has forward(x), backward(grad_output) -> dL/dx, ``parameters`` and ``gradients``
+      (the layer must have been initialised, e.g. by an earlier forward call).
+    - x (np.array): input; grad_output (np.array): dL/dy, shape of layer.forward(x).
+    """
+    check_backward(name, layer, x, grad_output, rtol=rtol, atol=atol)
+    gradients = getattr(layer, "gradients", None)
+    if not isinstance(gradients, dict) or set(gradients) != set(layer.parameters):
+        found = sorted(gradients) if isinstance(gradients, dict) else type(gradients).__name__
+        raise TestFailure(f"{name}.gradients should be a dict with the keys of {name}.parameters "
+                          f"{sorted(layer.parameters)}, got {found}")
+    saved = {key: gradients[key] for key in gradients}
+    for key, value in layer.parameters.items():
+        numeric = numerical_gradient(
+            lambda: float(np.sum(call(f"{name}.forward(x)", layer.forward, np.array(x, dtype=np.float64))
+                                 * grad_output)), value)
+        check_close(f"{name}.gradients[{key!r}] vs finite differences", saved[key], numeric, rtol=rtol, atol=atol,
+                    factors={"N": len(x)})
+
+
+class _EinsumRecorder:
+    """Stands in for NumPy in a notebook's globals and records calls to ``einsum``."""
+
+    def __init__(self, module):
+        self._module, self.calls = module, 0
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if name != "einsum":
+            return value
+
+        def einsum(*args, **kwargs):
+            self.calls += 1
+            return value(*args, **kwargs)
+
+        return einsum
+
+
+def check_einsum(what, fn, args, expected, namespace):
+    """Check that ``fn(*args)`` equals ``expected`` and is computed with ``np.einsum``.
+
+    Args:
+    - what (str): the call as named in messages, e.g. "trace(A)".
+    - fn (callable): the student's function; it must use the name ``np`` of ``namespace``.
+    - args (tuple): its arguments; expected: the NumPy equivalent's value.
+    - namespace (dict): the notebook's globals(), whose ``np`` is watched during the call.
+    """
+    recorder = _EinsumRecorder(namespace.get("np", np))
+    with substitute(namespace, np=recorder):
+        result = call(what, fn, *(np.array(a, dtype=np.float64) for a in args))
+    check_close(what, result, expected)
+    if recorder.calls == 0:
+        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
+                          "about writing it with np.einsum")
+
+
 class SpyLayer:
     """A stand-in activation that multiplies by ``scale`` and records every call in ``log``.
 
@@ -299,6 +360,7 @@ class SpyLayer:
 
     def backward(self, grad_output):
         self.log.append(("backward", self.name))
+        self.grad_output = grad_output  # what the model passed down, for the tests to look at
         return grad_output * self.scale
 
 
@@ -359,6 +421,12 @@ def check_vectorised(what, fn, *args, max_steps=300):
         raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
                           "or a loop?); use NumPy operations on the whole array")
     return result
+
+
+def require_torch(torch):
+    """Fail with a clear message when a part that needs PyTorch runs without it (``torch`` is None)."""
+    if torch is None:
+        raise TestFailure("this part needs PyTorch, which is not installed (pip install torch); the other parts do not")
 
 
 def _mlp_layout(name, model, linears, activations, sizes):
