@@ -31,6 +31,17 @@ def answer_cells(notebook):
     return cells
 
 
+def written_cells(notebook):
+    """The manually graded written answers of a notebook (markdown cells with points), as {grade_id: source}."""
+    cells = {}
+    for cell in notebook["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] == "markdown" and meta.get("solution") and meta.get("grade"):
+            source = cell["source"]
+            cells[meta["grade_id"]] = source if isinstance(source, str) else "".join(source)
+    return cells
+
+
 def marked_lines(source, begin, end, inside=True):
     """The lines of ``source`` between ``begin`` and ``end`` marker lines (or, with
     ``inside=False``, the lines outside every such region), stripped, markers left out."""

@@ -21,23 +21,31 @@ from pathlib import Path
 import nbformat
 
 from coursekit import COURSE_ROOT
-from coursekit.solutions import answer_cells, source_notebook, without_markers
+from coursekit.solutions import answer_cells, source_notebook, without_markers, written_cells
 
 
 def release_notebook(assignment, course_root=COURSE_ROOT):
     return nbformat.read(Path(course_root) / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
+# In a written answer's source, the rubric for the graders follows the model answer.
+RUBRIC = "**Rubric"
+
+
 def solution_answers(assignment):
-    """The model solution's answer cells, as a student would write them: {grade_id: code}."""
+    """The model solution's answer cells, as a student would write them: {grade_id: code}, and
+    {grade_id: text} for the written answers (the model answer, without the rubric)."""
     notebook = nbformat.read(source_notebook(assignment), as_version=4)
-    return {grade_id: without_markers(src) for grade_id, src in answer_cells(notebook).items()}
+    answers = {grade_id: without_markers(src) for grade_id, src in answer_cells(notebook).items()}
+    answers.update({grade_id: without_markers(src).split(RUBRIC)[0].strip()
+                    for grade_id, src in written_cells(notebook).items()})
+    return answers
 
 
 def fill(release, answers):
-    """A copy of the release notebook whose answer cells hold ``answers`` ({grade_id: code})."""
+    """A copy of the release notebook whose answer cells hold ``answers`` ({grade_id: code or text})."""
     notebook = copy.deepcopy(release)
-    unknown = set(answers) - set(answer_cells(notebook))
+    unknown = set(answers) - set(answer_cells(notebook)) - set(written_cells(notebook))
     if unknown:
         raise KeyError(f"no answer cell with grade_id {sorted(unknown)}")
     for cell in notebook.cells:

@@ -3,10 +3,12 @@ import csv
 import subprocess
 import sys
 
+import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, assert_feedback_hides_hidden_tests
 from coursekit.grading import copy_course, nbgrader
+from coursekit.solutions import source_notebook, written_cells
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -27,5 +29,11 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
         exported = {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == assignment}
     for student in ("ada", "blake"):  # the model solution and the untouched release
         assert float(exported[student]["score"]) == demo_class[student][1]
-    assert (course / "reports" / assignment / "report.html").exists()
+    report = (course / "reports" / assignment / "report.html").read_text()
+    manual = report.split("<h2>Needs manual grading</h2>")[1]
+    if written_cells(nbformat.read(source_notebook(assignment), as_version=4)):
+        assert "<td>ada</td>" in manual and "<td>blake</td>" not in manual, \
+            "written answers are listed for manual grading (a blank one scores 0 without a human)"
+    else:
+        assert "None." in manual
     assert_feedback_hides_hidden_tests(assignment, course.glob(f"feedback/*/{assignment}/{assignment}.html"))

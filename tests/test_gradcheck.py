@@ -171,7 +171,7 @@ def test_vjp_passes_options_and_keys_the_cache_by_them():
         out, grads = vjp("conv2d", (X, W, b), np.ones(expected.shape), stride=stride, pad=pad)
         np.testing.assert_allclose(out, expected, rtol=1e-10)
         assert [g.shape for g in grads] == [X.shape, W.shape, b.shape]
-    out, _ = vjp("max_pool2d", (X,), np.zeros((2, 2, 2, 3)), kernel=[3, 3], stride=2, pad=[1, 1])
+    out, _ = vjp("max_pool2d", (X,), np.zeros((2, 2, 3, 3)), kernel=[3, 3], stride=2, pad=[1, 1])
     assert out[0, 0, 0, 0] == X[0, :2, :2, 0].max()
 
 
