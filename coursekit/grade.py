@@ -20,10 +20,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import nbformat
 from tqdm import tqdm
 
 from coursekit import COURSE_ROOT
 from coursekit.grading import nbgrader, problem_with
+from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
 # parallel workers do not oversubscribe the cores.
@@ -47,17 +49,20 @@ def grading_kit(course, assignment):
     """What a worker needs to grade any submission of ``assignment``, as plain data.
 
     Returns:
-    - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes} where the gradebook
-      holds the assignment and no student.
+    - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
+      where the gradebook holds the assignment and no student, and "preload" lists the heavy
+      modules that the kernels' zygote imports (see coursekit.warm_kernels).
     """
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copy(Path(course) / "nbgrader_config.py", scratch)
         source = Path(course) / "source" / assignment
         _write_tree(Path(scratch) / "source" / assignment, _read_tree(source))
         nbgrader(scratch, "generate_assignment", assignment, "--force")
+        notebook = nbformat.read(source / f"{assignment}.ipynb", as_version=4)
         return {"config": (Path(course) / "nbgrader_config.py").read_bytes(),
                 "source": _read_tree(source),
-                "gradebook": (Path(scratch) / "gradebook.db").read_bytes()}
+                "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
+                "preload": heavy_imports(notebook)}
 
 
 def grade_one(kit, assignment, student, submission, feedback=True):
@@ -80,6 +85,7 @@ def grade_one(kit, assignment, student, submission, feedback=True):
     from traitlets.config.loader import PyFileConfigLoader
 
     os.environ.update(SINGLE_THREADED)
+    submission = notebooks_only(submission)
     result = {"student": student, "ok": False, "error": "", "grades": [], "comments": [],
               "submission": {}, "autograded": {}, "feedback": {}}
     with tempfile.TemporaryDirectory() as scratch:
@@ -90,6 +96,9 @@ def grade_one(kit, assignment, student, submission, feedback=True):
         _write_tree(course / "submitted" / student / assignment, submission)
         config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
         config.CourseDirectory.root = str(course)
+        config.TimeLimitedExecute.kernel_manager_class = ForkedKernelManager
+        config.ForkedKernelManager.preload = kit["preload"]
+        config.TimeLimitedExecute.shutdown_kernel = "immediate"  # the notebook has run: no need to wait
         api = NbGraderAPI(CourseDirectory(config=config), config=config)
         problem = problem_with(course / "submitted" / student / assignment, assignment)
         if problem:
@@ -115,6 +124,16 @@ def grade_one(kit, assignment, student, submission, feedback=True):
         if not made["success"]:
             result["error"] = "graded, but no feedback: " + _last_line(made.get("error") or made.get("log"))
     return result
+
+
+def notebooks_only(submission):
+    """The notebooks of a submission folder ({path: bytes}), without any other file.
+
+    The grading kernel runs in the submission's folder, where Python imports a planted
+    ``numpy.py`` or ``ipykernel_launcher.py`` ahead of the real module, before coursekit.guard
+    can protect anything. The tamper report lists such files (coursekit.tamper.scan_folder).
+    """
+    return {path: data for path, data in submission.items() if "/" not in path and path.endswith(".ipynb")}
 
 
 def _last_line(text):

@@ -7,7 +7,7 @@ from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
 from nbgrader.nbgraderformat import common as nbgraderformat_common
 from nbgrader.preprocessors import ClearHiddenTests, Execute
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Integer
 
 
 def _error(name, message):
@@ -21,22 +21,33 @@ class TimeLimitedExecute(Execute):
     and their tests fail with that reason. After a cell times out, the remaining cells get
     ``timeout_after_timeout`` seconds each. (A cell whose error the notebook hides from IPython's
     display still fails: nbgrader's Execute adds the error the kernel reported.)
+
+    A kernel that dies before the first cell runs is replaced, up to ``kernel_starts`` times: no
+    student code has run yet, so the cause is the machine (kernels started in parallel can race
+    for the same free TCP port), and a student must not lose a grade to it.
     """
 
     # a kernel that a submission broke must not stop the grading of the notebook
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     notebook_timeout = Float(60, help="Seconds a whole notebook may run.").tag(config=True)
     timeout_after_timeout = Float(3, help="Cell timeout once a cell has timed out.").tag(config=True)
+    kernel_starts = Integer(3, help="Kernels to try when one dies before the first cell.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
-        self._started = time.monotonic()
         self._cell_timeout = self.timeout
-        try:
-            return super().preprocess(nb, resources, km)
-        finally:
-            self.timeout = self._cell_timeout
+        for attempt in range(1, self.kernel_starts + 1):
+            self._started, self._reached_cells = time.monotonic(), False
+            try:
+                return super().preprocess(nb, resources, km)
+            except Exception as error:  # noqa: BLE001 - jupyter_client raises RuntimeError, zmq its own
+                if self._reached_cells or km is not None or attempt == self.kernel_starts:
+                    raise
+                self.log.warning("The grading kernel did not start (%s); starting another", error)
+            finally:
+                self.timeout = self._cell_timeout
 
     def preprocess_cell(self, cell, resources, index):
+        self._reached_cells = True
         if cell.cell_type != "code":
             return cell, resources
         if time.monotonic() - self._started > self.notebook_timeout:

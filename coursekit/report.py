@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from coursekit.grading import results as gradebook_results  # noqa: E402
-from coursekit.tamper import scan_notebook  # noqa: E402
+from coursekit.tamper import scan_folder, scan_notebook  # noqa: E402
 
 
 def score_table(graded, students, errors):
@@ -96,8 +96,10 @@ def write(course, assignment, worker_results):
     students = sorted(worker_results)
     errors = {s: r["error"] for s, r in worker_results.items() if not r["ok"]}
     notes = {s: r["error"] for s, r in worker_results.items() if r["ok"] and r["error"]}
+    submitted = course / "submitted"
     tamper = [(s, f.cell, f.line, f.what) for s in students
-              for f in scan_notebook(course / "submitted" / s / assignment / f"{assignment}.ipynb")]
+              for f in scan_folder(submitted / s / assignment)
+              + scan_notebook(submitted / s / assignment / f"{assignment}.ipynb")]
     manual = sorted(s for s, r in worker_results.items() if any(g[3] for g in r["grades"]))
     rates = _plots(folder, graded)
 
@@ -120,8 +122,9 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }} pre {{ 
 <h2>Failure rate per test cell</h2><img src="failure_rates.png" alt="failure rate per test cell">
 {_table([(c, f"{100 * r:.0f}%") for c, r in sorted(rates.items(), key=lambda kv: -kv[1])], ["test cell", "failed"])}
 <h2>Tamper report</h2>
-<p>Answer cells that import forbidden modules or touch the test machinery (the grading kernel
-keeps such code from changing verdicts; this list is for a human to look at).</p>
+<p>Answer cells that import forbidden modules or touch the test machinery, and Python files handed
+in next to the notebook (the grader keeps such code from changing verdicts; this list is for a
+human to look at).</p>
 {_table(tamper, ["student", "cell", "line", "finding"])}
 <h2>Errors</h2>{_table(sorted(errors.items()) + sorted(notes.items()), ["student", "error"])}
 <h2>Needs manual grading</h2>{_table([(s,) for s in manual], ["student"])}
@@ -130,6 +133,6 @@ keeps such code from changing verdicts; this list is for a human to look at).</p
     summary = [table, ""]
     if tamper:
         summary.append(f"Tamper report ({len(tamper)} findings):")
-        summary += [f"  {s}: cell {c}, line {line}: {what}" for s, c, line, what in tamper]
+        summary += [f"  {s}: {f'cell {c}, line {line}' if line else c}: {what}" for s, c, line, what in tamper]
     summary.append(f"Report: {folder / 'report.html'}")
     return "\n".join(summary)

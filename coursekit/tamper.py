@@ -5,6 +5,7 @@ report tells the instructor who tried, with cell and line, so a human can look.
 """
 import ast
 from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 
@@ -22,6 +23,8 @@ MACHINERY = {"get_ipython", "__builtins__", "__import__", "globals", "exec", "ev
 # Changing an object's attribute is ordinary (an optimizer updating a layer); a module's is not.
 ATTRIBUTE_SETTERS = {"setattr", "delattr"}
 NUMPY_NAMES = {"np", "numpy"}
+# Files Python may import or run when they sit in the grading kernel's working directory.
+IMPORTABLE = {".py", ".pyc", ".pyd", ".so", ".pth"}
 # Methods that let an answer's value pass comparisons it should fail.
 REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
              "__sub__", "__rsub__", "__abs__", "__array__", "__array_ufunc__", "__getattr__"}
@@ -85,3 +88,12 @@ def scan_notebook(path):
     for cell, code in answer_cells(notebook).items():
         findings += scan_code(cell, code)
     return findings
+
+
+def scan_folder(folder):
+    """Findings for files in a submission folder that Python could import (a planted numpy.py or
+    ipykernel_launcher.py); `make grade` grades the notebooks only, so they are ignored."""
+    folder = Path(folder)
+    planted = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in IMPORTABLE]
+    return [Finding("(folder)", 0, f"adds {p.relative_to(folder)}, which Python would import (ignored)")
+            for p in planted]

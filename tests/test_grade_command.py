@@ -180,3 +180,55 @@ def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
             except ValidationError:
                 verdicts.append("invalid")
         assert verdicts[0] == verdicts[1] == ("valid" if name == "release" else "invalid"), (name, verdicts)
+
+
+def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
+    """Kernels started in parallel can race for a free port: the loser dies before running a cell.
+    Here the first kernel's port is taken on purpose; the notebook still runs, on a second kernel."""
+    import socket
+
+    import nbformat
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit.nbgrader_plugins import TimeLimitedExecute
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    resources = {"metadata": {"path": str(tmp_path)}}
+
+    def run(**options):
+        """(executed notebook, kernels started) when the first kernel's shell port is taken."""
+        started = []
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+
+            class FirstKernelLosesTheRace(AsyncKernelManager):
+                def __init__(self, **kwargs):
+                    super().__init__(**kwargs)
+                    if not started:  # (with port caching it would choose a free port)
+                        self.cache_ports, self.shell_port = False, taken.getsockname()[1]
+                    started.append(self)
+
+            execute = TimeLimitedExecute(kernel_manager_class=FirstKernelLosesTheRace, startup_timeout=30, **options)
+            executed, _ = execute.preprocess(nbformat.from_dict(notebook), resources)
+        return executed, len(started)
+
+    executed, kernels = run()
+    assert kernels == 2
+    assert executed.cells[0].outputs[0].text == "42\n"
+    with pytest.raises(RuntimeError, match="Kernel died"):  # a kernel that never starts is still an error
+        run(kernel_starts=1)
+
+
+def test_python_files_handed_in_next_to_the_notebook_are_ignored_and_reported(tmp_path):
+    """A planted ipykernel_launcher.py or numpy.py would run before the guard (each gets the Tanh
+    points of a wrong Tanh from stock nbgrader): make grade grades the notebook alone."""
+    from coursekit.tamper import scan_folder
+
+    graded = grade_submissions("ps1", CATALOG.PLANTED_FILES, tmp_path / "ours", jobs=2, feedback=False)
+    for name, submission in CATALOG.PLANTED_FILES.items():
+        assert graded[name].cells, f"{name}: {graded[name].error}"
+        assert graded[name].parts()["tanh"] == 0, f"{name} kept the tanh points"
+        folder = submit(tmp_path / "scan", name, "ps1", submission)
+        (planted,) = [filename for filename, _ in submission.files if filename.endswith(".py")]
+        assert [f.what.split(",")[0] for f in scan_folder(folder)] == [f"adds {planted}"]
