@@ -53,14 +53,14 @@ def grading_kit(course, assignment):
       where the gradebook holds the assignment and no student, and "preload" lists the heavy
       modules that the kernels' zygote imports (see coursekit.warm_kernels).
     """
+    source = _read_tree(Path(course) / "source" / assignment)
+    notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copy(Path(course) / "nbgrader_config.py", scratch)
-        source = Path(course) / "source" / assignment
-        _write_tree(Path(scratch) / "source" / assignment, _read_tree(source))
+        _write_tree(Path(scratch) / "source" / assignment, source)
         nbgrader(scratch, "generate_assignment", assignment, "--force")
-        notebook = nbformat.read(source / f"{assignment}.ipynb", as_version=4)
         return {"config": (Path(course) / "nbgrader_config.py").read_bytes(),
-                "source": _read_tree(source),
+                "source": source,
                 "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
                 "preload": heavy_imports(notebook)}
 
