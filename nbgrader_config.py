@@ -36,6 +36,7 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 # Feedback shows each test's score and one-line message, never hidden test code.
+c.GenerateFeedback.exporter_class = "coursekit.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",

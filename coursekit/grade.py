@@ -13,6 +13,9 @@ reason, and any previous grade of theirs is removed rather than left standing as
 """
 import argparse
 import concurrent.futures
+import contextlib
+import importlib
+import multiprocessing
 import os
 import shutil
 import sys
@@ -24,7 +27,8 @@ import nbformat
 from tqdm import tqdm
 
 from coursekit import COURSE_ROOT
-from coursekit.grading import nbgrader, problem_with
+from coursekit.grading import nbgrader, problem_with, this_environment_first
+from coursekit import warm_kernels
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
@@ -55,14 +59,36 @@ def grading_kit(course, assignment):
     """
     source = _read_tree(Path(course) / "source" / assignment)
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
+    config = (Path(course) / "nbgrader_config.py").read_bytes()
     with tempfile.TemporaryDirectory() as scratch:
-        shutil.copy(Path(course) / "nbgrader_config.py", scratch)
-        _write_tree(Path(scratch) / "source" / assignment, source)
-        nbgrader(scratch, "generate_assignment", assignment, "--force")
-        return {"config": (Path(course) / "nbgrader_config.py").read_bytes(),
-                "source": source,
-                "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
+        _generate_assignment(_scratch_course(scratch, config, source, assignment), assignment)
+        return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
                 "preload": heavy_imports(notebook)}
+
+
+def _scratch_course(folder, config, source, assignment, gradebook=None):
+    """Write a course with ``config`` (bytes) and the assignment's ``source`` into ``folder``."""
+    course = Path(folder)
+    (course / "nbgrader_config.py").write_bytes(config)
+    if gradebook is not None:
+        (course / "gradebook.db").write_bytes(gradebook)
+    _write_tree(course / "source" / assignment, source)
+    return course
+
+
+def _api(course, **settings):
+    """nbgrader's Python API on the course in ``course``, with its nbgrader_config.py and
+    ``settings`` ({"Class.trait": value}) on top."""
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    config.CourseDirectory.root = str(course)
+    for name, value in settings.items():
+        section, trait = name.split(".")
+        config[section][trait] = value
+    return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
 def grade_one(kit, assignment, student, submission, feedback=True):
@@ -80,26 +106,18 @@ def grade_one(kit, assignment, student, submission, feedback=True):
       "comments" [(notebook, cell, auto_comment)], "autograded" and "feedback" ({path: bytes}).
     """
     from nbgrader.api import Gradebook
-    from nbgrader.apps.api import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
 
     os.environ.update(SINGLE_THREADED)
     submission = notebooks_only(submission)
     result = {"student": student, "ok": False, "error": "", "grades": [], "comments": [],
               "submission": {}, "autograded": {}, "feedback": {}}
     with tempfile.TemporaryDirectory() as scratch:
-        course = Path(scratch)
-        (course / "nbgrader_config.py").write_bytes(kit["config"])
-        (course / "gradebook.db").write_bytes(kit["gradebook"])
-        _write_tree(course / "source" / assignment, kit["source"])
+        course = _scratch_course(scratch, kit["config"], kit["source"], assignment, kit["gradebook"])
         _write_tree(course / "submitted" / student / assignment, submission)
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-        config.CourseDirectory.root = str(course)
-        config.TimeLimitedExecute.kernel_manager_class = ForkedKernelManager
-        config.ForkedKernelManager.preload = kit["preload"]
-        config.TimeLimitedExecute.shutdown_kernel = "immediate"  # the notebook has run: no need to wait
-        api = NbGraderAPI(CourseDirectory(config=config), config=config)
+        api = _api(course, **{"TimeLimitedExecute.kernel_manager_class": ForkedKernelManager,
+                              "ForkedKernelManager.preload": kit["preload"],
+                              # the notebook has run: no need to wait for the kernel to stop
+                              "TimeLimitedExecute.shutdown_kernel": "immediate"})
         problem = problem_with(course / "submitted" / student / assignment, assignment)
         if problem:
             result["error"] = problem
@@ -141,34 +159,32 @@ def _last_line(text):
     return lines[-1].strip() if lines else "no details"
 
 
-def merge(course, assignment, result):
-    """Write one worker's result into the course (the only writer of gradebook.db)."""
-    from nbgrader.api import Gradebook, MissingEntry
-    from sqlalchemy.exc import SAWarning
+def merge(course, assignment, result, gradebook):
+    """Write one worker's result into the course, through ``gradebook`` (an open nbgrader
+    Gradebook of the course's gradebook.db, whose only writer is the process that merges)."""
+    from nbgrader.api import MissingEntry
 
     course, student = Path(course), result["student"]
     for folder in ("autograded", "feedback"):
         shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        # nbgrader's own autoflush warnings, harmless here
-        warnings.filterwarnings("ignore", category=SAWarning)
-        gradebook.update_or_create_student(student)
-        if not result["ok"]:
-            try:  # a failed regrade must not leave the old grade looking current
-                gradebook.remove_submission(assignment, student)
-            except MissingEntry:
-                pass
-            return
-        submission = gradebook.update_or_create_submission(
-            assignment, student, timestamp=result["submission"]["timestamp"])
-        for notebook in submission.notebooks:
-            notebook.late_submission_penalty = result["submission"]["late_penalty"].get(notebook.name)
-        for notebook, cell, score, needs_manual in result["grades"]:
-            grade = gradebook.find_grade(cell, notebook, assignment, student)
-            grade.auto_score, grade.needs_manual_grade = score, needs_manual
-        for notebook, cell, comment in result["comments"]:
-            gradebook.find_comment(cell, notebook, assignment, student).auto_comment = comment
-        gradebook.db.commit()
+    gradebook.update_or_create_student(student)
+    if not result["ok"]:
+        try:  # a failed regrade must not leave the old grade looking current
+            gradebook.remove_submission(assignment, student)
+        except MissingEntry:
+            pass
+        return
+    submission = gradebook.update_or_create_submission(assignment, student, timestamp=result["submission"]["timestamp"])
+    notebooks = {notebook.name: notebook for notebook in submission.notebooks}
+    for name, notebook in notebooks.items():
+        notebook.late_submission_penalty = result["submission"]["late_penalty"].get(name)
+    grades = {(n.name, g.name): g for n in notebooks.values() for g in n.grades}
+    comments = {(n.name, c.name): c for n in notebooks.values() for c in n.comments}
+    for notebook, cell, score, needs_manual in result["grades"]:
+        grades[notebook, cell].auto_score, grades[notebook, cell].needs_manual_grade = score, needs_manual
+    for notebook, cell, comment in result["comments"]:
+        comments[notebook, cell].auto_comment = comment
+    gradebook.db.commit()
     _write_tree(course / "autograded" / student / assignment, result["autograded"])
     _write_tree(course / "feedback" / student / assignment, result["feedback"])
 
@@ -181,7 +197,12 @@ def _quiet_worker():
 
 
 def _local_pool(jobs):
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_quiet_worker)
+    # Workers are forked from this process once it has imported what grading uses: each would
+    # otherwise spend two seconds of CPU on those imports.
+    for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "coursekit.nbgrader_plugins"):
+        importlib.import_module(module)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                                  initializer=_quiet_worker)
     return pool, concurrent.futures.as_completed
 
 
@@ -198,18 +219,32 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     kit = grading_kit(course, assignment)
     _ensure_assignment(course, assignment, kit)
     # one more worker than cores: each worker spends part of its time waiting on its kernel
-    pool, as_completed = _dask_pool(dask) if dask else _local_pool(jobs or os.cpu_count() + 1)
+    if dask:
+        pool, as_completed = _dask_pool(dask)
+    else:
+        warm_kernels.zygote(kit["preload"])  # started before the workers, which share it
+        pool, as_completed = _local_pool(jobs or os.cpu_count() + 1)
     results = {}
-    with pool:
+    with pool, _course_gradebook(course) as gradebook:
         futures = [pool.submit(grade_one, kit, assignment, student,
                                _read_tree(course / "submitted" / student / assignment), feedback)
                    for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
                            unit="submission", disable=not progress):
             result = future.result()
-            merge(course, assignment, result)
+            merge(course, assignment, result, gradebook)
             results[result["student"]] = result
     return results
+
+
+@contextlib.contextmanager
+def _course_gradebook(course):
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{Path(course) / 'gradebook.db'}") as gradebook:
+        warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush warnings, harmless here
+        yield gradebook
 
 
 def _ensure_assignment(course, assignment, kit):
@@ -226,7 +261,16 @@ def _ensure_assignment(course, assignment, kit):
             return
         except MissingEntry:
             pass
-    nbgrader(course, "generate_assignment", assignment, "--force")
+    _generate_assignment(course, assignment)
+
+
+def _generate_assignment(course, assignment):
+    """`nbgrader generate_assignment`, in this process (nbgrader's imports take seconds)."""
+    with this_environment_first():
+        made = _api(course).generate_assignment(assignment, force=True)
+    if not made["success"]:
+        raise RuntimeError(f"nbgrader generate_assignment {assignment} failed in {course}:\n"
+                           + (made.get("error") or made.get("log") or ""))
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """Run nbgrader on a course directory and read the results from its gradebook."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,21 @@ def _environment():
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@contextlib.contextmanager
+def this_environment_first():
+    """Within the block, commands that nbgrader runs in this process (it runs `alembic` when it
+    creates a gradebook) are this environment's."""
+    saved = os.environ.get("PATH")
+    os.environ["PATH"] = _environment()["PATH"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PATH"]
+        else:
+            os.environ["PATH"] = saved
 
 
 def problem_with(folder, assignment):

@@ -1,7 +1,9 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
 import time
 
+import jinja2
 import jsonschema
+from nbconvert.exporters import HTMLExporter
 from nbformat.v4 import new_output
 from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
@@ -130,3 +132,32 @@ class CheckCellMetadata(nbgrader_preprocessors.CheckCellMetadata):
             return super().preprocess(nb, resources)
         finally:
             nbgraderformat_common.jsonschema = saved
+
+
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's compiled templates, kept in memory for the life of the process. Jinja checks each
+    template's source against the checksum stored with its code, so an edited template is compiled again."""
+
+    def __init__(self):
+        self._code = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self._code:
+            bucket.bytecode_from_string(self._code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_TEMPLATES = _CompiledTemplates()
+
+
+class FeedbackHTMLExporter(HTMLExporter):
+    """nbconvert's HTMLExporter, which compiles its templates once per process instead of once
+    per feedback file (a tenth of a second each): the same HTML, faster when a process makes
+    the feedback of many students."""
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = _TEMPLATES
+        return environment

@@ -1,9 +1,9 @@
 """Grading kernels forked from a warm process, so that no submission waits for Python to start.
 
 A fresh kernel spends about a second importing IPython, ipykernel and NumPy (and two more
-importing PyTorch for ps3) before the first cell runs. `make grade` instead starts one *zygote*
-per worker: a process that has made those imports once and then forks a kernel for each
-notebook. The child is a new process like any other kernel: its own process group, working
+importing PyTorch for ps3) before the first cell runs. `make grade` instead starts one *zygote*,
+shared by its local workers (each Dask worker starts its own): a process that has made those
+imports once and then forks a kernel for each notebook. The child is a new process like any other kernel: its own process group, working
 directory and environment, started with the same command-line arguments, and nothing the
 student's code does in it reaches the zygote or the next kernel.
 
@@ -12,6 +12,7 @@ coursekit.grade, not in nbgrader_config.py, so stock ``nbgrader autograde`` is u
 kernel command the zygote cannot run, or a zygote that died, falls back to an ordinary launch.
 """
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -24,9 +25,11 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import List
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
-# What every kernel imports before the first cell: ipykernel (its debugger too), NumPy, and
-# coursekit.guard with the test helpers it snapshots.
+# What every kernel imports before the first cell: ipykernel (its debugger too) and what it
+# loads while it starts, NumPy, and coursekit.guard with the test helpers it snapshots.
 ALWAYS = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
+          "IPython.core.completerlib", "IPython.core.oinspect", "IPython.extensions.storemagic", "psutil",
+          "sqlite3", "tornado.platform.asyncio",
           "numpy", "numpy.random", "numpy.testing", "coursekit.guard", "coursekit.gradcheck",
           "coursekit.reference_checks", "coursekit.solutions", "coursekit.torch_reference"]
 
@@ -34,7 +37,8 @@ ALWAYS = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IP
 # start no thread on import: a fork keeps only the thread that forks).
 HEAVY = {"torch"}
 
-_zygotes = {}  # preloaded modules -> the zygote process of this worker
+_zygotes = {}  # preloaded modules -> the zygote of this process
+LOCK_TIMEOUT = 30  # seconds; a busy zygote for that long is treated as gone
 
 
 def heavy_imports(notebook):
@@ -70,16 +74,16 @@ class ForkedKernelManager(AsyncKernelManager):
 
 
 class ForkingProvisioner(LocalProvisioner):
-    """LocalProvisioner that asks this worker's zygote for the kernel process."""
+    """LocalProvisioner that asks this process's zygote for the kernel process."""
 
     async def launch_kernel(self, cmd, **kwargs):
-        preload = tuple(ALWAYS + list(self.parent.preload))
         if cmd[0] != sys.executable or cmd[1:3] != LAUNCHER:
             return await super().launch_kernel(cmd, **kwargs)
+        warm = zygote(self.parent.preload)
         try:
-            pid = _zygote(preload).fork(cmd[3:], kwargs.get("cwd") or os.getcwd(), kwargs.get("env") or dict(os.environ))
-        except (OSError, ValueError):  # the zygote is gone (killed by a submission?): start it again next time
-            _zygotes.pop(preload, None)
+            pid = warm.fork(cmd[3:], kwargs.get("cwd") or os.getcwd(), kwargs.get("env") or dict(os.environ))
+        except (OSError, ValueError):  # the zygote is gone (killed by a submission?): start another next time
+            _zygotes.pop(warm.preload, None)
             return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedProcess(pid)
         self.pid = self.pgid = pid  # the kernel leads its own process group
@@ -127,28 +131,44 @@ class ForkedProcess:
 
 
 class Zygote:
-    """A warm process (``python -m coursekit.warm_kernels MODULE...``) that forks kernels on request."""
+    """A warm process (``python -m coursekit.warm_kernels MODULE...``) that forks kernels on request.
+
+    Processes forked from the one that started it (the workers of `make grade`) share it.
+    """
 
     def __init__(self, preload):
+        self.preload = preload
         self.process = subprocess.Popen([sys.executable, "-m", "coursekit.warm_kernels", *preload],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lock = multiprocessing.Lock()  # one request and its reply at a time
 
     def fork(self, argv, cwd, env):
-        """Start a kernel with ipykernel_launcher's ``argv`` in ``cwd`` with ``env``; returns its pid."""
-        if self.process.poll() is not None:
-            raise OSError("the zygote has exited")
-        self.process.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env}) + "\n")
-        self.process.stdin.flush()
-        reply = self.process.stdout.readline()
+        """Start a kernel with ipykernel_launcher's ``argv`` in ``cwd`` with ``env``; returns its pid.
+
+        Raises OSError if the zygote is gone (a process that shares it cannot poll it: it is not its parent).
+        """
+        if not self.lock.acquire(timeout=LOCK_TIMEOUT):
+            raise OSError("the zygote is busy")
+        try:
+            self.process.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env}) + "\n")
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline()
+        finally:
+            self.lock.release()
         if not reply:
             raise OSError("the zygote did not answer")
         return json.loads(reply)["pid"]
 
 
-def _zygote(preload):
-    if preload not in _zygotes or _zygotes[preload].process.poll() is not None:
-        _zygotes[preload] = Zygote(preload)
-    return _zygotes[preload]
+def zygote(preload=()):
+    """This process's zygote for kernels that import ALWAYS and ``preload``, started if need be.
+
+    Starting it before forking worker processes lets them share it.
+    """
+    key = tuple(ALWAYS + list(preload))
+    if key not in _zygotes:
+        _zygotes[key] = Zygote(key)
+    return _zygotes[key]
 
 
 def _serve(preload):

@@ -182,6 +182,21 @@ def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
         assert verdicts[0] == verdicts[1] == ("valid" if name == "release" else "invalid"), (name, verdicts)
 
 
+def test_feedback_exporter_writes_the_html_that_nbconvert_does():
+    import re
+
+    from nbconvert.exporters import HTMLExporter
+
+    from coursekit.nbgrader_plugins import FeedbackHTMLExporter
+    from coursekit.submissions import release_notebook
+
+    notebook = release_notebook("ps1")
+    pages = [exporter().from_notebook_node(notebook)[0]
+             for exporter in (HTMLExporter, FeedbackHTMLExporter, FeedbackHTMLExporter)]  # the last from cache
+    pages = [re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", page) for page in pages]
+    assert "jp-Notebook" in pages[0] and pages[0] == pages[1] == pages[2]
+
+
 def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
     """Kernels started in parallel can race for a free port: the loser dies before running a cell.
     Here the first kernel's port is taken on purpose; the notebook still runs, on a second kernel."""

@@ -47,6 +47,21 @@ def test_student_code_cannot_reach_the_next_kernel(tmp_path):
     assert text(outputs).startswith("3.14159")
 
 
+def _kernel_parent(folder):
+    (outputs,) = run(folder, "import os\nprint(os.getppid())")
+    return int(text(outputs))
+
+
+def test_processes_forked_after_the_zygote_share_it(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    shared = warm_kernels.zygote()
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        parents = list(pool.map(_kernel_parent, [tmp_path] * 4))
+    assert parents == [shared.process.pid] * 4, "each worker started a zygote of its own"
+
+
 def test_a_killed_zygote_is_replaced(tmp_path):
     run(tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     (outputs,) = run(tmp_path, "print('graded')")
