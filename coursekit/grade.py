@@ -26,9 +26,8 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT
+from coursekit import COURSE_ROOT, warm_kernels
 from coursekit.grading import nbgrader, problem_with, this_environment_first
-from coursekit import warm_kernels
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and

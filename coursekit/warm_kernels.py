@@ -141,6 +141,11 @@ class Zygote:
         self.process = subprocess.Popen([sys.executable, "-m", "coursekit.warm_kernels", *preload],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lock = multiprocessing.Lock()  # one request and its reply at a time
+        self.owner = os.getpid()
+
+    def exited(self):
+        """Whether the zygote is known to have exited (only the process that started it can tell)."""
+        return os.getpid() == self.owner and self.process.poll() is not None
 
     def fork(self, argv, cwd, env):
         """Start a kernel with ipykernel_launcher's ``argv`` in ``cwd`` with ``env``; returns its pid.
@@ -166,7 +171,7 @@ def zygote(preload=()):
     Starting it before forking worker processes lets them share it.
     """
     key = tuple(ALWAYS + list(preload))
-    if key not in _zygotes:
+    if key not in _zygotes or _zygotes[key].exited():
         _zygotes[key] = Zygote(key)
     return _zygotes[key]
 
