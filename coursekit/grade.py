@@ -238,6 +238,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
 
 @contextlib.contextmanager
 def _course_gradebook(course):
+    """The course's gradebook.db, open through nbgrader's Gradebook API."""
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
@@ -248,13 +249,13 @@ def _course_gradebook(course):
 
 def _ensure_assignment(course, assignment, kit):
     """The course gradebook knows the assignment (as after `nbgrader generate_assignment`)."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     path = course / "gradebook.db"
     if not path.exists():
         path.write_bytes(kit["gradebook"])
         return
-    with Gradebook(f"sqlite:///{path}") as gradebook:
+    with _course_gradebook(course) as gradebook:
         try:
             gradebook.find_assignment(assignment)
             return

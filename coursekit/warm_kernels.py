@@ -3,9 +3,10 @@
 A fresh kernel spends about a second importing IPython, ipykernel and NumPy (and two more
 importing PyTorch for ps3) before the first cell runs. `make grade` instead starts one *zygote*,
 shared by its local workers (each Dask worker starts its own): a process that has made those
-imports once and then forks a kernel for each notebook. The child is a new process like any other kernel: its own process group, working
-directory and environment, started with the same command-line arguments, and nothing the
-student's code does in it reaches the zygote or the next kernel.
+imports once and then forks a kernel for each notebook. The child is a new process like any
+other kernel: its own process group, working directory and environment, started with the same
+command-line arguments, and nothing the student's code does in it reaches the zygote or the
+next kernel.
 
 nbgrader picks it up through ``TimeLimitedExecute.kernel_manager_class`` (set by
 coursekit.grade, not in nbgrader_config.py, so stock ``nbgrader autograde`` is unchanged). A
