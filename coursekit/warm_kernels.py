@@ -190,6 +190,7 @@ def _serve(preload):
             importlib.import_module(name)
         except ImportError:
             pass
+    _warm_tracebacks()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # exited kernels are reaped by the system
     # The pipes to the worker get private descriptors; kernels get stdin from /dev/null and
     # stdout on stderr, as a kernel started by jupyter_client would.
@@ -203,6 +204,23 @@ def _serve(preload):
             _become_kernel(request, requests, replies)
         replies.write(json.dumps({"pid": pid}) + "\n")
         replies.flush()
+
+
+def _warm_tracebacks():
+    """Format one traceback as a kernel's shell does (IPython's Context mode and default theme).
+
+    A kernel's first failing test otherwise spends about 0.1 s compiling pygments' Python lexer
+    and importing what IPython's traceback formatter uses. Only caches are filled: the kernels'
+    tracebacks are the same as those of a kernel that starts cold.
+    """
+    try:
+        from IPython.core import ultratb
+    except ImportError:
+        return
+    try:
+        raise ValueError("warming up the traceback formatter")
+    except ValueError:
+        ultratb.AutoFormattedTB(mode="Context", theme_name="neutral", tb_offset=1).structured_traceback(*sys.exc_info())
 
 
 def _become_kernel(request, requests, replies):

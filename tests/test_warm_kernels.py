@@ -12,7 +12,8 @@ from coursekit.warm_kernels import ForkedKernelManager
 def run(folder, *cells, **options):
     """The outputs of each cell, run by a forked kernel in ``folder``."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in cells])
-    execute = TimeLimitedExecute(kernel_manager_class=ForkedKernelManager, **options)
+    options.setdefault("kernel_manager_class", ForkedKernelManager)
+    execute = TimeLimitedExecute(**options)
     executed, _ = execute.preprocess(notebook, {"metadata": {"path": str(folder)}})
     return [cell.outputs for cell in executed.cells]
 
@@ -38,6 +39,19 @@ def test_timeout_interrupts_a_forked_kernel_and_the_next_cell_runs(tmp_path):
     loop, after = run(tmp_path, "while True:\n    pass", "print('still alive')", timeout=2)
     assert "CellTimeoutError" in [o.ename for o in loop if o.output_type == "error"]
     assert text(after) == "still alive\n"
+
+
+def test_forked_kernels_format_tracebacks_as_launched_kernels_do(tmp_path):
+    # the zygote has formatted a traceback already (to fill caches): a kernel's must not change
+    from jupyter_client.manager import AsyncKernelManager
+
+    (tmp_path / "helper.py").write_text("def check(x):\n    assert x == 1, f'x is {x}'\n")
+    cells = ("import helper\nhelper.check(2)", "def f():\n    return 1 / 0\nf()", "syntax error(")
+    forked = run(tmp_path, *cells, allow_errors=True)
+    launched = run(tmp_path, *cells, allow_errors=True, kernel_manager_class=AsyncKernelManager)
+    errors = [[o for o in outputs if o.output_type == "error"] for outputs in forked]
+    assert [[e.ename for e in cell] for cell in errors] == [["AssertionError"], ["ZeroDivisionError"], ["SyntaxError"]]
+    assert errors == [[o for o in outputs if o.output_type == "error"] for outputs in launched]
 
 
 def test_student_code_cannot_reach_the_next_kernel(tmp_path):
