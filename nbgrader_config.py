@@ -10,9 +10,12 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Grading kernels start with coursekit.guard: a memory cap, and answer cells cannot change how
-# the tests judge (see coursekit/guard.py).
+# the tests judge (see coursekit/guard.py). Their tracebacks are plain (file, line, the line
+# itself): IPython's default, with highlighted context around every frame, took a third of a
+# buggy submission's kernel time; feedback shows only the one-line message anyway.
 c.Execute.extra_arguments = [
     "--HistoryManager.hist_file=:memory:",
+    "--InteractiveShell.xmode=Plain",
     "--IPKernelApp.exec_lines=import coursekit.guard; coursekit.guard.install(memory_gb=4)",
 ]
 # Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).

@@ -207,7 +207,8 @@ def _serve(preload):
 
 
 def _warm_tracebacks():
-    """Format one traceback as a kernel's shell does (IPython's Context mode and default theme).
+    """Format one traceback as a kernel's shell does, in the modes grading kernels use (IPython's
+    default Context, and Plain: see nbgrader_config.py) with the default theme.
 
     A kernel's first failing test otherwise spends about 0.1 s compiling pygments' Python lexer
     and importing what IPython's traceback formatter uses. Only caches are filled: the kernels'
@@ -217,10 +218,12 @@ def _warm_tracebacks():
         from IPython.core import ultratb
     except ImportError:
         return
-    try:
-        raise ValueError("warming up the traceback formatter")
-    except ValueError:
-        ultratb.AutoFormattedTB(mode="Context", theme_name="neutral", tb_offset=1).structured_traceback(*sys.exc_info())
+    for mode in ("Context", "Plain"):
+        try:
+            raise ValueError("warming up the traceback formatter")
+        except ValueError:
+            formatter = ultratb.AutoFormattedTB(mode=mode, theme_name="neutral", tb_offset=1)
+            formatter.structured_traceback(*sys.exc_info())
 
 
 def _become_kernel(request, requests, replies):

@@ -41,14 +41,16 @@ def test_timeout_interrupts_a_forked_kernel_and_the_next_cell_runs(tmp_path):
     assert text(after) == "still alive\n"
 
 
-def test_forked_kernels_format_tracebacks_as_launched_kernels_do(tmp_path):
-    # the zygote has formatted a traceback already (to fill caches): a kernel's must not change
+@pytest.mark.parametrize("mode", ["Context", "Plain"])
+def test_forked_kernels_format_tracebacks_as_launched_kernels_do(tmp_path, mode):
+    # the zygote has formatted tracebacks already (to fill caches): a kernel's must not change
     from jupyter_client.manager import AsyncKernelManager
 
     (tmp_path / "helper.py").write_text("def check(x):\n    assert x == 1, f'x is {x}'\n")
     cells = ("import helper\nhelper.check(2)", "def f():\n    return 1 / 0\nf()", "syntax error(")
-    forked = run(tmp_path, *cells, allow_errors=True)
-    launched = run(tmp_path, *cells, allow_errors=True, kernel_manager_class=AsyncKernelManager)
+    options = {"allow_errors": True, "extra_arguments": [f"--InteractiveShell.xmode={mode}"]}
+    forked = run(tmp_path, *cells, **options)
+    launched = run(tmp_path, *cells, **options, kernel_manager_class=AsyncKernelManager)
     errors = [[o for o in outputs if o.output_type == "error"] for outputs in forked]
     assert [[e.ename for e in cell] for cell in errors] == [["AssertionError"], ["ZeroDivisionError"], ["SyntaxError"]]
     assert errors == [[o for o in outputs if o.output_type == "error"] for outputs in launched]
