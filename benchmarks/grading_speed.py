@@ -10,7 +10,10 @@ and the floor: the time to execute one notebook's own cells in a kernel. Figures
 README; no test asserts a time.
 """
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -52,6 +55,28 @@ def _busy(times):
     return times.user + times.nice + times.system + getattr(times, "irq", 0) + getattr(times, "softirq", 0)
 
 
+def _spin(_=None, steps=10_000_000):
+    total = 0
+    for i in range(steps):
+        total += i
+    return total
+
+
+def parallel_capacity(repeats=5):
+    """How many times faster the machine runs one CPU-bound task per core, all at once, than
+    the same tasks one after the other (the most that parallel workers can gain); the median
+    of ``repeats`` measurements, since a virtual machine's cores may share a physical one."""
+    cores = os.cpu_count()
+    ratios = []
+    with concurrent.futures.ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(_spin, range(cores), [1] * cores))  # the workers have started
+        for _ in range(repeats):
+            one_by_one, _ = timed(lambda: [_spin() for _ in range(cores)])
+            together, _ = timed(lambda: list(pool.map(_spin, range(cores))))
+            ratios.append(one_by_one / together)
+    return statistics.median(ratios)
+
+
 def floor(repeats=3):
     """Seconds to start a grading kernel and run the solution notebook's cells in it, as
     autograding does (what grading a submission cannot avoid)."""
@@ -83,6 +108,7 @@ def main():
         ours = make_course(Path(scratch) / "ours", submissions)
         ours_time, ours_cpu = timed(lambda: grade_class("ps1", ours, jobs=args.jobs, progress=False))
     notebook_floor = floor()
+    capacity = parallel_capacity()
     n = args.students
 
     def row(what, seconds, cpu):
@@ -95,6 +121,7 @@ def main():
     print(f"  speed-up over stock autograde: {stock_time / ours_time:.1f}x")
     print(f"  speed-up over stock autograde + generate_feedback: {(stock_time + feedback_time) / ours_time:.1f}x")
     print(f"  floor: executing one notebook's cells in a kernel takes {notebook_floor:.2f} s")
+    print(f"  parallel capacity: {os.cpu_count()} CPU-bound processes at once run {capacity:.2f}x as fast as one by one")
 
 
 if __name__ == "__main__":
