@@ -1,13 +1,14 @@
 """Grading speed: stock sequential `nbgrader autograde` against `make grade`, on the same submissions.
 
-Usage: .venv/bin/python benchmarks/grading_speed.py [--students 40] [--jobs 2]
+Usage: .venv/bin/python benchmarks/grading_speed.py [--students 40] [--jobs N]
 
 Takes the first N submissions of the ps1 bug catalog and variants (a realistic mix), grades
 them once with stock `nbgrader autograde ps1` (then `nbgrader generate_feedback ps1`, the rest of
 what `make grade` does) and once with `make grade`'s grader, each in a scratch copy of the
 course, and prints the times, the CPU time the whole machine spent per submission, the ratios,
-and the floor: the time to execute one notebook's own cells in a kernel. Figures go in the
-README; no test asserts a time.
+the floor (the time to execute one notebook's own cells in a kernel) and the machine's parallel
+capacity (how much faster its cores together run CPU-bound work than one after the other).
+Figures go in the README; no test asserts a time.
 """
 import argparse
 import concurrent.futures
