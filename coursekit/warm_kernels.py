@@ -207,8 +207,8 @@ def _serve(preload):
 
 
 def _warm_tracebacks():
-    """Format one traceback as a kernel's shell does, in the modes grading kernels use (IPython's
-    default Context, and Plain: see nbgrader_config.py) with the default theme.
+    """Format one traceback as a kernel's shell does, with IPython's default theme, in its
+    default mode and in Plain mode (which grading kernels use: see nbgrader_config.py).
 
     A kernel's first failing test otherwise spends about 0.1 s compiling pygments' Python lexer
     and importing what IPython's traceback formatter uses. Only caches are filled: the kernels'
@@ -216,13 +216,14 @@ def _warm_tracebacks():
     """
     try:
         from IPython.core import ultratb
+        from IPython.core.interactiveshell import InteractiveShell
     except ImportError:
         return
-    for mode in ("Context", "Plain"):
+    for mode in dict.fromkeys([InteractiveShell.xmode.default_value, "Plain"]):
         try:
             raise ValueError("warming up the traceback formatter")
         except ValueError:
-            formatter = ultratb.AutoFormattedTB(mode=mode, theme_name="neutral", tb_offset=1)
+            formatter = ultratb.AutoFormattedTB(mode=mode, theme_name=InteractiveShell.colors.default_value, tb_offset=1)
             formatter.structured_traceback(*sys.exc_info())
 
 
