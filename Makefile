@@ -5,9 +5,9 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test release grade venv browser clean-grading
+.PHONY: demo test release grade venv sandbox browser clean-grading
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed sandbox
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: release
 A ?= ps1
 grade: venv
 	$(PY) -m coursekit.grade $(A) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK))
+
+## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/sandbox.py).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+	  || { echo "bubblewrap (bwrap) is needed to grade: install Debian's bubblewrap package as root"; exit 1; }
 
 ## Debian's chromium, for the test that renders a feedback page (installed where we are root).
 browser:

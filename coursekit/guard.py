@@ -1,9 +1,8 @@
 """Runs inside every grading kernel, before the notebook: keeps student code from changing verdicts.
 
-nbgrader starts the kernel with ``install()`` (see nbgrader_config.py). It
+nbgrader starts the kernel with ``install()`` (see nbgrader_config.py); the kernel already runs in
+its sandbox (coursekit.sandbox), which caps its memory and keeps it away from the course. It
 
-- caps the kernel's memory, so a submission that allocates 50 GB fails with MemoryError
-  instead of taking the machine down;
 - imports the test helpers before any answer cell runs, so they keep private copies of NumPy
   and of the builtins;
 - records the state of everything the tests rely on (NumPy, builtins, the test helpers, which
@@ -16,7 +15,6 @@ copies; an error hidden from IPython's display still fails its cell, because nbg
 adds the error the kernel reported.
 """
 import importlib
-import resource
 import sys
 
 PROTECTED = ["builtins", "numpy", "numpy.random", "numpy.linalg", "numpy.testing", "math",
@@ -30,15 +28,8 @@ _attributes = {}
 _shell_state = {}
 
 
-def _limit_memory(gigabytes):
-    limit = int(gigabytes * 2 ** 30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def install(memory_gb=None):
+def install():
     """Snapshot the state the tests rely on and restore it before and after every cell."""
-    if memory_gb:
-        _limit_memory(memory_gb)
     for name in PROTECTED:
         try:
             module = importlib.import_module(name)

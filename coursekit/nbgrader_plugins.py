@@ -26,7 +26,12 @@ class TimeLimitedExecute(Execute):
 
     A kernel that dies before the first cell runs is replaced, up to ``kernel_starts`` times: no
     student code has run yet, so the cause is the machine (kernels started in parallel can race
-    for the same free TCP port), and a student must not lose a grade to it.
+    for the same free TCP port), and a student must not lose a grade to it. The notebook's clock
+    starts with its first cell, not with the kernel.
+
+    A cell keeps at most ``max_output_bytes`` of output (an error is always kept, shortened):
+    nbgrader's LimitOutput counts lines, and a few lines of 20 MB each would cost the grader
+    gigabytes and the student a feedback page nobody can open.
     """
 
     # a kernel that a submission broke must not stop the grading of the notebook
@@ -34,11 +39,12 @@ class TimeLimitedExecute(Execute):
     notebook_timeout = Float(60, help="Seconds a whole notebook may run.").tag(config=True)
     timeout_after_timeout = Float(3, help="Cell timeout once a cell has timed out.").tag(config=True)
     kernel_starts = Integer(3, help="Kernels to try when one dies before the first cell.").tag(config=True)
+    max_output_bytes = Integer(2 * 2 ** 20, help="Bytes of output a cell keeps.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._cell_timeout = self.timeout
         for attempt in range(1, self.kernel_starts + 1):
-            self._started, self._reached_cells = time.monotonic(), False
+            self._started, self._reached_cells = None, False
             try:
                 return super().preprocess(nb, resources, km)
             except Exception as error:  # noqa: BLE001 - jupyter_client raises RuntimeError, zmq its own
@@ -52,6 +58,8 @@ class TimeLimitedExecute(Execute):
         self._reached_cells = True
         if cell.cell_type != "code":
             return cell, resources
+        self._started = self._started or time.monotonic()
+        self._output_bytes, self._truncated = 0, False
         if time.monotonic() - self._started > self.notebook_timeout:
             cell.outputs = [_error("NotebookTimeout", f"not run: the notebook used up its "
                                    f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
@@ -63,6 +71,30 @@ class TimeLimitedExecute(Execute):
         if timed_out:
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
+
+    def output(self, outs, msg, display_id, cell_index):
+        self._output_bytes += _size(msg["content"])
+        if self._output_bytes <= self.max_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if msg["msg_type"] == "error":  # it decides the cell's score: keep it, shortened
+            content = msg["content"]
+            outs.append(_error(str(content.get("ename"))[:100], str(content.get("evalue"))[:1000]))
+        elif not self._truncated:  # on stdout: stderr would fail the cell
+            outs.append(new_output("stream", name="stdout", text=f"\n[output truncated: the cell printed more "
+                                   f"than {self.max_output_bytes // 2 ** 20} MB]\n"))
+        self._truncated = True
+        return None
+
+
+def _size(content):
+    """Roughly the bytes of a message's content (the length of its strings)."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, dict):
+        return sum(_size(value) for value in content.values())
+    if isinstance(content, (list, tuple)):
+        return sum(_size(value) for value in content)
+    return 8
 
 
 class HideHiddenTests(ClearHiddenTests):

@@ -3,27 +3,31 @@
 A fresh kernel spends about a second importing IPython, ipykernel and NumPy (and two more
 importing PyTorch for ps3) before the first cell runs. `make grade` instead starts one *zygote*,
 shared by its local workers (each Dask worker starts its own): a process that has made those
-imports once and then forks a kernel for each notebook. The child is a new process like any
-other kernel: its own process group, working directory and environment, started with the same
-command-line arguments, and nothing the student's code does in it reaches the zygote or the
-next kernel.
+imports once and then forks a kernel for each notebook. The zygote runs under bubblewrap with
+the sandbox's read-only view (coursekit.sandbox), and each fork enters namespaces of its own
+and becomes its own user before it turns into a kernel (coursekit.confine): it sees neither the
+zygote nor any other kernel, and nothing the student's code does in it reaches the next one.
 
 nbgrader picks it up through ``TimeLimitedExecute.kernel_manager_class`` (set by
-coursekit.grade, not in nbgrader_config.py, so stock ``nbgrader autograde`` is unchanged). A
-kernel command the zygote cannot run, or a zygote that died, falls back to an ordinary launch.
+coursekit.grade; stock ``nbgrader autograde`` launches each kernel under bubblewrap instead). A
+kernel command the zygote cannot run, or a zygote that died, falls back to such a launch.
 """
+import atexit
 import json
 import multiprocessing
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning import LocalProvisioner
 from traitlets import List
+
+from coursekit.confine import enter_forked_sandbox, kernel_environment
+from coursekit.sandbox import KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
@@ -40,6 +44,7 @@ HEAVY = {"torch"}
 
 _zygotes = {}  # preloaded modules -> the zygote of this process
 LOCK_TIMEOUT = 30  # seconds; a busy zygote for that long is treated as gone
+REPLY_TIMEOUT = 30  # seconds; a zygote that does not answer a request in that time is treated as gone
 
 
 def heavy_imports(notebook):
@@ -62,40 +67,41 @@ def heavy_imports(notebook):
     return sorted(found & HEAVY)
 
 
-class ForkedKernelManager(AsyncKernelManager):
-    """AsyncKernelManager whose kernels are forked from a zygote that preloaded ``preload``."""
-
-    preload = List([], help="Modules the zygote imports besides ipykernel and NumPy.").tag(config=True)
-
-    async def _async_pre_start_kernel(self, **kw):
-        if self.provisioner is None:
-            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
-            self.provisioner = ForkingProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
-        return await super()._async_pre_start_kernel(**kw)
-
-
-class ForkingProvisioner(LocalProvisioner):
-    """LocalProvisioner that asks this process's zygote for the kernel process."""
+class ForkingProvisioner(SandboxProvisioner):
+    """SandboxProvisioner that asks this process's zygote for the kernel process."""
 
     async def launch_kernel(self, cmd, **kwargs):
         if cmd[0] != sys.executable or cmd[1:3] != LAUNCHER:
             return await super().launch_kernel(cmd, **kwargs)
+        folder = self.parent.folder
+        folder.prepare(kwargs.get("cwd"))
         warm = zygote(self.parent.preload)
         try:
-            pid = warm.fork(cmd[3:], kwargs.get("cwd") or os.getcwd(), kwargs.get("env") or dict(os.environ))
-        except (OSError, ValueError):  # the zygote is gone (killed by a submission?): start another next time
+            pid = warm.fork(cmd[3:], folder, kwargs.get("env") or dict(os.environ))
+        except (OSError, ValueError):  # the zygote is gone: start another next time, launch this one
             _zygotes.pop(warm.preload, None)
             return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedProcess(pid)
-        self.pid = self.pgid = pid  # the kernel leads its own process group
+        self.pid, self.pgid = pid, None  # the init process of the kernel's PID namespace
         self.cwd = kwargs.get("cwd")
         return self.connection_info
+
+
+class ForkedKernelManager(SandboxedKernelManager):
+    """SandboxedKernelManager whose kernels are forked from a zygote that preloaded ``preload``."""
+
+    preload = List([], help="Modules the zygote imports besides ipykernel and NumPy.").tag(config=True)
+    provisioner_class = ForkingProvisioner
+
+    def kernel_folder(self):
+        return KernelFolder(base=zygote(self.preload).base)  # inside the folder the zygote sees
 
 
 class ForkedProcess:
     """What LocalProvisioner needs of a subprocess.Popen, for a kernel that is the zygote's child.
 
-    The zygote reaps its children, so a kernel that exited no longer exists.
+    The process is the init process of the kernel's PID namespace: its end ends the kernel and
+    everything it started. The zygote's child that waits for it reaps it.
     """
 
     stdin = stdout = stderr = None
@@ -132,15 +138,20 @@ class ForkedProcess:
 
 
 class Zygote:
-    """A warm process (``python -m coursekit.warm_kernels MODULE...``) that forks kernels on request.
+    """A warm process (``python -m coursekit.warm_kernels MODULE...``, under bubblewrap) that
+    forks kernels on request, in kernel folders under ``base``.
 
     Processes forked from the one that started it (the workers of `make grade`) share it.
     """
 
     def __init__(self, preload):
         self.preload = preload
-        self.process = subprocess.Popen([sys.executable, "-m", "coursekit.warm_kernels", *preload],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.base = tempfile.mkdtemp(prefix="ck-z", dir=KERNELS_BASE)
+        os.chmod(self.base, 0o755)
+        command = [sys.executable, "-m", "coursekit.warm_kernels", *preload]
+        self.process = subprocess.Popen(bwrap_argv(self.base, own_pid_namespace=False) + ["--chdir", "/", "--", *command],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1"))
         self.lock = multiprocessing.Lock()  # one request and its reply at a time
         self.owner = os.getpid()
 
@@ -148,22 +159,39 @@ class Zygote:
         """Whether the zygote is known to have exited (only the process that started it can tell)."""
         return os.getpid() == self.owner and self.process.poll() is not None
 
-    def fork(self, argv, cwd, env):
-        """Start a kernel with ipykernel_launcher's ``argv`` in ``cwd`` with ``env``; returns its pid.
+    def fork(self, argv, folder, env):
+        """Start a kernel with ipykernel_launcher's ``argv`` in the sandbox of ``folder`` (a
+        KernelFolder, prepared) with ``env``; returns the process id that stops it.
 
         Raises OSError if the zygote is gone (a process that shares it cannot poll it: it is not its parent).
         """
         if not self.lock.acquire(timeout=LOCK_TIMEOUT):
             raise OSError("the zygote is busy")
         try:
-            self.process.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env}) + "\n")
+            request = {"argv": argv, "folder": str(folder.path), "uid": folder.uid, "env": env}
+            self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
-            reply = self.process.stdout.readline()
+            answered, _, _ = select.select([self.process.stdout], [], [], REPLY_TIMEOUT)
+            reply = self.process.stdout.readline() if answered else ""
         finally:
             self.lock.release()
         if not reply:
             raise OSError("the zygote did not answer")
-        return json.loads(reply)["pid"]
+        answer = json.loads(reply)
+        if "pid" not in answer:
+            raise OSError(answer.get("error", reply))
+        return answer["pid"]
+
+    def stop(self):
+        """End the zygote (its kernels end with it) and remove its folder."""
+        if os.getpid() != self.owner:
+            return
+        self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def zygote(preload=()):
@@ -173,8 +201,17 @@ def zygote(preload=()):
     """
     key = tuple(ALWAYS + list(preload))
     if key not in _zygotes or _zygotes[key].exited():
+        if key in _zygotes:
+            _zygotes[key].stop()
         _zygotes[key] = Zygote(key)
     return _zygotes[key]
+
+
+@atexit.register
+def _stop_zygotes():
+    for warm in _zygotes.values():
+        if os.getpid() == warm.owner:
+            warm.stop()
 
 
 def _serve(preload):
@@ -199,10 +236,15 @@ def _serve(preload):
     os.dup2(2, 1)
     for line in requests:
         request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _become_kernel(request, requests, replies)
-        replies.write(json.dumps({"pid": pid}) + "\n")
+        report, reported = os.pipe()
+        if os.fork() == 0:
+            os.close(report)
+            _become_kernel(request, requests, replies, reported)
+        os.close(reported)
+        answered, _, _ = select.select([report], [], [], REPLY_TIMEOUT)
+        pid = int(os.read(report, 64) or 0) if answered else 0
+        os.close(report)
+        replies.write(json.dumps({"pid": pid} if pid else {"error": "the kernel's sandbox did not start"}) + "\n")
         replies.flush()
 
 
@@ -227,18 +269,17 @@ def _warm_tracebacks():
             formatter.structured_traceback(*sys.exc_info())
 
 
-def _become_kernel(request, requests, replies):
-    """In the forked child: turn into `python -m ipykernel_launcher ARGV` run in ``cwd`` with ``env``."""
+def _become_kernel(request, requests, replies, reported):
+    """In the forked child: enter the kernel's sandbox, and turn into `python -m ipykernel_launcher
+    ARGV` with ``env``. Every process in between ends the kernel if the zygote ends."""
     try:
-        os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         requests.close()
         replies.close()
-        os.chdir(request["cwd"])
+        enter_forked_sandbox(request["folder"], request["uid"], reported)
+        os.setsid()
         os.environ.clear()
-        os.environ.update(request["env"])
-        # the kernel ends if the zygote does (as a launched kernel ends with the process that started it)
-        sys.argv = [LAUNCHER[1], *request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        os.environ.update(kernel_environment(request["env"]))
+        sys.argv = [LAUNCHER[1], *request["argv"]]
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()

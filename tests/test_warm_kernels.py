@@ -1,18 +1,26 @@
 """Kernels forked from a warm zygote (coursekit.warm_kernels) behave like kernels jupyter_client launches."""
-import os
-
 import nbformat
+import psutil
 import pytest
 
 from coursekit import warm_kernels
 from coursekit.nbgrader_plugins import TimeLimitedExecute
+from coursekit.sandbox import SandboxedKernelManager
 from coursekit.warm_kernels import ForkedKernelManager
+
+STARTED = []  # the process id that stops each kernel started by run()
+
+
+class Recorded(ForkedKernelManager):
+    async def _async_post_start_kernel(self, **kw):
+        STARTED.append(self.provisioner.pid)
+        return await super()._async_post_start_kernel(**kw)
 
 
 def run(folder, *cells, **options):
     """The outputs of each cell, run by a forked kernel in ``folder``."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in cells])
-    options.setdefault("kernel_manager_class", ForkedKernelManager)
+    options.setdefault("kernel_manager_class", Recorded)
     execute = TimeLimitedExecute(**options)
     executed, _ = execute.preprocess(notebook, {"metadata": {"path": str(folder)}})
     return [cell.outputs for cell in executed.cells]
@@ -22,17 +30,34 @@ def text(outputs):
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
-def test_forked_kernel_runs_in_the_notebooks_folder_with_its_environment(tmp_path, monkeypatch):
+def _forked_by(zygote, pid):
+    """Whether the kernel stopped through ``pid`` is a descendant of ``zygote``'s process."""
+    return zygote.process.pid in [parent.pid for parent in psutil.Process(pid).parents()]
+
+
+def test_forked_kernel_has_its_notebooks_files_and_environment(tmp_path, monkeypatch):
     (tmp_path / "helper.py").write_text("VALUE = 42\n")
     monkeypatch.setenv("COURSEKIT_PROBE", "set by the grader")
     (outputs,) = run(tmp_path, "import os, helper\n"
-                               "print(os.getcwd(), helper.VALUE, os.environ['COURSEKIT_PROBE'])\n"
-                               "print(os.getpgid(0) == os.getpid(), os.getppid())")
-    first, second = text(outputs).splitlines()
-    assert first == f"{tmp_path} 42 set by the grader"
-    leads_its_group, parent = second.split()
-    assert leads_its_group == "True", "interrupts and kills go to the kernel's own process group"
-    assert int(parent) == warm_kernels.zygote().process.pid != os.getpid(), "the kernel was forked, not launched"
+                               "print(helper.VALUE, os.environ['COURSEKIT_PROBE'])\n"
+                               "print(os.getpgid(0) == os.getpid())\n"
+                               "import time; time.sleep(0.5)")
+    assert text(outputs).splitlines() == ["42 set by the grader", "True"], "the kernel leads its own process group"
+
+
+def test_forked_kernels_are_forked_not_launched(tmp_path):
+    run(tmp_path, "import time; time.sleep(0.5)", "print(1)")
+    assert not psutil.pid_exists(STARTED[-1]), "the kernel outlived its notebook"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(30)")])
+
+    class Probe(Recorded):
+        async def _async_post_start_kernel(self, **kw):
+            await super()._async_post_start_kernel(**kw)
+            assert _forked_by(warm_kernels.zygote(), self.provisioner.pid), "the kernel was launched"
+            raise RuntimeError("probed")
+
+    with pytest.raises(RuntimeError, match="probed"):
+        TimeLimitedExecute(kernel_manager_class=Probe, kernel_starts=1).preprocess(notebook, {"metadata": {"path": str(tmp_path)}})
 
 
 def test_timeout_interrupts_a_forked_kernel_and_the_next_cell_runs(tmp_path):
@@ -44,13 +69,11 @@ def test_timeout_interrupts_a_forked_kernel_and_the_next_cell_runs(tmp_path):
 @pytest.mark.parametrize("mode", ["Context", "Plain"])
 def test_forked_kernels_format_tracebacks_as_launched_kernels_do(tmp_path, mode):
     # the zygote has formatted tracebacks already (to fill caches): a kernel's must not change
-    from jupyter_client.manager import AsyncKernelManager
-
     (tmp_path / "helper.py").write_text("def check(x):\n    assert x == 1, f'x is {x}'\n")
     cells = ("import helper\nhelper.check(2)", "def f():\n    return 1 / 0\nf()", "syntax error(")
     options = {"allow_errors": True, "extra_arguments": [f"--InteractiveShell.xmode={mode}"]}
     forked = run(tmp_path, *cells, **options)
-    launched = run(tmp_path, *cells, **options, kernel_manager_class=AsyncKernelManager)
+    launched = run(tmp_path, *cells, **options, kernel_manager_class=SandboxedKernelManager)
     errors = [[o for o in outputs if o.output_type == "error"] for outputs in forked]
     assert [[e.ename for e in cell] for cell in errors] == [["AssertionError"], ["ZeroDivisionError"], ["SyntaxError"]]
     assert errors == [[o for o in outputs if o.output_type == "error"] for outputs in launched]
@@ -62,9 +85,9 @@ def test_student_code_cannot_reach_the_next_kernel(tmp_path):
     assert text(outputs).startswith("3.14159")
 
 
-def _kernel_parent(folder):
-    (outputs,) = run(folder, "import os\nprint(os.getppid())")
-    return int(text(outputs))
+def _kernel_is_forked_by_the_shared_zygote(folder):
+    run(folder, "print(1)")
+    return STARTED[-1]
 
 
 def test_processes_forked_after_the_zygote_share_it(tmp_path):
@@ -72,16 +95,26 @@ def test_processes_forked_after_the_zygote_share_it(tmp_path):
     import multiprocessing
 
     shared = warm_kernels.zygote()
+    before = {child.pid for child in psutil.Process(shared.process.pid).children(recursive=True)}
+
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-        parents = list(pool.map(_kernel_parent, [tmp_path] * 4))
-    assert parents == [shared.process.pid] * 4, "each worker started a zygote of its own"
+        futures = [pool.submit(_kernel_is_forked_by_the_shared_zygote, tmp_path) for _ in range(4)]
+        pids = [future.result() for future in futures]
+    assert len(set(pids)) == 4
+    assert warm_kernels.zygote() is shared and shared.process.poll() is None
+    assert not before & set(pids)
+    # each worker would have started a zygote of its own (a bwrap child of the worker) otherwise
+    assert [p for p in psutil.Process().children(recursive=True) if p.name() == "bwrap"] == \
+        [psutil.Process(shared.process.pid)]
 
 
 def test_a_killed_zygote_is_replaced(tmp_path):
     killed = warm_kernels.zygote()
-    run(tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    killed.process.kill()
     killed.process.wait(timeout=10)
-    assert _kernel_parent(tmp_path) == warm_kernels.zygote().process.pid != killed.process.pid
+    run(tmp_path, "print(1)")
+    replaced = warm_kernels.zygote()
+    assert replaced is not killed and replaced.process.poll() is None
 
 
 @pytest.mark.parametrize(("code", "expected"), [("import torch", ["torch"]), ("from torch import nn", ["torch"]),

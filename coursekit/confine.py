@@ -1,0 +1,146 @@
+"""Inside the sandbox, as root with a few capabilities, before any student code runs (see coursekit.sandbox).
+
+This module runs in the sandbox, so it imports nothing of the grader: bubblewrap starts
+``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND`` for a launched kernel, and the
+zygote's forks call ``enter_forked_sandbox``.
+"""
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+SCRATCH = "/sandbox/work"  # the kernel's one writable folder (its cwd, HOME and TMPDIR)
+STAGING = "/sandbox/kernel"  # where a forked kernel's folder is held while the others are hidden
+SCRATCH_BYTES = 256 * 2 ** 20
+LIMITS = {
+    resource.RLIMIT_AS: 4 * 2 ** 30,  # a 50 GB allocation fails with MemoryError
+    resource.RLIMIT_NPROC: 256,  # threads and processes of this kernel's uid: no fork bomb
+    resource.RLIMIT_FSIZE: 64 * 2 ** 20,
+    resource.RLIMIT_NOFILE: 1024,
+    resource.RLIMIT_CORE: 0,
+    resource.RLIMIT_CPU: 600,  # seconds; the notebook's own time limit is far shorter
+}
+# What a kernel may inherit of the grader's environment.
+KEPT_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME", "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")
+KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "COURSEKIT_")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+
+
+def _call(function, *args):
+    if function(*args) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{function.__name__}: {os.strerror(error)}")
+
+
+def _mount(source, target, fstype=None, flags=0, options=None):
+    encode = lambda value: None if value is None else str(value).encode()  # noqa: E731
+    _call(_libc.mount, encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(options))
+
+
+def die_with_parent():
+    _call(_libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _populate_scratch(folder, uid):
+    for path in sorted((Path(folder) / "src").iterdir()):
+        shutil.copyfile(path, Path(SCRATCH) / path.name)
+    for path in [Path(SCRATCH), *Path(SCRATCH).iterdir()]:
+        os.chown(path, uid, uid)
+
+
+def kernel_environment(inherited):
+    """The kernel's environment: a few of the grader's variables, and paths inside the sandbox."""
+    env = {name: value for name, value in inherited.items()
+           if name in KEPT_VARIABLES or name.startswith(KEPT_PREFIXES)}
+    env.update(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", HOME=SCRATCH, TMPDIR=SCRATCH, USER="student",
+               MPLCONFIGDIR=f"{SCRATCH}/.matplotlib", PYTHONNOUSERSITE="1")
+    return env
+
+
+def confine(folder, uid):
+    """Become the kernel's user in the scratch folder, with the limits: the last step before the kernel."""
+    _populate_scratch(folder, uid)
+    for limit, value in LIMITS.items():
+        resource.setrlimit(limit, (value, value))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    if not os.environ.get("COURSEKIT_SANDBOX_DEBUG"):  # its output goes to the grader over its sockets
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # every capability is gone with root
+    _call(_libc.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.chdir(SCRATCH)
+
+
+def enter_forked_sandbox(folder, uid, report_fd):
+    """In a child of the zygote (coursekit.warm_kernels): give this kernel namespaces of its own.
+
+    Returns in the kernel process only, confined. The processes in between wait for the kernel
+    and end with it. The zygote's child writes to ``report_fd`` the process id that the grader
+    uses to stop the kernel: the init process of the kernel's PID namespace, whose end kills
+    every process in it.
+    """
+    folder = str(folder)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote lets the system reap; these wait
+    die_with_parent()
+    _call(_libc.unshare, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWUTS)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_BYTES},mode=0700")
+    # other kernels' folders disappear under an empty tmpfs; this kernel's comes back at its own path
+    _mount(folder, STAGING, None, MS_BIND)
+    _mount("tmpfs", os.path.dirname(folder), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+    os.mkdir(folder)
+    _mount(STAGING, folder, None, MS_BIND)
+    _call(_libc.umount2, STAGING.encode(), MNT_DETACH)
+    init = os.fork()
+    if init:
+        os.write(report_fd, f"{init}\n".encode())
+        os.close(report_fd)
+        _wait_for(init)
+    os.close(report_fd)
+    die_with_parent()
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    kernel = os.fork()
+    if kernel:
+        _wait_for(kernel)
+    die_with_parent()
+    confine(folder, uid)
+
+
+def _wait_for(pid):
+    """Reap children until ``pid`` ends, then end with its status (never returns)."""
+    status = 1
+    while True:
+        try:
+            child, code = os.wait()
+        except ChildProcessError:
+            break
+        if child == pid:
+            status = os.waitstatus_to_exitcode(code)
+            break
+    os._exit(status if status >= 0 else 128 - status)
+
+
+def main(argv):
+    """``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root."""
+    folder, uid, separator, *command = argv
+    assert separator == "--", argv
+    env = kernel_environment(os.environ)
+    confine(folder, int(uid))
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,214 @@
+"""Grading kernels in a sandbox: student code cannot reach the course, the grader or other kernels.
+
+Every grading kernel runs
+- as a user of its own (a uid no other process has, in no group): its processes count against
+  its own process limit, and it owns nothing outside its sandbox;
+- in PID, mount, IPC, UTS and network namespaces of its own: it sees no other process and no
+  network (it talks to the grader over Unix sockets in its kernel folder);
+- on a file system of read-only views (system libraries, the interpreter, the virtual
+  environment, the course package) and one writable folder, a size-capped tmpfs that holds a
+  copy of the notebook's working folder and is its cwd, HOME and TMPDIR. The course directory,
+  the gradebook, other submissions and the grader's files are not there;
+- with limits on memory, processes, file size, open files and CPU time;
+- until its notebook is done: when the kernel ends, the namespace and every process in it end.
+
+Launched kernels (every grading kernel of stock ``nbgrader autograde`` in this course, through
+``TimeLimitedExecute.kernel_manager_class`` in nbgrader_config.py) are started by bubblewrap
+(SandboxedKernelManager). ``make grade`` forks its kernels from a warm zygote that itself runs
+under bubblewrap (coursekit.warm_kernels); each fork enters namespaces of its own
+(enter_forked_sandbox) before it becomes a kernel, so kernels of one zygote cannot see each other.
+
+The grader must run as root (it gives each kernel its own uid); Debian's ``bubblewrap`` package
+provides ``bwrap`` (``make`` installs it).
+"""
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Type, default
+
+from coursekit import COURSE_ROOT
+from coursekit.confine import SCRATCH, SCRATCH_BYTES, STAGING
+
+# Unix socket paths are limited to 107 bytes: kernel folders live in a short directory.
+KERNELS_BASE = os.environ.get("COURSEKIT_KERNELS_BASE", "/tmp")
+# Each kernel gets a random uid from this range (no passwd entry needed): two kernels that
+# run at the same time almost never share one, and if they did they still could not see each other.
+UIDS = (1_500_000_000, 1_600_000_000)
+# A message from the kernel larger than this drops its connection instead of filling the grader's memory.
+MAX_MESSAGE_BYTES = 16 * 2 ** 20
+
+
+def bwrap():
+    """The bubblewrap executable, or a clear error saying how to get it."""
+    found = shutil.which("bwrap")
+    if found is None:
+        raise RuntimeError("grading kernels run in a bubblewrap sandbox, and `bwrap` is not installed: "
+                           "install Debian's bubblewrap package (make does it when run as root)")
+    if os.geteuid() != 0:
+        raise RuntimeError("grading kernels run as users of their own, which needs root: "
+                           "run the grader as root (in a container or with sudo)")
+    return found
+
+
+def _read_only_view():
+    """Host paths every sandbox sees read-only, each at its own path."""
+    paths = ["/usr", "/etc/ld.so.cache", "/etc/localtime", "/etc/fonts", sys.base_prefix, sys.prefix,
+             # the course package, for the kernel's start-up line and the tests' helpers
+             str(COURSE_ROOT / "coursekit"),
+             # TEMPORARY until hidden tests are judged outside the kernel: they read model solutions
+             str(COURSE_ROOT / "source")]
+    return [path for path in dict.fromkeys(paths) if os.path.exists(path)]
+
+
+def _directories(argv, path, made):
+    """bwrap arguments that create the parents of ``path`` readable by everyone (bwrap's own are not)."""
+    for parent in reversed(Path(path).parents):
+        if str(parent) != "/" and str(parent) not in made:
+            made.add(str(parent))
+            argv += ["--perms", "0755", "--dir", str(parent)]
+
+
+def bwrap_argv(folder, *, own_pid_namespace=True):
+    """bwrap's arguments up to the command, for a sandbox whose writable host folder is ``folder``.
+
+    ``own_pid_namespace`` is False for the zygote, whose forks make one each (the grader must see
+    their process ids to stop them).
+    """
+    argv = [bwrap(), "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
+    if own_pid_namespace:
+        argv += ["--unshare-pid", "--proc", "/proc"]
+    else:
+        argv += ["--dir", "/proc"]
+    for link in ("/bin", "/lib", "/lib64", "/sbin"):
+        if os.path.islink(link):
+            argv += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            argv += ["--ro-bind", link, link]
+    made = set()
+    for path in _read_only_view():
+        _directories(argv, path, made)
+        argv += ["--ro-bind", path, path]
+    _directories(argv, folder, made)
+    argv += ["--bind", str(folder), str(folder), "--perms", "0755", "--dir", "/sandbox"]
+    if own_pid_namespace:
+        argv += ["--size", str(SCRATCH_BYTES), "--perms", "0700", "--tmpfs", SCRATCH]
+    else:
+        argv += ["--dir", SCRATCH, "--dir", STAGING]
+    # root inside keeps only what it needs to set the sandbox up; the kernel itself keeps nothing
+    capabilities = ["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"] + ([] if own_pid_namespace else ["SYS_ADMIN"])
+    argv += ["--cap-drop", "ALL"]
+    for capability in capabilities:
+        argv += ["--cap-add", f"CAP_{capability}"]
+    return argv
+
+
+class KernelFolder:
+    """The host folder of one kernel: its connection file and sockets, and in ``src/`` a copy of
+    the files of the notebook's working folder (not the notebooks), which the sandbox copies into
+    its scratch folder. Owned by the kernel's uid."""
+
+    def __init__(self, base=KERNELS_BASE):
+        self.uid = secrets.randbelow(UIDS[1] - UIDS[0]) + UIDS[0]
+        self.path = Path(tempfile.mkdtemp(prefix="ck-", dir=base))
+        os.chmod(self.path, 0o755)
+
+    def prepare(self, cwd):
+        """Copy the working folder ``cwd`` (helper files a notebook imports), hand the folder to the kernel's uid."""
+        source = self.path / "src"
+        if source.exists():  # prepared already (a fork that fell back to a launch)
+            return
+        source.mkdir()
+        budget = SCRATCH_BYTES // 2
+        for path in sorted(Path(cwd).iterdir()) if cwd and Path(cwd).is_dir() else []:
+            if path.is_file() and path.suffix != ".ipynb" and path.stat().st_size <= budget:
+                budget -= path.stat().st_size
+                shutil.copyfile(path, source / path.name)
+        for path in [self.path, *self.path.iterdir()]:
+            os.chown(path, self.uid, self.uid)
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class SandboxProvisioner(LocalProvisioner):
+    """LocalProvisioner that starts the kernel command inside bubblewrap."""
+
+    async def launch_kernel(self, cmd, **kwargs):
+        folder = self.parent.folder
+        folder.prepare(kwargs.pop("cwd", None))
+        inner = [sys.executable, "-m", "coursekit.confine", str(folder.path), str(folder.uid), "--", *cmd]
+        return await super().launch_kernel(bwrap_argv(folder.path) + ["--", *inner], cwd="/", **kwargs)
+
+
+def _limited_context(owner):
+    """A ZeroMQ context whose sockets drop a message from the kernel larger than MAX_MESSAGE_BYTES
+    (and its connection) instead of filling the grader's memory."""
+    owner._created_context = True  # destroyed with its owner
+    context = zmq.asyncio.Context()
+    context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    return context
+
+
+class SandboxedKernelClient(AsyncKernelClient):
+    @default("context")
+    def _context_default(self):
+        return _limited_context(self)
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernels run in the sandbox (see the module's docstring).
+
+    The kernel talks over Unix sockets in its folder (``transport = "ipc"``), and interrupts
+    go over its control channel: the grader cannot signal into the sandbox's PID namespace.
+    """
+
+    folder = None
+    provisioner_class = SandboxProvisioner
+
+    client_factory = Type(klass="jupyter_client.asynchronous.AsyncKernelClient",
+                          default_value=SandboxedKernelClient, config=True)
+
+    @default("context")
+    def _context_default(self):
+        return _limited_context(self)
+
+    def kernel_folder(self):
+        """A new folder for the next kernel (the zygote's kernels need theirs where it sees them)."""
+        return KernelFolder()
+
+    async def _async_pre_start_kernel(self, **kw):
+        self.transport = "ipc"
+        if self.folder is not None:
+            self.folder.remove()
+        self.folder = self.kernel_folder()
+        self.connection_file = str(self.folder.path / "kernel.json")
+        self.ip = str(self.folder.path / "k")
+        if self.provisioner is None:
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or os.urandom(8).hex()
+            self.provisioner = self.provisioner_class(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
+
+    async def _async_interrupt_kernel(self):
+        if not self.has_kernel:
+            raise RuntimeError("Cannot interrupt kernel. No kernel is running!")
+        self._connect_control_socket()
+        self.session.send(self._control_socket, self.session.msg("interrupt_request", content={}))
+
+    async def _async_cleanup_resources(self, restart=False):
+        await super()._async_cleanup_resources(restart)
+        if self.folder is not None:
+            self.folder.remove()
+            self.folder = None
+
+    # AsyncKernelManager binds its public names to KernelManager's functions, not to overrides
+    interrupt_kernel = _async_interrupt_kernel
+    cleanup_resources = _async_cleanup_resources

@@ -1,0 +1,145 @@
+"""Grading kernels run in a sandbox (coursekit.sandbox): launched by bubblewrap, or forked from the zygote."""
+import json
+import socket
+
+import psutil
+import pytest
+
+from coursekit import COURSE_ROOT, warm_kernels
+from coursekit.sandbox import SandboxedKernelManager
+from test_warm_kernels import Recorded, STARTED, run, text
+
+MANAGERS = {"launched": SandboxedKernelManager, "forked": Recorded}
+
+PROBE = '''
+import json, os, resource, socket, sys
+
+def writable(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return True
+    except OSError:
+        return False
+
+def connects(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
+    "files": sorted(os.listdir(".")), "capabilities": int(status["CapEff"].strip(), 16),
+    "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "seen": {path: os.path.exists(path) for path in SEEN},
+    "writable": {path: writable(path) for path in WRITES},
+    "network": connects(PORT),
+    "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[1], "memory": resource.getrlimit(resource.RLIMIT_AS)[1],
+}))
+'''
+
+
+@pytest.fixture(params=sorted(MANAGERS))
+def manager(request):
+    return MANAGERS[request.param]
+
+
+def test_a_kernel_sees_only_its_own_files_processes_and_no_network(tmp_path, manager):
+    folder = tmp_path / "autograded" / "student" / "ps1"  # as nbgrader lays out a course
+    folder.mkdir(parents=True)
+    (folder / "helper.py").write_text("VALUE = 42\n")
+    (folder / "ps1.ipynb").write_text("{}")
+    secret = tmp_path / "gradebook.db"
+    secret.write_text("grades")
+    seen = [str(folder), str(secret), str(COURSE_ROOT / "tests"), str(COURSE_ROOT / "nbgrader_config.py"),
+            "/root/.bashrc", "/work/main/.git", str(COURSE_ROOT / "coursekit" / "gradcheck.py")]
+    writes = ["scratch.txt", str(COURSE_ROOT / "coursekit" / "gradcheck.py"), str(COURSE_ROOT / "coursekit" / "new.py"),
+              str(COURSE_ROOT / "coursekit" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new"]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        code = f"SEEN, WRITES, PORT = {seen!r}, {writes!r}, {server.getsockname()[1]}\n" + PROBE
+        (outputs,) = run(folder, code, kernel_manager_class=manager)
+    facts = json.loads(text(outputs))
+    assert facts["uid"] > 1_000_000 and facts["gid"] == facts["uid"] and facts["groups"] == []
+    assert facts["capabilities"] == 0
+    assert [name for name in facts["files"] if not name.startswith(".")] == ["helper.py"], \
+        "a copy of the working folder's files, without the notebook"
+    assert len(facts["processes"]) <= 2, f"the kernel sees other processes: {facts['processes']}"
+    assert facts["seen"] == {path: path.endswith("gradcheck.py") for path in seen}
+    assert facts["writable"] == {path: path == "scratch.txt" for path in writes}
+    assert not facts["network"], "the kernel reached a server of the grader's"
+    assert facts["nproc"] <= 256 and facts["memory"] <= 4 * 2 ** 30
+    assert not (folder / "scratch.txt").exists(), "the scratch folder is the kernel's own"
+
+
+def test_two_kernels_get_different_users(tmp_path, manager):
+    uids = [json.loads(text(run(tmp_path, "import json, os\nprint(json.dumps(os.getuid()))",
+                                kernel_manager_class=manager)[0])) for _ in range(2)]
+    assert uids[0] != uids[1]
+
+
+def test_no_process_of_a_kernel_outlives_its_notebook(tmp_path, manager):
+    code = ("import os, subprocess, time\n"
+            "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    time.sleep(300)\n"
+            "print(os.getuid())")
+    (outputs,) = run(tmp_path, code, kernel_manager_class=manager)
+    uid = int(text(outputs))
+    left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    assert not left, f"processes of the kernel's user outlived its notebook: {left}"
+
+
+def test_a_fork_bomb_is_bounded(tmp_path, manager):
+    code = ("import os, time\n"
+            "count = 0\n"
+            "try:\n"
+            "    while count < 5000:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(60)\n"
+            "            os._exit(0)\n"
+            "        count += 1\n"
+            "except OSError:\n"
+            "    pass\n"
+            "print(count)")
+    (outputs,) = run(tmp_path, code, kernel_manager_class=manager, timeout=20)
+    assert int(text(outputs)) < 256
+    (outputs,) = run(tmp_path, "print('next kernel')", kernel_manager_class=manager)
+    assert text(outputs) == "next kernel\n"
+
+
+def _signal_everything_then_sleep(folder, delay):
+    code = ("import os, signal, time\n"
+            f"time.sleep({delay})\n"
+            "for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+            "    for pid in [-1] + list(range(1, 5000)):\n"
+            "        try:\n"
+            "            os.kill(pid, sig)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "print('done')")
+    return text(run(folder, code, timeout=20)[0])
+
+
+def _sleep_then_answer(folder, delay):
+    return text(run(folder, f"import time\ntime.sleep({delay})\nprint('alive')", timeout=20)[0])
+
+
+def test_a_kernel_cannot_signal_another_kernel_or_the_zygote(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    zygote = warm_kernels.zygote()
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        honest = pool.submit(_sleep_then_answer, tmp_path, 4)
+        attacker = pool.submit(_signal_everything_then_sleep, tmp_path, 1)
+        assert honest.result(timeout=60) == "alive\n"
+        attacker.result(timeout=60)
+    assert zygote.process.poll() is None and psutil.Process(zygote.process.pid).status() != psutil.STATUS_STOPPED
+    assert text(run(tmp_path, "print('next')")[0]) == "next\n"
+    assert STARTED
