@@ -20,8 +20,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 release: venv
 	for a in $(ASSIGNMENTS); do $(VENV)/bin/nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
 	rm -rf coursekit/torch_cache
-	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(VENV)/bin/jupyter nbconvert --log-level=WARN \
-	    --execute --to notebook --stdout source/$$a/$$a.ipynb > /dev/null || exit 1; done
+	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(PY) -m coursekit.grading run-source $$a || exit 1; done
 
 ## Grade the shipped demo class: autograde, feedback, export, and a score table.
 demo: release

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT, warm_kernels
+from coursekit import COURSE_ROOT, judge, warm_kernels
 from coursekit.grading import nbgrader, problem_with, this_environment_first
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
@@ -56,8 +56,9 @@ def grading_kit(course, assignment):
 
     Returns:
     - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
-      where the gradebook holds the assignment and no student, and "preload" lists the heavy
-      modules that the kernels' zygote imports (see coursekit.warm_kernels).
+      where the gradebook holds the assignment and no student, "preload" lists the heavy
+      modules that the kernels' zygote imports (see coursekit.warm_kernels), and "sealed" says
+      whether the assignment's tests are judged outside the kernel (coursekit.judge).
     """
     source = _read_tree(Path(course) / "source" / assignment)
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
@@ -65,7 +66,7 @@ def grading_kit(course, assignment):
     with tempfile.TemporaryDirectory() as scratch:
         _generate_assignment(_scratch_course(scratch, config, source, assignment), assignment)
         return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
-                "preload": heavy_imports(notebook)}
+                "preload": heavy_imports(notebook), "sealed": bool(judge.checks(assignment))}
 
 
 def _scratch_course(folder, config, source, assignment, gradebook=None):
@@ -223,7 +224,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     if dask:
         pool, as_completed = _dask_pool(dask)
     else:
-        warm_kernels.zygote(kit["preload"])  # started before the workers, which share it
+        warm_kernels.zygote(kit["preload"], kit["sealed"])  # started before the workers, which share it
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS)
     results = {}
     with pool, _course_gradebook(course) as gradebook:

@@ -44,6 +44,28 @@ def this_environment_first():
             os.environ["PATH"] = saved
 
 
+def run_notebook(notebook, folder, assignment, kernel_manager_class=None, timeout=120):
+    """Execute ``notebook`` (nbformat, changed in place) in ``folder`` as autograding does: judged
+    test cells go to coursekit.judge. The kernel is not sandboxed unless ``kernel_manager_class``
+    says so: this runs trusted notebooks (the source notebooks, when `make release` records the
+    PyTorch values their tests use)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit.nbgrader_plugins import TimeLimitedExecute
+
+    execute = TimeLimitedExecute(kernel_manager_class=kernel_manager_class or AsyncKernelManager, timeout=timeout,
+                                 notebook_timeout=20 * timeout, allow_errors=True)
+    return execute.preprocess(notebook, {"metadata": {"path": str(folder)}, "nbgrader": {"assignment": assignment}})[0]
+
+
+def run_source(assignment):
+    """Execute the source notebook of ``assignment``; returns it with its outputs."""
+    from coursekit.solutions import source_notebook
+
+    path = source_notebook(assignment)
+    return run_notebook(nbformat.read(path, as_version=4), path.parent, assignment)
+
+
 def problem_with(folder, assignment):
     """Why the submission in ``folder`` cannot be graded, or None if it can.
 
@@ -203,9 +225,24 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     return found
 
 
+def main(argv=None):
+    """``python -m coursekit.grading run-source ASSIGNMENT``: execute a source notebook (`make
+    release` does, with COURSEKIT_RECORD_TORCH=1); fails if a cell raised."""
+    command, assignment = argv or sys.argv[1:]
+    assert command == "run-source", command
+    failed = [cell.metadata.get("nbgrader", {}).get("grade_id", index) for index, cell in enumerate(run_source(assignment).cells)
+              if any(o.output_type == "error" for o in cell.get("outputs", []))]
+    if failed:
+        raise SystemExit(f"source/{assignment}: cells failed: {failed}")
+
+
 def grade_submissions_stock(assignment, submissions, workdir):
     """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
     course = _submit_all(assignment, submissions, workdir)
     nbgrader(course, "generate_assignment", assignment, "--force")
     nbgrader(course, "autograde", assignment, "--force", check=False)
     return results(course, assignment)
+
+
+if __name__ == "__main__":
+    main()

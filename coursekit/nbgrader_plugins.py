@@ -1,15 +1,20 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
 import time
+from queue import Empty
 
 import jinja2
 import jsonschema
 from nbconvert.exporters import HTMLExporter
+from jupyter_core.utils import ensure_async, run_sync
 from nbformat.v4 import new_output
 from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
 from nbgrader.nbgraderformat import common as nbgraderformat_common
 from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
+
+from coursekit import judge
+from coursekit.agent import MIME_TYPE
 
 
 def _error(name, message):
@@ -32,6 +37,12 @@ class TimeLimitedExecute(Execute):
     A cell keeps at most ``max_output_bytes`` of output (an error is always kept, shortened):
     nbgrader's LimitOutput counts lines, and a few lines of 20 MB each would cost the grader
     gigabytes and the student a feedback page nobody can open.
+
+    In an assignment with judged tests (coursekit.judge.<assignment>), a test cell with a check
+    is judged: a hidden one (``judge("<grade_id>")``) does not run in the kernel at all, a visible
+    one runs and keeps what it printed; either way its outputs end with the check's verdict
+    alone, so nothing the kernel displays, raises or hides decides the score. Such an
+    assignment's kernels also get the sealed view (coursekit.sandbox): no reference modules.
     """
 
     # a kernel that a submission broke must not stop the grading of the notebook
@@ -42,6 +53,9 @@ class TimeLimitedExecute(Execute):
     max_output_bytes = Integer(2 * 2 ** 20, help="Bytes of output a cell keeps.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
+        resources = resources or {}
+        assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
+        self._checks = judge.checks(assignment) if assignment else {}
         self._cell_timeout = self.timeout
         for attempt in range(1, self.kernel_starts + 1):
             self._started, self._reached_cells = None, False
@@ -64,6 +78,10 @@ class TimeLimitedExecute(Execute):
             cell.outputs = [_error("NotebookTimeout", f"not run: the notebook used up its "
                                    f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
             return cell, resources
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id") if utils.is_grade(cell) else None
+        called = judge.judge_call(cell.source)
+        if called is not None or grade_id in self._checks:
+            return self._judge_cell(cell, resources, index, grade_id, called), resources
         cell, resources = super().preprocess_cell(cell, resources, index)
         timed_out = [o for o in cell.outputs if o.output_type == "error" and o.ename == "CellTimeoutError"]
         for output in timed_out:
@@ -71,6 +89,58 @@ class TimeLimitedExecute(Execute):
         if timed_out:
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._checks and hasattr(km, "sealed"):
+            km.sealed = True  # no reference module in the kernel's view
+        return km
+
+    def _judge_cell(self, cell, resources, index, grade_id, called):
+        """Judge a test cell: its outputs become what it printed (a visible test) and the verdict."""
+        check = self._checks.get(grade_id)
+        if called is not None and (called != grade_id or check is None):
+            cell.outputs = [_error("JudgeError", f"this cell calls judge({called!r}), but the judge has no "
+                                   f"check for it (the cell is {grade_id!r}): tell your instructor")]
+            return cell
+        printed = []
+        if called is None:  # a visible test: it runs, and the student sees what it printed
+            cell, resources = super().preprocess_cell(cell, resources, index)
+            printed = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
+        started = time.monotonic()
+        deadline = started + self.timeout
+        outcome = judge.verdict(check, judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline)))
+        cell.outputs = printed + ([] if outcome is None else [_error(*outcome)])
+        if outcome is not None and outcome[0] == "NoReply":
+            self.timeout = min(self.timeout, self.timeout_after_timeout)
+        return cell
+
+    async def _async_ask(self, request, deadline):
+        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
+        code = f"__import__('coursekit.agent').agent.reply({request!r})"
+        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        try:
+            while True:
+                reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic())))
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            found = None
+            while True:  # the reply is displayed before the kernel goes idle
+                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=max(0.5, deadline - time.monotonic())))
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "display_data" and MIME_TYPE in msg["content"].get("data", {}):
+                    found = msg["content"]["data"][MIME_TYPE]
+                if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                    break
+        except Empty:
+            await ensure_async(self.km.interrupt_kernel())
+            raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
+                                     "(an infinite loop?)") from None
+        if not isinstance(found, str):
+            raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
+                                     "IPython's display or the course's modules?)")
+        return found
 
     def output(self, outs, msg, display_id, cell_index):
         self._output_bytes += _size(msg["content"])

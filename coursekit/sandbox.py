@@ -32,7 +32,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Type, default
+from traitlets import Bool, Type, default
 
 from coursekit import COURSE_ROOT
 from coursekit.confine import SCRATCH, SCRATCH_BYTES, STAGING
@@ -58,13 +58,24 @@ def bwrap():
     return found
 
 
-def _read_only_view():
-    """Host paths every sandbox sees read-only, each at its own path."""
-    paths = ["/usr", "/etc/ld.so.cache", "/etc/localtime", "/etc/fonts", sys.base_prefix, sys.prefix,
-             # the course package, for the kernel's start-up line and the tests' helpers
-             str(COURSE_ROOT / "coursekit"),
-             # TEMPORARY until hidden tests are judged outside the kernel: they read model solutions
-             str(COURSE_ROOT / "source")]
+# What a sealed kernel (its assignment's tests are judged: coursekit.judge) sees of the course
+# package: the start-up guard, the helpers the visible tests use, the judge's agent, and what the
+# zygote runs. None of it holds a solution, a reference value or a hidden test.
+SEALED_MODULES = ("__init__.py", "agent.py", "gradcheck.py", "guard.py", "confine.py", "sandbox.py", "warm_kernels.py")
+
+
+def _read_only_view(sealed):
+    """Host paths a sandbox sees read-only, each at its own path.
+
+    A kernel whose tests still run inside it (not ``sealed``) also sees the whole course package
+    and the source notebooks, which its hidden tests read for the model solutions.
+    """
+    paths = ["/usr", "/etc/ld.so.cache", "/etc/localtime", "/etc/fonts", sys.base_prefix, sys.prefix]
+    package = COURSE_ROOT / "coursekit"
+    if sealed:
+        paths += [str(package / name) for name in SEALED_MODULES]
+    else:
+        paths += [str(package), str(COURSE_ROOT / "source")]
     return [path for path in dict.fromkeys(paths) if os.path.exists(path)]
 
 
@@ -76,11 +87,11 @@ def _directories(argv, path, made):
             argv += ["--perms", "0755", "--dir", str(parent)]
 
 
-def bwrap_argv(folder, *, own_pid_namespace=True):
+def bwrap_argv(folder, *, sealed=False, own_pid_namespace=True):
     """bwrap's arguments up to the command, for a sandbox whose writable host folder is ``folder``.
 
-    ``own_pid_namespace`` is False for the zygote, whose forks make one each (the grader must see
-    their process ids to stop them).
+    ``sealed``: see _read_only_view. ``own_pid_namespace`` is False for the zygote, whose forks
+    make one each (the grader must see their process ids to stop them).
     """
     argv = [bwrap(), "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
@@ -94,7 +105,7 @@ def bwrap_argv(folder, *, own_pid_namespace=True):
         elif os.path.isdir(link):
             argv += ["--ro-bind", link, link]
     made = set()
-    for path in _read_only_view():
+    for path in _read_only_view(sealed):
         _directories(argv, path, made)
         argv += ["--ro-bind", path, path]
     _directories(argv, folder, made)
@@ -146,7 +157,8 @@ class SandboxProvisioner(LocalProvisioner):
         folder = self.parent.folder
         folder.prepare(kwargs.pop("cwd", None))
         inner = [sys.executable, "-m", "coursekit.confine", str(folder.path), str(folder.uid), "--", *cmd]
-        return await super().launch_kernel(bwrap_argv(folder.path) + ["--", *inner], cwd="/", **kwargs)
+        argv = bwrap_argv(folder.path, sealed=self.parent.sealed)
+        return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)
 
 
 def _limited_context(owner):
@@ -173,6 +185,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     folder = None
     provisioner_class = SandboxProvisioner
+    sealed = Bool(False, help="The kernel's tests are judged outside it: it sees no reference module.").tag(config=True)
 
     client_factory = Type(klass="jupyter_client.asynchronous.AsyncKernelClient",
                           default_value=SandboxedKernelClient, config=True)

@@ -75,11 +75,11 @@ class ForkingProvisioner(SandboxProvisioner):
             return await super().launch_kernel(cmd, **kwargs)
         folder = self.parent.folder
         folder.prepare(kwargs.get("cwd"))
-        warm = zygote(self.parent.preload)
+        warm = zygote(self.parent.preload, self.parent.sealed)
         try:
             pid = warm.fork(cmd[3:], folder, kwargs.get("env") or dict(os.environ))
         except (OSError, ValueError):  # the zygote is gone: start another next time, launch this one
-            _zygotes.pop(warm.preload, None)
+            _zygotes.pop((warm.preload, warm.sealed), None)
             return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedProcess(pid)
         self.pid, self.pgid = pid, None  # the init process of the kernel's PID namespace
@@ -94,7 +94,7 @@ class ForkedKernelManager(SandboxedKernelManager):
     provisioner_class = ForkingProvisioner
 
     def kernel_folder(self):
-        return KernelFolder(base=zygote(self.preload).base)  # inside the folder the zygote sees
+        return KernelFolder(base=zygote(self.preload, self.sealed).base)  # inside the folder the zygote sees
 
 
 class ForkedProcess:
@@ -144,12 +144,13 @@ class Zygote:
     Processes forked from the one that started it (the workers of `make grade`) share it.
     """
 
-    def __init__(self, preload):
-        self.preload = preload
+    def __init__(self, preload, sealed=False):
+        self.preload, self.sealed = preload, sealed
         self.base = tempfile.mkdtemp(prefix="ck-z", dir=KERNELS_BASE)
         os.chmod(self.base, 0o755)
         command = [sys.executable, "-m", "coursekit.warm_kernels", *preload]
-        self.process = subprocess.Popen(bwrap_argv(self.base, own_pid_namespace=False) + ["--chdir", "/", "--", *command],
+        argv = bwrap_argv(self.base, sealed=sealed, own_pid_namespace=False)
+        self.process = subprocess.Popen(argv + ["--chdir", "/", "--", *command],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1"))
         self.lock = multiprocessing.Lock()  # one request and its reply at a time
@@ -194,16 +195,17 @@ class Zygote:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def zygote(preload=()):
-    """This process's zygote for kernels that import ALWAYS and ``preload``, started if need be.
+def zygote(preload=(), sealed=False):
+    """This process's zygote for kernels that import ALWAYS and ``preload``, with the sealed view
+    or not (see coursekit.sandbox), started if need be.
 
     Starting it before forking worker processes lets them share it.
     """
-    key = tuple(ALWAYS + list(preload))
+    key = (tuple(ALWAYS + list(preload)), bool(sealed))
     if key not in _zygotes or _zygotes[key].exited():
         if key in _zygotes:
             _zygotes[key].stop()
-        _zygotes[key] = Zygote(key)
+        _zygotes[key] = Zygote(*key)
     return _zygotes[key]
 
 

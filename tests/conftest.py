@@ -47,7 +47,8 @@ HIDDEN_TESTS = (HIDDEN_BEGIN, HIDDEN_END)
 def secret_lines(assignment, regions, min_length):
     """Lines of the source notebook inside the marker ``regions`` (e.g. [HIDDEN_TESTS]) that are
     never also shown outside them (a visible test or the skeleton may repeat a line), of at least
-    ``min_length`` characters: what must never reach a student."""
+    ``min_length`` characters: what must never reach a student. The hidden tests include the
+    assignment's judge module (coursekit/judge/<assignment>.py), if it has one."""
     secret, shown = set(), set()
     for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
         outside = cell.source
@@ -55,7 +56,11 @@ def secret_lines(assignment, regions, min_length):
             secret.update(marked_lines(cell.source, begin, end))
             outside = "\n".join(marked_lines(outside, begin, end, inside=False))
         shown.update(outside.splitlines())
-    return {line for line in secret - shown if len(line) >= min_length}
+    judge_module = COURSE_ROOT / "coursekit" / "judge" / f"{assignment}.py"
+    if HIDDEN_TESTS in regions and judge_module.exists():
+        secret.update(line.strip() for line in judge_module.read_text().splitlines())
+    shown = {line.strip() for line in shown}
+    return {line for line in secret if line.strip() not in shown and len(line.strip()) >= min_length}
 
 
 def assert_feedback_hides_hidden_tests(assignment, paths):

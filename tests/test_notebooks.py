@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from conftest import ASSIGNMENTS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
-from coursekit.grading import copy_course, nbgrader, part_of
+from coursekit.grading import copy_course, nbgrader, part_of, run_notebook
 from coursekit.solutions import source_notebook
 from coursekit.submissions import fill, release_notebook, solution_answers
 from coursekit.torch_reference import CACHE_ONLY
@@ -22,10 +22,14 @@ def release_folder(assignment):
     return COURSE_ROOT / "release" / assignment
 
 
-def run(notebook, cwd):
-    """Execute a notebook; return {grade_id or index: [error or stderr outputs]} for cells that failed."""
-    NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+def run(notebook, cwd, assignment=None):
+    """Execute a notebook (with the judge if ``assignment`` is given, as grading does); return
+    {grade_id or index: [error or stderr outputs]} for cells that failed."""
+    if assignment:
+        run_notebook(notebook, cwd, assignment)
+    else:
+        NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(cwd)}}).execute()
     failed = {}
     for i, cell in enumerate(notebook.cells):
         bad = [o for o in cell.get("outputs", [])
@@ -40,7 +44,7 @@ def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatc
     """Also proves coursekit/torch_cache complete: a value missing from it is an error here."""
     monkeypatch.setenv(CACHE_ONLY, "1")
     notebook = nbformat.read(source_notebook(assignment), as_version=4)
-    assert run(notebook, source_notebook(assignment).parent) == {}
+    assert run(notebook, source_notebook(assignment).parent, assignment) == {}
 
 
 @each_assignment

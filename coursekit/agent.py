@@ -1,0 +1,218 @@
+"""The grading kernel's side of the judge: runs the student's code on the judge's inputs.
+
+The judge (coursekit.judge, in the grader's process) sends requests as JSON; this module, in the
+kernel, carries them out on the notebook's namespace and sends back only plain data: numbers as
+float64 arrays (raw bytes), None, booleans, short strings, and references to objects that stay
+in the kernel. It knows no expected value and decides nothing: student code may replace it, and
+then only answers for itself.
+
+A request is a list of operations, each a list; the reply lists one result per operation and
+stops at the first that raises. An argument ``{"p": k}`` is the result of the request's
+operation k, as the kernel has it (so one request can feed a loss's gradient to a network):
+
+- ``["new", name, args, kwargs, substitutes]``: call the notebook's ``name`` (a class), with
+  ``substitutes`` ({name: value}) bound in the notebook's namespace during the call;
+- ``["call", ref, method, args, kwargs]``, ``["get", ref, attribute]``, ``["set", ref, attribute, value]``;
+- ``["poke", ref, path, index, value]``: ``ref.<path>[index] = value`` in place, where ``path`` is a
+  list of ``["attr", name]`` and ``["item", key]`` steps (finite differences perturb parameters so);
+- ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
+- ``["standin", name, returns, attributes]``: a layer that records its calls, returns the judge's
+  arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear layer does);
+- ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
+- ``["log", ref]``: the calls a stand-in recorded; ``["seed", n]``: ``np.random.seed(n)``.
+
+Values are encoded as JSON: ``{"a": base64, "s": shape}`` is a float64 array, ``{"f": x}`` a
+float, ``{"i": n}`` an int, ``{"t": text}`` a string, ``{"d": {key: value}}`` a dict with string
+keys, ``{"r": n}`` a reference; lists, booleans and null as themselves.
+"""
+import base64
+import json
+import sys
+import warnings
+
+import numpy as np
+
+# The reply's MIME type: the judge reads it from the kernel's display output of its request.
+MIME_TYPE = "application/x-coursekit-reply+json"
+
+_objects = []
+
+
+def _namespace():
+    return sys.modules["__main__"].__dict__
+
+
+class Kept:
+    """A value kept in the kernel and sent as a reference, even if it is an array."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _reference(value):
+    _objects.append(value)
+    return {"r": len(_objects) - 1, "type": type(value).__name__}
+
+
+def encode(value):
+    """A kernel value as JSON data: NumPy arrays become float64 bytes, numbers stay numbers of
+    their kind (a float is not an array); other objects stay here, sent as references."""
+    if isinstance(value, Kept):
+        return _reference(value.value)
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return {"i": int(value)}
+    if isinstance(value, (float, np.floating)):
+        return {"f": float(value)}
+    if isinstance(value, str):
+        return {"t": value[:200]}
+    if type(value) is dict and all(isinstance(key, str) for key in value):
+        return {"d": {key: encode(item) for key, item in value.items()}}
+    if type(value) in (list, tuple):
+        return [encode(item) for item in value]
+    if isinstance(value, np.ndarray):
+        try:
+            array = np.ascontiguousarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+        else:
+            return {"a": base64.b64encode(array.tobytes()).decode(), "s": list(array.shape)}
+    return _reference(value)
+
+
+def decode(data, earlier=()):
+    """JSON data from the judge as a kernel value (arrays are fresh float64 arrays); ``{"p": k}``
+    is the result of the request's operation k (``earlier``), as the kernel has it."""
+    if isinstance(data, list):
+        return [decode(v, earlier) for v in data]
+    if isinstance(data, dict):
+        if "p" in data:
+            return earlier[data["p"]]
+        if "a" in data:
+            return np.frombuffer(base64.b64decode(data["a"]), dtype=np.float64).reshape(data["s"]).copy()
+        if "r" in data:
+            return _objects[data["r"]]
+        if "t" in data:
+            return data["t"]
+        if "f" in data:
+            return float(data["f"])
+        if "i" in data:
+            return int(data["i"])
+        if "d" in data:
+            return {key: decode(value, earlier) for key, value in data["d"].items()}
+    return data
+
+
+class Factory:
+    """Stands in for a class: each call returns the next of ``made`` and records its arguments."""
+
+    def __init__(self, made):
+        self.made, self.calls = list(made), []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(["new", [a for a in args if isinstance(a, (int, float))]])
+        if not self.made:
+            raise RuntimeError("the judge expected fewer objects of this class to be made")
+        return self.made.pop(0)
+
+
+class StandIn:
+    """A layer the judge controls: records each call's arguments and returns the judge's arrays.
+
+    ``returns`` maps a method name to the list of values its successive calls return;
+    ``attributes`` are set on it.
+    """
+
+    def __init__(self, name, returns, attributes):
+        self.__dict__.update(attributes)
+        self.name, self.returns, self.calls = name, {key: list(values) for key, values in returns.items()}, []
+
+    def __getattr__(self, method):
+        if method.startswith("__") or method not in self.__dict__.get("returns", {}):
+            raise AttributeError(method)
+
+        def record(*args, **kwargs):
+            self.calls.append([method, [np.array(a, dtype=np.float64) if _numeric(a) else None for a in args]])
+            queue = self.returns[method]
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+        return record
+
+
+def _numeric(value):
+    try:
+        np.asarray(value, dtype=np.float64)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _run(operation, earlier):
+    kind, *rest = operation
+    rest = [decode(item, earlier) for item in rest]
+    if kind == "new":
+        name, args, kwargs, substitutes = rest
+        namespace = _namespace()
+        missing = object()
+        saved = {key: namespace.get(key, missing) for key in substitutes}
+        namespace.update(substitutes)
+        try:
+            return namespace[name](*args, **kwargs)
+        finally:
+            for key, value in saved.items():
+                if value is missing:
+                    namespace.pop(key, None)
+                else:
+                    namespace[key] = value
+    if kind == "call":
+        target, method, args, kwargs = rest
+        return getattr(target, method)(*args, **kwargs)
+    if kind == "get":
+        return getattr(rest[0], rest[1])
+    if kind == "set":
+        setattr(rest[0], rest[1], rest[2])
+        return None
+    if kind == "poke":
+        target, path, index, value = rest
+        for step, name in path:
+            target = getattr(target, name) if step == "attr" else target[name]
+        target[tuple(index)] = value
+        return None
+    if kind == "array":
+        return Kept(np.array(rest[0], dtype=np.float64))
+    if kind == "standin":
+        return StandIn(*rest)
+    if kind == "factory":
+        return Factory(rest[0])
+    if kind == "log":
+        return rest[0].calls
+    if kind == "seed":
+        np.random.seed(rest[0])
+        return None
+    raise ValueError(f"unknown operation {kind!r}")
+
+
+def handle(request):
+    """Carry out a JSON request (a list of operations); returns the JSON reply.
+
+    NumPy's overflow and invalid-value warnings are errors here: a warning would go unseen, an
+    error is reported with the call that caused it.
+    """
+    results, values = [], []
+    for operation in json.loads(request):
+        try:
+            with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+                warnings.simplefilter("error")
+                values.append(_run(operation, values))
+                results.append({"ok": encode(values[-1])})
+        except BaseException as error:  # noqa: BLE001 - the student's error is the judge's to report
+            results.append({"error": [type(error).__name__, str(error)[:500]]})
+            break
+    return json.dumps(results)
+
+
+def reply(request):
+    """Carry out ``request`` and display the reply, which the judge reads from the kernel's output."""
+    from IPython.display import publish_display_data
+
+    publish_display_data({MIME_TYPE: handle(request)})

@@ -1,0 +1,298 @@
+"""Hidden tests judged in the grader's process, outside the reach of student code.
+
+A judged test cell never runs in the grading kernel. The grader (TimeLimitedExecute) calls the
+check registered for the cell's grade_id in ``coursekit.judge.<assignment>`` and hands it a
+``Kernel``: a handle through which the check creates the student's objects in the kernel, calls
+their methods on inputs it chooses and reads their results. Only plain data crosses (float64
+arrays, numbers, short strings; see coursekit.agent): reference values, model solutions and
+PyTorch stay here, and nothing the kernel prints, displays, raises or hides changes a verdict. A
+check passes by returning and fails by raising; its one-line message is what the student sees.
+
+A test cell hands itself to the judge with one line, ``judge("<grade_id>")``, which the grader
+reads and the kernel never runs. A visible test cell whose grade_id has a check runs in the
+kernel as usual (the student sees its output), and the check decides its score.
+"""
+import base64
+import importlib
+import json
+import re
+
+import numpy as np
+
+from coursekit.gradcheck import TestFailure
+
+MAX_ARRAY_VALUES = 2 ** 22  # 32 MB of float64: more than any test asks for
+CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
+
+
+class StudentError(Exception):
+    """The student's code raised ``name`` (a type name from the kernel) with ``message``."""
+
+    def __init__(self, name, message):
+        super().__init__(f"{name}: {message}")
+        self.name, self.message = name, message
+
+
+class KernelSilent(Exception):
+    """The kernel sent no usable reply (it is stuck in a loop, or died)."""
+
+
+def judge_call(source):
+    """The grade_id of a cell whose code is a call to the judge, or None."""
+    lines = [line for line in source.splitlines() if line.strip() and not line.strip().startswith("#")]
+    match = CALL.match(lines[0]) if len(lines) == 1 else None
+    return match["grade_id"] if match else None
+
+
+def checks(assignment):
+    """{grade_id: check} for an assignment judged here ({} for one whose tests run in the kernel)."""
+    try:
+        module = importlib.import_module(f"coursekit.judge.{assignment}")
+    except ModuleNotFoundError as error:
+        if error.name != f"coursekit.judge.{assignment}":
+            raise
+        return {}
+    return module.CHECKS
+
+
+def judged(registry):
+    """Decorator: ``@judged(CHECKS)`` registers a check under its function's name (the cell's grade_id)."""
+    def register(check):
+        registry[check.__name__] = check
+        return check
+    return register
+
+
+def verdict(check, kernel):
+    """Run ``check(kernel)``: None if it passed, else (error name, one-line message)."""
+    try:
+        check(kernel)
+    except TestFailure as failure:
+        return "TestFailure", str(failure)
+    except AssertionError as failure:
+        return "AssertionError", str(failure)
+    except KernelSilent as silent:
+        return "NoReply", str(silent)
+    except StudentError as error:
+        return "TestFailure", f"your code raised {error.name}: {error.message}"
+    return None
+
+
+def call(what, function, *args, **kwargs):
+    """Call a student's method in the kernel; its exception becomes a one-line TestFailure (as
+    gradcheck.call words it in the visible tests)."""
+    try:
+        return function(*args, **kwargs)
+    except StudentError as error:
+        if error.name in ("FloatingPointError", "RuntimeWarning"):
+            raise TestFailure(f"{what} hit a floating-point problem ({error.message}): "
+                              "does it overflow for large inputs?") from None
+        raise TestFailure(f"{what} raised {error.name}: {error.message}") from None
+
+
+# --- values as they cross: see coursekit.agent -------------------------------------------------
+
+class Earlier:
+    """The result of operation ``index`` of the same request, as the kernel has it (see Kernel.run)."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+def _encode(value):
+    if isinstance(value, Earlier):
+        return {"p": value.index}
+    if isinstance(value, Remote):
+        return {"r": object.__getattribute__(value, "_ref")}
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return {"i": int(value)}
+    if isinstance(value, (float, np.floating)):
+        return {"f": float(value)}
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value, dtype=np.float64)
+        return {"a": base64.b64encode(array.tobytes()).decode(), "s": list(array.shape)}
+    if isinstance(value, str):
+        return {"t": value}
+    if isinstance(value, dict):
+        return {"d": {key: _encode(item) for key, item in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    raise TypeError(f"the judge cannot send {type(value).__name__} to the kernel")
+
+
+def _decode(data, kernel):
+    """A value from the kernel, validated: only float64 arrays, floats, ints, strings, dicts, lists,
+    booleans, None and references ever come out."""
+    if data is None or isinstance(data, bool):
+        return data
+    if isinstance(data, list):
+        return [_decode(item, kernel) for item in data]
+    if isinstance(data, dict):
+        if "a" in data:
+            shape = tuple(int(n) for n in data["s"])
+            raw = base64.b64decode(data["a"], validate=True)
+            if any(n < 0 for n in shape) or int(np.prod(shape)) > MAX_ARRAY_VALUES or len(raw) != 8 * int(np.prod(shape)):
+                raise KernelSilent("the kernel sent a malformed array")
+            return np.frombuffer(raw, dtype=np.float64).reshape(shape).copy()
+        if "r" in data:
+            return Remote(kernel, int(data["r"]), str(data.get("type", ""))[:100])
+        if "t" in data:
+            return str(data["t"])[:200]
+        if "f" in data:
+            return float(data["f"])
+        if "i" in data:
+            return int(data["i"])
+        if "d" in data:
+            return {str(key): _decode(item, kernel) for key, item in data["d"].items()}
+    raise KernelSilent(f"the kernel sent a value the judge does not accept ({type(data).__name__})")
+
+
+class Kernel:
+    """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
+    coursekit.agent) and returns the kernel's JSON reply, or raises KernelSilent."""
+
+    def __init__(self, send):
+        self._send = send
+
+    def run(self, *operations):
+        """Carry out operations in one round trip; their results, or StudentError for the first that raised."""
+        request = [[op[0], *(_encode(item) for item in op[1:])] for op in operations]
+        try:
+            results = json.loads(self._send(json.dumps(request)))
+        except (TypeError, ValueError):
+            raise KernelSilent("the kernel sent a reply the judge cannot read") from None
+        if not isinstance(results, list) or not results or len(results) > len(operations):
+            raise KernelSilent("the kernel sent a reply the judge cannot read")
+        values = []
+        for result in results:
+            if not isinstance(result, dict):
+                raise KernelSilent("the kernel sent a reply the judge cannot read")
+            if "error" in result:
+                name, message = (str(part) for part in result["error"][:2])
+                raise StudentError(name[:100], message[:500])
+            values.append(_decode(result.get("ok"), self))
+        if len(values) != len(operations):
+            raise KernelSilent("the kernel sent too few results")
+        return values
+
+    def new(self, name, *args, substitutes=None, **kwargs):
+        """``name(*args, **kwargs)`` in the notebook, with ``substitutes`` ({name: value}) bound meanwhile."""
+        (obj,) = self.run(["new", name, list(args), kwargs, substitutes or {}])
+        return _remote(obj, f"{name}(...)")
+
+    def array(self, values):
+        """A copy of ``values`` kept in the kernel (pass it to a call, then read it back with ``.value()``)."""
+        (obj,) = self.run(["array", np.asarray(values, dtype=np.float64)])
+        return obj
+
+    def standin(self, name, attributes=None, **returns):
+        """A layer in the kernel that records its calls; its method ``m`` returns the arrays
+        ``returns[m]``, one per call (the last one again once they run out), and it has the
+        ``attributes`` ({name: value})."""
+        (obj,) = self.run(["standin", name, {method: list(values) for method, values in returns.items()},
+                           attributes or {}])
+        return obj
+
+    def factory(self, made):
+        """A stand-in class for the notebook: its calls return the objects ``made``, in turn."""
+        (obj,) = self.run(["factory", list(made)])
+        return obj
+
+    def seed(self, seed):
+        self.run(["seed", int(seed)])
+
+
+def _remote(value, what):
+    if not isinstance(value, Remote):
+        raise TestFailure(f"{what} did not make an object")
+    return value
+
+
+class Remote:
+    """An object in the kernel. Reading an attribute fetches its value (a method stays a method);
+    setting one sends the value."""
+
+    def __init__(self, kernel, ref, type_name):
+        object.__setattr__(self, "_kernel", kernel)
+        object.__setattr__(self, "_ref", ref)
+        object.__setattr__(self, "_type", type_name)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        (value,) = object.__getattribute__(self, "_kernel").run(["get", self, name])
+        if isinstance(value, Remote) and object.__getattribute__(value, "_type") in ("method", "function", "builtin_function_or_method"):
+            return RemoteMethod(self, name)
+        return value
+
+    def __setattr__(self, name, value):
+        object.__getattribute__(self, "_kernel").run(["set", self, name, value])
+
+    def value(self):
+        """The current contents of an array kept in the kernel."""
+        (value,) = object.__getattribute__(self, "_kernel").run(["call", self, "copy", [], {}])
+        return value
+
+    def calls(self):
+        """A stand-in's recorded calls: [(method, [argument arrays])]."""
+        (log,) = object.__getattribute__(self, "_kernel").run(["log", self])
+        return [(method, arguments) for method, arguments in log]
+
+    def type_name(self):
+        return object.__getattribute__(self, "_type")
+
+
+class RemoteMethod:
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __call__(self, *args, **kwargs):
+        (value,) = object.__getattribute__(self.owner, "_kernel").run(["call", self.owner, self.name, list(args), kwargs])
+        return value
+
+
+# --- finite differences through the kernel, one round trip each -----------------------------
+
+def forward_values(layer, inputs, method="forward"):
+    """``layer.<method>(x)`` for every x in ``inputs``, in one round trip."""
+    kernel = object.__getattribute__(layer, "_kernel")
+    return kernel.run(*[["call", layer, method, [x], {}] for x in inputs])
+
+
+def numerical_input_gradient(layer, x, grad_output, eps=1e-6):
+    """dL/dx by central differences of L = sum(layer.forward(x) * grad_output)."""
+    x = np.asarray(x, dtype=np.float64)
+    inputs = []
+    for index in np.ndindex(x.shape):
+        for step in (eps, -eps):
+            moved = x.copy()
+            moved[index] += step
+            inputs.append(moved)
+    values = [float(np.sum(np.asarray(y) * grad_output)) for y in forward_values(layer, inputs)]
+    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(x.shape) / (2 * eps)
+
+
+def numerical_parameter_gradient(layer, path, x, grad_output, eps=1e-6):
+    """dL/dp by central differences for the parameter ``layer.<path>`` (perturbed in place, as a
+    layer that holds on to its arrays expects), L = sum(layer.forward(x) * grad_output).
+
+    ``path`` is an attribute name, or a list of steps (see coursekit.agent's "poke").
+    """
+    kernel = object.__getattribute__(layer, "_kernel")
+    steps = [["attr", path]] if isinstance(path, str) else path
+    (current,) = kernel.run(["get", layer, steps[0][1]])
+    for step, name in steps[1:]:
+        current = current[name]
+    current = np.asarray(current, dtype=np.float64)
+    operations = []
+    for index in np.ndindex(current.shape):
+        for step in (eps, -eps):
+            operations += [["poke", layer, steps, list(index), float(current[index] + step)],
+                           ["call", layer, "forward", [x], {}]]
+        operations.append(["poke", layer, steps, list(index), float(current[index])])
+    results = kernel.run(*operations)
+    outputs = [value for value, op in zip(results, operations) if op[0] == "call"]
+    values = [float(np.sum(np.asarray(y) * grad_output)) for y in outputs]
+    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(current.shape) / (2 * eps)

@@ -1,0 +1,389 @@
+"""ps1's tests, judged in the grader's process (see coursekit.judge): one check per test cell.
+
+Visible checks repeat what the notebook's visible test cells check, on the same inputs; hidden
+checks use new shapes, extreme inputs and PyTorch's values. The MLP is checked with stand-in
+layers that record their calls and return arrays chosen here, so a bug in Linear or Tanh costs
+no MLP points.
+"""
+import numpy as np
+
+from coursekit.gradcheck import TestFailure, check_close
+from coursekit.judge import (Earlier, call, judged, numerical_input_gradient, numerical_parameter_gradient)
+from coursekit.torch_reference import vjp
+
+CHECKS = {}
+MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
+
+
+def check_unchanged(name, before, kept):
+    """``kept`` (an array kept in the kernel and passed to a call) still equals ``before``."""
+    if not np.array_equal(before, kept.value()):
+        raise TestFailure(f"{name} changed the array it was given: don't modify inputs in place "
+                          "(use out = f(x), not x += ... or out=x)")
+
+
+def check_gradients_numerically(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7):
+    """``layer.backward`` (and the parameter gradients named in ``params``) against central
+    finite differences of L = sum(layer.forward(x) * grad_output), as gradcheck.check_backward."""
+    call(f"{name}.forward(x)", layer.forward, x)
+    grad_input = call(f"{name}.backward(grad_output)", layer.backward, grad_output)
+    grads = {grad: getattr(layer, grad) for _, grad in params}
+    no_upstream = call(f"{name}.forward(x)", numerical_input_gradient, layer, x, np.ones_like(grad_output))
+    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input,
+                call(f"{name}.forward(x)", numerical_input_gradient, layer, x, grad_output), rtol=rtol, atol=atol,
+                hints=[(no_upstream, MISSING_UPSTREAM)])
+    for param, grad in params:
+        numeric = call(f"{name}.forward(x)", numerical_parameter_gradient, layer, param, x, grad_output)
+        check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
+
+
+def _linear(kernel, W, b):
+    return call(f"Linear({W.shape[1]}, {W.shape[0]})", kernel.new, "Linear", W.shape[1], W.shape[0],
+                initial_weights=W, initial_biases=b)
+
+
+# --- 1. Linear ---------------------------------------------------------------------------------
+
+@judged(CHECKS)
+def linear_visible(kernel):
+    W = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.0]])
+    b = np.array([0.5, 0.0, -1.0])
+    x = np.array([[1.0, 1.0], [2.0, 0.0]])
+    G = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]])
+    layer = _linear(kernel, W, b)
+    check_close("Linear.forward(x)", call("Linear.forward(x)", layer.forward, x), [[3.5, -1.0, 2.0], [2.5, 0.0, 5.0]])
+    check_close("Linear.backward(G)", call("Linear.backward(G)", layer.backward, G), [[7.0, 2.0], [-3.0, -1.0]])
+    check_close("Linear.grad_weights", layer.grad_weights, [[1.0, 1.0], [2.0, 0.0], [0.0, 2.0]], factors={"N": 2})
+    check_close("Linear.grad_biases", layer.grad_biases, [1.0, 1.0, 1.0], factors={"N": 2})
+
+    rng = np.random.default_rng(0)
+    layer = _linear(kernel, rng.normal(size=(4, 3)), rng.normal(size=4))
+    check_gradients_numerically("Linear", layer, rng.normal(size=(5, 3)), rng.normal(size=(5, 4)),
+                                params=[("weights", "grad_weights"), ("biases", "grad_biases")])
+
+    layer = _linear(kernel, W, b)
+    layer.grad_weights, layer.grad_biases = np.ones((3, 2)), np.array([1.0, 2.0, 3.0])
+    call("Linear.update_params(0.5)", layer.update_params, 0.5)
+    check_close("weights after update_params(0.5)", layer.weights, W - 0.5)
+    check_close("biases after update_params(0.5)", layer.biases, b - [0.5, 1.0, 1.5])
+
+
+@judged(CHECKS)
+def linear_forward(kernel):
+    rng = np.random.default_rng(1001)
+    for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
+        x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
+        expected, _ = vjp("linear", (x, W, b), np.zeros((n, d_out)))
+        layer = _linear(kernel, W, b)
+        x_given = kernel.array(x)
+        y = call("Linear.forward(x)", layer.forward, x_given)
+        check_close(f"Linear({d_in}, {d_out}).forward(x) for x of shape {x.shape}", y, expected,
+                    hints=[(x @ W.T, "the bias is missing"), (x @ W.T - b, "the bias is subtracted")])
+        check_unchanged("Linear.forward", x, x_given)
+        if not np.array_equal(W, layer.weights):
+            raise TestFailure("Linear.forward changed the layer's weights: forward must not modify them")
+
+
+@judged(CHECKS)
+def linear_backward(kernel):
+    rng = np.random.default_rng(2002)
+    for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
+        x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
+        G = rng.normal(size=(n, d_out))
+        _, (dx, dW, db) = vjp("linear", (x, W, b), G)
+        layer = _linear(kernel, W, b)
+        where = f" (Linear({d_in}, {d_out}), batch of {n})"
+        call("Linear.forward(x)", layer.forward, x)
+        G_given = kernel.array(G)
+        grad_input = call("Linear.backward(grad_output)", layer.backward, G_given)
+        ones = np.ones_like(G)
+        check_close("Linear.backward: returned dL/dx" + where, grad_input, dx, hints=[(ones @ W, MISSING_UPSTREAM)])
+        check_close("Linear.grad_weights" + where, layer.grad_weights, dW, factors={"N": n},
+                    hints=[(ones.T @ x, MISSING_UPSTREAM)])
+        check_close("Linear.grad_biases" + where, layer.grad_biases, db, factors={"N": n},
+                    hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every sample's contribution")])
+        check_unchanged("Linear.backward", G, G_given)
+        check_gradients_numerically("Linear", layer, x, G, params=[("weights", "grad_weights"), ("biases", "grad_biases")])
+
+    # backward must use the input of the latest forward call
+    W, b = rng.normal(size=(2, 3)), rng.normal(size=2)
+    x1, x2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    layer = _linear(kernel, W, b)
+    call("Linear.forward(x1)", layer.forward, x1)
+    call("Linear.forward(x2)", layer.forward, x2)
+    call("Linear.backward(grad_output)", layer.backward, G)
+    check_close("Linear.grad_weights after forward(x1), forward(x2), backward(G)", layer.grad_weights, G.T @ x2,
+                hints=[(G.T @ x1, "it uses x1: backward must use the input of the latest forward call")])
+
+
+@judged(CHECKS)
+def linear_update(kernel):
+    rng = np.random.default_rng(3003)
+    W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
+    gW, gb = rng.normal(size=(4, 3)), rng.normal(size=4)
+    layer = _linear(kernel, W, b)
+    layer.grad_weights, layer.grad_biases = gW, gb
+    call("Linear.update_params(0.05)", layer.update_params, 0.05)
+    for name, before, grad in [("weights", W, gW), ("biases", b, gb)]:
+        check_close(f"Linear.{name} after update_params(0.05)", getattr(layer, name), before - 0.05 * grad,
+                    hints=[(before + 0.05 * grad, "the step goes uphill: subtract the gradient"),
+                           (before - grad, "the learning rate is not used"),
+                           (before, f"the {name} did not change")])
+    call("Linear.update_params(0.05)", layer.update_params, 0.05)
+    check_close("Linear.weights after two calls of update_params(0.05)", layer.weights, W - 0.1 * gW)
+
+
+# --- 2. Tanh -----------------------------------------------------------------------------------
+
+@judged(CHECKS)
+def tanh_visible(kernel):
+    x = np.array([[0.0, 1.0, -2.0]])
+    layer = call("Tanh()", kernel.new, "Tanh")
+    check_close("Tanh.forward(x)", call("Tanh.forward(x)", layer.forward, x), [[0.0, 0.76159416, -0.96402758]])
+    rng = np.random.default_rng(0)
+    check_gradients_numerically("Tanh", call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), rng.normal(size=(3, 4)))
+
+
+@judged(CHECKS)
+def tanh_hidden(kernel):
+    rng = np.random.default_rng(4004)
+    for shape in [(6, 4), (1, 3), (5, 1)]:
+        x, G = 2 * rng.normal(size=shape), rng.normal(size=shape)
+        y_ref, (dx_ref,) = vjp("tanh", (x,), G)
+        layer, x_given = call("Tanh()", kernel.new, "Tanh"), kernel.array(x)
+        y = call("Tanh.forward(x)", layer.forward, x_given)
+        check_close(f"Tanh.forward(x) for x of shape {shape}", y, y_ref)
+        check_unchanged("Tanh.forward", x, x_given)
+        grad = call("Tanh.backward(grad_output)", layer.backward, G)
+        check_close(f"Tanh.backward(grad_output) for x of shape {shape}", grad, dx_ref,
+                    hints=[(1 - np.tanh(x) ** 2, MISSING_UPSTREAM),
+                           (G * (1 - x ** 2), "the derivative uses x where it needs tanh(x)"),
+                           (G * (1 - np.tanh(x)) ** 2, "check where the square goes in the derivative")])
+        check_gradients_numerically("Tanh", call("Tanh()", kernel.new, "Tanh"), x, G)
+
+    x = np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])
+    layer = call("Tanh()", kernel.new, "Tanh")
+    y = call("Tanh.forward(x) at x = +-1000", layer.forward, x)
+    check_close("Tanh.forward(x) at x = +-1000", y, np.tanh(x), rtol=0, atol=0)
+    grad = call("Tanh.backward(grad_output) at x = +-1000", layer.backward, np.full_like(x, 3.0))
+    check_close("Tanh.backward(grad_output) at x = +-1000", grad, [[0.0, 0.0, 3.0, 0.0, 0.0]], rtol=0, atol=1e-12)
+
+    # backward must use the input of the latest forward call
+    x1, x2, G = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    layer = call("Tanh()", kernel.new, "Tanh")
+    call("Tanh.forward(x1)", layer.forward, x1)
+    call("Tanh.forward(x2)", layer.forward, x2)
+    grad = call("Tanh.backward(grad_output)", layer.backward, G)
+    check_close("Tanh.backward after forward(x1), forward(x2)", grad, G * (1 - np.tanh(x2) ** 2),
+                hints=[(G * (1 - np.tanh(x1) ** 2), "it uses x1: backward must use the input of the latest forward call")])
+
+
+# --- 3. MLP, with stand-in layers ---------------------------------------------------------------
+
+def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
+    """An MLP built from stand-ins, and the arrays they return: {role: {method: array}}."""
+    shapes = {"linear1": ((n, d_hidden), (n, d_in)), "activation": ((n, d_hidden), (n, d_hidden)),
+              "linear2": ((n, d_out), (n, d_hidden))}
+    arrays = {role: {"forward": rng.normal(size=out), "backward": rng.normal(size=inp)}
+              for role, (out, inp) in shapes.items()}
+    sizes = {"linear1": (d_hidden, d_in), "linear2": (d_out, d_hidden)}
+    attributes = {role: {"weights": rng.normal(size=size), "biases": rng.normal(size=size[0])}
+                  for role, size in sizes.items()}  # what a Linear layer has, for code that looks
+    layers = {role: kernel.standin(role, attributes.get(role), forward=[a["forward"]], backward=[a["backward"]],
+                                   update_params=[None])
+              for role, a in arrays.items()}
+    linears = kernel.factory([layers["linear1"], layers["linear2"]])
+    activations = kernel.factory([layers["activation"]])
+    mlp = call(f"MLP({d_in}, {d_hidden}, {d_out})", kernel.new, "MLP", d_in, d_hidden, d_out,
+               substitutes={"Linear": linears, "Tanh": activations})
+    made = [arguments for _, arguments in linears.calls()]
+    if [tuple(int(a) for a in args[:2]) for args in made] != [(d_in, d_hidden), (d_hidden, d_out)]:
+        raise TestFailure(f"MLP({d_in}, {d_hidden}, {d_out}) made its Linear layers with sizes "
+                          f"{[tuple(int(a) for a in args[:2]) for args in made]}, expected "
+                          f"Linear({d_in}, {d_hidden}) then Linear({d_hidden}, {d_out})")
+    return mlp, layers, arrays
+
+
+def _received(layers, method):
+    """{role: [arrays passed to its ``method``]} from the stand-ins' logs."""
+    return {role: [args[0] for called, args in layer.calls() if called == method] for role, layer in layers.items()}
+
+
+def _check_backward_order(layers, where=""):
+    """The layers' backward ran once each, from the last layer to the first."""
+    calls = {role: sum(called == "backward" for called, _ in layers[role].calls()) for role in layers}
+    order = [role for role in ("linear2", "activation", "linear1") for _ in range(calls[role])]
+    if order == ["linear2", "activation", "linear1"]:
+        return
+    skipped = [f"{'the activation' if role == 'activation' else role} is skipped"
+               for role in ("linear2", "activation", "linear1") if not calls[role]]
+    raise TestFailure(f"MLP.backward called the layers' backward in the order {order}, expected linear2, "
+                      f"activation, linear1{where}" + "".join(f"; {text}" for text in skipped))
+
+
+def _check_updates(layers, learning_rate):
+    updated = sorted(role for role in ("linear1", "linear2") for called, args in layers[role].calls()
+                     if called == "update_params")
+    if updated != ["linear1", "linear2"]:
+        missing = [f"{role} was not updated" for role in ("linear1", "linear2") if role not in updated]
+        raise TestFailure(f"MLP.update_params updated {updated}, expected each of linear1 and linear2 once"
+                          + "".join(f"; {text}" for text in missing))
+    for role in ("linear1", "linear2"):
+        (args,) = [args for called, args in layers[role].calls() if called == "update_params"]
+        if not args or args[0] is None or not np.isclose(float(np.asarray(args[0]).ravel()[0]), learning_rate):
+            raise TestFailure(f"MLP.update_params({learning_rate}) did not pass the learning rate to {role}.update_params")
+
+
+@judged(CHECKS)
+def mlp_visible(kernel):
+    rng = np.random.default_rng(0)
+    mlp, layers, arrays = _mlp_of_standins(kernel, rng, 2, 1, 3, 1)
+    call("MLP.forward(x)", mlp.forward, np.ones((2, 1)))
+    G = np.array([[1.0], [-2.0]])
+    grad = call("MLP.backward(grad_output)", mlp.backward, G)
+    _check_backward_order(layers)
+    check_close("MLP.backward(grad_output): what linear1.backward returned", grad, arrays["linear1"]["backward"])
+    call("MLP.update_params(0.1)", mlp.update_params, 0.1)
+    _check_updates(layers, 0.1)
+
+
+@judged(CHECKS)
+def mlp_hidden(kernel):
+    rng = np.random.default_rng(5005)
+    for n, d_in, d_hidden, d_out in [(8, 3, 5, 2), (1, 2, 4, 1), (5, 4, 3, 6)]:
+        where = f" (MLP({d_in}, {d_hidden}, {d_out}), batch of {n})"
+        mlp, layers, arrays = _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out)
+        x, G = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
+        y = call("MLP.forward(x)", mlp.forward, x)
+        received = _received(layers, "forward")
+        check_close("MLP.forward: the input of linear1.forward" + where, (received["linear1"] or [None])[-1], x)
+        check_close("MLP.forward: the input of the activation's forward" + where, (received["activation"] or [None])[-1],
+                    arrays["linear1"]["forward"], hints=[(x, "the activation gets x: feed it linear1's output")])
+        check_close("MLP.forward: the input of linear2.forward" + where, (received["linear2"] or [None])[-1],
+                    arrays["activation"]["forward"], hints=[(arrays["linear1"]["forward"], "the activation is skipped")])
+        check_close("MLP.forward(x): what linear2.forward returned" + where, y, arrays["linear2"]["forward"])
+
+        grad = call("MLP.backward(grad_output)", mlp.backward, G)
+        _check_backward_order(layers, where)
+        received = _received(layers, "backward")
+        returned = {role: a["backward"] for role, a in arrays.items()}
+        check_close("MLP.backward: the gradient passed to linear2.backward" + where, received["linear2"][0], G)
+        check_close("MLP.backward: the gradient passed to the activation's backward" + where,
+                    received["activation"][0], returned["linear2"],
+                    hints=[(G, "each layer's backward must receive the gradient returned by the layer after it, "
+                               "not grad_output")])
+        check_close("MLP.backward: the gradient passed to linear1.backward" + where, received["linear1"][0],
+                    returned["activation"],
+                    hints=[(returned["linear2"], "the activation is skipped"),
+                           (G, "each layer's backward must receive the gradient returned by the layer after it, "
+                               "not grad_output")])
+        check_close("MLP.backward: returned dL/dx" + where, grad, returned["linear1"],
+                    hints=[(returned["activation"], "it returns the activation's gradient, not linear1's")])
+
+        call("MLP.update_params(0.1)", mlp.update_params, 0.1)
+        _check_updates(layers, 0.1)
+
+
+# --- 4. MSELoss ----------------------------------------------------------------------------------
+
+DIVIDES_BY_N = "it divides by N only: average over all N*q entries, as torch.nn.MSELoss does"
+
+
+def _numerical_loss_gradient(kernel, y, t, eps=1e-6):
+    """d MSELoss().forward(y, t) / dy by central differences (a new MSELoss each time), in one round trip."""
+    operations = []
+    for index in np.ndindex(y.shape):
+        for step in (eps, -eps):
+            z = y.copy()
+            z[index] += step
+            operations += [["new", "MSELoss", [], {}, {}], ["call", Earlier(len(operations)), "forward", [z, t], {}]]
+    values = [float(np.asarray(v)) for v in kernel.run(*operations)[1::2]]
+    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(y.shape) / (2 * eps)
+
+
+@judged(CHECKS)
+def mse_visible(kernel):
+    y = np.array([[1.0, 2.0, 3.0, 4.0]])
+    t = np.array([[1.0, 0.0, 3.0, 0.0]])
+    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    check_close("MSELoss.forward(y, t)", call("MSELoss.forward(y, t)", loss_fn.forward, y, t), 5.0, factors={"q": 4})
+    check_close("MSELoss.backward()", call("MSELoss.backward()", loss_fn.backward), [[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
+    rng = np.random.default_rng(0)
+    y, t = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    call("MSELoss.forward(y, t)", loss_fn.forward, y, t)
+    grad = call("MSELoss.backward()", loss_fn.backward)
+    numeric = call("MSELoss.forward(y, t)", _numerical_loss_gradient, kernel, y, t)
+    check_close("MSELoss.backward() vs finite differences", grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+@judged(CHECKS)
+def mse_hidden(kernel):
+    rng = np.random.default_rng(6006)
+    for n, q in [(7, 3), (1, 4), (5, 1)]:
+        y, t = rng.normal(size=(n, q)), rng.normal(size=(n, q))
+        loss_ref, (dy, _) = vjp("mse_loss", (y, t))
+        loss_fn, y_given, t_given = call("MSELoss()", kernel.new, "MSELoss"), kernel.array(y), kernel.array(t)
+        where = f" for y of shape {(n, q)}"
+        loss = call("MSELoss.forward(y, t)", loss_fn.forward, y_given, t_given)
+        check_close("MSELoss.forward(y, t)" + where, loss, loss_ref,
+                    hints=[(np.sum((y - t) ** 2) / n, DIVIDES_BY_N),
+                           (np.sum((y - t) ** 2), "it is the sum: the loss is a mean")])
+        check_unchanged("MSELoss.forward (y)", y, y_given)
+        check_unchanged("MSELoss.forward (t)", t, t_given)
+        grad = call("MSELoss.backward()", loss_fn.backward)
+        check_close("MSELoss.backward()" + where, grad, dy,
+                    hints=[(2 * (y - t) / n, DIVIDES_BY_N),
+                           ((y - t) / (n * q), "the factor 2 from the square is missing"),
+                           (2 * (t - y) / (n * q), "the sign is wrong: differentiate with respect to y")])
+        numeric = call("MSELoss.forward(y, t)", _numerical_loss_gradient, kernel, y, t)
+        check_close("MSELoss.backward() vs finite differences" + where, grad, numeric, rtol=1e-5, atol=1e-7)
+
+    # backward must use the arguments of the latest forward call
+    y1, y2, t = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    call("MSELoss.forward(y1, t)", loss_fn.forward, y1, t)
+    call("MSELoss.forward(y2, t)", loss_fn.forward, y2, t)
+    check_close("MSELoss.backward() after forward(y1, t), forward(y2, t)", call("MSELoss.backward()", loss_fn.backward),
+                2 * (y2 - t) / y2.size, hints=[(2 * (y1 - t) / y1.size, "it uses y1: backward must use the latest forward call")])
+
+
+# --- 5. Training ---------------------------------------------------------------------------------
+
+def training_data(num_samples=100):
+    """The notebook's generate_data(): noisy samples of 2 x^2 + 3 on [-1, 1], shape (num_samples, 1)."""
+    rng = np.random.default_rng(4)
+    x = np.linspace(-1, 1, num_samples)
+    y = 2 * x ** 2 + 3 + 0.2 * rng.normal(size=num_samples)
+    return x[:, None], y[:, None]
+
+
+EPOCHS, LEARNING_RATE, LOSS_BELOW = 150, 0.1, 0.15
+
+
+@judged(CHECKS)
+def training_check(kernel):
+    """The notebook's training loop, run here on the student's classes: the loss the judge computes
+    from the network's final predictions must be below 0.15, on the training data and on new points."""
+    x, y = training_data()
+    kernel.seed(0)
+    mlp = call("MLP(1, 10, 1)", kernel.new, "MLP", 1, 10, 1)
+    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    operations = []
+    for _ in range(EPOCHS):
+        start = len(operations)
+        operations += [["call", mlp, "forward", [x], {}],
+                       ["call", loss_fn, "forward", [Earlier(start), y], {}],
+                       ["call", loss_fn, "backward", [], {}],
+                       ["call", mlp, "backward", [Earlier(start + 2)], {}],
+                       ["call", mlp, "update_params", [LEARNING_RATE], {}]]
+    x_new = np.linspace(-0.95, 0.95, 39)[:, None]
+    operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}]]
+    *_, fitted, predicted = call("the training loop", kernel.run, *operations)
+    for name, value, expected in [("on the training data", fitted, y), ("on new points", predicted, 2 * x_new ** 2 + 3)]:
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != expected.shape or not np.all(np.isfinite(value)):
+            raise TestFailure(f"after training, MLP.forward returned shape {value.shape} or non-finite values {name}")
+        loss = float(np.mean((value - expected) ** 2))
+        if not loss < LOSS_BELOW:
+            raise TestFailure(f"the final loss {name} is {loss:.4f}, not below {LOSS_BELOW}: check the parts above")
