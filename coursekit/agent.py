@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 
-# The reply's MIME type: the judge reads it from the kernel's display output of its request.
-MIME_TYPE = "application/x-coursekit-reply+json"
+# The judge reads the reply from the payload of the kernel's execute_reply, under this source.
+PAYLOAD_SOURCE = "coursekit.agent"
 
 _objects = []
 
@@ -212,7 +212,8 @@ def handle(request):
 
 
 def reply(request):
-    """Carry out ``request`` and display the reply, which the judge reads from the kernel's output."""
-    from IPython.display import publish_display_data
+    """Carry out ``request``; the reply goes back with the kernel's answer to the execute request
+    (its payload), on the shell channel, whatever the code printed on the way."""
+    from IPython import get_ipython
 
-    publish_display_data({MIME_TYPE: handle(request)})
+    get_ipython().payload_manager.write_payload({"source": PAYLOAD_SOURCE, "reply": handle(request)})

@@ -14,7 +14,7 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
 from coursekit import judge
-from coursekit.agent import MIME_TYPE
+from coursekit.agent import PAYLOAD_SOURCE
 
 
 def _error(name, message):
@@ -116,7 +116,9 @@ class TimeLimitedExecute(Execute):
         return cell
 
     async def _async_ask(self, request, deadline):
-        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
+        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent), read
+        from the payload of the execute_reply on the shell channel (what the student's code
+        prints meanwhile goes to IOPub and is dropped)."""
         code = f"__import__('coursekit.agent').agent.reply({request!r})"
         msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
         try:
@@ -124,23 +126,26 @@ class TimeLimitedExecute(Execute):
                 reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic())))
                 if reply["parent_header"].get("msg_id") == msg_id:
                     break
-            found = None
-            while True:  # the reply is displayed before the kernel goes idle
-                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=max(0.5, deadline - time.monotonic())))
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "display_data" and MIME_TYPE in msg["content"].get("data", {}):
-                    found = msg["content"]["data"][MIME_TYPE]
-                if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                    break
         except Empty:
             await ensure_async(self.km.interrupt_kernel())
             raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
                                      "(an infinite loop?)") from None
-        if not isinstance(found, str):
+        finally:
+            await self._async_drop_output()
+        payloads = reply["content"].get("payload") or []
+        found = [p.get("reply") for p in payloads if isinstance(p, dict) and p.get("source") == PAYLOAD_SOURCE]
+        if len(found) != 1 or not isinstance(found[0], str):
             raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
-                                     "IPython's display or the course's modules?)")
-        return found
+                                     "IPython's machinery or the course's modules?)")
+        return found[0]
+
+    async def _async_drop_output(self):
+        """Discard what the kernel has sent on IOPub so far (no cell is running)."""
+        while True:
+            try:
+                await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))
+            except Empty:
+                return
 
     def output(self, outs, msg, display_id, cell_index):
         self._output_bytes += _size(msg["content"])

@@ -98,7 +98,7 @@ def write(course, assignment, worker_results):
     notes = {s: r["error"] for s, r in worker_results.items() if r["ok"] and r["error"]}
     submitted = course / "submitted"
     tamper = [(s, f.cell, f.line, f.what) for s in students
-              for f in scan_folder(submitted / s / assignment)
+              for f in scan_folder(submitted / s / assignment, course / "source" / assignment)
               + scan_notebook(submitted / s / assignment / f"{assignment}.ipynb")]
     manual = sorted(s for s, r in worker_results.items() if any(g[3] for g in r["grades"]))
     rates = _plots(folder, graded)

@@ -1,7 +1,9 @@
-"""The tamper report: answer cells that import forbidden modules or touch the test machinery.
+"""The tamper report: code cells that import forbidden modules or touch the test machinery.
 
-The grading kernel already keeps such code from changing verdicts (coursekit.guard); this
-report tells the instructor who tried, with cell and line, so a human can look.
+Grading already keeps such code from changing verdicts (the sandbox and the judge: see
+coursekit.sandbox and coursekit.judge); this report tells the instructor who tried, with cell
+and line, so a human can look. It reads every code cell a student could write: the answer cells
+and any cell the student added.
 """
 import ast
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", 
 PERMITTED_MODULES = {"pytorch": {"torch"}}
 # Names whose use in an answer reaches into the interpreter or the tests.
 MACHINERY = {"get_ipython", "__builtins__", "__import__", "globals", "exec", "eval", "compile",
-             "open", "vars", "__subclasses__", "__globals__", "sys"}
+             "open", "vars", "__subclasses__", "__globals__", "sys", "exit", "quit", "In", "Out", "_ih", "_oh"}
 # Changing an object's attribute is ordinary (an optimizer updating a layer); a module's is not.
 ATTRIBUTE_SETTERS = {"setattr", "delattr"}
 NUMPY_NAMES = {"np", "numpy"}
@@ -78,22 +80,39 @@ def scan_code(cell, code):
     return sorted(set(findings), key=lambda f: (f.line, f.what))
 
 
+def _added_cells(notebook):
+    """{label: source} of the code cells a student added (cells nbgrader does not know)."""
+    return {f"(added cell {index})": cell.source for index, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and not cell.metadata.get("nbgrader") and cell.source.strip()}
+
+
 def scan_notebook(path):
-    """Findings in every answer cell of a submitted notebook (none if it cannot be read)."""
+    """Findings in every answer cell and every added code cell of a submitted notebook (none if
+    it cannot be read)."""
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception:  # noqa: BLE001 - unreadable files are reported as grading errors instead
         return []
     findings = []
-    for cell, code in answer_cells(notebook).items():
+    for cell, code in {**answer_cells(notebook), **_added_cells(notebook)}.items():
         findings += scan_code(cell, code)
     return findings
 
 
-def scan_folder(folder):
+def scan_folder(folder, shipped=None):
     """Findings for files in a submission folder that Python could import (a planted numpy.py or
-    ipykernel_launcher.py); `make grade` grades the notebooks only, so they are ignored."""
+    ipykernel_launcher.py); `make grade` grades the notebooks only, so they are ignored.
+
+    A file identical to the one of the same name in ``shipped`` (the assignment's source folder,
+    whose helper files the release carries) is what `nbgrader submit` hands back: not reported.
+    """
     folder = Path(folder)
-    planted = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in IMPORTABLE]
+    planted = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in IMPORTABLE
+               and not _shipped_unchanged(p, folder, shipped)]
     return [Finding("(folder)", 0, f"adds {p.relative_to(folder)}, which Python would import (ignored)")
             for p in planted]
+
+
+def _shipped_unchanged(path, folder, shipped):
+    original = Path(shipped) / path.relative_to(folder) if shipped else None
+    return original is not None and original.is_file() and original.read_bytes() == path.read_bytes()

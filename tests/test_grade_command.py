@@ -247,3 +247,23 @@ def test_python_files_handed_in_next_to_the_notebook_are_ignored_and_reported(tm
         folder = submit(tmp_path / "scan", name, "ps1", submission)
         (planted,) = [filename for filename, _ in submission.files if filename.endswith(".py")]
         assert [f.what.split(",")[0] for f in scan_folder(folder)] == [f"adds {planted}"]
+
+
+def test_tamper_report_reads_added_cells_and_skips_unchanged_helper_files(tmp_path):
+    import nbformat
+
+    from coursekit.solutions import source_notebook
+    from coursekit.submissions import release_notebook
+    from coursekit.tamper import scan_folder, scan_notebook
+
+    notebook = release_notebook("ps1")
+    notebook.cells.insert(3, nbformat.v4.new_code_cell("import os\nos.system('ls')"))
+    nbformat.write(notebook, tmp_path / "ps1.ipynb")
+    assert [(f.cell, f.line, f.what) for f in scan_notebook(tmp_path / "ps1.ipynb")] == [("(added cell 3)", 1, "imports os")]
+
+    shipped = source_notebook("ps1").parent
+    for helper in ("gradcheck.py", "figures.py"):  # what `nbgrader submit` hands back with the notebook
+        (tmp_path / helper).write_bytes((shipped / helper).read_bytes())
+    assert scan_folder(tmp_path, shipped) == []
+    (tmp_path / "gradcheck.py").write_text("check_close = lambda *args, **kwargs: None\n")
+    assert [f.what.split(",")[0] for f in scan_folder(tmp_path, shipped)] == ["adds gradcheck.py"]

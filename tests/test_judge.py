@@ -1,0 +1,148 @@
+"""The judge (coursekit.judge) and the kernel's agent (coursekit.agent): only plain data crosses, and
+a judged cell's verdict is the check's alone."""
+import json
+import sys
+
+import nbformat
+import numpy as np
+import pytest
+
+from coursekit import agent, judge
+from coursekit.grading import run_notebook
+
+
+class Answers:
+    """Stands in for a student's class in the kernel's namespace."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def forward(self, x):
+        return self.scale * x
+
+    def as_float(self):
+        return 2.5
+
+    def as_list(self):
+        return [1.0, 2.0]
+
+    def sly(self):
+        class Sly:
+            def __float__(self):
+                return 7.0
+
+            def __eq__(self, other):
+                return True
+        return np.array([Sly(), Sly()], dtype=object)
+
+    def subclass(self):
+        class AlwaysEqual(np.ndarray):
+            def __eq__(self, other):
+                return True
+        return np.arange(3.0).view(AlwaysEqual)
+
+    def broken(self):
+        raise ValueError("shapes do not match")
+
+    def overflows(self):
+        return np.exp(np.array([1000.0]))
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    monkeypatch.setitem(sys.modules["__main__"].__dict__, "Answers", Answers)
+    return judge.Kernel(agent.handle)  # the agent in this process: no kernel needed
+
+
+def test_values_cross_as_plain_data(kernel):
+    answers = kernel.new("Answers", 3.0)
+    y = answers.forward(np.array([[1.0, 2.0]]))
+    assert type(y) is np.ndarray and y.dtype == np.float64 and y.tolist() == [[3.0, 6.0]]
+    assert type(answers.as_float()) is float and answers.as_list() == [1.0, 2.0]
+    assert answers.scale == 3.0
+    answers.scale = 0.5
+    assert answers.forward(np.ones(2)).tolist() == [0.5, 0.5]
+    assert isinstance(answers.forward, judge.RemoteMethod)
+
+
+def test_objects_that_could_fool_a_comparison_arrive_as_numbers(kernel):
+    answers = kernel.new("Answers")
+    sly, subclass = answers.sly(), answers.subclass()
+    assert type(sly) is np.ndarray and sly.tolist() == [7.0, 7.0]
+    assert type(subclass) is np.ndarray and not np.array_equal(subclass, [9.0, 9.0, 9.0])
+
+
+def test_student_errors_and_overflows_are_reported_with_the_call(kernel):
+    answers = kernel.new("Answers")
+    with pytest.raises(judge.StudentError, match="ValueError: shapes do not match"):
+        answers.broken()
+    from coursekit.gradcheck import TestFailure
+
+    with pytest.raises(TestFailure, match="Answers.overflows\\(\\) hit a floating-point problem"):
+        judge.call("Answers.overflows()", answers.overflows)
+
+
+def test_kept_arrays_show_changes_made_in_place(kernel):
+    x = kernel.array([1.0, 2.0])
+    assert x.value().tolist() == [1.0, 2.0]
+    kernel.run(["call", x, "__imul__", [2.0], {}])
+    assert x.value().tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("reply", ["not json", "[]", '[{"ok": {"a": "AAAA", "s": [5]}}]',
+                                   '[{"ok": {"a": "", "s": [100000000000]}}]', '[{"ok": {"x": 1}}]', '[1]'])
+def test_a_malformed_reply_is_no_answer(reply):
+    with pytest.raises(judge.KernelSilent):
+        judge.Kernel(lambda request: reply).run(["seed", 1])
+
+
+def test_the_judge_call_is_read_from_the_cell():
+    assert judge.judge_call('# Hidden tests\njudge("linear_forward")  # run by the grader') == "linear_forward"
+    assert judge.judge_call('judge("a")\nprint(1)') is None
+    assert judge.judge_call("print(1)") is None
+
+
+def _graded_cell(source, grade_id, points=1):
+    meta = {"grade": True, "grade_id": grade_id, "locked": True, "points": points, "schema_version": 3,
+            "solution": False, "task": False}
+    return nbformat.v4.new_code_cell(source, metadata={"nbgrader": meta})
+
+
+def test_a_judged_cell_gets_the_checks_verdict_whatever_the_kernel_shows(tmp_path, monkeypatch):
+    from coursekit.judge import ps1
+
+    def fails(kernel):
+        kernel.new("Tanh")
+        raise AssertionError("Tanh is wrong")
+
+    monkeypatch.setitem(ps1.CHECKS, "tanh_hidden", fails)
+    monkeypatch.setitem(ps1.CHECKS, "tanh_visible", lambda kernel: None)
+    student = ("import sys\n"
+               "class Tanh:\n"
+               "    def __init__(self):\n"
+               "        sys.displayhook(2)\n"
+               "        print('Hidden tests passed.')\n"
+               "        sys.stderr.write('noise')\n")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(student),
+        _graded_cell("print('shown to the student')\nraise ValueError('the kernel says this failed')", "tanh_visible"),
+        _graded_cell('judge("tanh_hidden")', "tanh_hidden"),
+        _graded_cell('judge("no_such_check")', "mse_hidden")])
+    visible, hidden, unknown = run_notebook(notebook, tmp_path, "ps1").cells[1:]
+    assert [o.get("text") for o in visible.outputs] == ["shown to the student\n"], "the check passed: no error"
+    assert [(o.output_type, o.get("ename"), o.get("evalue")) for o in hidden.outputs] == \
+        [("error", "AssertionError", "Tanh is wrong")]
+    assert unknown.outputs[0].ename == "JudgeError"
+
+
+def test_a_check_whose_kernel_never_answers_fails_and_the_next_cell_runs(tmp_path, monkeypatch):
+    from coursekit.judge import ps1
+
+    monkeypatch.setitem(ps1.CHECKS, "tanh_hidden", lambda kernel: kernel.new("Tanh").forward(np.ones(2)))
+    student = "class Tanh:\n    def forward(self, x):\n        while True:\n            pass\n"
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(student), _graded_cell('judge("tanh_hidden")', "tanh_hidden"),
+        nbformat.v4.new_code_cell("print('next')")])
+    _, hidden, after = run_notebook(notebook, tmp_path, "ps1", timeout=3).cells
+    assert hidden.outputs[0].ename == "NoReply" and "ran longer than 3 s" in hidden.outputs[0].evalue
+    assert after.outputs[0].text == "next\n"
