@@ -25,7 +25,7 @@ LIMITS = {
 }
 # What a kernel may inherit of the grader's environment.
 KEPT_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME", "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")
-KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "COURSEKIT_")
+KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "COURSEKIT_", "NBGRADER_")  # NBGRADER_EXECUTION: autograding skips the plots
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
@@ -51,9 +51,8 @@ def die_with_parent():
 
 
 def _populate_scratch(folder, uid):
-    for path in sorted((Path(folder) / "src").iterdir()):
-        shutil.copyfile(path, Path(SCRATCH) / path.name)
-    for path in [Path(SCRATCH), *Path(SCRATCH).iterdir()]:
+    shutil.copytree(Path(folder) / "src", SCRATCH, dirs_exist_ok=True)
+    for path in [Path(SCRATCH), *Path(SCRATCH).rglob("*")]:
         os.chown(path, uid, uid)
 
 

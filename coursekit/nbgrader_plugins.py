@@ -14,7 +14,6 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
 from coursekit import judge
-from coursekit.agent import PAYLOAD_SOURCE
 
 
 def _error(name, message):
@@ -107,40 +106,65 @@ class TimeLimitedExecute(Execute):
         if called is None:  # a visible test: it runs, and the student sees what it printed
             cell, resources = super().preprocess_cell(cell, resources, index)
             printed = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
-        started = time.monotonic()
-        deadline = started + self.timeout
-        outcome = judge.verdict(check, judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline)))
+        deadline = time.monotonic() + self.timeout
+        try:
+            run_sync(self._async_open_agent)(deadline)
+            outcome = judge.verdict(check, judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline)))
+        except judge.KernelSilent as silent:
+            outcome = ("NoReply", str(silent))
+        finally:
+            run_sync(self._async_close_agent)()
         cell.outputs = printed + ([] if outcome is None else [_error(*outcome)])
         if outcome is not None and outcome[0] == "NoReply":
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell
 
-    async def _async_ask(self, request, deadline):
-        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent), read
-        from the payload of the execute_reply on the shell channel (what the student's code
-        prints meanwhile goes to IOPub and is dropped)."""
-        code = f"__import__('coursekit.agent').agent.reply({request!r})"
-        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-        try:
-            while True:
-                reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic())))
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    break
-        except Empty:
-            await ensure_async(self.km.interrupt_kernel())
-            raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
-                                     "(an infinite loop?)") from None
-        finally:
-            await self._async_drop_output()
-        payloads = reply["content"].get("payload") or []
-        found = [p.get("reply") for p in payloads if isinstance(p, dict) and p.get("source") == PAYLOAD_SOURCE]
-        if len(found) != 1 or not isinstance(found[0], str):
-            raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
-                                     "IPython's machinery or the course's modules?)")
-        return found[0]
+    # The judge talks to coursekit.agent.serve(), run as one silent cell: each request is the
+    # answer to an input() whose prompt is the previous reply.
 
-    async def _async_drop_output(self):
-        """Discard what the kernel has sent on IOPub so far (no cell is running)."""
+    async def _async_open_agent(self, deadline):
+        self._agent = self.kc.execute("__import__('coursekit.agent').agent.serve()", silent=True,
+                                      store_history=False, allow_stdin=True)
+        await self._async_agent_prompt(deadline)
+
+    async def _async_ask(self, request, deadline):
+        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
+        self.kc.input(request)
+        return await self._async_agent_prompt(deadline)
+
+    async def _async_agent_prompt(self, deadline):
+        """The agent's next prompt (its reply), or KernelSilent if it stopped or is too late."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await ensure_async(self.km.interrupt_kernel())
+                raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
+                                         "(an infinite loop?)")
+            try:
+                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=min(remaining, 0.05)))
+            except Empty:
+                if await self._async_agent_ended(0):
+                    raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
+                                             "input(), IPython's machinery or the course's modules?)") from None
+                continue
+            if msg["parent_header"].get("msg_id") == self._agent and msg["msg_type"] == "input_request":
+                return msg["content"].get("prompt")
+
+    async def _async_agent_ended(self, timeout):
+        """Whether the kernel has answered the agent's cell (waiting up to ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic())))
+            except Empty:
+                return False
+            if reply["parent_header"].get("msg_id") == self._agent:
+                return True
+
+    async def _async_close_agent(self):
+        """End the agent's cell (give the kernel a moment if it was interrupted), drop its output."""
+        self.kc.input("")
+        await self._async_agent_ended(self.timeout_after_timeout)
         while True:
             try:
                 await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))

@@ -121,3 +121,23 @@ def test_release_leaks_no_solution_and_no_hidden_test(assignment):
         assert not leaked, f"{name} contains solution or hidden-test lines: {sorted(leaked)[:3]}"
     for cell in release.cells:
         assert cell.get("outputs", []) == []
+
+
+@each_assignment
+def test_a_judged_assignment_has_one_check_per_test_cell(assignment):
+    """Where an assignment's tests are judged (coursekit/judge/<assignment>.py), every test cell
+    has its check, every hidden region is the one call that hands its cell to the judge, and no
+    check is left without a cell."""
+    from coursekit import judge
+    from coursekit.solutions import marked_lines
+
+    checks = judge.checks(assignment)
+    if not checks:
+        pytest.skip(f"{assignment}'s tests still run in the kernel")
+    cells = [cell for cell in nbformat.read(source_notebook(assignment), as_version=4).cells
+             if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")]
+    assert {cell.metadata.nbgrader.grade_id for cell in cells} == set(checks)
+    for cell in cells:
+        hidden = marked_lines(cell.source, *HIDDEN_TESTS)
+        if hidden:
+            assert judge.judge_call("\n".join(hidden)) == cell.metadata.nbgrader.grade_id, cell.source

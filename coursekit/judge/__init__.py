@@ -137,7 +137,8 @@ def _decode(data, kernel):
                 raise KernelSilent("the kernel sent a malformed array")
             return np.frombuffer(raw, dtype=np.float64).reshape(shape).copy()
         if "r" in data:
-            return Remote(kernel, int(data["r"]), str(data.get("type", ""))[:100])
+            methods = [str(name)[:100] for name in data.get("methods", [])[:100]]
+            return Remote(kernel, int(data["r"]), str(data.get("type", ""))[:100], methods)
         if "t" in data:
             return str(data["t"])[:200]
         if "f" in data:
@@ -211,17 +212,20 @@ def _remote(value, what):
 
 
 class Remote:
-    """An object in the kernel. Reading an attribute fetches its value (a method stays a method);
-    setting one sends the value."""
+    """An object in the kernel. Reading an attribute fetches its value (a method of its class, or
+    any attribute that turns out to be one, stays a method to call); setting one sends the value."""
 
-    def __init__(self, kernel, ref, type_name):
+    def __init__(self, kernel, ref, type_name, methods=()):
         object.__setattr__(self, "_kernel", kernel)
         object.__setattr__(self, "_ref", ref)
         object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_methods", frozenset(methods))
 
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in object.__getattribute__(self, "_methods"):
+            return RemoteMethod(self, name)
         (value,) = object.__getattribute__(self, "_kernel").run(["get", self, name])
         if isinstance(value, Remote) and object.__getattribute__(value, "_type") in ("method", "function", "builtin_function_or_method"):
             return RemoteMethod(self, name)
