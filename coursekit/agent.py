@@ -13,7 +13,7 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 - ``["new", name, args, kwargs, substitutes]``: call the notebook's ``name`` (a class), with
   ``substitutes`` ({name: value}) bound in the notebook's namespace during the call;
 - ``["call", ref, method, args, kwargs]``, ``["get", ref, attribute]``, ``["set", ref, attribute, value]``;
-- ``["poke", ref, path, index, value]``: ``ref.<path>[index] = value`` in place, where ``path`` is a
+- ``["nudge", ref, path, index, step]``: ``ref.<path>[index] += step`` in place, where ``path`` is a
   list of ``["attr", name]`` and ``["item", key]`` steps (finite differences perturb parameters so);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
 - ``["standin", name, returns, attributes]``: a layer that records its calls, returns the judge's
@@ -177,11 +177,11 @@ def _run(operation, earlier):
     if kind == "set":
         setattr(rest[0], rest[1], rest[2])
         return None
-    if kind == "poke":
-        target, path, index, value = rest
-        for step, name in path:
-            target = getattr(target, name) if step == "attr" else target[name]
-        target[tuple(index)] = value
+    if kind == "nudge":
+        target, path, index, step = rest
+        for how, name in path:
+            target = getattr(target, name) if how == "attr" else target[name]
+        target[tuple(index)] += step
         return None
     if kind == "array":
         return Kept(np.array(rest[0], dtype=np.float64))

@@ -265,8 +265,9 @@ def forward_values(layer, inputs, method="forward"):
     return kernel.run(*[["call", layer, method, [x], {}] for x in inputs])
 
 
-def numerical_input_gradient(layer, x, grad_output, eps=1e-6):
-    """dL/dx by central differences of L = sum(layer.forward(x) * grad_output)."""
+def numerical_input_gradients(layer, x, grad_outputs, eps=1e-6):
+    """dL/dx by central differences of L = sum(layer.forward(x) * G), for each G in
+    ``grad_outputs`` (the same forward calls serve them all: one round trip)."""
     x = np.asarray(x, dtype=np.float64)
     inputs = []
     for index in np.ndindex(x.shape):
@@ -274,29 +275,27 @@ def numerical_input_gradient(layer, x, grad_output, eps=1e-6):
             moved = x.copy()
             moved[index] += step
             inputs.append(moved)
-    values = [float(np.sum(np.asarray(y) * grad_output)) for y in forward_values(layer, inputs)]
-    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(x.shape) / (2 * eps)
+    outputs = [np.asarray(y) for y in forward_values(layer, inputs)]
+    return [_differences([float(np.sum(y * G)) for y in outputs], x.shape, eps) for G in grad_outputs]
 
 
-def numerical_parameter_gradient(layer, path, x, grad_output, eps=1e-6):
-    """dL/dp by central differences for the parameter ``layer.<path>`` (perturbed in place, as a
-    layer that holds on to its arrays expects), L = sum(layer.forward(x) * grad_output).
+def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
+    """dL/dp by central differences for the parameter ``layer.<path>`` of ``shape`` (nudged in
+    place, as a layer that holds on to its arrays expects), L = sum(layer.forward(x) * grad_output).
 
-    ``path`` is an attribute name, or a list of steps (see coursekit.agent's "poke").
+    ``path`` is an attribute name, or a list of steps (see coursekit.agent's "nudge").
     """
     kernel = object.__getattribute__(layer, "_kernel")
     steps = [["attr", path]] if isinstance(path, str) else path
-    (current,) = kernel.run(["get", layer, steps[0][1]])
-    for step, name in steps[1:]:
-        current = current[name]
-    current = np.asarray(current, dtype=np.float64)
     operations = []
-    for index in np.ndindex(current.shape):
-        for step in (eps, -eps):
-            operations += [["poke", layer, steps, list(index), float(current[index] + step)],
-                           ["call", layer, "forward", [x], {}]]
-        operations.append(["poke", layer, steps, list(index), float(current[index])])
-    results = kernel.run(*operations)
-    outputs = [value for value, op in zip(results, operations) if op[0] == "call"]
-    values = [float(np.sum(np.asarray(y) * grad_output)) for y in outputs]
-    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(current.shape) / (2 * eps)
+    for index in np.ndindex(shape):
+        operations += [["nudge", layer, steps, list(index), eps], ["call", layer, "forward", [x], {}],
+                       ["nudge", layer, steps, list(index), -2 * eps], ["call", layer, "forward", [x], {}],
+                       ["nudge", layer, steps, list(index), eps]]
+    outputs = [value for value, op in zip(kernel.run(*operations), operations) if op[0] == "call"]
+    return _differences([float(np.sum(np.asarray(y) * grad_output)) for y in outputs], shape, eps)
+
+
+def _differences(values, shape, eps):
+    """Central differences from losses at +eps and -eps, alternating, one pair per index."""
+    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(shape) / (2 * eps)

@@ -8,7 +8,7 @@ no MLP points.
 import numpy as np
 
 from coursekit.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, call, judged, numerical_input_gradient, numerical_parameter_gradient)
+from coursekit.judge import Earlier, call, judged, numerical_input_gradients, numerical_parameter_gradient
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
@@ -28,12 +28,13 @@ def check_gradients_numerically(name, layer, x, grad_output, params=(), rtol=1e-
     call(f"{name}.forward(x)", layer.forward, x)
     grad_input = call(f"{name}.backward(grad_output)", layer.backward, grad_output)
     grads = {grad: getattr(layer, grad) for _, grad in params}
-    no_upstream = call(f"{name}.forward(x)", numerical_input_gradient, layer, x, np.ones_like(grad_output))
-    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input,
-                call(f"{name}.forward(x)", numerical_input_gradient, layer, x, grad_output), rtol=rtol, atol=atol,
+    numeric, no_upstream = call(f"{name}.forward(x)", numerical_input_gradients, layer, x,
+                                [grad_output, np.ones_like(grad_output)])
+    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
                 hints=[(no_upstream, MISSING_UPSTREAM)])
     for param, grad in params:
-        numeric = call(f"{name}.forward(x)", numerical_parameter_gradient, layer, param, x, grad_output)
+        shape = np.shape(getattr(layer, param))
+        numeric = call(f"{name}.forward(x)", numerical_parameter_gradient, layer, param, x, grad_output, shape)
         check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
 
 
