@@ -159,11 +159,14 @@ _fonts = []
 
 
 def _font_list():
-    """matplotlib's cached font list (fontlist-*.json) of this process's user, or None."""
+    """matplotlib's cached font list (fontlist-*.json) of this process's user (built here once if
+    there is none yet), or None."""
     if not _fonts:
         try:
             import matplotlib
 
+            if not list(Path(matplotlib.get_cachedir()).glob("fontlist-*.json")):
+                import matplotlib.font_manager  # noqa: F401 - builds and saves the list
             _fonts.append(max(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"), default=None))
         except Exception:  # noqa: BLE001 - no matplotlib, or no cache: kernels build their own
             _fonts.append(None)

@@ -9,11 +9,13 @@ from coursekit.sandbox import SandboxedKernelManager
 from coursekit.warm_kernels import ForkedKernelManager
 
 STARTED = []  # the process id that stops each kernel started by run()
+ANCESTORS = {}  # that process id -> the ids of its ancestors
 
 
 class Recorded(ForkedKernelManager):
     async def _async_post_start_kernel(self, **kw):
         STARTED.append(self.provisioner.pid)
+        ANCESTORS[self.provisioner.pid] = [parent.pid for parent in psutil.Process(self.provisioner.pid).parents()]
         return await super()._async_post_start_kernel(**kw)
 
 
@@ -30,11 +32,6 @@ def text(outputs):
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
-def _forked_by(zygote, pid):
-    """Whether the kernel stopped through ``pid`` is a descendant of ``zygote``'s process."""
-    return zygote.process.pid in [parent.pid for parent in psutil.Process(pid).parents()]
-
-
 def test_forked_kernel_has_its_notebooks_files_and_environment(tmp_path, monkeypatch):
     (tmp_path / "helper.py").write_text("VALUE = 42\n")
     monkeypatch.setenv("COURSEKIT_PROBE", "set by the grader")
@@ -47,17 +44,8 @@ def test_forked_kernel_has_its_notebooks_files_and_environment(tmp_path, monkeyp
 
 def test_forked_kernels_are_forked_not_launched(tmp_path):
     run(tmp_path, "import time; time.sleep(0.5)", "print(1)")
+    assert warm_kernels.zygote().process.pid in ANCESTORS[STARTED[-1]], "the kernel was launched"
     assert not psutil.pid_exists(STARTED[-1]), "the kernel outlived its notebook"
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(30)")])
-
-    class Probe(Recorded):
-        async def _async_post_start_kernel(self, **kw):
-            await super()._async_post_start_kernel(**kw)
-            assert _forked_by(warm_kernels.zygote(), self.provisioner.pid), "the kernel was launched"
-            raise RuntimeError("probed")
-
-    with pytest.raises(RuntimeError, match="probed"):
-        TimeLimitedExecute(kernel_manager_class=Probe, kernel_starts=1).preprocess(notebook, {"metadata": {"path": str(tmp_path)}})
 
 
 def test_timeout_interrupts_a_forked_kernel_and_the_next_cell_runs(tmp_path):
@@ -85,9 +73,9 @@ def test_student_code_cannot_reach_the_next_kernel(tmp_path):
     assert text(outputs).startswith("3.14159")
 
 
-def _kernel_is_forked_by_the_shared_zygote(folder):
+def _ancestors_of_a_kernel(folder):
     run(folder, "print(1)")
-    return STARTED[-1]
+    return ANCESTORS[STARTED[-1]]
 
 
 def test_processes_forked_after_the_zygote_share_it(tmp_path):
@@ -95,17 +83,10 @@ def test_processes_forked_after_the_zygote_share_it(tmp_path):
     import multiprocessing
 
     shared = warm_kernels.zygote()
-    before = {child.pid for child in psutil.Process(shared.process.pid).children(recursive=True)}
-
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_kernel_is_forked_by_the_shared_zygote, tmp_path) for _ in range(4)]
-        pids = [future.result() for future in futures]
-    assert len(set(pids)) == 4
+        ancestors = list(pool.map(_ancestors_of_a_kernel, [tmp_path] * 4))
+    assert all(shared.process.pid in chain for chain in ancestors), "a worker started a zygote of its own"
     assert warm_kernels.zygote() is shared and shared.process.poll() is None
-    assert not before & set(pids)
-    # each worker would have started a zygote of its own (a bwrap child of the worker) otherwise
-    assert [p for p in psutil.Process().children(recursive=True) if p.name() == "bwrap"] == \
-        [psutil.Process(shared.process.pid)]
 
 
 def test_a_killed_zygote_is_replaced(tmp_path):
