@@ -32,6 +32,8 @@ import warnings
 
 import numpy as np
 
+from coursekit.gradcheck import substitute
+
 
 _objects = []
 
@@ -158,17 +160,8 @@ def _run(operation, earlier):
     if kind == "new":
         name, args, kwargs, substitutes = rest
         namespace = _namespace()
-        missing = object()
-        saved = {key: namespace.get(key, missing) for key in substitutes}
-        namespace.update(substitutes)
-        try:
+        with substitute(namespace, **substitutes):
             return namespace[name](*args, **kwargs)
-        finally:
-            for key, value in saved.items():
-                if value is missing:
-                    namespace.pop(key, None)
-                else:
-                    namespace[key] = value
     if kind == "call":
         target, method, args, kwargs = rest
         return getattr(target, method)(*args, **kwargs)
