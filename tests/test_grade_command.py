@@ -267,3 +267,23 @@ def test_tamper_report_reads_added_cells_and_skips_unchanged_helper_files(tmp_pa
     assert scan_folder(tmp_path, shipped) == []
     (tmp_path / "gradcheck.py").write_text("check_close = lambda *args, **kwargs: None\n")
     assert [f.what.split(",")[0] for f in scan_folder(tmp_path, shipped)] == ["adds gradcheck.py"]
+
+
+def test_the_notebook_clock_starts_with_the_first_cell_not_the_kernel(tmp_path):
+    """A kernel slow to start (a loaded machine) must not use up an honest notebook's time."""
+    import asyncio
+
+    import nbformat
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit.nbgrader_plugins import TimeLimitedExecute
+
+    class SlowToStart(AsyncKernelManager):
+        async def _async_post_start_kernel(self, **kw):
+            await asyncio.sleep(2)
+            return await super()._async_post_start_kernel(**kw)
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    execute = TimeLimitedExecute(kernel_manager_class=SlowToStart, notebook_timeout=1.5)
+    executed, _ = execute.preprocess(notebook, {"metadata": {"path": str(tmp_path)}})
+    assert executed.cells[0].outputs[0].text == "42\n"
