@@ -1,10 +1,10 @@
 """The grading kernel's side of the judge: runs the student's code on the judge's inputs.
 
-The judge (coursekit.judge, in the grader's process) sends requests as JSON; this module, in the
-kernel, carries them out on the notebook's namespace and sends back only plain data: numbers as
-float64 arrays (raw bytes), None, booleans, short strings, and references to objects that stay
-in the kernel. It knows no expected value and decides nothing: student code may replace it, and
-then only answers for itself.
+The judge (coursekit.judge, in the grader's process) runs ``serve()`` as a silent cell and sends
+requests as JSON; this module, in the kernel, carries them out on the notebook's namespace and
+sends back only plain data: arrays as float64 bytes, floats, ints, booleans, None, short strings,
+and references to objects that stay in the kernel. It knows no expected value and decides
+nothing: student code may replace it, and then only answers for itself.
 
 A request is a list of operations, each a list; the reply lists one result per operation and
 stops at the first that raises. An argument ``{"p": k}`` is the result of the request's
@@ -33,7 +33,6 @@ import warnings
 import numpy as np
 
 from coursekit.gradcheck import substitute
-
 
 _objects = []
 
