@@ -85,8 +85,6 @@ def _functions(torch):
         "relu": torch.relu,
         "mse_loss": functional.mse_loss,
         "cross_entropy": functional.cross_entropy,  # logits and class-probability targets
-        "linear_tanh_linear": lambda x, W1, b1, W2, b2: functional.linear(
-            torch.tanh(functional.linear(x, W1, b1)), W2, b2),
         "relu_mlp": relu_mlp,
         "sgd": sgd,
         "softmax": lambda Z: torch.softmax(Z, dim=1),
