@@ -21,6 +21,7 @@ under bubblewrap (coursekit.warm_kernels); each fork enters namespaces of its ow
 The grader must run as root (it gives each kernel its own uid); Debian's ``bubblewrap`` package
 provides ``bwrap`` (``make`` installs it).
 """
+import functools
 import os
 import secrets
 import shutil
@@ -155,22 +156,18 @@ class KernelFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-_fonts = []
-
-
+@functools.cache
 def _font_list():
     """matplotlib's cached font list (fontlist-*.json) of this process's user (built here once if
     there is none yet), or None."""
-    if not _fonts:
-        try:
-            import matplotlib
+    try:
+        import matplotlib
 
-            if not list(Path(matplotlib.get_cachedir()).glob("fontlist-*.json")):
-                import matplotlib.font_manager  # noqa: F401 - builds and saves the list
-            _fonts.append(max(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"), default=None))
-        except Exception:  # noqa: BLE001 - no matplotlib, or no cache: kernels build their own
-            _fonts.append(None)
-    return _fonts[0]
+        if not list(Path(matplotlib.get_cachedir()).glob("fontlist-*.json")):
+            import matplotlib.font_manager  # noqa: F401 - builds and saves the list
+        return max(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"), default=None)
+    except Exception:  # noqa: BLE001 - no matplotlib, or no cache: kernels build their own
+        return None
 
 
 class SandboxProvisioner(LocalProvisioner):

@@ -244,9 +244,6 @@ class Remote:
         (log,) = object.__getattribute__(self, "_kernel").run(["log", self])
         return [(method, arguments) for method, arguments in log]
 
-    def type_name(self):
-        return object.__getattribute__(self, "_type")
-
 
 class RemoteMethod:
     def __init__(self, owner, name):
