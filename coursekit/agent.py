@@ -35,6 +35,8 @@ import numpy as np
 from coursekit.gradcheck import substitute
 
 _objects = []
+# The grader drops a message over 16 MB (coursekit.sandbox.MAX_MESSAGE_BYTES) with its connection.
+MAX_REPLY_BYTES = 8 * 2 ** 20
 
 
 def _namespace():
@@ -195,17 +197,22 @@ def handle(request):
     NumPy's overflow and invalid-value warnings are errors here: a warning would go unseen, an
     error is reported with the call that caused it.
     """
-    results, values = [], []
+    results, values, size = [], [], 0
     for operation in json.loads(request):
         try:
             with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
                 warnings.simplefilter("error")
                 values.append(_run(operation, values))
-                results.append({"ok": encode(values[-1])})
+                result = json.dumps({"ok": encode(values[-1])})
+            size += len(result)
+            if size > MAX_REPLY_BYTES:
+                raise ValueError(f"the results add up to more than {MAX_REPLY_BYTES // 2 ** 20} MB: "
+                                 "does the code return arrays of the wrong shape?")
+            results.append(result)
         except BaseException as error:  # noqa: BLE001 - the student's error is the judge's to report
-            results.append({"error": [type(error).__name__, str(error)[:500]]})
+            results.append(json.dumps({"error": [type(error).__name__, str(error)[:500]]}))
             break
-    return json.dumps(results)
+    return "[" + ", ".join(results) + "]"
 
 
 def serve():

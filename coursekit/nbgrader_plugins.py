@@ -4,6 +4,7 @@ from queue import Empty
 
 import jinja2
 import jsonschema
+import zmq
 from nbconvert.exporters import HTMLExporter
 from jupyter_core.utils import ensure_async, run_sync
 from nbformat.v4 import new_output
@@ -14,6 +15,7 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
 from coursekit import judge
+from coursekit.sandbox import MAX_MESSAGE_BYTES
 
 
 def _error(name, message):
@@ -55,6 +57,7 @@ class TimeLimitedExecute(Execute):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
+        self._agent_lost = False
         self._cell_timeout = self.timeout
         for attempt in range(1, self.kernel_starts + 1):
             self._started, self._reached_cells = None, False
@@ -123,13 +126,20 @@ class TimeLimitedExecute(Execute):
     # answer to an input() whose prompt is the previous reply.
 
     async def _async_open_agent(self, deadline):
+        if self._agent_lost:
+            raise judge.KernelSilent("the kernel stopped answering the judge in an earlier cell")
         self._agent = self.kc.execute("__import__('coursekit.agent').agent.serve()", silent=True,
                                       store_history=False, allow_stdin=True)
         await self._async_agent_prompt(deadline)
 
     async def _async_ask(self, request, deadline):
         """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
-        self.kc.input(request)
+        try:
+            self.kc.input(request)
+        except zmq.ZMQError:  # its connection was dropped (a reply over the size limit?)
+            self._agent_lost = True
+            raise judge.KernelSilent("the kernel stopped reading the judge's requests (did a reply exceed "
+                                     f"{MAX_MESSAGE_BYTES // 2 ** 20} MB?)") from None
         return await self._async_agent_prompt(deadline)
 
     async def _async_agent_prompt(self, deadline):
@@ -163,8 +173,12 @@ class TimeLimitedExecute(Execute):
 
     async def _async_close_agent(self):
         """End the agent's cell (give the kernel a moment if it was interrupted), drop its output."""
-        self.kc.input("")
-        await self._async_agent_ended(self.timeout_after_timeout)
+        try:
+            self.kc.input("")
+        except zmq.ZMQError:
+            self._agent_lost = True
+        if not await self._async_agent_ended(self.timeout_after_timeout):
+            self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
         while True:
             try:
                 await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))

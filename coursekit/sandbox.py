@@ -45,6 +45,8 @@ KERNELS_BASE = os.environ.get("COURSEKIT_KERNELS_BASE", "/tmp")
 UIDS = (1_500_000_000, 1_600_000_000)
 # A message from the kernel larger than this drops its connection instead of filling the grader's memory.
 MAX_MESSAGE_BYTES = 16 * 2 ** 20
+# A message to a kernel that stopped reading fails after this long instead of blocking the grader.
+SEND_TIMEOUT_MS = 2000
 
 
 def bwrap():
@@ -183,10 +185,12 @@ class SandboxProvisioner(LocalProvisioner):
 
 def _limited_context(owner):
     """A ZeroMQ context whose sockets drop a message from the kernel larger than MAX_MESSAGE_BYTES
-    (and its connection) instead of filling the grader's memory."""
+    (and its connection) instead of filling the grader's memory, and give up sending after
+    SEND_TIMEOUT_MS (zmq.Again) instead of waiting forever for a connection that is gone."""
     owner._created_context = True  # destroyed with its owner
     context = zmq.asyncio.Context()
     context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    context.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     return context
 
 

@@ -142,7 +142,11 @@ def test_no_hidden_test_or_unwritten_solution_reaches_a_feedback_page(batch):
             assert not leaked, f"{name}'s feedback shows {leaked[:2]}"
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+# Plain NumPy that games the finite differences: the judge's verdict catches it, no scan of the code can.
+NOT_IN_TAMPER_REPORT = {"bends_forward_after_seeing_the_gradient"}
+
+
+@pytest.mark.parametrize("name", sorted(set(ATTACKS) - NOT_IN_TAMPER_REPORT))
 def test_the_tamper_report_names_each_attack(name):
     from coursekit.tamper import scan_code
 

@@ -90,10 +90,26 @@ def test_kept_arrays_show_changes_made_in_place(kernel):
 
 
 @pytest.mark.parametrize("reply", ["not json", "[]", '[{"ok": {"a": "AAAA", "s": [5]}}]',
-                                   '[{"ok": {"a": "", "s": [100000000000]}}]', '[{"ok": {"x": 1}}]', '[1]'])
+                                   '[{"ok": {"a": "", "s": [100000000000]}}]', '[{"ok": {"x": 1}}]', '[1]',
+                                   '[{"ok": {"a": "", "s": [4294967296, 4294967296]}}]', '"a string"',
+                                   '[{"error": 5}]', '[{"ok": {"s": [1]}}]', '[{"ok": {"r": "x"}}]',
+                                   '[{"ok": ' + "[" * 100000 + "]" * 100000 + '}]',
+                                   '[{"ok": ' + "[" * 900 + "]" * 900 + '}]'])
 def test_a_malformed_reply_is_no_answer(reply):
     with pytest.raises(judge.KernelSilent):
         judge.Kernel(lambda request: reply).run(["seed", 1])
+
+
+def test_the_agent_refuses_a_reply_larger_than_the_grader_reads(kernel):
+    from coursekit.sandbox import MAX_MESSAGE_BYTES
+
+    answers = kernel.new("Answers")
+    assert 2 * agent.MAX_REPLY_BYTES <= MAX_MESSAGE_BYTES  # base64 and JSON fit under the grader's cap
+    big = np.zeros(agent.MAX_REPLY_BYTES // 8 + 1)
+    with pytest.raises(judge.StudentError, match="more than 8 MB"):
+        kernel.run(["call", answers, "forward", [big], {}])
+    with pytest.raises(judge.StudentError, match="more than 8 MB"):  # many results add up too
+        kernel.run(*[["call", answers, "forward", [big[: len(big) // 4]], {}]] * 5)
 
 
 def test_the_judge_call_is_read_from_the_cell():

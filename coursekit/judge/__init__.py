@@ -15,13 +15,13 @@ kernel as usual (the student sees its output), and the check decides its score.
 import base64
 import importlib
 import json
+import math
 import re
 
 import numpy as np
 
 from coursekit.gradcheck import TestFailure
 
-MAX_ARRAY_VALUES = 2 ** 22  # 32 MB of float64: more than any test asks for
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 
 
@@ -131,9 +131,9 @@ def _decode(data, kernel):
         return [_decode(item, kernel) for item in data]
     if isinstance(data, dict):
         if "a" in data:
-            shape = tuple(int(n) for n in data["s"])
+            shape = tuple(int(n) for n in data["s"][:32])
             raw = base64.b64decode(data["a"], validate=True)
-            if any(n < 0 for n in shape) or int(np.prod(shape)) > MAX_ARRAY_VALUES or len(raw) != 8 * int(np.prod(shape)):
+            if any(n < 0 for n in shape) or len(raw) != 8 * math.prod(shape):  # (a reply has at most 16 MB)
                 raise KernelSilent("the kernel sent a malformed array")
             return np.frombuffer(raw, dtype=np.float64).reshape(shape).copy()
         if "r" in data:
@@ -160,22 +160,29 @@ class Kernel:
     def run(self, *operations):
         """Carry out operations in one round trip; their results, or StudentError for the first that raised."""
         request = [[op[0], *(_encode(item) for item in op[1:])] for op in operations]
+        reply = self._send(json.dumps(request))
         try:
-            results = json.loads(self._send(json.dumps(request)))
-        except (TypeError, ValueError):
+            values = self._read(reply, len(operations))
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError):
             raise KernelSilent("the kernel sent a reply the judge cannot read") from None
-        if not isinstance(results, list) or not results or len(results) > len(operations):
-            raise KernelSilent("the kernel sent a reply the judge cannot read")
+        if len(values) != len(operations):
+            raise KernelSilent("the kernel sent too few results")
+        return values
+
+    def _read(self, reply, expected):
+        """The values of a reply, or StudentError; anything malformed raises an error of the
+        kinds that ``run`` turns into KernelSilent."""
+        results = json.loads(reply)
+        if not isinstance(results, list) or not results or len(results) > expected:
+            raise ValueError("not a list of results")
         values = []
         for result in results:
             if not isinstance(result, dict):
-                raise KernelSilent("the kernel sent a reply the judge cannot read")
+                raise ValueError("not a result")
             if "error" in result:
                 name, message = (str(part) for part in result["error"][:2])
                 raise StudentError(name[:100], message[:500])
             values.append(_decode(result.get("ok"), self))
-        if len(values) != len(operations):
-            raise KernelSilent("the kernel sent too few results")
         return values
 
     def new(self, name, *args, substitutes=None, **kwargs):
