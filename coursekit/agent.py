@@ -16,25 +16,32 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 - ``["nudge", ref, path, index, step]``: ``ref.<path>[index] += step`` in place, where ``path`` is a
   list of ``["attr", name]`` and ``["item", key]`` steps (finite differences perturb parameters so);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
-- ``["standin", name, returns, attributes]``: a layer that records its calls, returns the judge's
-  arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear layer does);
+- ``["standin", name, returns, attributes, arguments]``: a layer that records its calls, returns
+  the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
+  layer does); ``arguments`` (optional) is how many arguments each method takes;
 - ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
-- ``["log", ref]``: the calls a stand-in recorded; ``["seed", n]``: ``np.random.seed(n)``.
+- ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
+  numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
+- ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
+  array's elements runs thousands, NumPy on the whole array a few): the one measurement that
+  only the kernel can make.
 
 Values are encoded as JSON: ``{"a": base64, "s": shape}`` is a float64 array, ``{"f": x}`` a
 float, ``{"i": n}`` an int, ``{"t": text}`` a string, ``{"d": {key: value}}`` a dict with string
 keys, ``{"r": n}`` a reference; lists, booleans and null as themselves.
 """
 import base64
+import itertools
 import json
 import sys
 import warnings
 
 import numpy as np
 
-from coursekit.gradcheck import substitute
+from coursekit.gradcheck import python_steps, substitute
 
-_objects = []
+_objects, _numbers = [], {}
+_order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
 # The grader drops a message over 16 MB (coursekit.sandbox.MAX_MESSAGE_BYTES) with its connection.
 MAX_REPLY_BYTES = 8 * 2 ** 20
 
@@ -51,15 +58,18 @@ class Kept:
 
 
 def _reference(value):
-    """``value`` kept here; the judge gets its number, its type's name and its public methods
-    (so that calling one takes one round trip, not two)."""
-    _objects.append(value)
+    """``value`` kept here; the judge gets its number (the same number each time it meets the
+    same object), its type's name and its public methods (so that calling one takes one round
+    trip, not two)."""
+    if id(value) not in _numbers:  # (the object stays in _objects: its id is not reused)
+        _objects.append(value)
+        _numbers[id(value)] = len(_objects) - 1
     if isinstance(value, StandIn):
         methods = list(value.returns)
     else:
         methods = [name for name in dir(type(value)) if not name.startswith("_")
                    and callable(getattr(type(value), name, None))][:100]
-    return {"r": len(_objects) - 1, "type": type(value).__name__, "methods": methods}
+    return {"r": _numbers[id(value)], "type": type(value).__name__, "methods": methods}
 
 
 def encode(value):
@@ -119,7 +129,8 @@ class Factory:
         self.made, self.calls = list(made), []
 
     def __call__(self, *args, **kwargs):
-        self.calls.append(["new", [a for a in args if isinstance(a, (int, float))]])
+        given = list(args) + list(kwargs.values())
+        self.calls.append(["new", [a for a in given if isinstance(a, (int, float))], next(_order)])
         if not self.made:
             raise RuntimeError("the judge expected fewer objects of this class to be made")
         return self.made.pop(0)
@@ -129,19 +140,26 @@ class StandIn:
     """A layer the judge controls: records each call's arguments and returns the judge's arrays.
 
     ``returns`` maps a method name to the list of values its successive calls return;
-    ``attributes`` are set on it.
+    ``attributes`` are set on it; ``arguments`` ({method: n}) says how many arguments a method
+    takes, where the layer it stands for is strict (an activation's backward takes none).
     """
 
-    def __init__(self, name, returns, attributes):
+    def __init__(self, name, returns, attributes, arguments=None):
         self.__dict__.update(attributes)
         self.name, self.returns, self.calls = name, {key: list(values) for key, values in returns.items()}, []
+        self.arguments = arguments or {}
 
     def __getattr__(self, method):
         if method.startswith("__") or method not in self.__dict__.get("returns", {}):
             raise AttributeError(method)
 
         def record(*args, **kwargs):
-            self.calls.append([method, [np.array(a, dtype=np.float64) if _numeric(a) else None for a in args]])
+            expected = self.arguments.get(method)
+            if expected is not None and len(args) + len(kwargs) != expected:
+                raise TypeError(f"{method}() takes {expected} argument{'s' * (expected != 1)} "
+                                f"but {len(args) + len(kwargs)} were given")
+            self.calls.append([method, [np.array(a, dtype=np.float64) if _numeric(a) else None for a in args],
+                               next(_order)])
             queue = self.returns[method]
             return queue.pop(0) if len(queue) > 1 else queue[0]
         return record
@@ -188,6 +206,9 @@ def _run(operation, earlier):
     if kind == "seed":
         np.random.seed(rest[0])
         return None
+    if kind == "steps":
+        target, method, args, kwargs = rest
+        return python_steps(getattr(target, method), *args, **kwargs)[1]
     raise ValueError(f"unknown operation {kind!r}")
 
 

@@ -81,9 +81,9 @@ class TimeLimitedExecute(Execute):
                                    f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
             return cell, resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id") if utils.is_grade(cell) else None
-        called = judge.judge_call(cell.source)
+        visible, called = judge.split_call(cell.source)
         if called is not None or grade_id in self._checks:
-            return self._judge_cell(cell, resources, index, grade_id, called), resources
+            return self._judge_cell(cell, resources, index, grade_id, called, visible), resources
         cell, resources = super().preprocess_cell(cell, resources, index)
         timed_out = [o for o in cell.outputs if o.output_type == "error" and o.ename == "CellTimeoutError"]
         for output in timed_out:
@@ -98,16 +98,20 @@ class TimeLimitedExecute(Execute):
             km.sealed = True  # no reference module in the kernel's view
         return km
 
-    def _judge_cell(self, cell, resources, index, grade_id, called):
-        """Judge a test cell: its outputs become what it printed (a visible test) and the verdict."""
+    def _judge_cell(self, cell, resources, index, grade_id, called, visible):
+        """Judge a test cell: its outputs become what its visible tests printed and the verdict."""
         check = self._checks.get(grade_id)
         if called is not None and (called != grade_id or check is None):
             cell.outputs = [_error("JudgeError", f"this cell calls judge({called!r}), but the judge has no "
                                    f"check for it (the cell is {grade_id!r}): tell your instructor")]
             return cell
         printed = []
-        if called is None:  # a visible test: it runs, and the student sees what it printed
-            cell, resources = super().preprocess_cell(cell, resources, index)
+        if visible:  # visible tests: they run, and the student sees what they printed
+            source, cell.source = cell.source, visible
+            try:
+                cell, resources = super().preprocess_cell(cell, resources, index)
+            finally:
+                cell.source = source
             printed = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
         deadline = time.monotonic() + self.timeout
         try:

@@ -1,6 +1,5 @@
 """The judge (coursekit.judge) and the kernel's agent (coursekit.agent): only plain data crosses, and
 a judged cell's verdict is the check's alone."""
-import json
 import sys
 
 import nbformat
@@ -40,6 +39,9 @@ class Answers:
             def __eq__(self, other):
                 return True
         return np.arange(3.0).view(AlwaysEqual)
+
+    def elementwise(self, x):
+        return np.array([self.scale * value for value in x])
 
     def broken(self):
         raise ValueError("shapes do not match")
@@ -82,6 +84,19 @@ def test_student_errors_and_overflows_are_reported_with_the_call(kernel):
         judge.call("Answers.overflows()", answers.overflows)
 
 
+def test_an_object_met_twice_has_one_reference(kernel):
+    made = kernel.standin("layer", forward=[np.zeros(1)])
+    holder = kernel.standin("holder", {"layers": [made, made]})
+    assert [object.__getattribute__(layer, "_ref") for layer in holder.layers] == [object.__getattribute__(made, "_ref")] * 2
+
+
+def test_the_kernel_counts_the_python_steps_of_a_call(kernel):
+    answers = kernel.new("Answers")
+    (vectorised,) = kernel.run(["steps", answers, "forward", [np.ones(10_000)], {}])
+    (looped,) = kernel.run(["steps", answers, "elementwise", [np.ones(1_000)], {}])
+    assert vectorised < 10 < 1_000 < looped
+
+
 def test_kept_arrays_show_changes_made_in_place(kernel):
     x = kernel.array([1.0, 2.0])
     assert x.value().tolist() == [1.0, 2.0]
@@ -113,9 +128,11 @@ def test_the_agent_refuses_a_reply_larger_than_the_grader_reads(kernel):
 
 
 def test_the_judge_call_is_read_from_the_cell():
-    assert judge.judge_call('# Hidden tests\njudge("linear_forward")  # run by the grader') == "linear_forward"
-    assert judge.judge_call('judge("a")\nprint(1)') is None
-    assert judge.judge_call("print(1)") is None
+    assert judge.split_call('# Hidden tests\njudge("linear_forward")  # run by the grader') == ("", "linear_forward")
+    assert judge.split_call('print(1)\n### BEGIN HIDDEN TESTS\njudge("a")\n### END HIDDEN TESTS') == \
+        ("print(1)\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS", "a")
+    assert judge.split_call("print(1)") == ("print(1)", None)
+    assert judge.split_call('judge("a")\njudge("b")')[1] is None  # one call per cell
 
 
 def _graded_cell(source, grade_id, points=1):
@@ -143,12 +160,20 @@ def test_a_judged_cell_gets_the_checks_verdict_whatever_the_kernel_shows(tmp_pat
         nbformat.v4.new_code_cell(student),
         _graded_cell("print('shown to the student')\nraise ValueError('the kernel says this failed')", "tanh_visible"),
         _graded_cell('judge("tanh_hidden")', "tanh_hidden"),
-        _graded_cell('judge("no_such_check")', "mse_hidden")])
-    visible, hidden, unknown = run_notebook(notebook, tmp_path, "ps1").cells[1:]
+        _graded_cell('judge("no_such_check")', "mse_hidden"),
+        _graded_cell(MIXED, "tanh_hidden")])
+    visible, hidden, unknown, mixed = run_notebook(notebook, tmp_path, "ps1").cells[1:]
     assert [o.get("text") for o in visible.outputs] == ["shown to the student\n"], "the check passed: no error"
     assert [(o.output_type, o.get("ename"), o.get("evalue")) for o in hidden.outputs] == \
         [("error", "AssertionError", "Tanh is wrong")]
     assert unknown.outputs[0].ename == "JudgeError"
+    assert [(o.output_type, o.get("text"), o.get("evalue")) for o in mixed.outputs] == \
+        [("stream", "visible tests passed\n", None), ("error", None, "Tanh is wrong")]
+    assert mixed.source == MIXED
+
+
+# A cell with visible tests and a hidden region: the kernel runs the visible part only.
+MIXED = 'print("visible tests passed")\n### BEGIN HIDDEN TESTS\njudge("tanh_hidden")\n### END HIDDEN TESTS'
 
 
 def test_a_check_whose_kernel_never_answers_fails_and_the_next_cell_runs(tmp_path, monkeypatch):

@@ -126,7 +126,7 @@ def test_release_leaks_no_solution_and_no_hidden_test(assignment):
 @each_assignment
 def test_a_judged_assignment_has_one_check_per_test_cell(assignment):
     """Where an assignment's tests are judged (coursekit/judge/<assignment>.py), every test cell
-    has its check, every hidden region is the one call that hands its cell to the judge, and no
+    with points has its check (a 0-point cell, which only shows that training runs, may run in the kernel), every hidden region is the one call that hands its cell to the judge, and no
     check is left without a cell."""
     from coursekit import judge
     from coursekit.solutions import marked_lines
@@ -135,9 +135,10 @@ def test_a_judged_assignment_has_one_check_per_test_cell(assignment):
     if not checks:
         pytest.skip(f"{assignment}'s tests still run in the kernel")
     cells = [cell for cell in nbformat.read(source_notebook(assignment), as_version=4).cells
-             if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")]
+             if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
+             and (cell.metadata.nbgrader.get("points") or cell.metadata.nbgrader.grade_id in checks)]
     assert {cell.metadata.nbgrader.grade_id for cell in cells} == set(checks)
     for cell in cells:
         hidden = marked_lines(cell.source, *HIDDEN_TESTS)
         if hidden:
-            assert judge.judge_call("\n".join(hidden)) == cell.metadata.nbgrader.grade_id, cell.source
+            assert judge.split_call("\n".join(hidden)) == ("", cell.metadata.nbgrader.grade_id), cell.source

@@ -8,9 +8,10 @@ arrays, numbers, short strings; see coursekit.agent): reference values, model so
 PyTorch stay here, and nothing the kernel prints, displays, raises or hides changes a verdict. A
 check passes by returning and fails by raising; its one-line message is what the student sees.
 
-A test cell hands itself to the judge with one line, ``judge("<grade_id>")``, which the grader
-reads and the kernel never runs. A visible test cell whose grade_id has a check runs in the
-kernel as usual (the student sees its output), and the check decides its score.
+A test cell hands itself to the judge with one line, ``judge("<grade_id>")`` (its hidden region),
+which the grader reads and the kernel never runs. The cell's visible tests, and a visible test
+cell whose grade_id has a check, run in the kernel as usual (the student sees their output),
+and the check, which repeats them, decides the score.
 """
 import base64
 import importlib
@@ -20,7 +21,8 @@ import re
 
 import numpy as np
 
-from coursekit.gradcheck import TestFailure
+from coursekit import gradcheck
+from coursekit.gradcheck import TestFailure, check_close
 
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 
@@ -37,11 +39,19 @@ class KernelSilent(Exception):
     """The kernel sent no usable reply (it is stuck in a loop, or died)."""
 
 
-def judge_call(source):
-    """The grade_id of a cell whose code is a call to the judge, or None."""
-    lines = [line for line in source.splitlines() if line.strip() and not line.strip().startswith("#")]
-    match = CALL.match(lines[0]) if len(lines) == 1 else None
-    return match["grade_id"] if match else None
+def split_call(source):
+    """A test cell's code as (what the kernel runs, the grade_id it hands to the judge or None).
+
+    The call is a line of its own (the cell's hidden region, in the source notebook); the kernel
+    runs the rest, the cell's visible tests, or nothing ("") when the rest is only comments.
+    """
+    lines = source.splitlines()
+    calls = [i for i, line in enumerate(lines) if CALL.match(line)]
+    if len(calls) != 1:
+        return source, None
+    rest = lines[:calls[0]] + lines[calls[0] + 1:]
+    code = any(line.strip() and not line.strip().startswith("#") for line in rest)
+    return ("\n".join(rest) if code else ""), CALL.match(lines[calls[0]])["grade_id"]
 
 
 def checks(assignment):
@@ -75,6 +85,9 @@ def verdict(check, kernel):
         return "NoReply", str(silent)
     except StudentError as error:
         return "TestFailure", f"your code raised {error.name}: {error.message}"
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+        # what the kernel sent, of the wrong kind or shape, broke the check's own arithmetic
+        return "TestFailure", f"the test could not use what your code returned ({type(error).__name__}: {error})"[:500]
     return None
 
 
@@ -249,7 +262,17 @@ class Remote:
     def calls(self):
         """A stand-in's recorded calls: [(method, [argument arrays])]."""
         (log,) = object.__getattribute__(self, "_kernel").run(["log", self])
-        return [(method, arguments) for method, arguments in log]
+        return [(method, arguments) for method, arguments, _ in log]
+
+
+def calls_in_order(standins):
+    """The calls of several stand-ins ({role: stand-in}) in the order they happened:
+    [(role, method, [argument arrays])], in one round trip."""
+    roles = list(standins)
+    logs = kernel_of(standins[roles[0]]).run(*[["log", standins[role]] for role in roles])
+    merged = sorted(((n, role, method, arguments) for role, log in zip(roles, logs) for method, arguments, n in log),
+                    key=lambda entry: entry[0])
+    return [(role, method, arguments) for _, role, method, arguments in merged]
 
 
 class RemoteMethod:
@@ -265,8 +288,7 @@ class RemoteMethod:
 
 def forward_values(layer, inputs, method="forward"):
     """``layer.<method>(x)`` for every x in ``inputs``, in one round trip."""
-    kernel = object.__getattribute__(layer, "_kernel")
-    return kernel.run(*[["call", layer, method, [x], {}] for x in inputs])
+    return kernel_of(layer).run(*[["call", layer, method, [x], {}] for x in inputs])
 
 
 def numerical_input_gradients(layer, x, grad_outputs, eps=1e-6):
@@ -289,7 +311,7 @@ def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
 
     ``path`` is an attribute name, or a list of steps (see coursekit.agent's "nudge").
     """
-    kernel = object.__getattribute__(layer, "_kernel")
+    kernel = kernel_of(layer)
     steps = [["attr", path]] if isinstance(path, str) else path
     operations = []
     for index in np.ndindex(shape):
@@ -303,3 +325,67 @@ def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
 def _differences(values, shape, eps):
     """Central differences from losses at +eps and -eps, alternating, one pair per index."""
     return (np.array(values[0::2]) - np.array(values[1::2])).reshape(shape) / (2 * eps)
+
+
+def numerical_loss_gradient(kernel, loss, y, t, eps=1e-6):
+    """d loss().forward(y, t) / dy by central differences, where ``loss`` names the notebook's
+    class (a new object each time), in one round trip."""
+    operations = []
+    for index in np.ndindex(y.shape):
+        for step in (eps, -eps):
+            z = y.copy()
+            z[index] += step
+            operations += [["new", loss, [], {}, {}], ["call", Earlier(len(operations)), "forward", [z, t], {}]]
+    values = [float(np.asarray(v)) for v in kernel.run(*operations)[1::2]]
+    return _differences(values, y.shape, eps)
+
+
+# --- checks that several assignments share ----------------------------------------------------
+
+def check_unchanged(name, before, kept):
+    """``kept`` (an array kept in the kernel and passed to a call) still equals ``before``."""
+    gradcheck.check_unchanged(name, before, kept.value())
+
+
+def unseen(shape):
+    """A gradient for finite differences that no test sent to the kernel before (the same on
+    every regrade): not the one a notebook's visible test uses, nor a hidden test's."""
+    return np.random.default_rng([7, *shape]).normal(size=shape)
+
+
+def check_gradients_numerically(name, make, x, grad_output, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output"):
+    """``layer.backward`` (and the parameter gradients in ``params``, pairs like ("W", "dLdW"))
+    against central finite differences of L = sum(layer.forward(x) * grad_output), as
+    gradcheck.check_backward does, where ``make()`` makes the layer in the kernel (twice: one
+    for the differences, one for backward). ``upstream`` names backward's argument in messages.
+
+    The differences are taken before the kernel sees ``grad_output``, and ``grad_output`` must
+    be one it has never seen (see ``unseen``): a forward that bent its output to the gradients
+    it was given could otherwise make them agree with any backward.
+    """
+    probed = make()
+    numeric, no_upstream = call(f"{name}.forward(x)", numerical_input_gradients, probed, x,
+                                [grad_output, np.ones_like(grad_output)])
+    numeric_params = {grad: call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x, grad_output,
+                                 np.shape(getattr(probed, param))) for param, grad in params}
+    layer = make()
+    call(f"{name}.forward(x)", layer.forward, x)
+    grad_input = call(f"{name}.backward({upstream})", layer.backward, grad_output)
+    check_close(f"{name}.backward({upstream}) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
+                hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")])
+    for grad, expected in numeric_params.items():
+        check_close(f"{name}.{grad} vs finite differences", getattr(layer, grad), expected, rtol=rtol, atol=atol)
+
+
+def check_vectorised(what, obj, method, *args, max_steps=300):
+    """``obj.<method>(*args)`` works on whole arrays, as gradcheck.check_vectorised checks: the
+    kernel counts the Python steps of the call (the one measurement only it can make)."""
+    (steps,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
+    if not isinstance(steps, int) or steps > max_steps:
+        raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
+                          "or a loop?); use NumPy operations on the whole array")
+
+
+def kernel_of(obj):
+    """The Kernel that holds a Remote object."""
+    return object.__getattribute__(obj, "_kernel")

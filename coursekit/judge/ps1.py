@@ -7,44 +7,13 @@ no MLP points.
 """
 import numpy as np
 
-from coursekit import gradcheck
 from coursekit.gradcheck import TestFailure, check_close
-from coursekit.judge import Earlier, call, judged, numerical_input_gradients, numerical_parameter_gradient
+from coursekit.judge import (Earlier, call, check_gradients_numerically, check_unchanged, judged,
+                             numerical_loss_gradient, unseen)
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
-
-
-def check_unchanged(name, before, kept):
-    """``kept`` (an array kept in the kernel and passed to a call) still equals ``before``."""
-    gradcheck.check_unchanged(name, before, kept.value())
-
-
-def check_gradients_numerically(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7):
-    """``layer.backward`` (and the parameter gradients named in ``params``) against central
-    finite differences of L = sum(layer.forward(x) * grad_output), as gradcheck.check_backward.
-
-    The differences are taken before the kernel sees ``grad_output``, and ``grad_output`` must
-    be one it has never seen (see ``unseen``): a forward that bent its output to the gradients
-    it was given could otherwise make them agree with any backward.
-    """
-    numeric, no_upstream = call(f"{name}.forward(x)", numerical_input_gradients, layer, x,
-                                [grad_output, np.ones_like(grad_output)])
-    numeric_params = {grad: call(f"{name}.forward(x)", numerical_parameter_gradient, layer, param, x, grad_output,
-                                 np.shape(getattr(layer, param))) for param, grad in params}
-    call(f"{name}.forward(x)", layer.forward, x)
-    grad_input = call(f"{name}.backward(grad_output)", layer.backward, grad_output)
-    check_close(f"{name}.backward(grad_output) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
-                hints=[(no_upstream, MISSING_UPSTREAM)])
-    for grad, expected in numeric_params.items():
-        check_close(f"{name}.{grad} vs finite differences", getattr(layer, grad), expected, rtol=rtol, atol=atol)
-
-
-def unseen(shape):
-    """A grad_output for finite differences that no test sent to the kernel before (the same on
-    every regrade): not the one the notebook's visible test uses, nor a hidden test's."""
-    return np.random.default_rng([7, *shape]).normal(size=shape)
 
 
 def _linear(kernel, W, b):
@@ -67,8 +36,8 @@ def linear_visible(kernel):
     check_close("Linear.grad_biases", layer.grad_biases, [1.0, 1.0, 1.0], factors={"N": 2})
 
     rng = np.random.default_rng(0)
-    layer = _linear(kernel, rng.normal(size=(4, 3)), rng.normal(size=4))
-    check_gradients_numerically("Linear", layer, rng.normal(size=(5, 3)), unseen((5, 4)),
+    W_random, b_random = rng.normal(size=(4, 3)), rng.normal(size=4)
+    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), unseen((5, 4)),
                                 params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
     layer = _linear(kernel, W, b)
@@ -113,7 +82,7 @@ def linear_backward(kernel):
         check_close("Linear.grad_biases" + where, layer.grad_biases, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every sample's contribution")])
         check_unchanged("Linear.backward", G, G_given)
-        check_gradients_numerically("Linear", _linear(kernel, W, b), x, unseen(G.shape),
+        check_gradients_numerically("Linear", lambda: _linear(kernel, W, b), x, unseen(G.shape),
                                     params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
     # backward must use the input of the latest forward call
@@ -152,7 +121,7 @@ def tanh_visible(kernel):
     layer = call("Tanh()", kernel.new, "Tanh")
     check_close("Tanh.forward(x)", call("Tanh.forward(x)", layer.forward, x), [[0.0, 0.76159416, -0.96402758]])
     rng = np.random.default_rng(0)
-    check_gradients_numerically("Tanh", call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), unseen((3, 4)))
+    check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), unseen((3, 4)))
 
 
 @judged(CHECKS)
@@ -170,7 +139,7 @@ def tanh_hidden(kernel):
                     hints=[(1 - np.tanh(x) ** 2, MISSING_UPSTREAM),
                            (G * (1 - x ** 2), "the derivative uses x where it needs tanh(x)"),
                            (G * (1 - np.tanh(x)) ** 2, "check where the square goes in the derivative")])
-        check_gradients_numerically("Tanh", call("Tanh()", kernel.new, "Tanh"), x, unseen(shape))
+        check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), x, unseen(shape))
 
     x = np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])
     layer = call("Tanh()", kernel.new, "Tanh")
@@ -300,18 +269,6 @@ def mlp_hidden(kernel):
 DIVIDES_BY_N = "it divides by N only: average over all N*q entries, as torch.nn.MSELoss does"
 
 
-def _numerical_loss_gradient(kernel, y, t, eps=1e-6):
-    """d MSELoss().forward(y, t) / dy by central differences (a new MSELoss each time), in one round trip."""
-    operations = []
-    for index in np.ndindex(y.shape):
-        for step in (eps, -eps):
-            z = y.copy()
-            z[index] += step
-            operations += [["new", "MSELoss", [], {}, {}], ["call", Earlier(len(operations)), "forward", [z, t], {}]]
-    values = [float(np.asarray(v)) for v in kernel.run(*operations)[1::2]]
-    return (np.array(values[0::2]) - np.array(values[1::2])).reshape(y.shape) / (2 * eps)
-
-
 @judged(CHECKS)
 def mse_visible(kernel):
     y = np.array([[1.0, 2.0, 3.0, 4.0]])
@@ -324,7 +281,7 @@ def mse_visible(kernel):
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
     call("MSELoss.forward(y, t)", loss_fn.forward, y, t)
     grad = call("MSELoss.backward()", loss_fn.backward)
-    numeric = call("MSELoss.forward(y, t)", _numerical_loss_gradient, kernel, y, t)
+    numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, kernel, "MSELoss", y, t)
     check_close("MSELoss.backward() vs finite differences", grad, numeric, rtol=1e-5, atol=1e-7)
 
 
@@ -347,7 +304,7 @@ def mse_hidden(kernel):
                     hints=[(2 * (y - t) / n, DIVIDES_BY_N),
                            ((y - t) / (n * q), "the factor 2 from the square is missing"),
                            (2 * (t - y) / (n * q), "the sign is wrong: differentiate with respect to y")])
-        numeric = call("MSELoss.forward(y, t)", _numerical_loss_gradient, kernel, y, t)
+        numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, kernel, "MSELoss", y, t)
         check_close("MSELoss.backward() vs finite differences" + where, grad, numeric, rtol=1e-5, atol=1e-7)
 
     # backward must use the arguments of the latest forward call

@@ -389,6 +389,23 @@ class SpyActivation(SpyLayer):
         return np.full(np.shape(self.H), float(self.scale))
 
 
+def python_steps(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the number of Python lines and calls it ran: (result, steps)."""
+    steps = 0
+
+    def count(frame, event, arg):
+        nonlocal steps
+        steps += 1
+        return count
+
+    previous = _gettrace()
+    _settrace(count)
+    try:
+        return fn(*args, **kwargs), steps
+    finally:
+        _settrace(previous)
+
+
 def check_vectorised(what, fn, *args, max_steps=300):
     """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
 
@@ -401,22 +418,7 @@ def check_vectorised(what, fn, *args, max_steps=300):
     Returns:
     - whatever ``fn`` returns.
     """
-    steps = 0
-
-    def count(frame, event, arg):
-        nonlocal steps
-        steps += 1
-        return count
-
-    def traced(*inner):
-        previous = _gettrace()
-        _settrace(count)
-        try:
-            return fn(*inner)
-        finally:
-            _settrace(previous)
-
-    result = call(what, traced, *args)
+    result, steps = call(what, python_steps, fn, *args)
     if steps > max_steps:
         raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
                           "or a loop?); use NumPy operations on the whole array")

@@ -1,0 +1,588 @@
+"""ps2's tests, judged in the grader's process (see coursekit.judge): one check per test cell.
+
+Each check repeats its cell's visible tests, on the same inputs, then checks what the hidden
+tests add: new shapes, extreme inputs and PyTorch's values. SGD is checked on stand-in layers
+that hold W, b, dLdW and dLdb, and the MLPs on stand-in Linear, ReLU and Identity layers that
+record their calls and return arrays chosen here, so a bug in one part costs no points in another.
+"""
+import contextlib
+
+import numpy as np
+
+from coursekit.gradcheck import TestFailure, check_array, check_close
+from coursekit.judge import (Remote, StudentError, call, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised,
+                             judged, kernel_of, numerical_input_gradients, numerical_loss_gradient, unseen)
+from coursekit.torch_reference import value, vjp
+
+CHECKS = {}
+MISSING_UPSTREAM = "it ignores dLdO: missing the upstream gradient?"
+
+
+def _linear(kernel, d, h, W=None, b=None):
+    """The student's Linear(d, h), with W and b set when given."""
+    layer = call(f"Linear({d}, {h})", kernel.new, "Linear", d, h)
+    if W is not None:
+        layer.W, layer.b = W, b
+    return layer
+
+
+# --- 1. Linear ---------------------------------------------------------------------------------
+
+@judged(CHECKS)
+def linear_init(kernel):
+    kernel.seed(0)
+    layer = _linear(kernel, 400, 300)
+    W = check_array("Linear(400, 300).W", layer.W, (400, 300))
+    check_close("Linear(400, 300).b", layer.b, np.zeros(300))
+    check_close("the variance of Linear(400, 300).W", float(np.var(W)), 0.01, rtol=0.05, atol=0,
+                hints=[(0.0001, "the standard deviation is 0.01: a variance of 0.01 is a standard deviation of 0.1"),
+                       (1.0, "it is the standard normal's: scale it to variance 0.01"),
+                       (1 / 12, "it looks like np.random.rand, which is uniform on [0, 1): use a normal distribution")])
+    check_close("the mean of Linear(400, 300).W", float(np.mean(W)), 0.0, atol=0.002)
+
+    kernel.seed(7)
+    W = check_array("Linear(500, 400).W", _linear(kernel, 500, 400).W, (500, 400))
+    within = float(np.mean(np.abs(W) < 0.1))  # 68.3% of a normal distribution lies within one standard deviation
+    check_close("the fraction of Linear(500, 400).W within one standard deviation (0.1) of 0", within, 0.6827,
+                atol=0.01, hints=[(0.5774, "the entries look uniform: draw them from a normal distribution")])
+    for d, h in [(1, 1), (5, 1), (1, 6)]:
+        layer = _linear(kernel, d, h)
+        check_array(f"Linear({d}, {h}).W", layer.W, (d, h))
+        check_close(f"Linear({d}, {h}).b", layer.b, np.zeros(h))
+    first, second = _linear(kernel, 4, 3).W, _linear(kernel, 4, 3).W
+    if np.array_equal(first, second):
+        raise TestFailure("two Linear(4, 3) layers got the same W: draw it at random for every layer")
+
+
+@judged(CHECKS)
+def linear_forward(kernel):
+    A = np.array([[1.0, 2.0], [0.0, -1.0]])
+    W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
+    b = np.array([0.5, -1.0, 0.0])
+    layer = _linear(kernel, 2, 3, W, b)
+    check_close("Linear.forward(A)", call("Linear.forward(A)", layer.forward, A), [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]],
+                hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
+    check_array("Linear.b after forward", layer.b, (3,))
+
+    rng = np.random.default_rng(1001)
+    for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
+        A, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h)
+        expected, _ = vjp("linear", (A, W.T, b), np.zeros((n, h)))
+        layer, A_given = _linear(kernel, d, h, W, b), kernel.array(A)
+        O = call("Linear.forward(A)", layer.forward, A_given)
+        check_close(f"Linear({d}, {h}).forward(A) for A of shape {A.shape}", O, expected,
+                    hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
+        check_unchanged("Linear.forward", A, A_given)
+        check_close("Linear.W after forward", layer.W, W)
+        check_array("Linear.b after forward", layer.b, (h,))
+
+
+@judged(CHECKS)
+def linear_backward(kernel):
+    A = np.array([[1.0, 2.0], [0.0, -1.0]])
+    G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
+    layer = _linear(kernel, 2, 3, np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([0.5, -1.0, 0.0]))
+    call("Linear.forward(A)", layer.forward, A)
+    check_close("Linear.backward(dLdO)", call("Linear.backward(dLdO)", layer.backward, G), [[-1.0, -1.5], [2.0, 1.0]])
+    check_close("Linear.dLdW", layer.dLdW, [[1.0, 0.0, -1.0], [0.0, -1.0, -2.0]], factors={"N": 2},
+                hints=[([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], MISSING_UPSTREAM)])
+    check_close("Linear.dLdb", layer.dLdb, [3.0, 1.0, -1.0], factors={"N": 2})
+
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(3, 4)), rng.normal(size=4)
+    check_gradients_numerically("Linear", lambda: _linear(kernel, 3, 4, W, b), rng.normal(size=(5, 3)), unseen((5, 4)),
+                                params=[("W", "dLdW"), ("b", "dLdb")])
+
+    rng = np.random.default_rng(2002)
+    for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
+        A, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h), rng.normal(size=(n, h))
+        _, (dA, dWt, db) = vjp("linear", (A, W.T, b), G)
+        layer = _linear(kernel, d, h, W, b)
+        where = f" (Linear({d}, {h}), batch of {n})"
+        call("Linear.forward(A)", layer.forward, A)
+        G_given = kernel.array(G)
+        dLdA = call("Linear.backward(dLdO)", layer.backward, G_given)
+        ones = np.ones_like(G)
+        check_close("Linear.backward(dLdO): returned dL/dA" + where, dLdA, dA, hints=[(ones @ W.T, MISSING_UPSTREAM)])
+        check_close("Linear.dLdW" + where, layer.dLdW, dWt.T, factors={"N": n}, hints=[(A.T @ ones, MISSING_UPSTREAM)])
+        check_close("Linear.dLdb" + where, layer.dLdb, db, factors={"N": n},
+                    hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every example's contribution")])
+        check_unchanged("Linear.backward", G, G_given)
+        check_gradients_numerically("Linear", lambda: _linear(kernel, d, h, W, b), A, unseen(G.shape),
+                                    params=[("W", "dLdW"), ("b", "dLdb")])
+
+    # backward must use the input of the latest forward call
+    A1, A2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    layer = _linear(kernel, 3, 2)
+    call("Linear.forward(A1)", layer.forward, A1)
+    call("Linear.forward(A2)", layer.forward, A2)
+    call("Linear.backward(dLdO)", layer.backward, G)
+    check_close("Linear.dLdW after forward(A1), forward(A2), backward(dLdO)", layer.dLdW, A2.T @ G,
+                hints=[(A1.T @ G, "it uses A1: backward must use the input of the latest forward call")])
+
+
+# --- 2. Losses ---------------------------------------------------------------------------------
+
+DIVIDES_BY_N = "it divides by N only: average over all N*q entries"
+
+
+def _loss(kernel, cls, O, Y, what=None):
+    """A new ``cls`` (MSELoss or CrossEntropyLoss) and its forward(O, Y)."""
+    loss_fn = call(f"{cls}()", kernel.new, cls)
+    return loss_fn, call(what or f"{cls}.forward(O, Y)", loss_fn.forward, O, Y)
+
+
+@judged(CHECKS)
+def mse_forward(kernel):
+    _, L = _loss(kernel, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
+    check_close("MSELoss.forward(O, Y)", L, 5.0, factors={"q": 4})
+    _, L = _loss(kernel, "MSELoss", np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2)))
+    check_close("MSELoss.forward(O, Y)", L, 7.5, factors={"q": 2, "N": 2})
+
+    rng = np.random.default_rng(3003)
+    for n, q in [(7, 3), (1, 4), (5, 1)]:
+        O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
+        expected, _ = vjp("mse_loss", (O, Y))
+        O_given, Y_given = kernel.array(O), kernel.array(Y)
+        _, L = _loss(kernel, "MSELoss", O_given, Y_given)
+        check_close(f"MSELoss.forward(O, Y) for O of shape {(n, q)}", L, expected,
+                    hints=[(np.sum((O - Y) ** 2) / n, DIVIDES_BY_N), (np.sum((O - Y) ** 2), "it is the sum: the loss is a mean")])
+        check_unchanged("MSELoss.forward (O)", O, O_given)
+        check_unchanged("MSELoss.forward (Y)", Y, Y_given)
+
+
+@judged(CHECKS)
+def mse_backward(kernel):
+    loss_fn, _ = _loss(kernel, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
+    check_close("MSELoss.backward()", call("MSELoss.backward()", loss_fn.backward), [[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
+    rng = np.random.default_rng(0)
+    O, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    loss_fn, _ = _loss(kernel, "MSELoss", O, Y)
+    check_close("MSELoss.backward() vs finite differences", call("MSELoss.backward()", loss_fn.backward),
+                call("MSELoss.forward(O, Y)", numerical_loss_gradient, kernel, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
+
+    rng = np.random.default_rng(3004)
+    for n, q in [(7, 3), (1, 4), (5, 1)]:
+        O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
+        _, (dO, _) = vjp("mse_loss", (O, Y))
+        loss_fn, _ = _loss(kernel, "MSELoss", O, Y)
+        dLdO = call("MSELoss.backward()", loss_fn.backward)
+        check_close(f"MSELoss.backward() for O of shape {(n, q)}", dLdO, dO,
+                    hints=[(2 * (O - Y) / n, DIVIDES_BY_N), ((O - Y) / (n * q), "the factor 2 from the square is missing"),
+                           (2 * (Y - O) / (n * q), "the sign is wrong: differentiate with respect to O")])
+        check_close(f"MSELoss.backward() vs finite differences for O of shape {(n, q)}", dLdO,
+                    call("MSELoss.forward(O, Y)", numerical_loss_gradient, kernel, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
+
+    # backward must use the arguments of the latest forward call
+    O1, O2, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    loss_fn, _ = _loss(kernel, "MSELoss", O1, Y, "MSELoss.forward(O1, Y)")
+    call("MSELoss.forward(O2, Y)", loss_fn.forward, O2, Y)
+    check_close("MSELoss.backward() after forward(O1, Y), forward(O2, Y)", call("MSELoss.backward()", loss_fn.backward),
+                2 * (O2 - Y) / O2.size, hints=[(2 * (O1 - Y) / O1.size, "it uses O1: backward must use the latest forward call")])
+
+
+def softmax(Z):
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _targets(rng, n, q, probabilities):
+    return softmax(rng.normal(size=(n, q))) if probabilities else np.eye(q)[rng.integers(q, size=n)]
+
+
+EXTREME_LOGITS = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]]), np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@judged(CHECKS)
+def crossentropy_forward(kernel):
+    O, Y = np.zeros((2, 4)), np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    check_close("CrossEntropyLoss.forward(O, Y) with equal logits", _loss(kernel, "CrossEntropyLoss", O, Y)[1],
+                1.3862943611198906, factors={"N": 2, "q": 4})
+    O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
+    check_close("CrossEntropyLoss.forward(O, Y)", _loss(kernel, "CrossEntropyLoss", O, Y)[1], 0.4904146265058631,
+                factors={"N": 2}, hints=[(0.6381458017303355, "the softmax is applied to Y too: Y already holds probabilities")])
+
+    rng = np.random.default_rng(4004)
+    for n, q, probabilities in [(6, 4, False), (1, 3, False), (5, 2, False), (6, 4, True), (3, 5, True)]:
+        O = 2 * rng.normal(size=(n, q))
+        Y = _targets(rng, n, q, probabilities)
+        expected, _ = vjp("cross_entropy", (O, Y))
+        O_given, Y_given = kernel.array(O), kernel.array(Y)
+        L = _loss(kernel, "CrossEntropyLoss", O_given, Y_given)[1]
+        log_P = np.log(softmax(O))
+        check_close(f"CrossEntropyLoss.forward(O, Y) for O of shape {(n, q)}" + (" and probability targets" if probabilities else ""),
+                    L, expected, factors={"N": n, "q": q},
+                    hints=[(-np.sum(softmax(Y) * log_P) / n, "the softmax is applied to Y too: Y already holds probabilities"),
+                           (-np.sum(Y * np.log(np.abs(O) + 1e-300)) / n, "it takes the log of O: take the log of softmax(O)")])
+        check_unchanged("CrossEntropyLoss.forward (O)", O, O_given)
+        check_unchanged("CrossEntropyLoss.forward (Y)", Y, Y_given)
+
+    O, Y = EXTREME_LOGITS
+    expected, _ = vjp("cross_entropy", (O, Y))
+    what = "CrossEntropyLoss.forward(O, Y) for logits of +-1000"
+    check_close(what, _loss(kernel, "CrossEntropyLoss", O, Y, what)[1], expected)
+
+
+@judged(CHECKS)
+def crossentropy_backward(kernel):
+    O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
+    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
+    check_close("CrossEntropyLoss.backward()", call("CrossEntropyLoss.backward()", loss_fn.backward),
+                [[-0.125, 0.125], [0.0, 0.0]], factors={"N": 2},
+                hints=[([[0.375, 0.125], [0.25, 0.25]], "Y is missing from the gradient"),
+                       (-Y / O, "it is -Y/O: the loss takes the log of softmax(O), not of O"),
+                       (-Y / O / 2, "it is -Y/O divided by N: the loss takes the log of softmax(O), not of O")])
+    rng = np.random.default_rng(0)
+    O, Y = rng.normal(size=(3, 4)), np.eye(4)[[2, 0, 3]]
+    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
+    check_close("CrossEntropyLoss.backward() vs finite differences", call("CrossEntropyLoss.backward()", loss_fn.backward),
+                call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
+                rtol=1e-5, atol=1e-7)
+
+    rng = np.random.default_rng(4005)
+    for n, q, probabilities in [(6, 4, False), (1, 3, False), (6, 4, True), (3, 5, True)]:
+        O = 2 * rng.normal(size=(n, q))
+        Y = _targets(rng, n, q, probabilities)
+        _, (dO, _) = vjp("cross_entropy", (O, Y))
+        loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
+        dLdO = call("CrossEntropyLoss.backward()", loss_fn.backward)
+        where = f" for O of shape {(n, q)}" + (" and probability targets" if probabilities else "")
+        check_close("CrossEntropyLoss.backward()" + where, dLdO, dO, factors={"N": n},
+                    hints=[(-Y / O / n, "it is -Y/O divided by N: the loss takes the log of softmax(O), not of O"),
+                           (-Y / O, "it is -Y/O: the loss takes the log of softmax(O), not of O"),
+                           (softmax(O) / n, "Y is missing from the gradient"),
+                           ((softmax(O) - softmax(Y)) / n, "the softmax is applied to Y too: Y already holds probabilities")])
+        check_close("CrossEntropyLoss.backward() vs finite differences" + where, dLdO,
+                    call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
+                    rtol=1e-5, atol=1e-7)
+
+    O, Y = EXTREME_LOGITS
+    _, (dO, _) = vjp("cross_entropy", (O, Y))
+    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y, "CrossEntropyLoss.forward(O, Y) for logits of +-1000")
+    what = "CrossEntropyLoss.backward() for logits of +-1000"
+    check_close(what, call(what, loss_fn.backward), dO)
+
+    # backward must use the arguments of the latest forward call
+    O1, O2, Y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), np.eye(4)[[1, 1, 3]]
+    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O1, Y, "CrossEntropyLoss.forward(O1, Y)")
+    call("CrossEntropyLoss.forward(O2, Y)", loss_fn.forward, O2, Y)
+    check_close("CrossEntropyLoss.backward() after forward(O1, Y), forward(O2, Y)",
+                call("CrossEntropyLoss.backward()", loss_fn.backward), (softmax(O2) - Y) / 3,
+                hints=[((softmax(O1) - Y) / 3, "it uses O1: backward must use the latest forward call")])
+
+
+# --- 3. SGD, on stand-in layers ----------------------------------------------------------------
+
+def _trajectory(theta, grads, lr, momentum, dampening=0.0):
+    v, out = np.zeros_like(theta), []
+    for g in grads:
+        v = momentum * v + (1 - dampening) * g
+        theta = theta - lr * v
+        out.append(theta)
+    return np.array(out)
+
+
+def _layer(kernel, **arrays):
+    """A stand-in for a Linear layer: an object with the attributes W, b, dLdW and dLdb."""
+    return kernel.standin("layer", arrays)
+
+
+@judged(CHECKS)
+def sgd_tests(kernel):
+    layer = _layer(kernel, W=np.array([[1.0, 2.0]]), b=np.array([0.5]), dLdW=np.array([[1.0, -1.0]]), dLdb=np.array([2.0]))
+    optimizer = call("SGD(layer, lr=0.5)", kernel.new, "SGD", layer, lr=0.5)
+    call("SGD.step()", optimizer.step)
+    check_close("W after one step with lr=0.5", layer.W, [[0.5, 2.5]])
+    check_close("b after one step with lr=0.5", layer.b, [-0.5])
+
+    hidden_layer = _layer(kernel, W=np.zeros((1, 2)), b=np.zeros(1), dLdW=np.array([[1.0, 2.0]]), dLdb=np.array([1.0]))
+    model = kernel.standin("model", {"layers": [hidden_layer]})
+    optimizer = call("SGD(model, lr=0.1, momentum=0.9)", kernel.new, "SGD", model, lr=0.1, momentum=0.9)
+    call("SGD.step()", optimizer.step)
+    call("SGD.step()", optimizer.step)
+    check_close("W after two steps with momentum 0.9 and the same gradient", hidden_layer.W, [[-0.29, -0.58]],
+                hints=[([[-0.2, -0.4]], "the momentum is not used"),
+                       ([[-0.029, -0.058]], "the gradient is scaled by (1 - momentum): torch.optim.SGD adds it unscaled")])
+    call("SGD.zero_grad()", optimizer.zero_grad)
+    check_close("dLdW after zero_grad()", hidden_layer.dLdW, np.zeros((1, 2)))
+    check_close("dLdb after zero_grad()", hidden_layer.dLdb, np.zeros(1))
+
+    rng = np.random.default_rng(5005)
+    for lr, momentum in [(0.05, 0.8), (0.3, 0.0)]:
+        start = [(0.1 * rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in [(3, 4), (4, 2)]]
+        layers = [_layer(kernel, W=W, b=b, dLdW=np.zeros_like(W), dLdb=np.zeros_like(b)) for W, b in start]
+        model = kernel.standin("model", {"layers": layers})
+        grads = [[(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in start] for _ in range(4)]
+        optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
+        for step_grads in grads:
+            call("SGD.zero_grad()", optimizer.zero_grad)
+            for layer, (W, b) in zip(layers, start):
+                check_close("a layer's dLdW after zero_grad()", layer.dLdW, np.zeros_like(W))
+                check_close("a layer's dLdb after zero_grad()", layer.dLdb, np.zeros_like(b))
+            for layer, (gW, gb) in zip(layers, step_grads):
+                layer.dLdW, layer.dLdb = gW, gb
+            call("SGD.step()", optimizer.step)
+        for i, layer in enumerate(layers):
+            for name, k in [("W", 0), ("b", 1)]:
+                sequence = np.array([step_grads[i][k] for step_grads in grads])
+                expected = value("sgd", (start[i][k], sequence, lr, momentum))[-1]
+                check_close(f"layers[{i}].{name} after 4 steps with lr={lr}, momentum={momentum}", getattr(layer, name), expected,
+                            hints=[(_trajectory(start[i][k], sequence, lr, 0.0)[-1], "the momentum is not used"),
+                                   (_trajectory(start[i][k], sequence, lr, momentum, dampening=momentum)[-1],
+                                    "the gradient is scaled by (1 - momentum): torch.optim.SGD adds it unscaled"),
+                                   (start[i][k] - lr * sequence[-1], "only the last step counts: the parameter must keep every update"),
+                                   (_trajectory(start[i][k], -sequence, lr, momentum)[-1], "the step goes uphill: subtract the gradient"),
+                                   (start[i][k], f"{name} does not change")])
+
+    # a single Linear, the default learning rate
+    W, b, gW, gb = 0.1 * rng.normal(size=(2, 3)), rng.normal(size=3), rng.normal(size=(2, 3)), rng.normal(size=3)
+    layer = _layer(kernel, W=W, b=b, dLdW=gW, dLdb=gb)
+    call("SGD(linear).step()", call("SGD(linear)", kernel.new, "SGD", layer).step)
+    check_close("W of a single Linear after one step with the default lr=0.1", layer.W, value("sgd", (W, gW[None], 0.1, 0.0))[-1])
+    check_close("b of a single Linear after one step with the default lr=0.1", layer.b, value("sgd", (b, gb[None], 0.1, 0.0))[-1])
+
+
+# --- 4. Activations ----------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "Sigmoid": {
+        "torch": "sigmoid", "seed": 6006, "H": [[0.0, 2.0, -2.0]],
+        "forward": [[0.5, 0.8807970779778823, 0.11920292202211755]],
+        "backward": [[0.25, 0.10499358540350662, 0.10499358540350651]],
+        "visible_hints": [([[0.0, -2.0, -6.0]], "the derivative uses H where it needs sigma(H)"),
+                          ([[0.5, 0.8807970779778823, 0.11920292202211755]], "the derivative is sigma * (1 - sigma)")],
+        "hints": lambda H, A: [(H * (1 - H), "the derivative uses H where it needs sigma(H)"),
+                               (A, "the derivative is sigma * (1 - sigma)")],
+    },
+    "Tanh": {
+        "torch": "tanh", "seed": 6007, "H": [[0.0, 1.0, -2.0]],
+        "forward": [[0.0, 0.7615941559557649, -0.9640275800758169]],
+        "backward": [[1.0, 0.41997434161402614, 0.07065082485316443]],
+        "visible_hints": [([[1.0, 0.0, -3.0]], "the derivative uses H where it needs tanh(H)"),
+                          ([[1.0, 0.056837346474444175, 3.8574043352984693]], "check where the square goes in the derivative")],
+        "hints": lambda H, A: [(1 - H ** 2, "the derivative uses H where it needs tanh(H)"),
+                               ((1 - A) ** 2, "check where the square goes in the derivative")],
+    },
+    "ReLU": {
+        "torch": "relu", "seed": 6008, "H": [[-1.0, 0.0, 2.5]],
+        "forward": [[0.0, 0.0, 2.5]], "backward": [[0.0, 0.0, 1.0]],
+        "visible_hints": [([[0.0, 1.0, 1.0]], "at H = 0 the derivative is 0, as in PyTorch")],
+        "hints": lambda H, A: [((H >= 0).astype(float), "at H = 0 the derivative is 0, as in PyTorch")],
+    },
+}
+
+
+def _check_activation(kernel, name):
+    spec = ACTIVATIONS[name]
+
+    def new():
+        return call(f"{name}()", kernel.new, name)
+
+    H, act = np.array(spec["H"]), new()
+    check_close(f"{name}.forward(H)", call(f"{name}.forward(H)", act.forward, H), spec["forward"])
+    check_close(f"{name}.backward()", call(f"{name}.backward()", act.backward), spec["backward"], hints=spec["visible_hints"])
+
+    rng = np.random.default_rng(0)
+    H, act = 2 * rng.normal(size=(3, 4)), new()
+    call(f"{name}.forward(H)", act.forward, H)
+    derivative = call(f"{name}.backward()", act.backward)
+    (numeric,) = call(f"{name}.forward(H)", numerical_input_gradients, new(), H, [np.ones_like(H)])
+    check_close(f"{name}.backward() vs finite differences", derivative, numeric, rtol=1e-5, atol=1e-7)
+
+    act = new()
+    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
+    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward")
+
+    rng = np.random.default_rng(spec["seed"])
+    for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:
+        H = 3 * rng.normal(size=shape)
+        if name == "ReLU":
+            H.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
+        A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones(shape))
+        act, H_given = new(), kernel.array(H)
+        check_close(f"{name}.forward(H) for H of shape {shape}", call(f"{name}.forward(H)", act.forward, H_given), A_ref)
+        check_unchanged(f"{name}.forward", H, H_given)
+        check_close(f"{name}.backward() for H of shape {shape}", call(f"{name}.backward()", act.backward), dAdH_ref,
+                    hints=spec["hints"](H, A_ref))
+
+    H = np.array([[-1000.0, -50.0, 0.5, 50.0, 1000.0]])
+    A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones_like(H))
+    act = new()
+    what = f"{name}.forward(H) at H = +-1000"
+    check_close(what, call(what, act.forward, H), A_ref, atol=1e-12)
+    what = f"{name}.backward() at H = +-1000"
+    check_close(what, call(what, act.backward), dAdH_ref, atol=1e-12)
+
+    # backward must use the input of the latest forward call
+    H1, H2 = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    act = new()
+    call(f"{name}.forward(H1)", act.forward, H1)
+    call(f"{name}.forward(H2)", act.forward, H2)
+    _, (expected,) = vjp(spec["torch"], (H2,), np.ones_like(H2))
+    _, (stale,) = vjp(spec["torch"], (H1,), np.ones_like(H1))
+    check_close(f"{name}.backward() after forward(H1), forward(H2)", call(f"{name}.backward()", act.backward), expected,
+                hints=[(stale, "it uses H1: backward must use the input of the latest forward call")])
+
+
+@judged(CHECKS)
+def sigmoid_tests(kernel):
+    _check_activation(kernel, "Sigmoid")
+
+
+@judged(CHECKS)
+def tanh_tests(kernel):
+    _check_activation(kernel, "Tanh")
+
+
+@judged(CHECKS)
+def relu_tests(kernel):
+    _check_activation(kernel, "ReLU")
+
+
+# --- 5. MLPs, with stand-in layers --------------------------------------------------------------
+
+def _ref(remote):
+    return object.__getattribute__(remote, "_ref")
+
+
+class StandInMLP:
+    """An MLP of the notebook built from stand-ins: ``linears`` and ``activations`` are what
+    the constructor made ({ref: stand-in}); ``layers`` and ``f`` the model's lists, as stand-ins."""
+
+    def __init__(self, kernel, name, cls, args, sizes):
+        depth = len(sizes) - 1
+        self.name, self.sizes = name, sizes
+        # spares of every kind, so that a model made of the wrong layers still builds, and fails here
+        linears = kernel.run(*[["standin", "Linear", {"forward": [np.zeros(1)], "backward": [np.zeros(1)]},
+                                {"W": np.zeros((a, b)), "b": np.zeros(b)}, {"forward": 1, "backward": 1}]
+                               for a, b in list(zip(sizes, sizes[1:])) + [(1, 1)] * 2])
+        kinds = {kind: kernel.run(*[["standin", kind, {"forward": [np.zeros(1)], "backward": [np.zeros(1)]}, {},
+                                     {"forward": 1, "backward": 0}]
+                                    for _ in range(depth + 2)]) for kind in ("ReLU", "Identity")}
+        factories = {"Linear": kernel.factory(linears), **{kind: kernel.factory(made) for kind, made in kinds.items()}}
+        self.model = call(name, kernel.new, cls, *args, substitutes=factories)
+        sizes_made = [tuple(int(a) for a in arguments[:2]) for _, arguments in factories["Linear"].calls()]
+        self.kind = {_ref(s): kind for kind, made in kinds.items() for s in made}
+        self.size = {_ref(s): size for s, size in zip(linears, sizes_made)}
+        try:
+            layers, f = kernel.run(["get", self.model, "layers"], ["get", self.model, "f"])
+        except StudentError:  # one of them is missing
+            layers = f = None
+        self._check_layout(layers, f)
+        self.layers, self.f = layers, f
+
+    def _check_layout(self, layers, f):
+        name, expected = self.name, list(zip(self.sizes, self.sizes[1:]))
+        if not isinstance(layers, list) or not isinstance(f, list):
+            raise TestFailure(f"{name} needs two lists, self.layers (the Linear layers) and self.f (the activations)")
+        if len(layers) != len(expected):
+            raise TestFailure(f"{name}.layers has {len(layers)} layers, expected {len(expected)}")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Remote) or _ref(layer) not in self.size:
+                raise TestFailure(f"{name}.layers[{i}] is not a Linear made by {name}'s constructor")
+            if self.size[_ref(layer)] != expected[i]:
+                raise TestFailure(f"{name}.layers[{i}] is Linear{self.size[_ref(layer)]}, expected Linear{expected[i]}")
+        kinds = ["ReLU"] * (len(expected) - 1) + ["Identity"]
+        found = [self.kind.get(_ref(a), "something else") if isinstance(a, Remote) else type(a).__name__ for a in f]
+        if found != kinds:
+            raise TestFailure(f"{name}.f holds {found}, expected {kinds}: ReLU after every hidden layer, "
+                              "Identity at the output")
+        if len({_ref(a) for a in f}) != len(f):
+            raise TestFailure(f"{name}.f uses one activation object twice: each layer needs its own, "
+                              "since an activation keeps its input for backward")
+
+    def roles(self):
+        """{"layers[i]" / "f[i]": stand-in}, in the order of the forward pass."""
+        return {role: s for i in range(len(self.layers)) for role, s in ((f"layers[{i}]", self.layers[i]), (f"f[{i}]", self.f[i]))}
+
+    def give(self, returns):
+        """Set what each stand-in returns: {role: {method: array}}."""
+        standins = self.roles()
+        kernel_of(self.model).run(*[["set", standins[role], "returns", {m: [a] for m, a in methods.items()}]
+                                    for role, methods in returns.items()])
+
+
+@contextlib.contextmanager
+def _order_explains_failure(mlp, method, expected):
+    """If the pass fails (a stand-in got an array of the wrong shape), and the layers it called
+    so far are out of order, say so: that is the mistake."""
+    try:
+        yield
+    except TestFailure:
+        order = [role for role, called, _ in calls_in_order(mlp.roles()) if called == method]
+        if order and order[0] not in expected[:2]:  # (backward may start with the activation or its layer)
+            raise TestFailure(f"{mlp.name}.{method} called {method} in the order {order}, expected {expected}") from None
+        raise
+
+
+def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
+    """The MLP's forward or backward, with stand-in layers, on batches of the given sizes."""
+    for n in batches:
+        where = f" for a batch of {n}"
+        mlp = StandInMLP(kernel, name, cls, args, sizes)
+        depth = len(sizes) - 1
+        H = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what layers[i].forward returns
+        A = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what f[i].forward returns
+        D = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what f[i].backward returns
+        B = [rng.normal(size=(n, sizes[i])) for i in range(depth)]  # what layers[i].backward returns
+        mlp.give({**{f"layers[{i}]": {"forward": H[i], "backward": B[i]} for i in range(depth)},
+                  **{f"f[{i}]": {"forward": A[i], "backward": D[i]} for i in range(depth)}})
+        X = rng.normal(size=(n, sizes[0]))
+        expected_order = list(mlp.roles())
+        with _order_explains_failure(mlp, "forward", expected_order):
+            out = call(f"{name}.forward(X)", mlp.model.forward, X)
+        if part == "forward":
+            log = calls_in_order(mlp.roles())
+            order = [role for role, method, _ in log if method == "forward"]
+            received = {role: arguments[0] if arguments else None for role, method, arguments in log if method == "forward"}
+            for i in range(depth):
+                given = X if i == 0 else A[i - 1]
+                check_close(f"{name}.forward: the input of layers[{i}].forward{where}", received.get(f"layers[{i}]"), given,
+                            hints=[] if i == 0 else [(H[i - 1], f"f[{i - 1}] is skipped: feed layers[{i}] the activation's output")])
+                check_close(f"{name}.forward: the input of f[{i}].forward{where}", received.get(f"f[{i}]"), H[i])
+            check_close(f"{name}.forward(X): what f[{depth - 1}].forward returned{where}", out, A[-1],
+                        hints=[(H[-1], f"f[{depth - 1}] is skipped")])
+            if order != expected_order:
+                raise TestFailure(f"{name}.forward called forward in the order {order}, expected {expected_order}")
+            continue
+        G = rng.normal(size=(n, sizes[-1]))
+        with _order_explains_failure(mlp, "backward", list(reversed(expected_order))):
+            grad = call(f"{name}.backward(dLdA)", mlp.model.backward, G)
+        log = calls_in_order(mlp.roles())
+        received = {role: arguments[0] if arguments else None for role, method, arguments in log if method == "backward"}
+        upstream = G
+        for i in reversed(range(depth)):
+            if f"f[{i}]" not in received:
+                raise TestFailure(f"{name}.backward did not call f[{i}].backward(): f[{i}] is skipped (dL/dH is "
+                                  "dL/dA times the activation's derivative)")
+            hints = [(upstream, f"f[{i}] is skipped: multiply by f[{i}].backward()")]
+            if i < depth - 1 and G.shape == D[i].shape:
+                hints.append((G * D[i], "each layer's backward must receive the gradient of the layer after it, not dLdA"))
+            check_close(f"{name}.backward: the gradient passed to layers[{i}].backward{where}",
+                        received.get(f"layers[{i}]"), upstream * D[i], hints=hints)
+            upstream = B[i]
+        check_close(f"{name}.backward(dLdA): returned dL/dX{where}", grad, B[0])
+        linear_order = [role for role, method, _ in log if method == "backward" and role.startswith("layers")]
+        expected_order = [f"layers[{i}]" for i in reversed(range(depth))]
+        if linear_order != expected_order:
+            raise TestFailure(f"{name}.backward called the layers' backward in the order {linear_order}, "
+                              f"expected {expected_order}")
+
+
+def _mlp_checks(cls, visible, hidden, seed):
+    """The forward and backward checks of one MLP class: ``visible`` and ``hidden`` are
+    (constructor arguments, layer sizes)."""
+    def check(part):
+        def run(kernel):
+            rng = np.random.default_rng(seed)
+            for (args, sizes), batches in [(visible, (2,)), (hidden, (6, 1))]:
+                name = f"{cls}({', '.join(str(a) for a in args)})"
+                _check_mlp(kernel, name, cls, args, sizes, part, rng, batches)
+        run.__name__ = f"{cls.lower()}_{part}"
+        return judged(CHECKS)(run)
+    return check("forward"), check("backward")
+
+
+mlp0_forward, mlp0_backward = _mlp_checks("MLP0", ((3, 2), [3, 2]), ((5, 4), [5, 4]), seed=7007)
+mlp1_forward, mlp1_backward = _mlp_checks("MLP1", ((3, 2, 4), [3, 4, 2]), ((5, 3, 6), [5, 6, 3]), seed=7008)
+mlp4_forward, mlp4_backward = _mlp_checks("MLP4", ((3, 2, 4), [3, 4, 4, 4, 4, 2]), ((4, 3, 5), [4, 5, 5, 5, 5, 3]), seed=7009)
