@@ -129,8 +129,9 @@ class Factory:
         self.made, self.calls = list(made), []
 
     def __call__(self, *args, **kwargs):
-        given = list(args) + list(kwargs.values())
-        self.calls.append(["new", [a for a in given if isinstance(a, (int, float))], next(_order)])
+        numbers = (int, float, np.integer, np.floating)
+        self.calls.append(["new", {"args": [a for a in args if isinstance(a, numbers)],
+                                   "kwargs": {k: a for k, a in kwargs.items() if isinstance(a, numbers)}}, next(_order)])
         if not self.made:
             raise RuntimeError("the judge expected fewer objects of this class to be made")
         return self.made.pop(0)

@@ -132,18 +132,17 @@ class TimeLimitedExecute(Execute):
     async def _async_open_agent(self, deadline):
         if self._agent_lost:
             raise judge.KernelSilent("the kernel stopped answering the judge in an earlier cell")
+        self._agent_ended = False
         self._agent = self.kc.execute("__import__('coursekit.agent').agent.serve()", silent=True,
                                       store_history=False, allow_stdin=True)
         await self._async_agent_prompt(deadline)
 
     async def _async_ask(self, request, deadline):
         """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
-        try:
-            self.kc.input(request)
-        except zmq.ZMQError:  # its connection was dropped (a reply over the size limit?)
-            self._agent_lost = True
+        self._answer_agent(request)
+        if self._agent_lost:
             raise judge.KernelSilent("the kernel stopped reading the judge's requests (did a reply exceed "
-                                     f"{MAX_MESSAGE_BYTES // 2 ** 20} MB?)") from None
+                                     f"{MAX_MESSAGE_BYTES // 2 ** 20} MB?)")
         return await self._async_agent_prompt(deadline)
 
     async def _async_agent_prompt(self, deadline):
@@ -173,21 +172,35 @@ class TimeLimitedExecute(Execute):
             except Empty:
                 return False
             if reply["parent_header"].get("msg_id") == self._agent:
+                self._agent_ended = True  # (the reply is read once: remember it)
                 return True
 
     async def _async_close_agent(self):
-        """End the agent's cell (give the kernel a moment if it was interrupted), drop its output."""
-        try:
-            self.kc.input("")
-        except zmq.ZMQError:
-            self._agent_lost = True
-        if not await self._async_agent_ended(self.timeout_after_timeout):
+        """End the agent's cell, drop its output. An interrupted agent may still send a prompt
+        (ipykernel drops stdin messages sent before its prompt): each prompt gets the empty answer."""
+        deadline = time.monotonic() + self.timeout_after_timeout
+        self._answer_agent("")
+        while not self._agent_ended and not self._agent_lost and time.monotonic() < deadline:
+            try:
+                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=0.05))
+            except Empty:
+                await self._async_agent_ended(0)
+                continue
+            if msg["parent_header"].get("msg_id") == self._agent and msg["msg_type"] == "input_request":
+                self._answer_agent("")
+        if not self._agent_ended:
             self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
         while True:
             try:
                 await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))
             except Empty:
                 return
+
+    def _answer_agent(self, text):
+        try:
+            self.kc.input(text)
+        except zmq.ZMQError:  # the connection was dropped (a reply over the size limit?)
+            self._agent_lost = True
 
     def output(self, outs, msg, display_id, cell_index):
         self._output_bytes += _size(msg["content"])

@@ -187,3 +187,23 @@ def test_a_check_whose_kernel_never_answers_fails_and_the_next_cell_runs(tmp_pat
     _, hidden, after = run_notebook(notebook, tmp_path, "ps1", timeout=3).cells
     assert hidden.outputs[0].ename == "NoReply" and "ran longer than 3 s" in hidden.outputs[0].evalue
     assert after.outputs[0].text == "next\n"
+
+
+def test_an_agent_that_ends_early_costs_only_its_own_cell(tmp_path, monkeypatch):
+    from coursekit.judge import ps1
+
+    monkeypatch.setitem(ps1.CHECKS, "tanh_hidden", lambda kernel: kernel.new("Tanh"))
+    monkeypatch.setitem(ps1.CHECKS, "mse_hidden", lambda kernel: kernel.new("Tanh"))
+    student = ("import coursekit.agent as agent\n"
+               "real = agent.serve\n"
+               "def once():\n"
+               "    agent.serve = real  # the next cell's agent is the real one\n"
+               "agent.serve = once\n"
+               "class Tanh:\n"
+               "    pass\n")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(student), _graded_cell('judge("tanh_hidden")', "tanh_hidden"),
+        _graded_cell('judge("mse_hidden")', "mse_hidden")])
+    _, first, second = run_notebook(notebook, tmp_path, "ps1").cells
+    assert first.outputs[0].ename == "NoReply"
+    assert second.outputs == [], second.outputs

@@ -14,6 +14,7 @@ cell whose grade_id has a check, run in the kernel as usual (the student sees th
 and the check, which repeats them, decides the score.
 """
 import base64
+import hashlib
 import importlib
 import json
 import math
@@ -24,6 +25,7 @@ import numpy as np
 from coursekit import gradcheck
 from coursekit.gradcheck import TestFailure, check_close
 
+MAX_PARAMETERS = 10_000  # a parameter's finite differences take one forward pass per entry
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 
 
@@ -85,7 +87,7 @@ def verdict(check, kernel):
         return "NoReply", str(silent)
     except StudentError as error:
         return "TestFailure", f"your code raised {error.name}: {error.message}"
-    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+    except (ArithmeticError, IndexError, TypeError, ValueError, RecursionError) as error:
         # what the kernel sent, of the wrong kind or shape, broke the check's own arithmetic
         return "TestFailure", f"the test could not use what your code returned ({type(error).__name__}: {error})"[:500]
     return None
@@ -158,7 +160,7 @@ def _decode(data, kernel):
             return float(data["f"])
         if "i" in data:
             return int(data["i"])
-        if "d" in data:
+        if "d" in data and isinstance(data["d"], dict):
             return {str(key): _decode(item, kernel) for key, item in data["d"].items()}
     raise KernelSilent(f"the kernel sent a value the judge does not accept ({type(data).__name__})")
 
@@ -176,7 +178,7 @@ class Kernel:
         reply = self._send(json.dumps(request))
         try:
             values = self._read(reply, len(operations))
-        except (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError):
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
             raise KernelSilent("the kernel sent a reply the judge cannot read") from None
         if len(values) != len(operations):
             raise KernelSilent("the kernel sent too few results")
@@ -265,6 +267,17 @@ class Remote:
         return [(method, arguments) for method, arguments, _ in log]
 
 
+def made_with(factory, parameters):
+    """The numeric arguments of each object a stand-in class (``kernel.factory``) made, bound to
+    the class's ``parameters`` by position or name: [{parameter: value or None}]."""
+    made = []
+    for _, given, _ in object.__getattribute__(factory, "_kernel").run(["log", factory])[0]:
+        bound = dict(zip(parameters, given["args"]))
+        bound.update({key: value for key, value in given["kwargs"].items() if key in parameters})
+        made.append({parameter: bound.get(parameter) for parameter in parameters})
+    return made
+
+
 def calls_in_order(standins):
     """The calls of several stand-ins ({role: stand-in}) in the order they happened:
     [(role, method, [argument arrays])], in one round trip."""
@@ -336,7 +349,7 @@ def numerical_loss_gradient(kernel, loss, y, t, eps=1e-6):
             z = y.copy()
             z[index] += step
             operations += [["new", loss, [], {}, {}], ["call", Earlier(len(operations)), "forward", [z, t], {}]]
-    values = [float(np.asarray(v)) for v in kernel.run(*operations)[1::2]]
+    values = [gradcheck._single_number(v) for v in kernel.run(*operations)[1::2]]
     return _differences(values, y.shape, eps)
 
 
@@ -347,27 +360,34 @@ def check_unchanged(name, before, kept):
     gradcheck.check_unchanged(name, before, kept.value())
 
 
-def unseen(shape):
-    """A gradient for finite differences that no test sent to the kernel before (the same on
-    every regrade): not the one a notebook's visible test uses, nor a hidden test's."""
-    return np.random.default_rng([7, *shape]).normal(size=shape)
+def unseen(shape, x):
+    """A gradient of ``shape`` for finite differences at ``x`` that no test sent to the kernel
+    before: drawn from a generator seeded by ``x`` itself (so the same on every regrade), not the
+    one a notebook's visible test uses, nor a hidden test's."""
+    seed = int.from_bytes(hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes()).digest()[:8], "little")
+    return np.random.default_rng([7, seed]).normal(size=shape)
 
 
-def check_gradients_numerically(name, make, x, grad_output, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output"):
+def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output"):
     """``layer.backward`` (and the parameter gradients in ``params``, pairs like ("W", "dLdW"))
     against central finite differences of L = sum(layer.forward(x) * grad_output), as
     gradcheck.check_backward does, where ``make()`` makes the layer in the kernel (twice: one
     for the differences, one for backward). ``upstream`` names backward's argument in messages.
 
-    The differences are taken before the kernel sees ``grad_output``, and ``grad_output`` must
-    be one it has never seen (see ``unseen``): a forward that bent its output to the gradients
+    ``grad_output``, of ``output_shape``, is one the kernel has never seen (see ``unseen``), and
+    the differences are taken before it sees it: a forward that bent its output to the gradients
     it was given could otherwise make them agree with any backward.
     """
+    grad_output = unseen(output_shape, x)
     probed = make()
     numeric, no_upstream = call(f"{name}.forward(x)", numerical_input_gradients, probed, x,
                                 [grad_output, np.ones_like(grad_output)])
-    numeric_params = {grad: call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x, grad_output,
-                                 np.shape(getattr(probed, param))) for param, grad in params}
+    numeric_params = {}
+    for param, grad in params:
+        shape = np.shape(getattr(probed, param))
+        if math.prod(shape) > MAX_PARAMETERS:
+            raise TestFailure(f"{name}.{param} has shape {shape}, larger than the test set it")
+        numeric_params[grad] = call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x, grad_output, shape)
     layer = make()
     call(f"{name}.forward(x)", layer.forward, x)
     grad_input = call(f"{name}.backward({upstream})", layer.backward, grad_output)
@@ -381,7 +401,7 @@ def check_vectorised(what, obj, method, *args, max_steps=300):
     """``obj.<method>(*args)`` works on whole arrays, as gradcheck.check_vectorised checks: the
     kernel counts the Python steps of the call (the one measurement only it can make)."""
     (steps,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
-    if not isinstance(steps, int) or steps > max_steps:
+    if type(steps) is not int or not 0 < steps <= max_steps:
         raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
                           "or a loop?); use NumPy operations on the whole array")
 

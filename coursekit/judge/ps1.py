@@ -8,8 +8,8 @@ no MLP points.
 import numpy as np
 
 from coursekit.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, call, check_gradients_numerically, check_unchanged, judged,
-                             numerical_loss_gradient, unseen)
+from coursekit.judge import (Earlier, call, check_gradients_numerically, check_unchanged, judged, made_with,
+                             numerical_loss_gradient)
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
@@ -37,7 +37,7 @@ def linear_visible(kernel):
 
     rng = np.random.default_rng(0)
     W_random, b_random = rng.normal(size=(4, 3)), rng.normal(size=4)
-    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), unseen((5, 4)),
+    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), (5, 4),
                                 params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
     layer = _linear(kernel, W, b)
@@ -82,7 +82,7 @@ def linear_backward(kernel):
         check_close("Linear.grad_biases" + where, layer.grad_biases, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every sample's contribution")])
         check_unchanged("Linear.backward", G, G_given)
-        check_gradients_numerically("Linear", lambda: _linear(kernel, W, b), x, unseen(G.shape),
+        check_gradients_numerically("Linear", lambda: _linear(kernel, W, b), x, G.shape,
                                     params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
     # backward must use the input of the latest forward call
@@ -121,7 +121,7 @@ def tanh_visible(kernel):
     layer = call("Tanh()", kernel.new, "Tanh")
     check_close("Tanh.forward(x)", call("Tanh.forward(x)", layer.forward, x), [[0.0, 0.76159416, -0.96402758]])
     rng = np.random.default_rng(0)
-    check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), unseen((3, 4)))
+    check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), (3, 4))
 
 
 @judged(CHECKS)
@@ -139,7 +139,7 @@ def tanh_hidden(kernel):
                     hints=[(1 - np.tanh(x) ** 2, MISSING_UPSTREAM),
                            (G * (1 - x ** 2), "the derivative uses x where it needs tanh(x)"),
                            (G * (1 - np.tanh(x)) ** 2, "check where the square goes in the derivative")])
-        check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), x, unseen(shape))
+        check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), x, shape)
 
     x = np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])
     layer = call("Tanh()", kernel.new, "Tanh")
@@ -176,10 +176,10 @@ def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
     activations = kernel.factory([layers["activation"]])
     mlp = call(f"MLP({d_in}, {d_hidden}, {d_out})", kernel.new, "MLP", d_in, d_hidden, d_out,
                substitutes={"Linear": linears, "Tanh": activations})
-    made = [arguments for _, arguments in linears.calls()]
-    if [tuple(int(a) for a in args[:2]) for args in made] != [(d_in, d_hidden), (d_hidden, d_out)]:
+    made = [(sizes["input_dim"], sizes["output_dim"]) for sizes in made_with(linears, ["input_dim", "output_dim"])]
+    if made != [(d_in, d_hidden), (d_hidden, d_out)]:
         raise TestFailure(f"MLP({d_in}, {d_hidden}, {d_out}) made its Linear layers with sizes "
-                          f"{[tuple(int(a) for a in args[:2]) for args in made]}, expected "
+                          f"{made}, expected "
                           f"Linear({d_in}, {d_hidden}) then Linear({d_hidden}, {d_out})")
     return mlp, layers, arrays
 

@@ -10,8 +10,9 @@ import contextlib
 import numpy as np
 
 from coursekit.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Remote, StudentError, call, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised,
-                             judged, kernel_of, numerical_input_gradients, numerical_loss_gradient, unseen)
+from coursekit.judge import (Remote, StudentError, call, calls_in_order, check_gradients_numerically, check_unchanged,
+                             check_vectorised, judged, kernel_of, made_with, numerical_input_gradients,
+                             numerical_loss_gradient)
 from coursekit.torch_reference import value, vjp
 
 CHECKS = {}
@@ -90,7 +91,7 @@ def linear_backward(kernel):
 
     rng = np.random.default_rng(0)
     W, b = rng.normal(size=(3, 4)), rng.normal(size=4)
-    check_gradients_numerically("Linear", lambda: _linear(kernel, 3, 4, W, b), rng.normal(size=(5, 3)), unseen((5, 4)),
+    check_gradients_numerically("Linear", lambda: _linear(kernel, 3, 4, W, b), rng.normal(size=(5, 3)), (5, 4),
                                 params=[("W", "dLdW"), ("b", "dLdb")])
 
     rng = np.random.default_rng(2002)
@@ -108,7 +109,7 @@ def linear_backward(kernel):
         check_close("Linear.dLdb" + where, layer.dLdb, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every example's contribution")])
         check_unchanged("Linear.backward", G, G_given)
-        check_gradients_numerically("Linear", lambda: _linear(kernel, d, h, W, b), A, unseen(G.shape),
+        check_gradients_numerically("Linear", lambda: _linear(kernel, d, h, W, b), A, G.shape,
                                     params=[("W", "dLdW"), ("b", "dLdb")])
 
     # backward must use the input of the latest forward call
@@ -310,7 +311,7 @@ def sgd_tests(kernel):
     rng = np.random.default_rng(5005)
     for lr, momentum in [(0.05, 0.8), (0.3, 0.0)]:
         start = [(0.1 * rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in [(3, 4), (4, 2)]]
-        layers = [_layer(kernel, W=W, b=b, dLdW=np.zeros_like(W), dLdb=np.zeros_like(b)) for W, b in start]
+        layers = [_layer(kernel, W=W, b=b, dLdW=None, dLdb=None) for W, b in start]  # as a new Linear has them
         model = kernel.standin("model", {"layers": layers})
         grads = [[(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in start] for _ in range(4)]
         optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
@@ -461,7 +462,8 @@ class StandInMLP:
                                     for _ in range(depth + 2)]) for kind in ("ReLU", "Identity")}
         factories = {"Linear": kernel.factory(linears), **{kind: kernel.factory(made) for kind, made in kinds.items()}}
         self.model = call(name, kernel.new, cls, *args, substitutes=factories)
-        sizes_made = [tuple(int(a) for a in arguments[:2]) for _, arguments in factories["Linear"].calls()]
+        sizes_made = [(sizes["num_inputs"], sizes["num_outputs"])
+                      for sizes in made_with(factories["Linear"], ["num_inputs", "num_outputs"])]
         self.kind = {_ref(s): kind for kind, made in kinds.items() for s in made}
         self.size = {_ref(s): size for s, size in zip(linears, sizes_made)}
         try:
@@ -496,10 +498,11 @@ class StandInMLP:
         return {role: s for i in range(len(self.layers)) for role, s in ((f"layers[{i}]", self.layers[i]), (f"f[{i}]", self.f[i]))}
 
     def give(self, returns):
-        """Set what each stand-in returns: {role: {method: array}}."""
+        """Set what each stand-in returns from now on ({role: {method: array}}) and clear their logs."""
         standins = self.roles()
-        kernel_of(self.model).run(*[["set", standins[role], "returns", {m: [a] for m, a in methods.items()}]
-                                    for role, methods in returns.items()])
+        kernel_of(self.model).run(*[operation for role, methods in returns.items() for operation in
+                                    (["set", standins[role], "returns", {m: [a] for m, a in methods.items()}],
+                                     ["set", standins[role], "calls", []])])
 
 
 @contextlib.contextmanager
@@ -516,11 +519,12 @@ def _order_explains_failure(mlp, method, expected):
 
 
 def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
-    """The MLP's forward or backward, with stand-in layers, on batches of the given sizes."""
+    """The MLP's forward or backward, with stand-in layers, on batches of the given sizes (one
+    model for all of them: what it computes for one batch must not leak into the next)."""
+    mlp = StandInMLP(kernel, name, cls, args, sizes)
+    depth = len(sizes) - 1
     for n in batches:
         where = f" for a batch of {n}"
-        mlp = StandInMLP(kernel, name, cls, args, sizes)
-        depth = len(sizes) - 1
         H = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what layers[i].forward returns
         A = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what f[i].forward returns
         D = [rng.normal(size=(n, sizes[i + 1])) for i in range(depth)]  # what f[i].backward returns
@@ -536,6 +540,9 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
             order = [role for role, method, _ in log if method == "forward"]
             received = {role: arguments[0] if arguments else None for role, method, arguments in log if method == "forward"}
             for i in range(depth):
+                for role in (f"layers[{i}]", f"f[{i}]"):
+                    if role not in received:
+                        raise TestFailure(f"{name}.forward did not call {role}.forward: {role} is skipped")
                 given = X if i == 0 else A[i - 1]
                 check_close(f"{name}.forward: the input of layers[{i}].forward{where}", received.get(f"layers[{i}]"), given,
                             hints=[] if i == 0 else [(H[i - 1], f"f[{i - 1}] is skipped: feed layers[{i}] the activation's output")])
