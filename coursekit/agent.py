@@ -15,11 +15,14 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 - ``["call", ref, method, args, kwargs]``, ``["get", ref, attribute]``, ``["set", ref, attribute, value]``;
 - ``["nudge", ref, path, index, step]``: ``ref.<path>[index] += step`` in place, where ``path`` is a
   list of ``["attr", name]`` and ``["item", key]`` steps (finite differences perturb parameters so);
+- ``["fetch", ref, path]``: the value at ``ref.<path>``; ``["put", ref, path, value]``: set it
+  (``layer.parameters["W"] = value`` is the path [["attr", "parameters"], ["item", "W"]]);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
 - ``["standin", name, returns, attributes, arguments]``: a layer that records its calls, returns
   the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
   layer does); ``arguments`` (optional) is how many arguments each method takes;
 - ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
+- ``["scaler", factor]``: an activation that multiplies by ``factor`` (forward(Z), backward(Z, dY));
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
 - ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
@@ -85,7 +88,7 @@ def encode(value):
         return {"f": float(value)}
     if isinstance(value, str):
         return {"t": value[:200]}
-    if type(value) is dict and all(isinstance(key, str) for key in value):
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):  # OrderedDict too
         return {"d": {key: encode(item) for key, item in value.items()}}
     if type(value) in (list, tuple):
         return [encode(item) for item in value]
@@ -166,12 +169,38 @@ class StandIn:
         return record
 
 
+class Scaler:
+    """An activation the judge controls: forward(Z) = factor * Z, backward(Z, dY) = factor * dY;
+    records its calls as a stand-in does."""
+
+    def __init__(self, factor):
+        self.factor, self.calls = factor, []
+
+    def forward(self, Z):
+        self.calls.append(["forward", [np.array(Z, dtype=np.float64)], next(_order)])
+        return self.factor * Z
+
+    def backward(self, Z, dY):
+        self.calls.append(["backward", [np.array(Z, dtype=np.float64), np.array(dY, dtype=np.float64)], next(_order)])
+        return self.factor * dY
+
+    def __call__(self, Z):
+        return self.forward(Z)
+
+
 def _numeric(value):
     try:
         np.asarray(value, dtype=np.float64)
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _follow(target, path):
+    """``target`` followed along ``path``: ["attr", name] and ["item", key] steps."""
+    for how, name in path:
+        target = getattr(target, name) if how == "attr" else target[name]
+    return target
 
 
 def _run(operation, earlier):
@@ -192,9 +221,17 @@ def _run(operation, earlier):
         return None
     if kind == "nudge":
         target, path, index, step = rest
-        for how, name in path:
-            target = getattr(target, name) if how == "attr" else target[name]
-        target[tuple(index)] += step
+        _follow(target, path)[tuple(index)] += step
+        return None
+    if kind == "fetch":
+        return _follow(rest[0], rest[1])
+    if kind == "put":
+        target, path, value = rest
+        (how, name), parent = path[-1], _follow(target, path[:-1])
+        if how == "attr":
+            setattr(parent, name, value)
+        else:
+            parent[name] = value
         return None
     if kind == "array":
         return Kept(np.array(rest[0], dtype=np.float64))
@@ -202,6 +239,8 @@ def _run(operation, earlier):
         return StandIn(*rest)
     if kind == "factory":
         return Factory(rest[0])
+    if kind == "scaler":
+        return Scaler(rest[0])
     if kind == "log":
         return rest[0].calls
     if kind == "seed":

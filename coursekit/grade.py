@@ -66,7 +66,7 @@ def grading_kit(course, assignment):
     with tempfile.TemporaryDirectory() as scratch:
         _generate_assignment(_scratch_course(scratch, config, source, assignment), assignment)
         return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
-                "preload": heavy_imports(notebook), "sealed": bool(judge.checks(assignment))}
+                "preload": heavy_imports(notebook), "sealed": judge.sealed(assignment)}
 
 
 def _scratch_course(folder, config, source, assignment, gradebook=None):

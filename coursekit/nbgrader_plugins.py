@@ -57,6 +57,7 @@ class TimeLimitedExecute(Execute):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
+        self._sealed = judge.sealed(assignment) if assignment else False
         self._agent_lost = False
         self._cell_timeout = self.timeout
         for attempt in range(1, self.kernel_starts + 1):
@@ -94,7 +95,7 @@ class TimeLimitedExecute(Execute):
 
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
-        if self._checks and hasattr(km, "sealed"):
+        if self._sealed and hasattr(km, "sealed"):
             km.sealed = True  # no reference module in the kernel's view
         return km
 

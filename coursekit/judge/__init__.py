@@ -56,15 +56,27 @@ def split_call(source):
     return ("\n".join(rest) if code else ""), CALL.match(lines[calls[0]])["grade_id"]
 
 
-def checks(assignment):
-    """{grade_id: check} for an assignment judged here ({} for one whose tests run in the kernel)."""
+def _module(assignment):
     try:
-        module = importlib.import_module(f"coursekit.judge.{assignment}")
+        return importlib.import_module(f"coursekit.judge.{assignment}")
     except ModuleNotFoundError as error:
         if error.name != f"coursekit.judge.{assignment}":
             raise
-        return {}
-    return module.CHECKS
+        return None
+
+
+def checks(assignment):
+    """{grade_id: check} for an assignment judged here ({} for one whose tests run in the kernel)."""
+    module = _module(assignment)
+    return module.CHECKS if module else {}
+
+
+def sealed(assignment):
+    """Whether every test of the assignment is judged here, so that its kernels get the sealed
+    view (coursekit.sandbox): an assignment on its way to the judge says ``SEALED = False`` while
+    some of its cells still run hidden tests in the kernel, which read the reference modules."""
+    module = _module(assignment)
+    return bool(module and module.CHECKS and getattr(module, "SEALED", True))
 
 
 def judged(registry):
@@ -227,6 +239,21 @@ class Kernel:
         self.run(["seed", int(seed)])
 
 
+def path(*steps):
+    """A path for the agent's fetch, put and nudge: ``path("parameters", ["W"])`` is ``.parameters["W"]``."""
+    return [["item", step[0]] if isinstance(step, list) else ["attr", step] for step in steps]
+
+
+def fetch(obj, steps):
+    """The value at ``obj.<steps>`` (see ``path``)."""
+    return kernel_of(obj).run(["fetch", obj, steps])[0]
+
+
+def put(obj, steps, value):
+    """Set ``obj.<steps>`` (see ``path``) to ``value``."""
+    kernel_of(obj).run(["put", obj, steps, value])
+
+
 def _remote(value, what):
     if not isinstance(value, Remote):
         raise TestFailure(f"{what} did not make an object")
@@ -340,15 +367,16 @@ def _differences(values, shape, eps):
     return (np.array(values[0::2]) - np.array(values[1::2])).reshape(shape) / (2 * eps)
 
 
-def numerical_loss_gradient(kernel, loss, y, t, eps=1e-6):
-    """d loss().forward(y, t) / dy by central differences, where ``loss`` names the notebook's
-    class (a new object each time), in one round trip."""
-    operations = []
+def numerical_loss_gradient(kernel, loss, *args, at=0, eps=1e-6):
+    """d loss().forward(*args) / d args[at] by central differences, where ``loss`` names the
+    notebook's class (a new object each time), in one round trip."""
+    y, operations = args[at], []
     for index in np.ndindex(y.shape):
         for step in (eps, -eps):
-            z = y.copy()
-            z[index] += step
-            operations += [["new", loss, [], {}, {}], ["call", Earlier(len(operations)), "forward", [z, t], {}]]
+            moved = list(args)
+            moved[at] = y.copy()
+            moved[at][index] += step
+            operations += [["new", loss, [], {}, {}], ["call", Earlier(len(operations)), "forward", moved, {}]]
     values = [gradcheck._single_number(v) for v in kernel.run(*operations)[1::2]]
     return _differences(values, y.shape, eps)
 
@@ -384,17 +412,30 @@ def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-
                                 [grad_output, np.ones_like(grad_output)])
     numeric_params = {}
     for param, grad in params:
-        shape = np.shape(getattr(probed, param))
+        param, grad = _steps(param), _steps(grad)
+        shape = np.shape(fetch(probed, param))
         if math.prod(shape) > MAX_PARAMETERS:
-            raise TestFailure(f"{name}.{param} has shape {shape}, larger than the test set it")
-        numeric_params[grad] = call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x, grad_output, shape)
+            raise TestFailure(f"{name}.{_shown(param)} has shape {shape}, larger than the test set it")
+        numeric_params[_shown(grad)] = (grad, call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x,
+                                                   grad_output, shape))
     layer = make()
     call(f"{name}.forward(x)", layer.forward, x)
     grad_input = call(f"{name}.backward({upstream})", layer.backward, grad_output)
     check_close(f"{name}.backward({upstream}) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
                 hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")])
-    for grad, expected in numeric_params.items():
-        check_close(f"{name}.{grad} vs finite differences", getattr(layer, grad), expected, rtol=rtol, atol=atol)
+    for shown, (grad, expected) in numeric_params.items():
+        check_close(f"{name}.{shown} vs finite differences", fetch(layer, grad), expected, rtol=rtol, atol=atol,
+                    factors={"N": len(x)})
+
+
+def _steps(where):
+    """An attribute name or a path (see ``path``), as a path."""
+    return [["attr", where]] if isinstance(where, str) else where
+
+
+def _shown(steps):
+    """A path as code: ``gradients['W']``."""
+    return "".join(f".{name}" if how == "attr" else f"[{name!r}]" for how, name in steps).lstrip(".")
 
 
 def check_vectorised(what, obj, method, *args, max_steps=300):

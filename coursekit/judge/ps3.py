@@ -1,0 +1,373 @@
+"""ps3's tests, judged in the grader's process (see coursekit.judge): one check per test cell.
+
+Parts 1-4 (ReLU, the fully connected layer, SoftMax, cross-entropy) are judged here; the other
+cells still run their hidden tests in the kernel (SEALED = False until they move here too).
+Each check repeats its cell's visible tests, on the same inputs, then checks what the hidden
+tests add. The fully connected layer is checked with activations that the judge controls (they
+multiply by a constant and record their calls), so a bug in ReLU costs no points there.
+"""
+import numpy as np
+
+from coursekit.gradcheck import TestFailure, check_array, check_close
+from coursekit.judge import (call, check_gradients_numerically, check_unchanged, check_vectorised, fetch, judged,
+                             kernel_of, numerical_input_gradients, numerical_loss_gradient, path, put, unseen)
+from coursekit.torch_reference import vjp
+
+CHECKS = {}
+SEALED = False  # parts 5-9 still run their hidden tests in the kernel
+W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
+DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
+
+
+def _new(kernel, cls, *args):
+    return call(f"{cls}()", kernel.new, cls, *args)
+
+
+def check_activation_numerically(name, make, Z, rtol=1e-5, atol=1e-7):
+    """``backward(Z, dY)`` of an activation against central finite differences of
+    sum(forward(Z) * dY), taken before the kernel sees dY (a gradient it has never seen)."""
+    dY = unseen(np.shape(Z), Z)
+    (numeric,) = call(f"{name}.forward(Z)", numerical_input_gradients, make(), Z, [dY])
+    check_close(f"{name}.backward(Z, dY) vs finite differences", call(f"{name}.backward(Z, dY)", make().backward, Z, dY),
+                numeric, rtol=rtol, atol=atol)
+
+
+# --- 1. ReLU -----------------------------------------------------------------------------------
+
+@judged(CHECKS)
+def relu_tests(kernel):
+    def relu():
+        return _new(kernel, "ReLU")
+
+    Z = np.array([[-1.0, 0.0, 2.5], [3.0, -0.5, 1.0]])
+    dY = np.array([[1.0, 2.0, 3.0], [-1.0, 5.0, 0.5]])
+    check_close("ReLU().forward(Z)", call("ReLU().forward(Z)", relu().forward, Z), [[0.0, 0.0, 2.5], [3.0, 0.0, 1.0]])
+    check_close("ReLU().backward(Z, dY)", call("ReLU().backward(Z, dY)", relu().backward, Z, dY),
+                [[0.0, 0.0, 3.0], [-1.0, 0.0, 0.5]],
+                hints=[([[0.0, 2.0, 3.0], [-1.0, 0.0, 0.5]], "at Z = 0 the derivative is 0, as in PyTorch"),
+                       ([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]], "it is dY/dZ alone: multiply by the upstream gradient dY")])
+    rng = np.random.default_rng(0)
+    check_activation_numerically("ReLU()", relu, 2 * rng.normal(size=(3, 4)))
+    check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu(), "forward",
+                     np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
+
+    rng = np.random.default_rng(3001)
+    for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
+        Z, dY = 3 * rng.normal(size=shape), rng.normal(size=shape)
+        Z.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
+        Y_ref, (dZ_ref,) = vjp("relu", (Z,), dY)
+        Z_given, dY_given = kernel.array(Z), kernel.array(dY)
+        check_close(f"ReLU().forward(Z) for Z of shape {shape}", call("ReLU().forward(Z)", relu().forward, Z_given), Y_ref)
+        check_close(f"ReLU().backward(Z, dY) for Z of shape {shape}",
+                    call("ReLU().backward(Z, dY)", relu().backward, Z_given, dY_given), dZ_ref,
+                    hints=[(dY * (Z >= 0), "at Z = 0 the derivative is 0, as in PyTorch"),
+                           ((Z > 0).astype(float), "it is dY/dZ alone: multiply by the upstream gradient dY")])
+        check_unchanged("ReLU.forward and backward (Z)", Z, Z_given)
+        check_unchanged("ReLU.backward (dY)", dY, dY_given)
+
+    Z = np.array([[-1000.0, -50.0, 0.5, 50.0, 1000.0]])
+    dY = np.array([[1.0, -2.0, 3.0, -4.0, 5.0]])
+    Y_ref, (dZ_ref,) = vjp("relu", (Z,), dY)
+    check_close("ReLU().forward(Z) at Z = +-1000", call("ReLU().forward(Z)", relu().forward, Z), Y_ref, atol=1e-12)
+    check_close("ReLU().backward(Z, dY) at Z = +-1000", call("ReLU().backward(Z, dY)", relu().backward, Z, dY), dZ_ref,
+                atol=1e-12)
+
+    # backward must use the Z it is given, not one kept from an earlier forward call
+    act = relu()
+    Z1, Z2, dY = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    call("ReLU().forward(Z1)", act.forward, Z1)
+    check_close("ReLU().backward(Z2, dY) after forward(Z1)", call("ReLU().backward(Z2, dY)", act.backward, Z2, dY),
+                dY * (Z2 > 0), hints=[(dY * (Z1 > 0), "it uses Z1 from forward: use the Z that backward is given")])
+
+
+# --- 2. The fully connected layer, with activations the judge controls -------------------------
+
+def _fc(kernel, n_out, activation=None):
+    """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
+    activation of the judge's that multiplies by it) or None (the layer's default)."""
+    args = [n_out] if activation is None else [n_out, kernel.run(["scaler", float(activation)])[0]]
+    return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
+
+
+def _fc_with(kernel, n_out, X, W, b, activation=None):
+    """A FullyConnected initialised by forward(X), then given the parameters W and b."""
+    layer = _fc(kernel, n_out, activation)
+    call(f"FullyConnected({n_out}).forward(X)", layer.forward, X)
+    put(layer, W_PATH, W)
+    put(layer, B_PATH, b)
+    return layer
+
+
+def _activation_name(factor):
+    return "" if factor is None else f", an activation that multiplies by {factor:g}"
+
+
+@judged(CHECKS)
+def fullyconnected_init(kernel):
+    kernel.seed(0)
+    layer = _fc(kernel, 200)
+    call("FullyConnected(200)._init_parameters((5, 300))", layer._init_parameters, (5, 300))
+    if layer.n_in != 300:
+        raise TestFailure(f"after _init_parameters((5, 300)), n_in is {layer.n_in}, expected 300 (the number of features)")
+    parameters = layer.parameters
+    if not isinstance(parameters, dict) or sorted(parameters) != ["W", "b"]:
+        raise TestFailure(f"parameters should be a dict with the keys 'W' and 'b', got {parameters!r:.80}")
+    W = check_array("parameters['W']", parameters["W"], (300, 200))
+    check_close("parameters['b']", parameters["b"], np.zeros((1, 200)))
+    check_close("the standard deviation of parameters['W']", float(np.std(W)), np.sqrt(2 / 500), rtol=0.05,
+                hints=[(1.0, "it looks like np.random.randn: use init_weights"),
+                       (np.sqrt(1 / 12), "it looks like np.random.rand: use init_weights")])
+    gradients = layer.gradients
+    if not isinstance(gradients, dict) or sorted(gradients) != ["W", "b"]:
+        raise TestFailure("gradients should be a dict with the keys of parameters, 'W' and 'b'")
+    check_close("gradients['W'] before backward", gradients["W"], np.zeros((300, 200)))
+    check_close("gradients['b'] before backward", gradients["b"], np.zeros((1, 200)))
+
+    kernel.seed(3002)
+    for n, d, h in [(1, 1, 1), (4, 7, 1), (1, 3, 6)]:
+        layer = _fc(kernel, h)
+        call(f"FullyConnected({h}).forward(X)", layer.forward, np.ones((n, d)))
+        check_array(f"parameters['W'] of FullyConnected({h}) after an input of shape {(n, d)}", fetch(layer, W_PATH), (d, h))
+        check_array(f"parameters['b'] of FullyConnected({h})", fetch(layer, B_PATH), (1, h))
+        check_array(f"gradients['b'] of FullyConnected({h})", fetch(layer, DB_PATH), (1, h))
+    first, second = _fc(kernel, 3), _fc(kernel, 3)
+    call("FullyConnected(3).forward(X)", first.forward, np.ones((2, 4)))
+    call("FullyConnected(3).forward(X)", second.forward, np.ones((2, 4)))
+    W_first, W_second = fetch(first, W_PATH), fetch(second, W_PATH)
+    if np.array_equal(W_first, W_second):
+        raise TestFailure("two FullyConnected(3) layers got the same W: draw it at random for every layer")
+    call("FullyConnected(3).forward(X), a second time", first.forward, np.ones((5, 4)))
+    check_close("parameters['W'] after a second forward call", fetch(first, W_PATH), W_first,
+                hints=[(W_second, "the parameters were drawn again: initialise them only once")])
+
+
+def _activation_calls(layer):
+    """The calls the layer made to its (judge's) activation: [(method, [arrays])]."""
+    activation = layer.activation
+    return [(method, arguments) for method, arguments, _ in kernel_of(layer).run(["log", activation])[0]]
+
+
+@judged(CHECKS)
+def fullyconnected_forward(kernel):
+    X = np.array([[1.0, 2.0], [0.0, -1.0]])
+    W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
+    b = np.array([[0.5, -1.0, 0.0]])
+    for factor in (None, 2.0):
+        layer = _fc_with(kernel, 3, X, W, b, factor)
+        scale = factor or 1.0
+        check_close(f"FullyConnected(3{_activation_name(factor)}).forward(X)", call("FullyConnected.forward(X)", layer.forward, X),
+                    scale * np.array([[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
+                    hints=[(scale * (X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
+
+    rng = np.random.default_rng(3003)
+    for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), None), ((6, 5, 1), 0.5), ((4, 2, 2), None)]:
+        X, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h))
+        expected, _ = vjp("dense", (X, W, b), np.zeros((n, h)), activation="identity")
+        layer = _fc_with(kernel, h, X, W, b, factor)
+        X_given = kernel.array(X)
+        Y = call("FullyConnected.forward(X)", layer.forward, X_given)
+        scale = factor or 1.0
+        check_close(f"FullyConnected({h}{_activation_name(factor)}).forward(X) for X of shape {X.shape}", Y, scale * expected,
+                    hints=[(scale * (X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
+        if factor is not None:
+            calls = _activation_calls(layer)
+            if not calls or calls[-1][0] != "forward":
+                raise TestFailure("FullyConnected.forward did not call its activation's forward")
+            check_close("the input of the activation's forward: Z = X W + b", calls[-1][1][0], expected)
+        check_unchanged("FullyConnected.forward", X, X_given)
+        check_close("parameters['W'] after forward", fetch(layer, W_PATH), W)
+        check_close("parameters['b'] after forward", fetch(layer, B_PATH), b)
+
+
+NO_ACTIVATION_BACKWARD = "the activation's backward is not used: dL/dZ = activation.backward(Z, dLdY)"
+
+
+@judged(CHECKS)
+def fullyconnected_backward(kernel):
+    X = np.array([[1.0, 2.0], [0.0, -1.0]])
+    G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
+    W, b = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([[0.5, -1.0, 0.0]])
+    layer = _fc_with(kernel, 3, X, W, b)
+    call("FullyConnected(3).forward(X)", layer.forward, X)
+    check_close("FullyConnected.backward(dLdY)", call("FullyConnected.backward(dLdY)", layer.backward, G), [[-1.0, -1.5], [2.0, 1.0]])
+    check_close("gradients['W']", fetch(layer, DW_PATH), [[1.0, 0.0, -1.0], [0.0, -1.0, -2.0]], factors={"N": 2})
+    check_close("gradients['b']", fetch(layer, DB_PATH), [[3.0, 1.0, -1.0]], factors={"N": 2})
+    layer = _fc_with(kernel, 3, X, W, b, 3.0)
+    call("FullyConnected(3).forward(X)", layer.forward, X)
+    check_close(f"FullyConnected(3{_activation_name(3.0)}).backward(dLdY)", call("FullyConnected.backward(dLdY)", layer.backward, G),
+                [[-3.0, -4.5], [6.0, 3.0]], hints=[([[-1.0, -1.5], [2.0, 1.0]], NO_ACTIVATION_BACKWARD)])
+
+    rng = np.random.default_rng(0)
+    for factor in (None, 3.0):
+        X0, W, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=(1, 4))
+        check_gradients_numerically(f"FullyConnected(4{_activation_name(factor)})",
+                                    lambda: _fc_with(kernel, 4, X0, W, b, factor), rng.normal(size=(5, 3)), (5, 4),
+                                    params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
+
+    rng = np.random.default_rng(3004)
+    for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), 0.5), ((6, 5, 1), None)]:
+        X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
+        scale = factor or 1.0
+        layer = _fc_with(kernel, h, X, W, b, factor)
+        call("FullyConnected.forward(X)", layer.forward, X)
+        G_given = kernel.array(G)
+        where = f" (FullyConnected({h}{_activation_name(factor)}), X of shape {X.shape})"
+        dZ = scale * G
+        check_close("FullyConnected.backward(dLdY): returned dL/dX" + where,
+                    call("FullyConnected.backward(dLdY)", layer.backward, G_given), dZ @ W.T,
+                    hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)] if factor else [])
+        check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
+                    hints=[(X.T @ G, NO_ACTIVATION_BACKWARD)] if factor else [])
+        check_close("gradients['b']" + where, fetch(layer, DB_PATH), dZ.sum(axis=0, keepdims=True), factors={"N": n},
+                    hints=[(dZ.mean(axis=0, keepdims=True), "it is the mean over the batch: the loss adds up every example's contribution")])
+        check_unchanged("FullyConnected.backward", G, G_given)
+        if factor is not None:
+            calls = [args for method, args in _activation_calls(layer) if method == "backward"]
+            if calls:
+                check_close("the Z passed to the activation's backward" + where, calls[-1][0], X @ W + b)
+
+    X0, W, b = rng.normal(size=(4, 2)), rng.normal(size=(2, 3)), rng.normal(size=(1, 3))
+    check_gradients_numerically(f"FullyConnected(3{_activation_name(3.0)})", lambda: _fc_with(kernel, 3, X0, W, b, 3.0),
+                                rng.normal(size=(4, 2)), (4, 3), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
+                                upstream="dLdY")
+
+    # backward must use the input of the latest forward call
+    X1, X2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    layer = _fc(kernel, 2)
+    call("FullyConnected.forward(X1)", layer.forward, X1)
+    call("FullyConnected.forward(X2)", layer.forward, X2)
+    call("FullyConnected.backward(dLdY)", layer.backward, G)
+    check_close("gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), X2.T @ G,
+                hints=[(X1.T @ G, "it uses X1: backward must use the input of the latest forward call")])
+
+
+# --- 3. SoftMax ----------------------------------------------------------------------------------
+
+def softmax(Z):
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _whole_batch_hints(Z):
+    return [(np.exp(Z) / np.exp(Z).sum(), "it normalises over the whole batch: softmax works row by row"),
+            (np.exp(Z) / np.exp(Z).sum(axis=0), "it normalises each column: softmax works row by row")]
+
+
+@judged(CHECKS)
+def softmax_forward(kernel):
+    Z = np.array([[0.0, 0.0], [np.log(3.0), 0.0], [1.0, 1.0]])
+    check_close("SoftMax().forward(Z)", call("SoftMax().forward(Z)", _new(kernel, "SoftMax").forward, Z),
+                [[0.5, 0.5], [0.75, 0.25], [0.5, 0.5]], hints=_whole_batch_hints(Z))
+    what = "SoftMax().forward(Z) for scores of +-1000"
+    check_close(what, call(what, _new(kernel, "SoftMax").forward, np.array([[1000.0, 0.0, -1000.0]])), [[1.0, 0.0, 0.0]], atol=1e-12)
+
+    rng = np.random.default_rng(3005)
+    for shape in [(6, 4), (1, 3), (5, 1), (3, 10)]:
+        Z = 2 * rng.normal(size=shape)
+        expected, _ = vjp("softmax", (Z,), np.zeros(shape))
+        Z_given = kernel.array(Z)
+        check_close(f"SoftMax().forward(Z) for Z of shape {shape}",
+                    call("SoftMax().forward(Z)", _new(kernel, "SoftMax").forward, Z_given), expected, hints=_whole_batch_hints(Z))
+        check_unchanged("SoftMax.forward", Z, Z_given)
+    Z = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0], [-1000.0, -1000.0, -1000.0]])
+    expected, _ = vjp("softmax", (Z,), np.zeros(Z.shape))
+    check_close(what, call(what, _new(kernel, "SoftMax").forward, Z), expected, atol=1e-12)
+
+
+DIAGONAL_ONLY = "it uses only the diagonal of the Jacobian: each output depends on every input of its row"
+
+
+@judged(CHECKS)
+def softmax_backward(kernel):
+    def new():
+        return _new(kernel, "SoftMax")
+
+    Z, dY, S = np.array([[np.log(3.0), 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.75, 0.25]])
+    check_close("SoftMax().backward(Z, dY)", call("SoftMax().backward(Z, dY)", new().backward, Z, dY), [[0.1875, -0.1875]],
+                hints=[(dY * S * (1 - S), DIAGONAL_ONLY)])
+    rng = np.random.default_rng(0)
+    check_activation_numerically("SoftMax()", new, rng.normal(size=(3, 4)))
+
+    rng = np.random.default_rng(3006)
+    for shape in [(6, 4), (1, 3), (5, 1), (2, 7)]:
+        Z, dY = 2 * rng.normal(size=shape), rng.normal(size=shape)
+        _, (expected,) = vjp("softmax", (Z,), dY)
+        S = softmax(Z)
+        Z_given, dY_given = kernel.array(Z), kernel.array(dY)
+        check_close(f"SoftMax().backward(Z, dY) for Z of shape {shape}",
+                    call("SoftMax().backward(Z, dY)", new().backward, Z_given, dY_given), expected,
+                    hints=[(dY * S * (1 - S), DIAGONAL_ONLY),
+                           (S * (dY - np.sum(dY * S)), "the sum runs over the whole batch: each row has its own Jacobian")])
+        check_unchanged("SoftMax.backward (Z)", Z, Z_given)
+        check_unchanged("SoftMax.backward (dY)", dY, dY_given)
+        check_activation_numerically(f"SoftMax() for Z of shape {shape}", new, Z)
+    Z = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]])
+    dY = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    _, (expected,) = vjp("softmax", (Z,), dY)
+    what = "SoftMax().backward(Z, dY) for scores of +-1000"
+    check_close(what, call(what, new().backward, Z, dY), expected, atol=1e-12)
+    # backward must use the Z it is given
+    act = new()
+    Z1, Z2, dY = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    call("SoftMax().forward(Z1)", act.forward, Z1)
+    _, (expected,) = vjp("softmax", (Z2,), dY)
+    check_close("SoftMax().backward(Z2, dY) after forward(Z1)", call("SoftMax().backward(Z2, dY)", act.backward, Z2, dY), expected,
+                hints=[(vjp("softmax", (Z1,), dY)[1][0], "it uses Z1 from forward: use the Z that backward is given")])
+
+
+# --- 4. Cross-entropy ----------------------------------------------------------------------------
+
+def _probabilities(rng, n, k, scale=1.0):
+    """One-hot targets and predicted probabilities, of shape (n, k)."""
+    Y = np.eye(k)[rng.integers(k, size=n)]
+    E = np.exp(scale * rng.normal(size=(n, k)))
+    return Y, E / E.sum(axis=1, keepdims=True)
+
+
+@judged(CHECKS)
+def crossentropy_forward(kernel):
+    Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
+    what = "CrossEntropy().forward(Y, Y_hat)"
+    check_close(what, call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), (np.log(2.0) + np.log(4.0)) / 2,
+                factors={"N": 2})
+
+    rng = np.random.default_rng(3007)
+    for n, k in [(6, 4), (1, 3), (5, 2), (3, 10)]:
+        Y, Y_hat = _probabilities(rng, n, k, scale=2.0)
+        expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
+        Y_given, Y_hat_given = kernel.array(Y), kernel.array(Y_hat)
+        check_close(f"{what} for Y of shape {(n, k)}", call(what, _new(kernel, "CrossEntropy").forward, Y_given, Y_hat_given),
+                    expected, factors={"N": n, "K": k},
+                    hints=[(-np.sum((1 - Y) * np.log(1 - Y_hat)) / n - np.sum(Y * np.log(Y_hat)) / n,
+                            "it adds log(1 - Y_hat) for the wrong classes: that is the binary cross-entropy")])
+        check_unchanged("CrossEntropy.forward (Y)", Y, Y_given)
+        check_unchanged("CrossEntropy.forward (Y_hat)", Y_hat, Y_hat_given)
+    Y, Y_hat = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1e-300, 1.0], [0.5, 0.5]])
+    expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
+    check_close(f"{what} for a probability of 1e-300", call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), expected)
+
+
+@judged(CHECKS)
+def crossentropy_backward(kernel):
+    Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
+    what = "CrossEntropy().backward(Y, Y_hat)"
+    check_close(what, call(what, _new(kernel, "CrossEntropy").backward, Y, Y_hat), [[0.0, -1.0, 0.0], [-2.0, 0.0, 0.0]],
+                factors={"N": 2},
+                hints=[((Y_hat - Y) / 2, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat")])
+    check_close(f"{what} vs finite differences", call(what, _new(kernel, "CrossEntropy").backward, Y, Y_hat),
+                call("CrossEntropy().forward(Y, Y_hat)", numerical_loss_gradient, kernel, "CrossEntropy", Y, Y_hat,
+                     at=1, eps=1e-7),
+                rtol=1e-5, atol=1e-7)
+
+    rng = np.random.default_rng(3008)
+    for n, k in [(6, 4), (1, 3), (5, 2)]:
+        Y, Y_hat = _probabilities(rng, n, k)
+        _, (_, expected) = vjp("probability_cross_entropy", (Y, Y_hat))
+        Y_given, Y_hat_given = kernel.array(Y), kernel.array(Y_hat)
+        check_close(f"{what} for Y of shape {(n, k)}", call(what, _new(kernel, "CrossEntropy").backward, Y_given, Y_hat_given),
+                    expected, factors={"N": n, "K": k},
+                    hints=[((Y_hat - Y) / n, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat"),
+                           (np.full((n, k), -np.sum(Y / Y_hat) / n), "it is summed: the gradient has one entry per entry of Y_hat")])
+        check_unchanged("CrossEntropy.backward (Y_hat)", Y_hat, Y_hat_given)
