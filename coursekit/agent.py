@@ -22,7 +22,9 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
   layer does); ``arguments`` (optional) is how many arguments each method takes;
 - ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
-- ``["scaler", factor]``: an activation that multiplies by ``factor`` (forward(Z), backward(Z, dY));
+- ``["scaler", factor]``: a layer or activation that multiplies by ``factor``;
+- ``["einsum", name, args]``: the notebook's function ``name(*args)`` and how many times it
+  called ``np.einsum`` (another measurement only the kernel can make);
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
 - ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
@@ -41,7 +43,7 @@ import warnings
 
 import numpy as np
 
-from coursekit.gradcheck import python_steps, substitute
+from coursekit.gradcheck import _EinsumRecorder, python_steps, substitute
 
 _objects, _numbers = [], {}
 _order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
@@ -94,7 +96,7 @@ def encode(value):
         return [encode(item) for item in value]
     if isinstance(value, np.ndarray):
         try:
-            array = np.ascontiguousarray(value, dtype=np.float64)
+            array = np.array(value, dtype=np.float64, order="C")  # (a 0-d array stays 0-d)
         except (TypeError, ValueError):
             pass
         else:
@@ -153,6 +155,9 @@ class StandIn:
         self.name, self.returns, self.calls = name, {key: list(values) for key, values in returns.items()}, []
         self.arguments = arguments or {}
 
+    def __call__(self, *args, **kwargs):  # a layer or a loss may be called for its forward
+        return self.__getattr__("forward")(*args, **kwargs)
+
     def __getattr__(self, method):
         if method.startswith("__") or method not in self.__dict__.get("returns", {}):
             raise AttributeError(method)
@@ -170,7 +175,8 @@ class StandIn:
 
 
 class Scaler:
-    """An activation the judge controls: forward(Z) = factor * Z, backward(Z, dY) = factor * dY;
+    """A layer or activation the judge controls: forward(Z) = factor * Z, and backward returns
+    factor times its last argument (a layer's backward(dY), an activation's backward(Z, dY));
     records its calls as a stand-in does."""
 
     def __init__(self, factor):
@@ -180,9 +186,9 @@ class Scaler:
         self.calls.append(["forward", [np.array(Z, dtype=np.float64)], next(_order)])
         return self.factor * Z
 
-    def backward(self, Z, dY):
-        self.calls.append(["backward", [np.array(Z, dtype=np.float64), np.array(dY, dtype=np.float64)], next(_order)])
-        return self.factor * dY
+    def backward(self, *args):
+        self.calls.append(["backward", [np.array(a, dtype=np.float64) for a in args], next(_order)])
+        return self.factor * args[-1]
 
     def __call__(self, Z):
         return self.forward(Z)
@@ -241,6 +247,12 @@ def _run(operation, earlier):
         return Factory(rest[0])
     if kind == "scaler":
         return Scaler(rest[0])
+    if kind == "einsum":
+        name, args = rest
+        namespace = _namespace()
+        recorder = _EinsumRecorder(namespace.get("np", np))
+        with substitute(namespace, np=recorder):
+            return [namespace[name](*args), recorder.calls]
     if kind == "log":
         return rest[0].calls
     if kind == "seed":

@@ -40,6 +40,9 @@ class Answers:
                 return True
         return np.arange(3.0).view(AlwaysEqual)
 
+    def zero_d(self):
+        return np.array(2.0)
+
     def elementwise(self, x):
         return np.array([self.scale * value for value in x])
 
@@ -207,3 +210,9 @@ def test_an_agent_that_ends_early_costs_only_its_own_cell(tmp_path, monkeypatch)
     _, first, second = run_notebook(notebook, tmp_path, "ps1").cells
     assert first.outputs[0].ename == "NoReply"
     assert second.outputs == [], second.outputs
+
+
+def test_a_zero_dimensional_array_stays_one_number(kernel):
+    answers = kernel.new("Answers")
+    (y,) = kernel.run(["call", answers, "zero_d", [], {}])
+    assert type(y) is np.ndarray and y.shape == () and float(y) == 2.0

@@ -138,7 +138,7 @@ def _encode(value):
     if isinstance(value, (float, np.floating)):
         return {"f": float(value)}
     if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value, dtype=np.float64)
+        array = np.array(value, dtype=np.float64, order="C")
         return {"a": base64.b64encode(array.tobytes()).decode(), "s": list(array.shape)}
     if isinstance(value, str):
         return {"t": value}

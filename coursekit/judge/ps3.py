@@ -1,20 +1,22 @@
 """ps3's tests, judged in the grader's process (see coursekit.judge): one check per test cell.
 
-Parts 1-4 (ReLU, the fully connected layer, SoftMax, cross-entropy) are judged here; the other
-cells still run their hidden tests in the kernel (SEALED = False until they move here too).
+Parts 1-7 (ReLU, the fully connected layer, SoftMax, cross-entropy, the network, training and
+einsum) are judged here; Conv2D, pooling and PyTorch still run their hidden tests in the kernel
+(SEALED = False until they move here too).
 Each check repeats its cell's visible tests, on the same inputs, then checks what the hidden
 tests add. The fully connected layer is checked with activations that the judge controls (they
 multiply by a constant and record their calls), so a bug in ReLU costs no points there.
 """
 import numpy as np
 
+from coursekit.datasets import load, minibatches
 from coursekit.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (call, check_gradients_numerically, check_unchanged, check_vectorised, fetch, judged,
+from coursekit.judge import (Earlier, call, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised, fetch, judged,
                              kernel_of, numerical_input_gradients, numerical_loss_gradient, path, put, unseen)
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
-SEALED = False  # parts 5-9 still run their hidden tests in the kernel
+SEALED = False  # parts 8-10 still run their hidden tests in the kernel
 W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
 DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
 
@@ -371,3 +373,203 @@ def crossentropy_backward(kernel):
                     hints=[((Y_hat - Y) / n, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat"),
                            (np.full((n, k), -np.sum(Y / Y_hat) / n), "it is summed: the gradient has one entry per entry of Y_hat")])
         check_unchanged("CrossEntropy.backward (Y_hat)", Y_hat, Y_hat_given)
+
+
+# --- 5. NeuralNetwork, with layers and a loss the judge controls --------------------------------
+
+def _scalers(kernel, factors):
+    """Layers that multiply by ``factors`` and record their calls: {"layers[i]": layer}."""
+    made = kernel.run(*[["scaler", float(factor)] for factor in factors])
+    return {f"layers[{i}]": layer for i, layer in enumerate(made)}
+
+
+def _loss(kernel, L, dY):
+    """A loss whose forward(target, out) returns L and backward(target, out) returns dY."""
+    return kernel.standin("loss", forward=[float(L)], backward=[dY])
+
+
+def _network(kernel, layers, loss):
+    return call("NeuralNetwork(layers, loss)", kernel.new, "NeuralNetwork", list(layers.values()), loss)
+
+
+def _check_loss_arguments(what, given, target, out, where):
+    if len(given) != 2:
+        raise TestFailure(f"{what} {len(given)} arguments, expected two: (target, out)")
+    swapped = "they are swapped: the loss takes (target, out)"
+    check_close(f"the target {what}{where}", given[0], target, hints=[(out, swapped)])
+    check_close(f"the output {what}{where}", given[1], out, hints=[(target, swapped)])
+
+
+@judged(CHECKS)
+def network_forward(kernel):
+    rng = np.random.default_rng(3009)
+    cases = [((2.0, 3.0, 5.0), np.array([[1.0, -2.0], [0.5, 4.0]]))]
+    cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, d))) for depth, n, d in [(1, 6, 3), (4, 1, 2), (2, 5, 4)]]
+    for factors, X in cases:
+        layers = _scalers(kernel, factors)
+        product = float(np.prod(factors))
+        where = f" through {len(factors)} layers that multiply by {', '.join(f'{f:g}' for f in factors)}"
+        out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X)
+        check_close("NeuralNetwork.forward(X)" + where, out, product * X,
+                    hints=[(factors[-1] * X, "every layer is given X: give each layer the output of the layer before"),
+                           (factors[0] * X, "it returns the first layer's output"),
+                           (product / factors[-1] * X, "the last layer is skipped")])
+        log = [(method, role) for role, method, _ in calls_in_order(layers)]
+        if log != [("forward", role) for role in layers]:
+            raise TestFailure(f"NeuralNetwork.forward made the calls {log}, expected each layer's forward once, in order")
+
+
+@judged(CHECKS)
+def network_backward(kernel):
+    rng = np.random.default_rng(3010)
+    cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
+    cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 3)), rng.normal(size=(n, 3)))
+              for depth, n in [(3, 6), (1, 1), (4, 2)]]
+    for factors, out, Y in cases:
+        layers = _scalers(kernel, factors)
+        L, D = float(np.sum((out - Y) ** 2) / 2), out - Y
+        loss = _loss(kernel, L, D)
+        where = f" ({len(factors)} layers, batch of {len(out)})"
+        returned = call("NeuralNetwork.backward(Y, out)", _network(kernel, layers, loss).backward, Y, out)
+        check_close("the loss NeuralNetwork.backward(Y, out) returns" + where, returned, L)
+        received = {role: args[0] for role, method, args in calls_in_order(layers) if method == "backward" and args}
+        last = f"layers[{len(factors) - 1}]"
+        if last not in received:
+            raise TestFailure("NeuralNetwork.backward did not call the last layer's backward")
+        if np.ndim(received[last]) == 0:
+            raise TestFailure("the last layer's backward was given a single number (the loss?): give it dL/dY_hat = "
+                              "loss.backward(target, out)")
+        asked = {method: args for method, args in loss.calls()}
+        for method in ("forward", "backward"):
+            if method not in asked:
+                raise TestFailure(f"NeuralNetwork.backward did not call the loss's {method}(target, out)")
+            _check_loss_arguments(f"NeuralNetwork.backward gives loss.{method}", asked[method], Y, out, where)
+        upstream = D
+        for i in reversed(range(len(factors))):
+            check_close(f"the gradient NeuralNetwork.backward gives layers[{i}]" + where, received.get(f"layers[{i}]"), upstream,
+                        hints=[(D, "every layer is given the loss gradient: give each layer what the layer above it returned")])
+            upstream = factors[i] * upstream
+        order = [role for role, method, _ in calls_in_order(layers) if method == "backward"]
+        if order != list(reversed(layers)):
+            raise TestFailure(f"NeuralNetwork.backward called {order}, expected {list(reversed(layers))}: the last layer first")
+
+
+@judged(CHECKS)
+def network_predict(kernel):
+    rng = np.random.default_rng(3011)
+    cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
+    cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 4)), rng.normal(size=(n, 4)))
+              for depth, n in [(3, 5), (1, 1)]]
+    for factors, X, Y in cases:
+        layers = _scalers(kernel, factors)
+        Y_hat = float(np.prod(factors)) * X
+        L = float(np.sum((Y_hat - Y) ** 2) / 2)
+        loss = _loss(kernel, L, Y_hat - Y)
+        result = call("NeuralNetwork.predict(X, Y)", _network(kernel, layers, loss).predict, X, Y)
+        if not isinstance(result, list) or len(result) != 2:
+            raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {type(result).__name__}")
+        check_close("the Y_hat NeuralNetwork.predict(X, Y) returns", result[0], Y_hat)
+        check_close("the loss NeuralNetwork.predict(X, Y) returns", result[1], L)
+        asked = {method: args for method, args in loss.calls()}
+        if "forward" in asked:
+            _check_loss_arguments("NeuralNetwork.predict gives loss.forward", asked["forward"], Y, Y_hat, "")
+
+
+# --- 6. Training, replayed here on the student's classes ----------------------------------------
+
+def _train(kernel, network, data, lr, epochs, batch_size=16):
+    """The notebook's train(): minibatch gradient descent, one round trip per epoch."""
+    for epoch in range(epochs):
+        operations = []
+        for X, Y in minibatches(data.X_train, data.Y_train, batch_size, seed=epoch):
+            start = len(operations)
+            operations += [["call", network, "forward", [X], {}], ["call", network, "backward", [Y, Earlier(start)], {}],
+                           ["call", network, "step", [lr], {}]]
+        call("training", kernel.run, *operations)
+
+
+def _accuracy(kernel, network, X, y):
+    """The fraction of the rows of X whose largest output is the class y, from network.forward."""
+    out = np.asarray(call("NeuralNetwork.forward(X_test)", network.forward, X))
+    if out.ndim != 2 or out.shape[0] != len(X):
+        raise TestFailure(f"after training, NeuralNetwork.forward returned shape {out.shape} for {len(X)} test samples")
+    return float(np.mean(out.argmax(axis=1) == y))
+
+
+@judged(CHECKS)
+def training_check(kernel):
+    """The notebook's training cells, run here: the best iris setting and the digits network must
+    reach 90% test accuracy, measured by the judge from the network's outputs."""
+    iris = load("iris")
+    best = 0.0
+    for lr in (0.01, 0.1, 0.5):
+        for num_hidden in (4, 16):
+            kernel.seed(0)  # the same initial weights for every setting
+            network = call(f"classifier({num_hidden}, {iris.num_classes})", kernel.new, "classifier", num_hidden, iris.num_classes)
+            _train(kernel, network, iris, lr, epochs=40)
+            best = max(best, _accuracy(kernel, network, iris.X_test, iris.y_test))
+    if not best >= 0.9:
+        raise TestFailure(f"the best test accuracy on iris is {best:.3f}, not above 0.9 (chance is 0.333): check the parts above")
+    digits = load("digits")
+    kernel.seed(0)
+    network = call("classifier(64, 10)", kernel.new, "classifier", 64, digits.num_classes)
+    _train(kernel, network, digits, lr=0.1, epochs=15, batch_size=32)
+    accuracy = _accuracy(kernel, network, digits.X_test, digits.y_test)
+    if not accuracy >= 0.9:
+        raise TestFailure(f"the test accuracy on digits is {accuracy:.3f}, not above 0.9 (chance is 0.1): check the parts above")
+
+
+# --- 7. einsum -----------------------------------------------------------------------------------
+
+def check_einsum(kernel, what, name, args, expected):
+    """``name(*args)`` equals ``expected`` and calls np.einsum (which the kernel counts)."""
+    result, calls = call(what, kernel.run, ["einsum", name, [np.asarray(a, dtype=np.float64) for a in args]])[0]
+    check_close(what, result, expected)
+    if type(calls) is not int or calls < 1:
+        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
+                          "about writing it with np.einsum")
+
+
+@judged(CHECKS)
+def einsum_classics(kernel):
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    check_einsum(kernel, "trace(A)", "trace", (A,), np.trace(A))
+    check_einsum(kernel, "matmul(A, B)", "matmul", (A, B), A @ B)
+    A, B = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 4, 5))
+    check_einsum(kernel, "batched_matmul(A, B)", "batched_matmul", (A, B), np.matmul(A, B))
+
+    rng = np.random.default_rng(3012)
+    for n in (1, 5):
+        A = rng.normal(size=(n, n))
+        check_einsum(kernel, f"trace(A) for A of shape {A.shape}", "trace", (A,), np.trace(A))
+    for n, m, p in [(2, 5, 3), (1, 1, 1), (6, 2, 1)]:
+        A, B = rng.normal(size=(n, m)), rng.normal(size=(m, p))
+        check_einsum(kernel, f"matmul(A, B) for shapes {A.shape} and {B.shape}", "matmul", (A, B), A @ B)
+    for b, n, m, p in [(4, 1, 3, 2), (1, 2, 2, 5), (3, 4, 1, 3)]:
+        A, B = rng.normal(size=(b, n, m)), rng.normal(size=(b, m, p))
+        check_einsum(kernel, f"batched_matmul(A, B) for shapes {A.shape} and {B.shape}", "batched_matmul", (A, B),
+                     np.matmul(A, B))
+
+
+@judged(CHECKS)
+def einsum_more(kernel):
+    rng = np.random.default_rng(1)
+    u, v, A, B = rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 3)), rng.normal(size=(3, 4))
+    check_einsum(kernel, "outer(u, v)", "outer", (u, v), np.outer(u, v))
+    check_einsum(kernel, "diagonal(A)", "diagonal", (A,), np.diag(A))
+    check_einsum(kernel, "column_sums(B)", "column_sums", (B,), B.sum(axis=0))
+    check_einsum(kernel, "bilinear(u, B, v)", "bilinear", (u, B, v), float(u @ B @ v))
+    X, Y = rng.normal(size=(2, 4)), rng.normal(size=(5, 4))
+    check_einsum(kernel, "pairwise_dots(X, Y)", "pairwise_dots", (X, Y), X @ Y.T)
+
+    rng_hidden = np.random.default_rng(3013)
+    for n, m in [(1, 1), (5, 2), (2, 6)]:
+        u, v = rng_hidden.normal(size=n), rng_hidden.normal(size=m)
+        A, B = rng_hidden.normal(size=(n, n)), rng_hidden.normal(size=(n, m))
+        check_einsum(kernel, f"outer(u, v) for shapes {u.shape} and {v.shape}", "outer", (u, v), np.outer(u, v))
+        check_einsum(kernel, f"diagonal(A) for A of shape {A.shape}", "diagonal", (A,), np.diag(A))
+        check_einsum(kernel, f"column_sums(B) for B of shape {B.shape}", "column_sums", (B,), B.sum(axis=0))
+        check_einsum(kernel, f"bilinear(x, A, y) for A of shape {B.shape}", "bilinear", (u, B, v), float(u @ B @ v))
+        X, Y = rng_hidden.normal(size=(n, 3)), rng_hidden.normal(size=(m, 3))
+        check_einsum(kernel, f"pairwise_dots(X, Y) for shapes {X.shape} and {Y.shape}", "pairwise_dots", (X, Y), X @ Y.T)
