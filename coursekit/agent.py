@@ -33,7 +33,8 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 
 Values are encoded as JSON: ``{"a": base64, "s": shape}`` is a float64 array, ``{"f": x}`` a
 float, ``{"i": n}`` an int, ``{"t": text}`` a string, ``{"d": {key: value}}`` a dict with string
-keys, ``{"r": n}`` a reference; lists, booleans and null as themselves.
+keys, ``{"u": [values]}`` a tuple (from the judge), ``{"r": n}`` a reference; lists, booleans
+and null as themselves.
 """
 import base64
 import itertools
@@ -124,6 +125,8 @@ def decode(data, earlier=()):
             return int(data["i"])
         if "d" in data:
             return {key: decode(value, earlier) for key, value in data["d"].items()}
+        if "u" in data:
+            return tuple(decode(v, earlier) for v in data["u"])
     return data
 
 

@@ -144,7 +144,9 @@ def _encode(value):
         return {"t": value}
     if isinstance(value, dict):
         return {"d": {key: _encode(item) for key, item in value.items()}}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):  # arrives as a tuple: code may test isinstance(pad, tuple)
+        return {"u": [_encode(item) for item in value]}
+    if isinstance(value, list):
         return [_encode(item) for item in value]
     raise TypeError(f"the judge cannot send {type(value).__name__} to the kernel")
 
@@ -396,11 +398,13 @@ def unseen(shape, x):
     return np.random.default_rng([7, seed]).normal(size=shape)
 
 
-def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output"):
+def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output",
+                                factors=None):
     """``layer.backward`` (and the parameter gradients in ``params``, pairs like ("W", "dLdW"))
     against central finite differences of L = sum(layer.forward(x) * grad_output), as
     gradcheck.check_backward does, where ``make()`` makes the layer in the kernel (twice: one
-    for the differences, one for backward). ``upstream`` names backward's argument in messages.
+    for the differences, one for backward). ``upstream`` names backward's argument in messages;
+    ``factors`` go to the comparison of backward's result (see gradcheck.check_close).
 
     ``grad_output``, of ``output_shape``, is one the kernel has never seen (see ``unseen``), and
     the differences are taken before it sees it: a forward that bent its output to the gradients
@@ -422,7 +426,7 @@ def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-
     call(f"{name}.forward(x)", layer.forward, x)
     grad_input = call(f"{name}.backward({upstream})", layer.backward, grad_output)
     check_close(f"{name}.backward({upstream}) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
-                hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")])
+                hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")], factors=factors)
     for shown, (grad, expected) in numeric_params.items():
         check_close(f"{name}.{shown} vs finite differences", fetch(layer, grad), expected, rtol=rtol, atol=atol,
                     factors={"N": len(x)})

@@ -16,7 +16,7 @@ from coursekit.judge import (Earlier, call, calls_in_order, check_gradients_nume
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
-SEALED = False  # parts 8-10 still run their hidden tests in the kernel
+SEALED = False  # part 10 (PyTorch) still runs its hidden tests in the kernel
 W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
 DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
 
@@ -573,3 +573,204 @@ def einsum_more(kernel):
         check_einsum(kernel, f"bilinear(x, A, y) for A of shape {B.shape}", "bilinear", (u, B, v), float(u @ B @ v))
         X, Y = rng_hidden.normal(size=(n, 3)), rng_hidden.normal(size=(m, 3))
         check_einsum(kernel, f"pairwise_dots(X, Y) for shapes {X.shape} and {Y.shape}", "pairwise_dots", (X, Y), X @ Y.T)
+
+
+# --- 8. Conv2D ------------------------------------------------------------------------------------
+
+def _out_shape(shape, kernel, stride, pad, channels):
+    """The output shape of a convolution or pooling of images of ``shape`` (NHWC)."""
+    return (shape[0], (shape[1] + 2 * pad[0] - kernel[0]) // stride + 1,
+            (shape[2] + 2 * pad[1] - kernel[1]) // stride + 1, channels)
+
+
+def _options(**options):
+    return ", ".join(f"{key}={value}" for key, value in options.items())
+
+
+def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
+    """The student's Conv2D with the given parameters (created by a first forward call);
+    ``activation`` is a factor (an activation of the judge's that multiplies by it) or None."""
+    if activation is not None:
+        options["activation"] = kernel.run(["scaler", float(activation)])[0]
+    layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
+    call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
+    put(layer, W_PATH, np.array(W, dtype=float))
+    put(layer, B_PATH, np.array(b, dtype=float))
+    return layer
+
+
+CONV_CASES = [((2, 5, 6, 3), 4, (3, 2), 2, (1, 0)), ((1, 7, 4, 1), 2, (2, 2), 1, (0, 1)), ((3, 6, 6, 2), 3, (3, 3), 3, (1, 1)),
+              ((2, 5, 5, 2), 1, (1, 1), 1, (0, 0)), ((1, 4, 9, 2), 2, (2, 4), 2, (2, 1))]
+
+
+@judged(CHECKS)
+def conv2d_forward(kernel):
+    def forward(layer, X):
+        return call("Conv2D.forward(X)", layer.forward, X)
+
+    X = np.arange(9.0).reshape(1, 3, 3, 1)
+    check_close("Conv2D(1, (2, 2)).forward(X), X a 3x3 image", forward(_conv(kernel, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]]), X),
+                np.array([9.0, 13.0, 21.0, 25.0]).reshape(1, 2, 2, 1),
+                hints=[(np.array([8.0, 12.0, 20.0, 24.0]).reshape(1, 2, 2, 1), "the bias is missing")])
+    check_close("Conv2D(1, (2, 2)).forward(X) with the kernel [[1, 2], [3, 4]]",
+                forward(_conv(kernel, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]]), X),
+                np.array([27.0, 37.0, 57.0, 67.0]).reshape(1, 2, 2, 1),
+                hints=[(np.array([13.0, 23.0, 43.0, 53.0]).reshape(1, 2, 2, 1),
+                        "the kernel is flipped: PyTorch's conv2d, like this layer, does not flip it")])
+    check_close("Conv2D(1, (2, 2), stride=2, pad=1).forward(X)",
+                forward(_conv(kernel, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]], stride=2, pad=1), X),
+                np.array([1.0, 4.0, 10.0, 25.0]).reshape(1, 2, 2, 1))
+    layer = _conv(kernel, 2, (1, 1), [[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]], [[0.0, 0.0]], activation=3.0)
+    X = np.arange(12.0).reshape(1, 2, 2, 3)
+    linear = np.stack([X[..., 0] + X[..., 2], X[..., 1] + X[..., 2]], axis=-1)
+    check_close("Conv2D(2, (1, 1), an activation that multiplies by 3).forward(X), X with 3 channels", forward(layer, X),
+                3 * linear, hints=[(linear, "the activation is not applied")])
+
+    rng = np.random.default_rng(3014)
+    for shape, n_out, kernel_shape, stride, pad in CONV_CASES:
+        X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
+        expected, _ = vjp("conv2d", (X, W, b), np.zeros(_out_shape(shape, kernel_shape, stride, pad, n_out)),
+                          stride=stride, pad=list(pad))
+        layer, X_given = _conv(kernel, n_out, kernel_shape, W, b, stride=stride, pad=pad), kernel.array(X)
+        check_close(f"Conv2D({n_out}, {kernel_shape}, stride={stride}, pad={pad}).forward(X) for X of shape {shape}",
+                    forward(layer, X_given), expected)
+        check_unchanged("Conv2D.forward", X, X_given)
+    X, W, b = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 3, 2, 3)), rng.normal(size=(1, 3))
+    expected, _ = vjp("conv2d", (X, W, b), np.zeros((2, 2, 2, 3)), stride=2, pad=[0, 1])
+    check_close("Conv2D(3, (2, 3), an activation that multiplies by 3, stride=2, pad=(0, 1)).forward(X)",
+                forward(_conv(kernel, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), 3 * expected,
+                hints=[(expected, "the activation is not applied")])
+
+
+@judged(CHECKS)
+def conv2d_backward(kernel):
+    X = np.arange(9.0).reshape(1, 3, 3, 1)
+    layer = _conv(kernel, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]])
+    call("Conv2D.forward(X)", layer.forward, X)
+    dX = call("Conv2D.backward(dLdY)", layer.backward, np.ones((1, 2, 2, 1)))
+    check_close("Conv2D(1, (2, 2)).backward(dLdY) for dLdY of ones", dX,
+                np.array([[1.0, 3.0, 2.0], [4.0, 10.0, 6.0], [3.0, 7.0, 4.0]]).reshape(1, 3, 3, 1))
+    check_close("Conv2D(1, (2, 2)).gradients['W'] for dLdY of ones", fetch(layer, DW_PATH),
+                np.array([8.0, 12.0, 20.0, 24.0]).reshape(2, 2, 1, 1))
+    check_close("Conv2D(1, (2, 2)).gradients['b'] for dLdY of ones", fetch(layer, DB_PATH), [[4.0]])
+    rng = np.random.default_rng(0)
+    for options in ({}, {"stride": 2, "pad": 1}):
+        W, b, X = rng.normal(size=(2, 3, 3, 2)), rng.normal(size=(1, 2)), rng.normal(size=(2, 4, 5, 3))
+        pad = (options.get("pad", 0),) * 2
+        check_gradients_numerically(f"Conv2D(2, (2, 3){', ' if options else ''}{_options(**options)})",
+                                    lambda: _conv(kernel, 2, (2, 3), W, b, **options), X,
+                                    _out_shape(X.shape, (2, 3), options.get("stride", 1), pad, 2),
+                                    params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
+
+    rng = np.random.default_rng(3015)
+    for shape, n_out, kernel_shape, stride, pad in CONV_CASES[:3] + CONV_CASES[4:]:
+        X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
+        G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
+        _, (dX, dW, db) = vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))
+        layer = _conv(kernel, n_out, kernel_shape, W, b, stride=stride, pad=pad)
+        call("Conv2D.forward(X)", layer.forward, X)
+        G_given = kernel.array(G)
+        where = f" (Conv2D({n_out}, {kernel_shape}, stride={stride}, pad={pad}), X of shape {shape})"
+        check_close("Conv2D.backward(dLdY): returned dL/dX" + where, call("Conv2D.backward(dLdY)", layer.backward, G_given), dX)
+        check_close("Conv2D.gradients['W']" + where, fetch(layer, DW_PATH), dW, factors={"N": shape[0]})
+        check_close("Conv2D.gradients['b']" + where, fetch(layer, DB_PATH), db, factors={"N": shape[0]})
+        check_unchanged("Conv2D.backward", G, G_given)
+    W, b, X = rng.normal(size=(3, 2, 2, 2)), rng.normal(size=(1, 2)), rng.normal(size=(2, 5, 4, 2))
+    check_gradients_numerically("Conv2D(2, (3, 2), an activation that multiplies by 3, stride=2, pad=(1, 0))",
+                                lambda: _conv(kernel, 2, (3, 2), W, b, activation=3.0, stride=2, pad=(1, 0)), X,
+                                _out_shape(X.shape, (3, 2), 2, (1, 0), 2), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
+                                upstream="dLdY")
+    # backward must use the whole input of the latest forward call
+    W, b = rng.normal(size=(2, 2, 2, 3)), rng.normal(size=(1, 3))
+    X1, X2, G = rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 3, 3, 3))
+    _, (dX, dW, _) = vjp("conv2d", (X2, W, b), G, stride=1, pad=[0, 0])
+    layer = _conv(kernel, 3, (2, 2), W, b)
+    call("Conv2D.forward(X1)", layer.forward, X1)
+    call("Conv2D.forward(X2)", layer.forward, X2)
+    check_close("Conv2D.backward(dLdY) after forward(X1), forward(X2)", call("Conv2D.backward(dLdY)", layer.backward, G), dX)
+    check_close("Conv2D.gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), dW,
+                hints=[(vjp("conv2d", (X1, W, b), G, stride=1, pad=[0, 0])[1][1],
+                        "it uses X1: backward must use the input of the latest forward call")])
+
+
+# --- 9. Pooling -------------------------------------------------------------------------------------
+
+def _pool(kernel, kernel_shape, mode, **options):
+    return call(f"Pool2D({kernel_shape}, {mode!r})", kernel.new, "Pool2D", tuple(kernel_shape), mode, **options)
+
+
+POOL_CASES = [((2, 5, 6, 3), (2, 3), 1, (1, 1)), ((1, 6, 6, 2), (3, 3), 2, (1, 1)), ((2, 4, 7, 1), (2, 2), 2, (0, 0)),
+              ((1, 5, 5, 2), (3, 2), 1, (0, 1))]
+TORCH_POOL = {"max": "max_pool2d", "average": "avg_pool2d"}
+
+
+@judged(CHECKS)
+def pool2d_forward(kernel):
+    def forward(pool, X):
+        return call("Pool2D.forward(X)", pool.forward, X)
+
+    X = np.arange(16.0).reshape(1, 4, 4, 1)
+    check_close("Pool2D((2, 2), 'max', stride=2).forward(X)", forward(_pool(kernel, (2, 2), "max", stride=2), X),
+                np.array([5.0, 7.0, 13.0, 15.0]).reshape(1, 2, 2, 1))
+    check_close("Pool2D((2, 2), 'average', stride=2).forward(X)", forward(_pool(kernel, (2, 2), "average", stride=2), X),
+                np.array([2.5, 4.5, 10.5, 12.5]).reshape(1, 2, 2, 1))
+    check_close("Pool2D((2, 2), 'max', stride=1).forward(X), overlapping windows", forward(_pool(kernel, (2, 2), "max"), X),
+                np.array([5.0, 6.0, 7.0, 9.0, 10.0, 11.0, 13.0, 14.0, 15.0]).reshape(1, 3, 3, 1))
+    X = -np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    check_close("Pool2D((2, 2), 'max', stride=2, pad=1).forward(X) of negative numbers",
+                forward(_pool(kernel, (2, 2), "max", stride=2, pad=1), X), X,
+                hints=[(np.zeros((1, 2, 2, 1)), "max pooling pads with -inf, not zeros: padding must never win")])
+
+    rng = np.random.default_rng(3016)
+    for mode, name in TORCH_POOL.items():
+        for shape, kernel_shape, stride, pad in POOL_CASES:
+            X = rng.normal(size=shape)
+            expected, _ = vjp(name, (X,), np.zeros(_out_shape(shape, kernel_shape, stride, pad, shape[3])),
+                              kernel=list(kernel_shape), stride=stride, pad=list(pad))
+            X_given = kernel.array(X)
+            check_close(f"Pool2D({kernel_shape}, {mode!r}, stride={stride}, pad={pad}).forward(X) for X of shape {shape}",
+                        forward(_pool(kernel, kernel_shape, mode, stride=stride, pad=pad), X_given), expected)
+            check_unchanged("Pool2D.forward", X, X_given)
+
+
+@judged(CHECKS)
+def pool2d_backward(kernel):
+    X = np.array([[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]).reshape(1, 3, 3, 1)
+    pool = _pool(kernel, (2, 2), "max")
+    call("Pool2D.forward(X)", pool.forward, X)
+    expected = np.zeros((1, 3, 3, 1))
+    expected[0, 1, 1, 0] = 4.0
+    check_close("Pool2D((2, 2), 'max').backward(dLdY) where 9 is the maximum of all four overlapping windows",
+                call("Pool2D.backward(dLdY)", pool.backward, np.ones((1, 2, 2, 1))), expected,
+                hints=[(expected / 4, "the gradients of overlapping windows must be added up (+=), not assigned")])
+    rng = np.random.default_rng(0)
+    for mode in ("max", "average"):
+        for stride, pad in [(1, 0), (2, 1)]:
+            X = rng.normal(size=(2, 5, 4, 2))
+            check_gradients_numerically(f"Pool2D((2, 2), {mode!r}, stride={stride}, pad={pad})",
+                                        lambda: _pool(kernel, (2, 2), mode, stride=stride, pad=pad), X,
+                                        _out_shape(X.shape, (2, 2), stride, (pad, pad), 2), upstream="dLdY",
+                                        factors={"the window size": 4})
+
+    rng = np.random.default_rng(3017)
+    for mode, name in TORCH_POOL.items():
+        for shape, kernel_shape, stride, pad in POOL_CASES + [((1, 4, 4, 1), (3, 3), 1, (0, 0))]:
+            X = rng.normal(size=shape)
+            G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, shape[3]))
+            _, (expected,) = vjp(name, (X,), G, kernel=list(kernel_shape), stride=stride, pad=list(pad))
+            pool = _pool(kernel, kernel_shape, mode, stride=stride, pad=pad)
+            call("Pool2D.forward(X)", pool.forward, X)
+            G_given = kernel.array(G)
+            check_close(f"Pool2D({kernel_shape}, {mode!r}, stride={stride}, pad={pad}).backward(dLdY) for X of shape {shape}",
+                        call("Pool2D.backward(dLdY)", pool.backward, G_given), expected,
+                        factors={"the window size": kernel_shape[0] * kernel_shape[1]})
+            check_unchanged("Pool2D.backward", G, G_given)
+    # backward must use the latest forward call
+    X1, X2, G = rng.normal(size=(1, 4, 4, 2)), rng.normal(size=(1, 4, 4, 2)), rng.normal(size=(1, 3, 3, 2))
+    pool = _pool(kernel, (2, 2), "max")
+    call("Pool2D.forward(X1)", pool.forward, X1)
+    call("Pool2D.forward(X2)", pool.forward, X2)
+    _, (expected,) = vjp("max_pool2d", (X2,), G, kernel=[2, 2], stride=1, pad=[0, 0])
+    check_close("Pool2D.backward(dLdY) after forward(X1), forward(X2)", call("Pool2D.backward(dLdY)", pool.backward, G), expected,
+                hints=[(vjp("max_pool2d", (X1,), G, kernel=[2, 2], stride=1, pad=[0, 0])[1][0],
+                        "it uses X1: backward must use the latest forward call")])
