@@ -25,6 +25,10 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 - ``["scaler", factor]``: a layer or activation that multiplies by ``factor``;
 - ``["einsum", name, args]``: the notebook's function ``name(*args)`` and how many times it
   called ``np.einsum`` (another measurement only the kernel can make);
+- PyTorch: ``["module", ref, inputs]`` is the module's output for float32 tensors of the
+  arrays ``inputs``; ``["torch_state", ref]`` its parameters, their gradients and its mode;
+  ``["torch", kind, args]`` makes one of the objects a test hands the student's functions (see
+  _torch_object); ``["torch_available"]`` whether PyTorch can be imported;
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
 - ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
@@ -205,6 +209,68 @@ def _numeric(value):
         return False
 
 
+# --- PyTorch: the judge passes arrays and gets arrays; tensors and modules stay here ----------
+
+def _tensor(array, dtype="float32"):
+    import torch
+    return torch.tensor(np.asarray(array), dtype=getattr(torch, dtype))
+
+
+def _module_output(module, *inputs):
+    """``module(*inputs)`` on float32 tensors, without gradients, as a float64 array."""
+    import torch
+    with torch.no_grad():
+        return module(*[_tensor(x) for x in inputs]).detach().double().numpy()
+
+
+def _torch_state(module):
+    """A module's parameters (in the order of ``parameters()``), their gradients and its mode."""
+    parameters = list(module.parameters())
+    return {"parameters": [p.detach().double().numpy() for p in parameters],
+            "grads": [None if p.grad is None else p.grad.detach().double().numpy() for p in parameters],
+            "training": bool(module.training)}
+
+
+def _torch_object(kind, *args):
+    """The PyTorch objects a test gives the student's functions (the notebook's tests make the same)."""
+    import torch
+    from torch import nn
+
+    if kind == "linear":  # nn.Linear with the given weight, of shape (out, in), and zero bias
+        weight, = args
+        model = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            model.weight.copy_(_tensor(weight))
+            model.bias.zero_()
+        return model
+    if kind == "dropout":  # a model followed by dropout, in training mode
+        model = nn.Sequential(args[0], nn.Dropout(args[1]))
+        model.train()
+        return model
+    if kind == "loader":
+        X, y, batch_size = args
+        dataset = torch.utils.data.TensorDataset(_tensor(X), _tensor(y, "long"))
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    if kind == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if kind == "sgd":
+        model, lr = args
+        return torch.optim.SGD(model.parameters(), lr=lr)
+    if kind == "eval":
+        args[0].eval()
+        return None
+    raise ValueError(f"unknown PyTorch object {kind!r}")
+
+
+def _torch_available():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+TORCH_OPERATIONS = {"module": lambda module, inputs: _module_output(module, *inputs), "torch_state": _torch_state,
+                    "torch": lambda kind, args: _torch_object(kind, *args), "torch_available": _torch_available}
+
+
 def _follow(target, path):
     """``target`` followed along ``path``: ["attr", name] and ["item", key] steps."""
     for how, name in path:
@@ -250,6 +316,8 @@ def _run(operation, earlier):
         return Factory(rest[0])
     if kind == "scaler":
         return Scaler(rest[0])
+    if kind in TORCH_OPERATIONS:
+        return TORCH_OPERATIONS[kind](*rest)
     if kind == "einsum":
         name, args = rest
         namespace = _namespace()

@@ -219,6 +219,11 @@ class Kernel:
         (obj,) = self.run(["new", name, list(args), kwargs, substitutes or {}])
         return _remote(obj, f"{name}(...)")
 
+    def function(self, name, *args, **kwargs):
+        """The value of the notebook's function ``name(*args, **kwargs)``, as it crosses."""
+        (value,) = self.run(["new", name, list(args), kwargs, {}])
+        return value
+
     def array(self, values):
         """A copy of ``values`` kept in the kernel (pass it to a call, then read it back with ``.value()``)."""
         (obj,) = self.run(["array", np.asarray(values, dtype=np.float64)])

@@ -16,7 +16,7 @@ from coursekit.judge import (Earlier, call, calls_in_order, check_gradients_nume
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
-SEALED = False  # part 10 (PyTorch) still runs its hidden tests in the kernel
+SEALED = False  # pytorch_accuracy still reads the notebook's training results in the kernel
 W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
 DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
 
@@ -774,3 +774,171 @@ def pool2d_backward(kernel):
     check_close("Pool2D.backward(dLdY) after forward(X1), forward(X2)", call("Pool2D.backward(dLdY)", pool.backward, G), expected,
                 hints=[(vjp("max_pool2d", (X1,), G, kernel=[2, 2], stride=1, pad=[0, 0])[1][0],
                         "it uses X1: backward must use the latest forward call")])
+
+
+# --- 10. PyTorch: the models' outputs checked against their own parameters -----------------------
+
+def _require_torch(kernel):
+    if not kernel.run(["torch_available"])[0]:
+        raise TestFailure("this part needs PyTorch, which is not installed (pip install torch); the other parts do not")
+
+
+def _output(kernel, what, model, X):
+    return np.asarray(call(what, kernel.run, ["module", model, [X]])[0])
+
+
+def _parameters(kernel, what, model, shapes):
+    """The model's parameters, matched to the expected ``shapes`` (in order, or by shape when
+    the shapes are all different), or a TestFailure naming what the model has instead."""
+    found = call(what, kernel.run, ["torch_state", model])[0]["parameters"]
+    have = [tuple(np.shape(p)) for p in found]
+    if have == list(shapes):
+        return found
+    if sorted(have) == sorted(shapes) and len(set(shapes)) == len(shapes):
+        return [found[have.index(shape)] for shape in shapes]
+    raise TestFailure(f"{what} has parameters of shapes {have}, expected {list(shapes)}")
+
+
+def _relu(x):
+    return np.maximum(x, 0.0)
+
+
+def _conv_nchw(X, W, b, pad=1):
+    """PyTorch's conv2d (NCHW, stride 1) in NumPy."""
+    X = np.pad(X, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    rows, cols = X.shape[2] - W.shape[2] + 1, X.shape[3] - W.shape[3] + 1
+    out = np.zeros((len(X), len(W), rows, cols)) + b[None, :, None, None]
+    for i in range(W.shape[2]):
+        for j in range(W.shape[3]):
+            out += np.einsum("nchw,oc->nohw", X[:, :, i:i + rows, j:j + cols], W[:, :, i, j])
+    return out
+
+
+def _max_pool2(X):
+    n, c, rows, cols = X.shape
+    return X[:, :, :rows // 2 * 2, :cols // 2 * 2].reshape(n, c, rows // 2, 2, cols // 2, 2).max(axis=(3, 5))
+
+
+def _check_mlp(kernel, n_in, n_hidden, n_out, rng):
+    what = f"make_mlp({n_in}, {n_hidden}, {n_out})"
+    mlp = call(what, kernel.new, "make_mlp", n_in, n_hidden, n_out)
+    W1, b1, W2, b2 = _parameters(kernel, what, mlp, [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)])
+    X = rng.normal(size=(6, n_in))
+    out = _output(kernel, f"{what}(X)", mlp, X)
+    check_array(f"{what} applied to X of shape {X.shape}", out, (6, n_out))
+    check_close(f"{what}(X) against Linear, ReLU, Linear with the model's own parameters", out,
+                _relu(X @ W1.T + b1) @ W2.T + b2, rtol=1e-4, atol=1e-5,
+                hints=[((X @ W1.T + b1) @ W2.T + b2, "the model is linear (f(-x) = -f(x)): put a ReLU between the two Linear layers")])
+
+
+def _check_cnn(kernel, n_classes, shape, rng):
+    what = f"make_cnn({n_classes}, {shape})"
+    cnn = call(what, kernel.new, "make_cnn", n_classes, tuple(shape))
+    features = 16 * (shape[0] // 4) * (shape[1] // 4)
+    X = rng.normal(size=(3, 1, *shape))
+    out = _output(kernel, f"{what}(X)", cnn, X)
+    check_array(f"{what} applied to images of shape {X.shape}", out, (3, n_classes))
+    W1, b1, W2, b2, W3, b3 = _parameters(kernel, what, cnn, [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (n_classes, features),
+                                                             (n_classes,)])
+    hidden = _max_pool2(_relu(_conv_nchw(_max_pool2(_relu(_conv_nchw(X, W1, b1))), W2, b2)))
+    check_close(f"{what}(X) against two 3x3 convolutions (padding 1), each with ReLU and 2x2 max pooling, then Linear, "
+                "with the model's own parameters", out, hidden.reshape(len(X), -1) @ W3.T + b3, rtol=1e-4, atol=1e-5)
+
+
+@judged(CHECKS)
+def pytorch_models(kernel):
+    _require_torch(kernel)
+    rng = np.random.default_rng(3019)
+    for sizes in [(5, 7, 3), (1, 1, 1), (64, 32, 10)]:
+        _check_mlp(kernel, *sizes, rng)
+    for n_classes, shape in [(10, (8, 8)), (4, (12, 8)), (3, (4, 16))]:
+        _check_cnn(kernel, n_classes, shape, rng)
+
+
+FIXED_WEIGHT = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+PER_BATCH = "it averages the batches' mean losses: the last batch is smaller, weigh each by its size"
+
+
+def _example_losses(X, y, W=FIXED_WEIGHT):
+    """Cross-entropy of the linear model W (no bias) on X, y, per example."""
+    logits = X @ W.T
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(y)), y]
+
+
+def _sgd_epoch(X, y, batch_size, lr, W=FIXED_WEIGHT):
+    """What one epoch of SGD on cross-entropy does to the linear model W (bias 0): (W, b)."""
+    W, b = W.copy(), np.zeros(len(W))
+    for start in range(0, len(X), batch_size):
+        Xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        logits = Xb @ W.T + b
+        P = np.exp(logits - logits.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        P[np.arange(len(yb)), yb] -= 1
+        W, b = W - lr * (P.T @ Xb) / len(yb), b - lr * P.sum(axis=0) / len(yb)
+    return W, b
+
+
+@judged(CHECKS)
+def pytorch_loop(kernel):
+    _require_torch(kernel)
+
+    def make(kind, *args):
+        return kernel.run(["torch", kind, list(args)])[0]
+
+    def evaluate(model, X, y, batch_size):
+        result = call("evaluate(model, loader, loss_fn)", kernel.function, "evaluate", model, make("loader", X, y, batch_size),
+                      make("cross_entropy"))
+        if not isinstance(result, list) or len(result) != 2:
+            raise TestFailure(f"evaluate should return a pair (mean loss, accuracy), got {type(result).__name__}")
+        return result
+
+    def train_epoch(model, X, y, batch_size, lr):
+        return call("train_epoch(model, loader, loss_fn, optimizer)", kernel.function, "train_epoch", model,
+                    make("loader", X, y, batch_size), make("cross_entropy"), make("sgd", model, lr))
+
+    X, y = np.array([[2.0, 1.0], [0.0, 3.0], [-1.0, -1.0], [2.0, 1.0], [0.5, 0.0]]), np.array([0, 1, 2, 1, 0])
+    losses = _example_losses(X, y)
+    batch_means = np.mean([losses[:2].mean(), losses[2:4].mean(), losses[4:].mean()])
+    loss, accuracy = evaluate(make("linear", FIXED_WEIGHT), X, y, 2)
+    check_close("the accuracy evaluate returns (4 of 5 right, batches of 2)", accuracy, 0.8,
+                hints=[(4 / 3, "it divides the number of right answers by the number of batches, not of examples")])
+    check_close("the mean loss evaluate returns (batches of 2, 2 and 1)", loss, float(losses.mean()), rtol=1e-5,
+                hints=[(batch_means, PER_BATCH)])
+    check_close("the mean loss train_epoch returns with a learning rate of 0",
+                train_epoch(make("linear", FIXED_WEIGHT), X, y, 2, 0.0), float(losses.mean()), rtol=1e-5,
+                hints=[(batch_means, PER_BATCH)])
+    model = make("linear", FIXED_WEIGHT)
+    train_epoch(model, X, y, 2, 0.5)
+    after = evaluate(model, X, y, 5)[0]
+    if not after < losses.mean():
+        raise TestFailure(f"after train_epoch with a learning rate of 0.5 the loss is {after:.4f}, not below {losses.mean():.4f}: "
+                          "does it call loss.backward() and optimizer.step()?")
+
+    rng = np.random.default_rng(3018)
+    X, y = rng.normal(size=(7, 2)), rng.integers(3, size=7)
+    expected_W, expected_b = _sgd_epoch(X, y, 3, 0.3)
+    model = make("linear", FIXED_WEIGHT)
+    make("eval", model)  # as evaluate leaves it: train_epoch must switch training back on
+    train_epoch(model, X, y, 3, 0.3)
+    state = kernel.run(["torch_state", model])[0]
+    check_close("the weights after train_epoch (3 batches, SGD with a learning rate of 0.3)", state["parameters"][0],
+                expected_W, rtol=1e-4, atol=1e-6,
+                hints=[(FIXED_WEIGHT, "the weights did not change: call optimizer.step() after loss.backward()")])
+    check_close("the biases after train_epoch (3 batches, SGD with a learning rate of 0.3)", state["parameters"][1],
+                expected_b, rtol=1e-4, atol=1e-6)
+    if state["training"] is not True:
+        raise TestFailure("train_epoch left the model in evaluation mode: call model.train() first (evaluate switches it off)")
+
+    # evaluate must not train, must not compute gradients, and must switch dropout off
+    model = make("dropout", make("linear", FIXED_WEIGHT), 0.9)
+    loss, accuracy = evaluate(model, X, y, 4)
+    check_close("the mean loss evaluate returns for a model with dropout", loss, float(_example_losses(X, y).mean()), rtol=1e-5)
+    state = kernel.run(["torch_state", model])[0]
+    if any(grad is not None for grad in state["grads"]):
+        raise TestFailure("evaluate computed gradients: wrap it in torch.no_grad()")
+    check_close("the weights after evaluate", state["parameters"][0], FIXED_WEIGHT,
+                hints=[(state["parameters"][0], "evaluate changed the model's weights: it must not train")])
+    right = (X @ FIXED_WEIGHT.T).argmax(axis=1) == y
+    check_close("the accuracy evaluate returns for 7 examples in batches of 4", accuracy, float(np.mean(right)),
+                hints=[(float(np.sum(right)) / 2, "it divides the number of right answers by the number of batches, not of examples")])
