@@ -29,6 +29,7 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   arrays ``inputs``; ``["torch_state", ref]`` its parameters, their gradients and its mode;
   ``["torch", kind, args]`` makes one of the objects a test hands the student's functions (see
   _torch_object); ``["torch_available"]`` whether PyTorch can be imported;
+- ``["global", name]``: the value of a name in the notebook (None if it has none);
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
 - ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
@@ -326,6 +327,8 @@ def _run(operation, earlier):
             return [namespace[name](*args), recorder.calls]
     if kind == "log":
         return rest[0].calls
+    if kind == "global":
+        return _namespace().get(rest[0])
     if kind == "seed":
         np.random.seed(rest[0])
         return None
