@@ -179,6 +179,16 @@ def fullyconnected_forward(kernel):
         check_close("parameters['b'] after forward", fetch(layer, B_PATH), b)
 
 
+def check_backward_sets_gradients(kernel, name, layer, X, G):
+    """Two backward calls after one forward leave the gradients of one: backward sets them."""
+    call(f"{name}.forward(X)", layer.forward, X)
+    call(f"{name}.backward(dLdY)", layer.backward, G)
+    once = fetch(layer, DW_PATH)
+    call(f"{name}.backward(dLdY), a second time", layer.backward, G)
+    check_close(f"{name}.gradients['W'] after backward(dLdY) twice", fetch(layer, DW_PATH), once,
+                hints=[(2 * np.asarray(once), "the gradients accumulate across calls: backward must set them, not add to them")])
+
+
 NO_ACTIVATION_BACKWARD = "the activation's backward is not used: dL/dZ = activation.backward(Z, dLdY)"
 
 
@@ -230,6 +240,8 @@ def fullyconnected_backward(kernel):
     check_gradients_numerically(f"FullyConnected(3{_activation_name(3.0)})", lambda: _fc_with(kernel, 3, X0, W, b, 3.0),
                                 rng.normal(size=(4, 2)), (4, 3), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
                                 upstream="dLdY")
+
+    check_backward_sets_gradients(kernel, "FullyConnected(3)", _fc_with(kernel, 3, X0, W, b), X0, rng.normal(size=(4, 3)))
 
     # backward must use the input of the latest forward call
     X1, X2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
@@ -678,6 +690,8 @@ def conv2d_backward(kernel):
                                 lambda: _conv(kernel, 2, (3, 2), W, b, activation=3.0, stride=2, pad=(1, 0)), X,
                                 _out_shape(X.shape, (3, 2), 2, (1, 0), 2), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
                                 upstream="dLdY")
+    check_backward_sets_gradients(kernel, "Conv2D(2, (3, 2))", _conv(kernel, 2, (3, 2), W, b, stride=2, pad=(1, 0)), X,
+                                  rng.normal(size=_out_shape(X.shape, (3, 2), 2, (1, 0), 2)))
     # backward must use the whole input of the latest forward call
     W, b = rng.normal(size=(2, 2, 2, 3)), rng.normal(size=(1, 3))
     X1, X2, G = rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 3, 3, 3))
