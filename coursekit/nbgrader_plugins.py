@@ -182,10 +182,11 @@ class TimeLimitedExecute(Execute):
         deadline = time.monotonic() + self.timeout_after_timeout
         self._answer_agent("")
         while not self._agent_ended and not self._agent_lost and time.monotonic() < deadline:
+            if await self._async_agent_ended(0.02):  # (returns as soon as the reply comes: the usual case)
+                break
             try:
-                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=0.05))
+                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=0))
             except Empty:
-                await self._async_agent_ended(0)
                 continue
             if msg["parent_header"].get("msg_id") == self._agent and msg["msg_type"] == "input_request":
                 self._answer_agent("")
