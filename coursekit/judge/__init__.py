@@ -242,6 +242,11 @@ class Kernel:
         (obj,) = self.run(["factory", list(made)])
         return obj
 
+    def scaler(self, factor):
+        """A layer or activation in the kernel that multiplies by ``factor`` and records its calls."""
+        (obj,) = self.run(["scaler", float(factor)])
+        return obj
+
     def seed(self, seed):
         self.run(["seed", int(seed)])
 
@@ -358,8 +363,7 @@ def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
 
     ``path`` is an attribute name, or a list of steps (see coursekit.agent's "nudge").
     """
-    kernel = kernel_of(layer)
-    steps = [["attr", path]] if isinstance(path, str) else path
+    kernel, steps = kernel_of(layer), _steps(path)
     operations = []
     for index in np.ndindex(shape):
         operations += [["nudge", layer, steps, list(index), eps], ["call", layer, "forward", [x], {}],

@@ -10,8 +10,8 @@ import numpy as np
 
 from coursekit.datasets import load, minibatches
 from coursekit.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Earlier, call, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised, fetch, judged,
-                             kernel_of, numerical_input_gradients, numerical_loss_gradient, path, put, unseen)
+from coursekit.judge import (Earlier, call, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised,
+                             fetch, judged, numerical_input_gradients, numerical_loss_gradient, path, put, unseen)
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
@@ -85,7 +85,7 @@ def relu_tests(kernel):
 def _fc(kernel, n_out, activation=None):
     """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
     activation of the judge's that multiplies by it) or None (the layer's default)."""
-    args = [n_out] if activation is None else [n_out, kernel.run(["scaler", float(activation)])[0]]
+    args = [n_out] if activation is None else [n_out, kernel.scaler(activation)]
     return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
 
 
@@ -141,12 +141,6 @@ def fullyconnected_init(kernel):
                 hints=[(W_second, "the parameters were drawn again: initialise them only once")])
 
 
-def _activation_calls(layer):
-    """The calls the layer made to its (judge's) activation: [(method, [arrays])]."""
-    activation = layer.activation
-    return [(method, arguments) for method, arguments, _ in kernel_of(layer).run(["log", activation])[0]]
-
-
 @judged(CHECKS)
 def fullyconnected_forward(kernel):
     X = np.array([[1.0, 2.0], [0.0, -1.0]])
@@ -170,7 +164,7 @@ def fullyconnected_forward(kernel):
         check_close(f"FullyConnected({h}{_activation_name(factor)}).forward(X) for X of shape {X.shape}", Y, scale * expected,
                     hints=[(scale * (X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
         if factor is not None:
-            calls = _activation_calls(layer)
+            calls = layer.activation.calls()
             if not calls or calls[-1][0] != "forward":
                 raise TestFailure("FullyConnected.forward did not call its activation's forward")
             check_close("the input of the activation's forward: Z = X W + b", calls[-1][1][0], expected)
@@ -232,7 +226,7 @@ def fullyconnected_backward(kernel):
                     hints=[(dZ.mean(axis=0, keepdims=True), "it is the mean over the batch: the loss adds up every example's contribution")])
         check_unchanged("FullyConnected.backward", G, G_given)
         if factor is not None:
-            calls = [args for method, args in _activation_calls(layer) if method == "backward"]
+            calls = [args for method, args in layer.activation.calls() if method == "backward"]
             if calls:
                 check_close("the Z passed to the activation's backward" + where, calls[-1][0], X @ W + b)
 
@@ -442,7 +436,8 @@ def network_backward(kernel):
         where = f" ({len(factors)} layers, batch of {len(out)})"
         returned = call("NeuralNetwork.backward(Y, out)", _network(kernel, layers, loss).backward, Y, out)
         check_close("the loss NeuralNetwork.backward(Y, out) returns" + where, returned, L)
-        received = {role: args[0] for role, method, args in calls_in_order(layers) if method == "backward" and args}
+        log = calls_in_order(layers)
+        received = {role: args[0] for role, method, args in log if method == "backward" and args}
         last = f"layers[{len(factors) - 1}]"
         if last not in received:
             raise TestFailure("NeuralNetwork.backward did not call the last layer's backward")
@@ -459,7 +454,7 @@ def network_backward(kernel):
             check_close(f"the gradient NeuralNetwork.backward gives layers[{i}]" + where, received.get(f"layers[{i}]"), upstream,
                         hints=[(D, "every layer is given the loss gradient: give each layer what the layer above it returned")])
             upstream = factors[i] * upstream
-        order = [role for role, method, _ in calls_in_order(layers) if method == "backward"]
+        order = [role for role, method, _ in log if method == "backward"]
         if order != list(reversed(layers)):
             raise TestFailure(f"NeuralNetwork.backward called {order}, expected {list(reversed(layers))}: the last layer first")
 
@@ -601,7 +596,7 @@ def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
     """The student's Conv2D with the given parameters (created by a first forward call);
     ``activation`` is a factor (an activation of the judge's that multiplies by it) or None."""
     if activation is not None:
-        options["activation"] = kernel.run(["scaler", float(activation)])[0]
+        options["activation"] = kernel.scaler(activation)
     layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
     call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
     put(layer, W_PATH, np.array(W, dtype=float))
