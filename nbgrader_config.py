@@ -13,14 +13,13 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # of what it needs, one scratch folder, limits (see coursekit/sandbox.py). `make grade` forks its
 # kernels from a warm zygote in the same sandbox instead (coursekit/warm_kernels.py).
 c.TimeLimitedExecute.kernel_manager_class = "coursekit.sandbox.SandboxedKernelManager"
-# Grading kernels start with coursekit.guard: answer cells cannot change how the tests judge (see
-# coursekit/guard.py). Their tracebacks are plain (file, line, the line itself): IPython's
-# default, with highlighted context around every frame, took a third of a buggy submission's
-# kernel time; feedback shows only the one-line message anyway.
+# Grading kernels' tracebacks are plain (file, line, the line itself): IPython's default, with
+# highlighted context around every frame, took a third of a buggy submission's kernel time;
+# feedback shows only the one-line message anyway. They run no start-up lines: whatever those
+# imported, answer cells could use.
 c.Execute.extra_arguments = [
     "--HistoryManager.hist_file=:memory:",
     "--InteractiveShell.xmode=Plain",
-    "--IPKernelApp.exec_lines=import coursekit.guard; coursekit.guard.install()",
 ]
 # Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).
 c.Execute.timeout = 10  # seconds per cell (TimeLimitedExecute inherits it)

@@ -2,9 +2,11 @@
 
 In the notebooks' tests:
 - gradcheck: finite differences and one-line failure messages (ships to students).
-- torch_reference: PyTorch float64 reference values for the hidden tests (recorded cache).
+- judge: the hidden tests, one check per test cell, run in the grader's process; agent: its
+  side in the grading kernel (the only course code there besides gradcheck).
+- torch_reference: PyTorch float64 reference values for the judge (recorded cache).
 - solutions: the model solutions, read from the source notebooks.
-- guard: loaded by every grading kernel; keeps answer cells from changing verdicts.
+- sandbox, confine, warm_kernels: every grading kernel's sandbox, and the warm zygote it forks from.
 
 Around nbgrader:
 - nbgrader_plugins: preprocessors for time limits, hidden-safe feedback, duplicated cells.

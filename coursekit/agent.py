@@ -1,14 +1,15 @@
 """The grading kernel's side of the judge: runs the student's code on the judge's inputs.
 
 The judge (coursekit.judge, in the grader's process) runs ``serve()`` as a silent cell and sends
-requests as JSON; this module, in the kernel, carries them out on the notebook's namespace and
+requests as JSON over a socket of its own; this module, in the kernel, carries them out on the notebook's namespace and
 sends back only plain data: arrays as float64 bytes, floats, ints, booleans, None, short strings,
 and references to objects that stay in the kernel. It knows no expected value and decides
 nothing: student code may replace it, and then only answers for itself.
 
 A request is a list of operations, each a list; the reply lists one result per operation and
 stops at the first that raises. An argument ``{"p": k}`` is the result of the request's
-operation k, as the kernel has it (so one request can feed a loss's gradient to a network):
+operation k, as the kernel has it (so one request can feed a loss's gradient to a network), and
+``{"c": k}`` a fresh copy of it (an input sent once serves many calls, each its own copy):
 
 - ``["new", name, args, kwargs, substitutes]``: call the notebook's ``name`` (a class), with
   ``substitutes`` ({name: value}) bound in the notebook's namespace during the call;
@@ -18,6 +19,7 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 - ``["fetch", ref, path]``: the value at ``ref.<path>``; ``["put", ref, path, value]``: set it
   (``layer.parameters["W"] = value`` is the path [["attr", "parameters"], ["item", "W"]]);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
+  ``["take", ref, rows]``: a copy of the rows (an array of row numbers) of an array kept there;
 - ``["standin", name, returns, attributes, arguments]``: a layer that records its calls, returns
   the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
   layer does); ``arguments`` (optional) is how many arguments each method takes;
@@ -30,6 +32,8 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   ``["torch", kind, args]`` makes one of the objects a test hands the student's functions (see
   _torch_object); ``["torch_available"]`` whether PyTorch can be imported;
 - ``["global", name]``: the value of a name in the notebook (None if it has none);
+- ``["quiet", kind, ...]``: the operation ``[kind, ...]``, whose result stays in the kernel (for
+  ``{"p": k}``) and is not sent back (a training loop's intermediate arrays);
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
 - ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
@@ -116,8 +120,10 @@ def decode(data, earlier=()):
     if isinstance(data, list):
         return [decode(v, earlier) for v in data]
     if isinstance(data, dict):
-        if "p" in data:
-            return earlier[data["p"]]
+        if "p" in data or "c" in data:
+            value = earlier[data["p"] if "p" in data else data["c"]]
+            value = value.value if isinstance(value, Kept) else value
+            return value if "p" in data else np.array(value, dtype=np.float64)
         if "a" in data:
             return np.frombuffer(base64.b64decode(data["a"]), dtype=np.float64).reshape(data["s"]).copy()
         if "r" in data:
@@ -248,15 +254,22 @@ def _torch_object(kind, *args):
         model = nn.Sequential(args[0], nn.Dropout(args[1]))
         model.train()
         return model
-    if kind == "loader":
-        X, y, batch_size = args
-        dataset = torch.utils.data.TensorDataset(_tensor(X), _tensor(y, "long"))
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    if kind == "loader":  # X, y, batch size; optionally a shuffling seed and an image shape for X's rows
+        X, y, batch_size, seed, image_shape = (*args, None, None)[:5]
+        X = _tensor(X) if image_shape is None else _tensor(X).reshape(len(X), 1, *image_shape)
+        dataset = torch.utils.data.TensorDataset(X, _tensor(y, "long"))
+        if seed is None:
+            return torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                           generator=torch.Generator().manual_seed(seed))
     if kind == "cross_entropy":
         return nn.CrossEntropyLoss()
-    if kind == "sgd":
-        model, lr = args
-        return torch.optim.SGD(model.parameters(), lr=lr)
+    if kind == "sgd":  # model, learning rate, optionally momentum
+        model, lr, momentum = (*args, 0.0)[:3]
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    if kind == "manual_seed":
+        torch.manual_seed(args[0])
+        return None
     if kind == "eval":
         args[0].eval()
         return None
@@ -311,6 +324,8 @@ def _run(operation, earlier):
         return None
     if kind == "array":
         return Kept(np.array(rest[0], dtype=np.float64))
+    if kind == "take":
+        return np.array(np.asarray(rest[0])[np.asarray(rest[1]).astype(int)], dtype=np.float64)
     if kind == "standin":
         return StandIn(*rest)
     if kind == "factory":
@@ -345,30 +360,49 @@ def handle(request):
     error is reported with the call that caused it.
     """
     results, values, size = [], [], 0
-    for operation in json.loads(request):
-        try:
-            with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
-                warnings.simplefilter("error")
-                values.append(_run(operation, values))
-                result = json.dumps({"ok": encode(values[-1])})
-            size += len(result)
-            if size > MAX_REPLY_BYTES:
-                raise ValueError(f"the results add up to more than {MAX_REPLY_BYTES // 2 ** 20} MB: "
-                                 "does the code return arrays of the wrong shape?")
-            results.append(result)
-        except BaseException as error:  # noqa: BLE001 - the student's error is the judge's to report
-            results.append(json.dumps({"error": [type(error).__name__, str(error)[:500]]}))
-            break
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+        warnings.simplefilter("error")
+        for operation in json.loads(request):
+            try:
+                quiet = operation[0] == "quiet"
+                values.append(_run(operation[1:] if quiet else operation, values))
+                result = QUIET if quiet else json.dumps({"ok": encode(values[-1])})
+                size += len(result)
+                if size > MAX_REPLY_BYTES:
+                    raise ValueError(f"the results add up to more than {MAX_REPLY_BYTES // 2 ** 20} MB: "
+                                     "does the code return arrays of the wrong shape?")
+                results.append(result)
+            except BaseException as error:  # noqa: BLE001 - the student's error is the judge's to report
+                results.append(json.dumps({"error": [type(error).__name__, str(error)[:500]]}))
+                break
     return "[" + ", ".join(results) + "]"
 
 
-def serve():
-    """Answer the judge until it sends an empty request. The judge runs this as one cell; each
-    request comes as the answer to an ``input()`` whose prompt is the previous reply, on the
-    kernel's stdin channel: one message each way, whatever the student's code prints."""
-    reply = "ready"
+QUIET = json.dumps({"ok": None})
+
+
+_line = {}  # the address of the grader's socket -> this kernel's end of it
+
+
+def serve(address, session):
+    """Answer the judge until it sends an empty request. The judge runs this as one cell and
+    talks over a ZeroMQ socket of its own in the kernel's folder (``address``): one message each
+    way per request, whatever the student's code prints. Every message starts with the cell's
+    ``session`` and a space; one of an earlier cell (an interrupted request's) is dropped."""
+    import zmq
+
+    if address not in _line or _line[address].closed:
+        socket = zmq.Context.instance().socket(zmq.PAIR)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDTIMEO, 2000)  # a grader that went away does not hang the kernel
+        socket.connect(address)
+        _line[address] = socket
+    socket, prefix = _line[address], session + " "
+    socket.send_string(prefix + "ready")
     while True:
-        request = input(reply)
-        if not request:
+        message = socket.recv_string()
+        if not message.startswith(prefix):
+            continue
+        if message == prefix:
             return
-        reply = handle(request)
+        socket.send_string(prefix + handle(message[len(prefix):]))

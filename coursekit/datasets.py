@@ -57,10 +57,14 @@ def one_hot(labels, num_classes):
 
 def minibatches(X, Y, batch_size, seed):
     """Yield (X_batch, Y_batch) pairs that cover the data once, in an order shuffled by ``seed``."""
-    order = np.random.default_rng(seed).permutation(len(X))
-    for start in range(0, len(X), batch_size):
-        batch = order[start:start + batch_size]
+    for batch in batch_rows(len(X), batch_size, seed):
         yield X[batch], Y[batch]
+
+
+def batch_rows(n, batch_size, seed):
+    """The row numbers of each minibatch that ``minibatches`` yields for ``n`` samples."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
 
 
 def _split(name, X, y, test_fraction, seed, **extra):

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT, judge, warm_kernels
+from coursekit import COURSE_ROOT, warm_kernels
 from coursekit.grading import nbgrader, problem_with, this_environment_first
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
@@ -57,8 +57,7 @@ def grading_kit(course, assignment):
     Returns:
     - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
       where the gradebook holds the assignment and no student, "preload" lists the heavy
-      modules that the kernels' zygote imports (see coursekit.warm_kernels), and "sealed" says
-      whether the assignment's tests are judged outside the kernel (coursekit.judge).
+      modules that the kernels' zygote imports (see coursekit.warm_kernels).
     """
     source = _read_tree(Path(course) / "source" / assignment)
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
@@ -66,7 +65,7 @@ def grading_kit(course, assignment):
     with tempfile.TemporaryDirectory() as scratch:
         _generate_assignment(_scratch_course(scratch, config, source, assignment), assignment)
         return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
-                "preload": heavy_imports(notebook), "sealed": judge.sealed(assignment)}
+                "preload": heavy_imports(notebook)}
 
 
 def _scratch_course(folder, config, source, assignment, gradebook=None):
@@ -150,9 +149,9 @@ def grade_one(kit, assignment, student, submission, feedback=True):
 def notebooks_only(submission):
     """The notebooks of a submission folder ({path: bytes}), without any other file.
 
-    The grading kernel runs in the submission's folder, where Python imports a planted
-    ``numpy.py`` or ``ipykernel_launcher.py`` ahead of the real module, before coursekit.guard
-    can protect anything. The tamper report lists such files (coursekit.tamper.scan_folder).
+    The grading kernel runs in a copy of the submission's folder, where Python would import a
+    planted ``numpy.py`` or ``ipykernel_launcher.py`` ahead of the real module, before the
+    kernel starts. The tamper report lists such files (coursekit.tamper.scan_folder).
     """
     return {path: data for path, data in submission.items() if "/" not in path and path.endswith(".ipynb")}
 
@@ -224,7 +223,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     if dask:
         pool, as_completed = _dask_pool(dask)
     else:
-        warm_kernels.zygote(kit["preload"], kit["sealed"])  # started before the workers, which share it
+        warm_kernels.zygote(kit["preload"])  # started before the workers, which share it
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS)
     results = {}
     with pool, _course_gradebook(course) as gradebook:

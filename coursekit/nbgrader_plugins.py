@@ -1,10 +1,15 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
+import os
+import secrets
+import shutil
+import tempfile
 import time
 from queue import Empty
 
 import jinja2
 import jsonschema
 import zmq
+from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters import HTMLExporter
 from jupyter_core.utils import ensure_async, run_sync
 from nbformat.v4 import new_output
@@ -15,7 +20,10 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
 from coursekit import judge
-from coursekit.sandbox import MAX_MESSAGE_BYTES
+from coursekit.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES, SEND_TIMEOUT_MS
+
+
+DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself, e.g. replace builtins?)"
 
 
 def _error(name, message):
@@ -42,8 +50,7 @@ class TimeLimitedExecute(Execute):
     In an assignment with judged tests (coursekit.judge.<assignment>), a test cell with a check
     is judged: a hidden one (``judge("<grade_id>")``) does not run in the kernel at all, a visible
     one runs and keeps what it printed; either way its outputs end with the check's verdict
-    alone, so nothing the kernel displays, raises or hides decides the score. Such an
-    assignment's kernels also get the sealed view (coursekit.sandbox): no reference modules.
+    alone, so nothing the kernel displays, raises or hides decides the score.
     """
 
     # a kernel that a submission broke must not stop the grading of the notebook
@@ -57,19 +64,29 @@ class TimeLimitedExecute(Execute):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
-        self._sealed = judge.sealed(assignment) if assignment else False
-        self._agent_lost = False
+        self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
+        self._kernel_dead = False
         self._cell_timeout = self.timeout
-        for attempt in range(1, self.kernel_starts + 1):
-            self._started, self._reached_cells = None, False
-            try:
-                return super().preprocess(nb, resources, km)
-            except Exception as error:  # noqa: BLE001 - jupyter_client raises RuntimeError, zmq its own
-                if self._reached_cells or km is not None or attempt == self.kernel_starts:
-                    raise
-                self.log.warning("The grading kernel did not start (%s); starting another", error)
-            finally:
-                self.timeout = self._cell_timeout
+        self._line, self._line_folder = None, None
+        self._line_context = zmq.Context()
+        for option, value in [(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES), (zmq.SNDTIMEO, SEND_TIMEOUT_MS),
+                              (zmq.RCVHWM, 16), (zmq.LINGER, 0)]:
+            self._line_context.setsockopt(option, value)
+        try:
+            for attempt in range(1, self.kernel_starts + 1):
+                self._started, self._reached_cells = None, False
+                try:
+                    return super().preprocess(nb, resources, km)
+                except Exception as error:  # noqa: BLE001 - jupyter_client raises RuntimeError, zmq its own
+                    if self._reached_cells or km is not None or attempt == self.kernel_starts:
+                        raise
+                    self.log.warning("The grading kernel did not start (%s); starting another", error)
+                    self._close_judge_line()
+                finally:
+                    self.timeout = self._cell_timeout
+        finally:
+            self._close_judge_line()
+            self._line_context.term()
 
     def preprocess_cell(self, cell, resources, index):
         self._reached_cells = True
@@ -81,11 +98,14 @@ class TimeLimitedExecute(Execute):
             cell.outputs = [_error("NotebookTimeout", f"not run: the notebook used up its "
                                    f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
             return cell, resources
+        if self._kernel_dead:
+            cell.outputs = [_error("DeadKernel", f"not run: {DEAD_KERNEL} in an earlier cell")]
+            return cell, resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id") if utils.is_grade(cell) else None
         visible, called = judge.split_call(cell.source)
         if called is not None or grade_id in self._checks:
             return self._judge_cell(cell, resources, index, grade_id, called, visible), resources
-        cell, resources = super().preprocess_cell(cell, resources, index)
+        cell, resources = self._run_in_kernel(cell, resources, index)
         timed_out = [o for o in cell.outputs if o.output_type == "error" and o.ename == "CellTimeoutError"]
         for output in timed_out:
             output.evalue = f"the cell ran longer than {self.timeout:g} s and was stopped (an infinite loop?)"
@@ -93,11 +113,14 @@ class TimeLimitedExecute(Execute):
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
 
-    def create_kernel_manager(self):
-        km = super().create_kernel_manager()
-        if self._sealed and hasattr(km, "sealed"):
-            km.sealed = True  # no reference module in the kernel's view
-        return km
+    def _run_in_kernel(self, cell, resources, index):
+        """Execute's preprocess_cell; a kernel that dies fails this cell and every later one."""
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self._kernel_dead = True
+            cell.outputs = [_error("DeadKernel", f"{DEAD_KERNEL} while running this cell")]
+            return cell, resources
 
     def _judge_cell(self, cell, resources, index, grade_id, called, visible):
         """Judge a test cell: its outputs become what its visible tests printed and the verdict."""
@@ -110,9 +133,11 @@ class TimeLimitedExecute(Execute):
         if visible:  # visible tests: they run, and the student sees what they printed
             source, cell.source = cell.source, visible
             try:
-                cell, resources = super().preprocess_cell(cell, resources, index)
+                cell, resources = self._run_in_kernel(cell, resources, index)
             finally:
                 cell.source = source
+            if self._kernel_dead:
+                return cell
             printed = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
         deadline = time.monotonic() + self.timeout
         try:
@@ -127,42 +152,70 @@ class TimeLimitedExecute(Execute):
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell
 
-    # The judge talks to coursekit.agent.serve(), run as one silent cell: each request is the
-    # answer to an input() whose prompt is the previous reply.
+    # The judge talks to coursekit.agent.serve(), run as one silent cell, over a ZeroMQ socket
+    # that the grader binds in the kernel's folder (a sandboxed kernel sees no other): one message
+    # each way per request, each starting with the cell's session.
+
+    def _judge_line(self):
+        """This kernel's end of the judge's socket, bound on first use: (socket, address)."""
+        if self._line is None:
+            folder = getattr(self.km, "folder", None)
+            if folder is not None:
+                directory, self._line_folder = folder.path, None
+            else:  # a kernel outside the sandbox
+                directory = self._line_folder = tempfile.mkdtemp(prefix="ck-j", dir=KERNELS_BASE)
+            path = os.path.join(directory, f"judge-{secrets.token_hex(4)}")
+            socket = self._line_context.socket(zmq.PAIR)
+            socket.bind(f"ipc://{path}")
+            os.chmod(path, 0o777)  # the kernel's user connects to it
+            self._line = (socket, f"ipc://{path}")
+        return self._line
+
+    def _close_judge_line(self):
+        if self._line is not None:
+            self._line[0].close()
+            self._line = None
+        if self._line_folder is not None:
+            shutil.rmtree(self._line_folder, ignore_errors=True)
+            self._line_folder = None
 
     async def _async_open_agent(self, deadline):
         if self._agent_lost:
             raise judge.KernelSilent("the kernel stopped answering the judge in an earlier cell")
-        self._agent_ended = False
-        self._agent = self.kc.execute("__import__('coursekit.agent').agent.serve()", silent=True,
-                                      store_history=False, allow_stdin=True)
-        await self._async_agent_prompt(deadline)
+        _, address = self._judge_line()
+        self._session, self._agent_ended, self._agent_answered = secrets.token_hex(8), False, False
+        self._agent = self.kc.execute(f"__import__('coursekit.agent').agent.serve({address!r}, {self._session!r})",
+                                      silent=True, store_history=False)
+        await self._async_agent_reply(deadline)
 
     async def _async_ask(self, request, deadline):
         """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
-        self._answer_agent(request)
+        self._agent_answered = False
+        self._send_agent(request)
         if self._agent_lost:
-            raise judge.KernelSilent("the kernel stopped reading the judge's requests (did a reply exceed "
-                                     f"{MAX_MESSAGE_BYTES // 2 ** 20} MB?)")
-        return await self._async_agent_prompt(deadline)
+            raise judge.KernelSilent("the kernel stopped reading the judge's requests")
+        return await self._async_agent_reply(deadline)
 
-    async def _async_agent_prompt(self, deadline):
-        """The agent's next prompt (its reply), or KernelSilent if it stopped or is too late."""
+    async def _async_agent_reply(self, deadline):
+        """The agent's next message of this cell's session, or KernelSilent if it stopped or is too late."""
+        socket, prefix = self._line[0], self._session + " "
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await ensure_async(self.km.interrupt_kernel())
                 raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
                                          "(an infinite loop?)")
-            try:
-                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=min(remaining, 0.05)))
-            except Empty:
-                if await self._async_agent_ended(0):
-                    raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
-                                             "input(), IPython's machinery or the course's modules?)") from None
-                continue
-            if msg["parent_header"].get("msg_id") == self._agent and msg["msg_type"] == "input_request":
-                return msg["content"].get("prompt")
+            if socket.poll(1000 * min(remaining, 0.05)):
+                message = socket.recv().decode("utf-8", "replace")
+                if message.startswith(prefix):
+                    self._agent_answered = True
+                    return message[len(prefix):]
+            elif await self._async_agent_ended(0):
+                raise judge.KernelSilent("the kernel did not answer the judge (did your code replace "
+                                         "IPython's machinery or the course's modules?)")
+            elif not await ensure_async(self.km.is_alive()):
+                self._kernel_dead = self._agent_lost = True
+                raise judge.KernelSilent(DEAD_KERNEL)
 
     async def _async_agent_ended(self, timeout):
         """Whether the kernel has answered the agent's cell (waiting up to ``timeout`` seconds)."""
@@ -177,19 +230,18 @@ class TimeLimitedExecute(Execute):
                 return True
 
     async def _async_close_agent(self):
-        """End the agent's cell, drop its output. An interrupted agent may still send a prompt
-        (ipykernel drops stdin messages sent before its prompt): each prompt gets the empty answer."""
+        """End the agent's cell (an interrupted agent still reads the end), drop its output.
+
+        An agent that answered every request returns as soon as it reads the end: the next cell
+        runs after it (nbclient ignores the agent's messages), so the grader need not wait.
+        """
         deadline = time.monotonic() + self.timeout_after_timeout
-        self._answer_agent("")
+        if not self._agent_ended:
+            self._send_agent("")
+            if self._agent_answered:
+                return
         while not self._agent_ended and not self._agent_lost and time.monotonic() < deadline:
-            if await self._async_agent_ended(0.02):  # (returns as soon as the reply comes: the usual case)
-                break
-            try:
-                msg = await ensure_async(self.kc.stdin_channel.get_msg(timeout=0))
-            except Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == self._agent and msg["msg_type"] == "input_request":
-                self._answer_agent("")
+            await self._async_agent_ended(0.05)  # (returns as soon as the reply comes)
         if not self._agent_ended:
             self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
         while True:
@@ -198,10 +250,12 @@ class TimeLimitedExecute(Execute):
             except Empty:
                 return
 
-    def _answer_agent(self, text):
+    def _send_agent(self, text):
+        if self._line is None:
+            return
         try:
-            self.kc.input(text)
-        except zmq.ZMQError:  # the connection was dropped (a reply over the size limit?)
+            self._line[0].send_string(f"{self._session} {text}", zmq.NOBLOCK)
+        except zmq.ZMQError:  # nobody reads it (the agent never connected, or stopped reading)
             self._agent_lost = True
 
     def output(self, outs, msg, display_id, cell_index):

@@ -33,7 +33,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Bool, Type, default
+from traitlets import Type, default
 
 from coursekit import COURSE_ROOT
 from coursekit.confine import SCRATCH, SCRATCH_BYTES, STAGING
@@ -61,24 +61,16 @@ def bwrap():
     return found
 
 
-# What a sealed kernel (its assignment's tests are judged: coursekit.judge) sees of the course
-# package: the start-up guard, the helpers the visible tests use, the judge's agent, and what the
-# zygote runs. None of it holds a solution, a reference value or a hidden test.
-SEALED_MODULES = ("__init__.py", "agent.py", "gradcheck.py", "guard.py", "confine.py", "sandbox.py", "warm_kernels.py")
+# What a kernel sees of the course package: the helpers the visible tests use, the judge's agent
+# and what the zygote runs. None of it holds a solution, a reference value or a hidden test
+# (those stay with the judge: coursekit.judge).
+KERNEL_MODULES = ("__init__.py", "agent.py", "gradcheck.py", "confine.py", "sandbox.py", "warm_kernels.py")
 
 
-def _read_only_view(sealed):
-    """Host paths a sandbox sees read-only, each at its own path.
-
-    A kernel whose tests still run inside it (not ``sealed``) also sees the whole course package
-    and the source notebooks, which its hidden tests read for the model solutions.
-    """
+def _read_only_view():
+    """Host paths a sandbox sees read-only, each at its own path."""
     paths = ["/usr", "/etc/ld.so.cache", "/etc/localtime", "/etc/fonts", sys.base_prefix, sys.prefix]
-    package = COURSE_ROOT / "coursekit"
-    if sealed:
-        paths += [str(package / name) for name in SEALED_MODULES]
-    else:
-        paths += [str(package), str(COURSE_ROOT / "source")]
+    paths += [str(COURSE_ROOT / "coursekit" / name) for name in KERNEL_MODULES]
     return [path for path in dict.fromkeys(paths) if os.path.exists(path)]
 
 
@@ -90,11 +82,11 @@ def _directories(argv, path, made):
             argv += ["--perms", "0755", "--dir", str(parent)]
 
 
-def bwrap_argv(folder, *, sealed=False, own_pid_namespace=True):
+def bwrap_argv(folder, *, own_pid_namespace=True):
     """bwrap's arguments up to the command, for a sandbox whose writable host folder is ``folder``.
 
-    ``sealed``: see _read_only_view. ``own_pid_namespace`` is False for the zygote, whose forks
-    make one each (the grader must see their process ids to stop them).
+    ``own_pid_namespace`` is False for the zygote, whose forks make one each (the grader must see
+    their process ids to stop them).
     """
     argv = [bwrap(), "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
@@ -108,7 +100,7 @@ def bwrap_argv(folder, *, sealed=False, own_pid_namespace=True):
         elif os.path.isdir(link):
             argv += ["--ro-bind", link, link]
     made = set()
-    for path in _read_only_view(sealed):
+    for path in _read_only_view():
         _directories(argv, path, made)
         argv += ["--ro-bind", path, path]
     _directories(argv, folder, made)
@@ -179,7 +171,7 @@ class SandboxProvisioner(LocalProvisioner):
         folder = self.parent.folder
         folder.prepare(kwargs.pop("cwd", None))
         inner = [sys.executable, "-m", "coursekit.confine", str(folder.path), str(folder.uid), "--", *cmd]
-        argv = bwrap_argv(folder.path, sealed=self.parent.sealed)
+        argv = bwrap_argv(folder.path)
         return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)
 
 
@@ -209,7 +201,6 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     folder = None
     provisioner_class = SandboxProvisioner
-    sealed = Bool(False, help="The kernel's tests are judged outside it: it sees no reference module.").tag(config=True)
 
     client_factory = Type(klass="jupyter_client.asynchronous.AsyncKernelClient",
                           default_value=SandboxedKernelClient, config=True)

@@ -31,12 +31,11 @@ from coursekit.sandbox import KERNELS_BASE, KernelFolder, SandboxedKernelManager
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
-# loads while it starts, NumPy, and coursekit.guard with the test helpers it snapshots.
+# loads while it starts, NumPy, the helpers of the visible tests and the judge's agent.
 ALWAYS = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
           "IPython.core.completerlib", "IPython.core.oinspect", "IPython.extensions.storemagic", "psutil",
-          "sqlite3", "tornado.platform.asyncio",
-          "numpy", "numpy.random", "numpy.testing", "coursekit.guard", "coursekit.gradcheck",
-          "coursekit.reference_checks", "coursekit.solutions", "coursekit.torch_reference"]
+          "sqlite3", "tornado.platform.asyncio", "zmq",
+          "numpy", "numpy.random", "numpy.testing", "coursekit.gradcheck", "coursekit.agent"]
 
 # Heavy modules worth importing once in the zygote when a notebook uses them (each is known to
 # start no thread on import: a fork keeps only the thread that forks).
@@ -75,11 +74,11 @@ class ForkingProvisioner(SandboxProvisioner):
             return await super().launch_kernel(cmd, **kwargs)
         folder = self.parent.folder
         folder.prepare(kwargs.get("cwd"))
-        warm = zygote(self.parent.preload, self.parent.sealed)
+        warm = zygote(self.parent.preload)
         try:
             pid = warm.fork(cmd[3:], folder, kwargs.get("env") or dict(os.environ))
         except (OSError, ValueError):  # the zygote is gone: start another next time, launch this one
-            _zygotes.pop((warm.preload, warm.sealed), None)
+            _zygotes.pop(warm.preload, None)
             return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedProcess(pid)
         self.pid, self.pgid = pid, None  # the init process of the kernel's PID namespace
@@ -94,7 +93,7 @@ class ForkedKernelManager(SandboxedKernelManager):
     provisioner_class = ForkingProvisioner
 
     def kernel_folder(self):
-        return KernelFolder(base=zygote(self.preload, self.sealed).base)  # inside the folder the zygote sees
+        return KernelFolder(base=zygote(self.preload).base)  # inside the folder the zygote sees
 
 
 class ForkedProcess:
@@ -144,12 +143,12 @@ class Zygote:
     Processes forked from the one that started it (the workers of `make grade`) share it.
     """
 
-    def __init__(self, preload, sealed=False):
-        self.preload, self.sealed = preload, sealed
+    def __init__(self, preload):
+        self.preload = preload
         self.base = tempfile.mkdtemp(prefix="ck-z", dir=KERNELS_BASE)
         os.chmod(self.base, 0o755)
         command = [sys.executable, "-m", "coursekit.warm_kernels", *preload]
-        argv = bwrap_argv(self.base, sealed=sealed, own_pid_namespace=False)
+        argv = bwrap_argv(self.base, own_pid_namespace=False)
         self.process = subprocess.Popen(argv + ["--chdir", "/", "--", *command],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1"))
@@ -195,17 +194,16 @@ class Zygote:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def zygote(preload=(), sealed=False):
-    """This process's zygote for kernels that import ALWAYS and ``preload``, with the sealed view
-    or not (see coursekit.sandbox), started if need be.
+def zygote(preload=()):
+    """This process's zygote for kernels that import ALWAYS and ``preload``, started if need be.
 
     Starting it before forking worker processes lets them share it.
     """
-    key = (tuple(ALWAYS + list(preload)), bool(sealed))
+    key = tuple(ALWAYS + list(preload))
     if key not in _zygotes or _zygotes[key].exited():
         if key in _zygotes:
             _zygotes[key].stop()
-        _zygotes[key] = Zygote(*key)
+        _zygotes[key] = Zygote(key)
     return _zygotes[key]
 
 

@@ -236,7 +236,7 @@ def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
 
 
 def test_python_files_handed_in_next_to_the_notebook_are_ignored_and_reported(tmp_path):
-    """A planted ipykernel_launcher.py or numpy.py would run before the guard (each gets the Tanh
+    """A planted ipykernel_launcher.py or numpy.py would run before the kernel starts (each gets the Tanh
     points of a wrong Tanh from stock nbgrader): make grade grades the notebook alone."""
     from coursekit.tamper import scan_folder
 

@@ -199,7 +199,7 @@ def test_an_agent_that_ends_early_costs_only_its_own_cell(tmp_path, monkeypatch)
     monkeypatch.setitem(ps1.CHECKS, "mse_hidden", lambda kernel: kernel.new("Tanh"))
     student = ("import coursekit.agent as agent\n"
                "real = agent.serve\n"
-               "def once():\n"
+               "def once(*args):\n"
                "    agent.serve = real  # the next cell's agent is the real one\n"
                "agent.serve = once\n"
                "class Tanh:\n"

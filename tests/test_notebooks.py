@@ -124,29 +124,24 @@ def test_release_leaks_no_solution_and_no_hidden_test(assignment):
 
 
 @each_assignment
-def test_a_judged_assignment_has_one_check_per_test_cell(assignment):
-    """Where an assignment's tests are judged (coursekit/judge/<assignment>.py), every test cell
-    with points has its check, every such cell's hidden region is the one call that hands it to the
-    judge, and no check is left without a cell. A 0-point cell (it only shows that training runs)
-    may run in the kernel; so may any cell of an assignment on its way to the judge (its module
-    says SEALED = False), whose hidden tests then call no judge."""
+def test_every_test_cell_with_points_has_its_check_in_the_judge(assignment):
+    """Every test cell with points has its check in coursekit/judge/<assignment>.py (a kernel has
+    no reference to run a hidden test with), every such cell's hidden region is the one call that
+    hands it to the judge, and no check is left without a cell. A 0-point cell (it only shows
+    that training runs) may run in the kernel, and then calls no judge."""
     from coursekit import judge
     from coursekit.solutions import marked_lines
 
     checks = judge.checks(assignment)
-    if not checks:
-        pytest.skip(f"{assignment}'s tests still run in the kernel")
     cells = [cell for cell in nbformat.read(source_notebook(assignment), as_version=4).cells
              if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
              and (cell.metadata.nbgrader.get("points") or cell.metadata.nbgrader.grade_id in checks)]
     ids = {cell.metadata.nbgrader.grade_id for cell in cells}
     assert set(checks) <= ids, f"checks without a cell: {sorted(set(checks) - ids)}"
-    assert ids == set(checks) or not judge.sealed(assignment), \
-        f"{assignment} is sealed, but these cells have no check: {sorted(ids - set(checks))}"
+    assert ids == set(checks), f"test cells of {assignment} without a check: {sorted(ids - set(checks))}"
     for cell in cells:
         hidden = marked_lines(cell.source, *HIDDEN_TESTS)
-        called = judge.split_call("\n".join(hidden))[1]
-        if cell.metadata.nbgrader.grade_id in checks:
-            assert not hidden or judge.split_call("\n".join(hidden)) == ("", cell.metadata.nbgrader.grade_id), cell.source
-        else:  # its hidden tests still run in the kernel
-            assert called is None, cell.source
+        assert not hidden or judge.split_call("\n".join(hidden)) == ("", cell.metadata.nbgrader.grade_id), cell.source
+    for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade_id") not in checks:
+            assert judge.split_call(cell.source)[1] is None, cell.source

@@ -30,11 +30,12 @@ CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$
 
 
 class StudentError(Exception):
-    """The student's code raised ``name`` (a type name from the kernel) with ``message``."""
+    """The student's code raised ``name`` (a type name from the kernel) with ``message``, in
+    operation ``index`` of its request."""
 
-    def __init__(self, name, message):
+    def __init__(self, name, message, index=0):
         super().__init__(f"{name}: {message}")
-        self.name, self.message = name, message
+        self.name, self.message, self.index = name, message, index
 
 
 class KernelSilent(Exception):
@@ -71,14 +72,6 @@ def checks(assignment):
     return module.CHECKS if module else {}
 
 
-def sealed(assignment):
-    """Whether every test of the assignment is judged here, so that its kernels get the sealed
-    view (coursekit.sandbox): an assignment on its way to the judge says ``SEALED = False`` while
-    some of its cells still run hidden tests in the kernel, which read the reference modules."""
-    module = _module(assignment)
-    return bool(module and module.CHECKS and getattr(module, "SEALED", True))
-
-
 def judged(registry):
     """Decorator: ``@judged(CHECKS)`` registers a check under its function's name (the cell's grade_id)."""
     def register(check):
@@ -111,10 +104,22 @@ def call(what, function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except StudentError as error:
-        if error.name in ("FloatingPointError", "RuntimeWarning"):
-            raise TestFailure(f"{what} hit a floating-point problem ({error.message}): "
-                              "does it overflow for large inputs?") from None
-        raise TestFailure(f"{what} raised {error.name}: {error.message}") from None
+        raise _failure(what, error) from None
+
+
+def call_each(kernel, *steps):
+    """Run ``steps``, pairs (what, operation), in one round trip: their results. A student's error
+    becomes a TestFailure as ``call`` words it, naming the step that raised."""
+    try:
+        return kernel.run(*[operation for _, operation in steps])
+    except StudentError as error:
+        raise _failure(steps[min(error.index, len(steps) - 1)][0], error) from None
+
+
+def _failure(what, error):
+    if error.name in ("FloatingPointError", "RuntimeWarning"):
+        return TestFailure(f"{what} hit a floating-point problem ({error.message}): does it overflow for large inputs?")
+    return TestFailure(f"{what} raised {error.name}: {error.message}")
 
 
 # --- values as they cross: see coursekit.agent -------------------------------------------------
@@ -126,9 +131,25 @@ class Earlier:
         self.index = index
 
 
+class Copy(Earlier):
+    """A fresh copy of the array that operation ``index`` of the same request made (an input sent once for many calls)."""
+
+
+def quiet(operation):
+    """``operation`` for Kernel.run, whose result stays in the kernel (an ``Earlier`` can use it)
+    instead of coming back: its result reads None."""
+    return ["quiet", *operation]
+
+
+def _operation(operation):
+    if operation[0] == "quiet":
+        return ["quiet", *_operation(operation[1:])]
+    return [operation[0], *(_encode(item) for item in operation[1:])]
+
+
 def _encode(value):
     if isinstance(value, Earlier):
-        return {"p": value.index}
+        return {"c" if isinstance(value, Copy) else "p": value.index}
     if isinstance(value, Remote):
         return {"r": object.__getattribute__(value, "_ref")}
     if value is None or isinstance(value, bool):
@@ -188,7 +209,7 @@ class Kernel:
 
     def run(self, *operations):
         """Carry out operations in one round trip; their results, or StudentError for the first that raised."""
-        request = [[op[0], *(_encode(item) for item in op[1:])] for op in operations]
+        request = [_operation(op) for op in operations]
         reply = self._send(json.dumps(request))
         try:
             values = self._read(reply, len(operations))
@@ -210,7 +231,7 @@ class Kernel:
                 raise ValueError("not a result")
             if "error" in result:
                 name, message = (str(part) for part in result["error"][:2])
-                raise StudentError(name[:100], message[:500])
+                raise StudentError(name[:100], message[:500], len(values))
             values.append(_decode(result.get("ok"), self))
         return values
 
@@ -306,24 +327,35 @@ class Remote:
         return [(method, arguments) for method, arguments, _ in log]
 
 
-def made_with(factory, parameters):
+def made_with(factory, parameters, log=None):
     """The numeric arguments of each object a stand-in class (``kernel.factory``) made, bound to
-    the class's ``parameters`` by position or name: [{parameter: value or None}]."""
+    the class's ``parameters`` by position or name: [{parameter: value or None}]. ``log`` is the
+    factory's log if the judge has it already (``["log", factory]``)."""
     made = []
-    for _, given, _ in object.__getattribute__(factory, "_kernel").run(["log", factory])[0]:
+    for _, given, _ in log if log is not None else kernel_of(factory).run(["log", factory])[0]:
         bound = dict(zip(parameters, given["args"]))
         bound.update({key: value for key, value in given["kwargs"].items() if key in parameters})
         made.append({parameter: bound.get(parameter) for parameter in parameters})
     return made
 
 
+def _logs(standins):
+    """{role: [[method, arguments, n]]}: the recorded calls of stand-ins ({role: stand-in}), in one round trip."""
+    roles = list(standins)
+    return dict(zip(roles, kernel_of(standins[roles[0]]).run(*[["log", standins[role]] for role in roles])))
+
+
+def calls_of(standins):
+    """The calls each of several stand-ins ({role: stand-in}) recorded: {role: [(method, [argument
+    arrays])]}, in one round trip."""
+    return {role: [(method, arguments) for method, arguments, _ in log] for role, log in _logs(standins).items()}
+
+
 def calls_in_order(standins):
     """The calls of several stand-ins ({role: stand-in}) in the order they happened:
     [(role, method, [argument arrays])], in one round trip."""
-    roles = list(standins)
-    logs = kernel_of(standins[roles[0]]).run(*[["log", standins[role]] for role in roles])
-    merged = sorted(((n, role, method, arguments) for role, log in zip(roles, logs) for method, arguments, n in log),
-                    key=lambda entry: entry[0])
+    merged = sorted(((n, role, method, arguments) for role, log in _logs(standins).items()
+                     for method, arguments, n in log), key=lambda entry: entry[0])
     return [(role, method, arguments) for _, role, method, arguments in merged]
 
 
@@ -338,23 +370,28 @@ class RemoteMethod:
 
 # --- finite differences through the kernel, one round trip each -----------------------------
 
-def forward_values(layer, inputs, method="forward"):
-    """``layer.<method>(x)`` for every x in ``inputs``, in one round trip."""
-    return kernel_of(layer).run(*[["call", layer, method, [x], {}] for x in inputs])
-
-
 def numerical_input_gradients(layer, x, grad_outputs, eps=1e-6):
     """dL/dx by central differences of L = sum(layer.forward(x) * G), for each G in
     ``grad_outputs`` (the same forward calls serve them all: one round trip)."""
+    operations = _input_steps(layer, x, eps)
+    return _input_differences(kernel_of(layer).run(*operations), x, grad_outputs, eps)
+
+
+def _input_steps(layer, x, eps):
+    """The forward calls at x +- eps in each entry, for _input_differences."""
     x = np.asarray(x, dtype=np.float64)
-    inputs = []
+    operations = []
     for index in np.ndindex(x.shape):
         for step in (eps, -eps):
             moved = x.copy()
             moved[index] += step
-            inputs.append(moved)
-    outputs = [np.asarray(y) for y in forward_values(layer, inputs)]
-    return [_differences([float(np.sum(y * G)) for y in outputs], x.shape, eps) for G in grad_outputs]
+            operations.append(["call", layer, "forward", [moved], {}])
+    return operations
+
+
+def _input_differences(outputs, x, grad_outputs, eps):
+    outputs = [np.asarray(y) for y in outputs]
+    return [_differences([float(np.sum(y * G)) for y in outputs], np.shape(x), eps) for G in grad_outputs]
 
 
 def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
@@ -363,13 +400,24 @@ def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
 
     ``path`` is an attribute name, or a list of steps (see coursekit.agent's "nudge").
     """
-    kernel, steps = kernel_of(layer), _steps(path)
+    operations = [quiet(["array", x])] + _parameter_steps(layer, _steps(path), Copy(0), shape, eps)
+    return _parameter_differences(kernel_of(layer).run(*operations)[1:], grad_output, shape, eps)
+
+
+def _parameter_steps(layer, steps, x, shape, eps):
+    """Nudges of the parameter at ``steps`` by +- eps in each entry, each followed by forward(x)
+    (and one that puts it back), for _parameter_differences; ``x`` is best a Copy of an array
+    sent once."""
     operations = []
     for index in np.ndindex(shape):
         operations += [["nudge", layer, steps, list(index), eps], ["call", layer, "forward", [x], {}],
                        ["nudge", layer, steps, list(index), -2 * eps], ["call", layer, "forward", [x], {}],
                        ["nudge", layer, steps, list(index), eps]]
-    outputs = [value for value, op in zip(kernel.run(*operations), operations) if op[0] == "call"]
+    return operations
+
+
+def _parameter_differences(results, grad_output, shape, eps):
+    outputs = [y for pair in zip(results[1::5], results[3::5]) for y in pair]
     return _differences([float(np.sum(np.asarray(y) * grad_output)) for y in outputs], shape, eps)
 
 
@@ -419,25 +467,36 @@ def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-
     the differences are taken before it sees it: a forward that bent its output to the gradients
     it was given could otherwise make them agree with any backward.
     """
-    grad_output = unseen(output_shape, x)
+    grad_output, eps = unseen(output_shape, x), 1e-6
+    params = [(_steps(param), _steps(grad)) for param, grad in params]
     probed = make()
-    numeric, no_upstream = call(f"{name}.forward(x)", numerical_input_gradients, probed, x,
-                                [grad_output, np.ones_like(grad_output)])
-    numeric_params = {}
-    for param, grad in params:
-        param, grad = _steps(param), _steps(grad)
-        shape = np.shape(fetch(probed, param))
+    kernel = kernel_of(probed)
+    shapes = [np.shape(value) for value in call_each(kernel, *[(f"{name}.{_shown(param)}", ["fetch", probed, param])
+                                                              for param, _ in params])] if params else []
+    for (param, _), shape in zip(params, shapes):
         if math.prod(shape) > MAX_PARAMETERS:
             raise TestFailure(f"{name}.{_shown(param)} has shape {shape}, larger than the test set it")
-        numeric_params[_shown(grad)] = (grad, call(f"{name}.forward(x)", numerical_parameter_gradient, probed, param, x,
-                                                   grad_output, shape))
+    operations = [quiet(["array", x])] + _input_steps(probed, x, eps)
+    for (param, _), shape in zip(params, shapes):
+        operations += _parameter_steps(probed, param, Copy(0), shape, eps)
+    results = call_each(kernel, *[(f"{name}.forward(x)", operation) for operation in operations])[1:]
+    start = 2 * np.size(x)
+    numeric, no_upstream = _input_differences(results[:start], x, [grad_output, np.ones_like(grad_output)], eps)
+    expected = []
+    for (_, grad), shape in zip(params, shapes):
+        end = start + 5 * math.prod(shape)
+        expected.append(_parameter_differences(results[start:end], grad_output, shape, eps))
+        start = end
+
     layer = make()
-    call(f"{name}.forward(x)", layer.forward, x)
-    grad_input = call(f"{name}.backward({upstream})", layer.backward, grad_output)
+    _, grad_input, *grads = call_each(
+        kernel, (f"{name}.forward(x)", ["call", layer, "forward", [x], {}]),
+        (f"{name}.backward({upstream})", ["call", layer, "backward", [grad_output], {}]),
+        *[(f"{name}.{_shown(grad)}", ["fetch", layer, grad]) for _, grad in params])
     check_close(f"{name}.backward({upstream}) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
                 hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")], factors=factors)
-    for shown, (grad, expected) in numeric_params.items():
-        check_close(f"{name}.{shown} vs finite differences", fetch(layer, grad), expected, rtol=rtol, atol=atol,
+    for (_, grad), found, numeric_grad in zip(params, grads, expected):
+        check_close(f"{name}.{_shown(grad)} vs finite differences", found, numeric_grad, rtol=rtol, atol=atol,
                     factors={"N": len(x)})
 
 

@@ -8,8 +8,8 @@ no MLP points.
 import numpy as np
 
 from coursekit.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, call, check_gradients_numerically, check_unchanged, judged, made_with,
-                             numerical_loss_gradient)
+from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_unchanged, judged, made_with,
+                             numerical_loss_gradient, quiet)
 from coursekit.torch_reference import vjp
 
 CHECKS = {}
@@ -184,14 +184,14 @@ def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
     return mlp, layers, arrays
 
 
-def _received(layers, method):
-    """{role: [arrays passed to its ``method``]} from the stand-ins' logs."""
-    return {role: [args[0] for called, args in layer.calls() if called == method] for role, layer in layers.items()}
+def _received(logs, method):
+    """{role: [arrays passed to its ``method``]} from the stand-ins' logs (see calls_of)."""
+    return {role: [args[0] for called, args in log if called == method] for role, log in logs.items()}
 
 
-def _check_backward_order(layers, where=""):
+def _check_backward_order(logs, where=""):
     """The layers' backward ran once each, from the last layer to the first."""
-    calls = {role: sum(called == "backward" for called, _ in layers[role].calls()) for role in layers}
+    calls = {role: sum(called == "backward" for called, _ in log) for role, log in logs.items()}
     order = [role for role in ("linear2", "activation", "linear1") for _ in range(calls[role])]
     if order == ["linear2", "activation", "linear1"]:
         return
@@ -202,14 +202,14 @@ def _check_backward_order(layers, where=""):
 
 
 def _check_updates(layers, learning_rate):
-    updated = sorted(role for role in ("linear1", "linear2") for called, args in layers[role].calls()
-                     if called == "update_params")
+    logs = calls_of(layers)
+    updated = sorted(role for role in ("linear1", "linear2") for called, args in logs[role] if called == "update_params")
     if updated != ["linear1", "linear2"]:
         missing = [f"{role} was not updated" for role in ("linear1", "linear2") if role not in updated]
         raise TestFailure(f"MLP.update_params updated {updated}, expected each of linear1 and linear2 once"
                           + "".join(f"; {text}" for text in missing))
     for role in ("linear1", "linear2"):
-        (args,) = [args for called, args in layers[role].calls() if called == "update_params"]
+        (args,) = [args for called, args in logs[role] if called == "update_params"]
         if not args or args[0] is None or not np.isclose(float(np.asarray(args[0]).ravel()[0]), learning_rate):
             raise TestFailure(f"MLP.update_params({learning_rate}) did not pass the learning rate to {role}.update_params")
 
@@ -221,7 +221,7 @@ def mlp_visible(kernel):
     call("MLP.forward(x)", mlp.forward, np.ones((2, 1)))
     G = np.array([[1.0], [-2.0]])
     grad = call("MLP.backward(grad_output)", mlp.backward, G)
-    _check_backward_order(layers)
+    _check_backward_order(calls_of(layers))
     check_close("MLP.backward(grad_output): what linear1.backward returned", grad, arrays["linear1"]["backward"])
     call("MLP.update_params(0.1)", mlp.update_params, 0.1)
     _check_updates(layers, 0.1)
@@ -235,7 +235,7 @@ def mlp_hidden(kernel):
         mlp, layers, arrays = _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out)
         x, G = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
         y = call("MLP.forward(x)", mlp.forward, x)
-        received = _received(layers, "forward")
+        received = _received(calls_of(layers), "forward")
         check_close("MLP.forward: the input of linear1.forward" + where, (received["linear1"] or [None])[-1], x)
         check_close("MLP.forward: the input of the activation's forward" + where, (received["activation"] or [None])[-1],
                     arrays["linear1"]["forward"], hints=[(x, "the activation gets x: feed it linear1's output")])
@@ -244,8 +244,9 @@ def mlp_hidden(kernel):
         check_close("MLP.forward(x): what linear2.forward returned" + where, y, arrays["linear2"]["forward"])
 
         grad = call("MLP.backward(grad_output)", mlp.backward, G)
-        _check_backward_order(layers, where)
-        received = _received(layers, "backward")
+        logs = calls_of(layers)
+        _check_backward_order(logs, where)
+        received = _received(logs, "backward")
         returned = {role: a["backward"] for role, a in arrays.items()}
         check_close("MLP.backward: the gradient passed to linear2.backward" + where, received["linear2"][0], G)
         check_close("MLP.backward: the gradient passed to the activation's backward" + where,
@@ -337,14 +338,16 @@ def training_check(kernel):
     kernel.seed(0)
     mlp = call("MLP(1, 10, 1)", kernel.new, "MLP", 1, 10, 1)
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
-    operations = []
+    # the notebook's loop, in one round trip; only the final predictions come back
+    operations = [quiet(["array", x]), quiet(["array", y])]
+    x_kept, y_kept = Earlier(0), Earlier(1)
     for _ in range(EPOCHS):
         start = len(operations)
-        operations += [["call", mlp, "forward", [x], {}],
-                       ["call", loss_fn, "forward", [Earlier(start), y], {}],
-                       ["call", loss_fn, "backward", [], {}],
-                       ["call", mlp, "backward", [Earlier(start + 2)], {}],
-                       ["call", mlp, "update_params", [LEARNING_RATE], {}]]
+        operations += [quiet(["call", mlp, "forward", [x_kept], {}]),
+                       quiet(["call", loss_fn, "forward", [Earlier(start), y_kept], {}]),
+                       quiet(["call", loss_fn, "backward", [], {}]),
+                       quiet(["call", mlp, "backward", [Earlier(start + 2)], {}]),
+                       quiet(["call", mlp, "update_params", [LEARNING_RATE], {}])]
     x_new = np.linspace(-0.95, 0.95, 39)[:, None]
     operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}]]
     *_, fitted, predicted = call("the training loop", kernel.run, *operations)

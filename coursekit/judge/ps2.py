@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from coursekit.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Remote, StudentError, call, calls_in_order, check_gradients_numerically, check_unchanged,
+from coursekit.judge import (Earlier, Remote, StudentError, _remote, call, call_each, calls_in_order, check_gradients_numerically, check_unchanged,
                              check_vectorised, judged, kernel_of, made_with, numerical_input_gradients,
                              numerical_loss_gradient)
 from coursekit.torch_reference import value, vjp
@@ -315,14 +315,16 @@ def sgd_tests(kernel):
         model = kernel.standin("model", {"layers": layers})
         grads = [[(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in start] for _ in range(4)]
         optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
-        for step_grads in grads:
-            call("SGD.zero_grad()", optimizer.zero_grad)
-            for layer, (W, b) in zip(layers, start):
-                check_close("a layer's dLdW after zero_grad()", layer.dLdW, np.zeros_like(W))
-                check_close("a layer's dLdb after zero_grad()", layer.dLdb, np.zeros_like(b))
-            for layer, (gW, gb) in zip(layers, step_grads):
-                layer.dLdW, layer.dLdb = gW, gb
-            call("SGD.step()", optimizer.step)
+        for step_grads in grads:  # one round trip each: zero_grad(), the gradients it left, new ones, step()
+            _, *cleared = call_each(
+                kernel, ("SGD.zero_grad()", ["call", optimizer, "zero_grad", [], {}]),
+                *[("a layer's gradients", ["get", layer, name]) for layer in layers for name in ("dLdW", "dLdb")],
+                *[("a layer's gradients", ["set", layer, name, grad])
+                  for layer, pair in zip(layers, step_grads) for name, grad in zip(("dLdW", "dLdb"), pair)],
+                ("SGD.step()", ["call", optimizer, "step", [], {}]))
+            for (W, b), dLdW, dLdb in zip(start, cleared[0::2], cleared[1::2]):
+                check_close("a layer's dLdW after zero_grad()", dLdW, np.zeros_like(W))
+                check_close("a layer's dLdb after zero_grad()", dLdb, np.zeros_like(b))
         for i, layer in enumerate(layers):
             for name, k in [("W", 0), ("b", 1)]:
                 sequence = np.array([step_grads[i][k] for step_grads in grads])
@@ -453,17 +455,26 @@ class StandInMLP:
     def __init__(self, kernel, name, cls, args, sizes):
         depth = len(sizes) - 1
         self.name, self.sizes = name, sizes
-        # spares of every kind, so that a model made of the wrong layers still builds, and fails here
-        linears = kernel.run(*[["standin", "Linear", {"forward": [np.zeros(1)], "backward": [np.zeros(1)]},
-                                {"W": np.zeros((a, b)), "b": np.zeros(b)}, {"forward": 1, "backward": 1}]
-                               for a, b in list(zip(sizes, sizes[1:])) + [(1, 1)] * 2])
-        kinds = {kind: kernel.run(*[["standin", kind, {"forward": [np.zeros(1)], "backward": [np.zeros(1)]}, {},
-                                     {"forward": 1, "backward": 0}]
-                                    for _ in range(depth + 2)]) for kind in ("ReLU", "Identity")}
-        factories = {"Linear": kernel.factory(linears), **{kind: kernel.factory(made) for kind, made in kinds.items()}}
-        self.model = call(name, kernel.new, cls, *args, substitutes=factories)
+        # spares of every kind, so that a model made of the wrong layers still builds, and fails
+        # here; the stand-ins and the classes that hand them out are made in one round trip
+        operations = {"Linear": [["standin", "Linear", {"forward": [np.zeros(1)], "backward": [np.zeros(1)]},
+                                  {"W": np.zeros((a, b)), "b": np.zeros(b)}, {"forward": 1, "backward": 1}]
+                                 for a, b in list(zip(sizes, sizes[1:])) + [(1, 1)] * 2]}
+        for kind in ("ReLU", "Identity"):
+            operations[kind] = [["standin", kind, {"forward": [np.zeros(1)], "backward": [np.zeros(1)]}, {},
+                                 {"forward": 1, "backward": 0}]] * (depth + 2)
+        request, where = [], {}
+        for kind, made in operations.items():
+            where[kind] = range(len(request), len(request) + len(made))
+            request += made
+        request += [["factory", [Earlier(i) for i in where[kind]]] for kind in operations]
+        results = kernel.run(*request)
+        linears, kinds = [results[i] for i in where["Linear"]], {kind: [results[i] for i in where[kind]] for kind in ("ReLU", "Identity")}
+        factories = dict(zip(operations, results[-len(operations):]))
+        self.model, log = call_each(kernel, (name, ["new", cls, list(args), {}, factories]), (name, ["log", factories["Linear"]]))
+        self.model = _remote(self.model, name)
         sizes_made = [(sizes["num_inputs"], sizes["num_outputs"])
-                      for sizes in made_with(factories["Linear"], ["num_inputs", "num_outputs"])]
+                      for sizes in made_with(factories["Linear"], ["num_inputs", "num_outputs"], log)]
         self.kind = {_ref(s): kind for kind, made in kinds.items() for s in made}
         self.size = {_ref(s): size for s, size in zip(linears, sizes_made)}
         try:
