@@ -24,11 +24,13 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
   layer does); ``arguments`` (optional) is how many arguments each method takes;
 - ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
-- ``["scaler", factor]``: a layer or activation that multiplies by ``factor``;
-- ``["einsum", name, args]``: the notebook's function ``name(*args)`` and how many times it
-  called ``np.einsum`` (another measurement only the kernel can make);
+- ``["scaler", factor, offset]``: a layer or activation Z -> factor * Z + offset (offset optional);
+- ``["einsum", name, args]``: the notebook's function ``name(*args)``, how many times it called
+  ``np.einsum`` and whether its result is the output of one of those calls (another
+  measurement only the kernel can make);
 - PyTorch: ``["module", ref, inputs]`` is the module's output for float32 tensors of the
   arrays ``inputs``; ``["torch_state", ref]`` its parameters, their gradients and its mode;
+  ``["torch_load", ref, arrays]`` sets its parameters;
   ``["torch", kind, args]`` makes one of the objects a test hands the student's functions (see
   _torch_object); ``["torch_available"]`` whether PyTorch can be imported;
 - ``["global", name]``: the value of a name in the notebook (None if it has none);
@@ -189,16 +191,17 @@ class StandIn:
 
 
 class Scaler:
-    """A layer or activation the judge controls: forward(Z) = factor * Z, and backward returns
-    factor times its last argument (a layer's backward(dY), an activation's backward(Z, dY));
-    records its calls as a stand-in does."""
+    """A layer or activation the judge controls: forward(Z) = factor * Z + offset, and backward
+    returns factor times its last argument (a layer's backward(dY), an activation's backward(Z,
+    dY)); records its calls as a stand-in does. (With an offset, forward(dY) is not backward's
+    result, and two such layers do not commute: the output shows their order.)"""
 
-    def __init__(self, factor):
-        self.factor, self.calls = factor, []
+    def __init__(self, factor, offset=0.0):
+        self.factor, self.offset, self.calls = factor, offset, []
 
     def forward(self, Z):
         self.calls.append(["forward", [np.array(Z, dtype=np.float64)], next(_order)])
-        return self.factor * Z
+        return self.factor * Z + self.offset
 
     def backward(self, *args):
         self.calls.append(["backward", [np.array(a, dtype=np.float64) for a in args], next(_order)])
@@ -206,6 +209,14 @@ class Scaler:
 
     def __call__(self, Z):
         return self.forward(Z)
+
+
+def _same(a, b):
+    """Whether two results hold the same numbers."""
+    try:
+        return bool(np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
+    except (TypeError, ValueError):
+        return False
 
 
 def _numeric(value):
@@ -267,6 +278,8 @@ def _torch_object(kind, *args):
     if kind == "sgd":  # model, learning rate, optionally momentum
         model, lr, momentum = (*args, 0.0)[:3]
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    if kind == "probe":
+        return _probe(args[0])
     if kind == "manual_seed":
         torch.manual_seed(args[0])
         return None
@@ -281,7 +294,36 @@ def _torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def _torch_load(module, arrays):
+    """Copy ``arrays`` into the module's parameters, in the order of ``parameters()``."""
+    import torch
+    parameters = list(module.parameters())
+    if len(arrays) != len(parameters):
+        raise ValueError(f"the model has {len(parameters)} parameters, the test has {len(arrays)}")
+    with torch.no_grad():
+        for parameter, array in zip(parameters, arrays):
+            parameter.copy_(_tensor(array).reshape(parameter.shape))
+
+
+def _probe(module):
+    """The module, wrapped: each forward call records [gradients enabled, training mode]."""
+    from torch import nn
+
+    class Probe(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.seen = inner, []
+
+        def forward(self, *inputs):
+            import torch
+            self.seen.append([bool(torch.is_grad_enabled()), bool(self.training)])
+            return self.inner(*inputs)
+
+    return Probe(module)
+
+
 TORCH_OPERATIONS = {"module": lambda module, inputs: _module_output(module, *inputs), "torch_state": _torch_state,
+                    "torch_load": _torch_load,
                     "torch": lambda kind, args: _torch_object(kind, *args), "torch_available": _torch_available}
 
 
@@ -331,7 +373,7 @@ def _run(operation, earlier):
     if kind == "factory":
         return Factory(rest[0])
     if kind == "scaler":
-        return Scaler(rest[0])
+        return Scaler(*rest)
     if kind in TORCH_OPERATIONS:
         return TORCH_OPERATIONS[kind](*rest)
     if kind == "einsum":
@@ -339,7 +381,8 @@ def _run(operation, earlier):
         namespace = _namespace()
         recorder = _EinsumRecorder(namespace.get("np", np))
         with substitute(namespace, np=recorder):
-            return [namespace[name](*args), recorder.calls]
+            result = namespace[name](*args)
+        return [result, recorder.calls, any(_same(output, result) for output in recorder.outputs)]
     if kind == "log":
         return rest[0].calls
     if kind == "global":

@@ -113,6 +113,12 @@ class TimeLimitedExecute(Execute):
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
 
+    def _student_code(self):
+        """The code cells a student could write: answer cells and cells they added (not the
+        locked cells nbgrader restores)."""
+        return [cell.source for cell in self.nb.cells if cell.cell_type == "code"
+                and not cell.metadata.get("nbgrader", {}).get("locked")]
+
     def _run_in_kernel(self, cell, resources, index):
         """Execute's preprocess_cell; a kernel that dies fails this cell and every later one."""
         try:
@@ -142,7 +148,8 @@ class TimeLimitedExecute(Execute):
         deadline = time.monotonic() + self.timeout
         try:
             run_sync(self._async_open_agent)(deadline)
-            outcome = judge.verdict(check, judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline)))
+            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code())
+            outcome = judge.verdict(check, kernel)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))
         finally:
@@ -244,7 +251,7 @@ class TimeLimitedExecute(Execute):
             await self._async_agent_ended(0.05)  # (returns as soon as the reply comes)
         if not self._agent_ended:
             self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
-        while True:
+        while time.monotonic() < deadline:  # (a kernel that floods its output does not hold the grader here)
             try:
                 await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))
             except Empty:

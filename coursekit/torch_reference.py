@@ -28,6 +28,10 @@ RECORD = "COURSEKIT_RECORD_TORCH"
 CACHE_ONLY = "COURSEKIT_TORCH_CACHE_ONLY"
 
 
+class MissingValue(LookupError):
+    """A value the cache should hold and does not (with CACHE_ONLY set)."""
+
+
 def _functions(torch):
     """The reference functions, by name."""
     functional = torch.nn.functional
@@ -150,7 +154,7 @@ def _lookup(name, arrays, grad_output, differentiate, options=None):
     if path.exists():
         return _unpack(path.read_bytes())
     if os.environ.get(CACHE_ONLY):
-        raise LookupError(f"no cached PyTorch value for {name}: run `make release` to record it")
+        raise MissingValue(f"no cached PyTorch value for {name}: run `make release` to record it")
     request = _pack(name=np.array(name), has_grad=np.array(grad_output is not None),
                     differentiate=np.array(differentiate), options=np.array(options),
                     grad_output=grad_output if grad_output is not None else np.zeros(0),

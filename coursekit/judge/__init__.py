@@ -13,6 +13,7 @@ which the grader reads and the kernel never runs. The cell's visible tests, and 
 cell whose grade_id has a check, run in the kernel as usual (the student sees their output),
 and the check, which repeats them, decides the score.
 """
+import ast
 import base64
 import hashlib
 import importlib
@@ -24,6 +25,7 @@ import numpy as np
 
 from coursekit import gradcheck
 from coursekit.gradcheck import TestFailure, check_close
+from coursekit.torch_reference import MissingValue
 
 MAX_PARAMETERS = 10_000  # a parameter's finite differences take one forward pass per entry
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
@@ -92,8 +94,9 @@ def verdict(check, kernel):
         return "NoReply", str(silent)
     except StudentError as error:
         return "TestFailure", f"your code raised {error.name}: {error.message}"
-    except (ArithmeticError, IndexError, TypeError, ValueError, RecursionError) as error:
-        # what the kernel sent, of the wrong kind or shape, broke the check's own arithmetic
+    except MissingValue:  # the recorded PyTorch values are incomplete: the course's fault, not the student's
+        raise
+    except Exception as error:  # noqa: BLE001 - what the kernel sent, of the wrong kind or shape, broke the check
         return "TestFailure", f"the test could not use what your code returned ({type(error).__name__}: {error})"[:500]
     return None
 
@@ -202,10 +205,12 @@ def _decode(data, kernel):
 
 class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
-    coursekit.agent) and returns the kernel's JSON reply, or raises KernelSilent."""
+    coursekit.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
+    the code cells the student could write (answer cells and added ones), for checks that read
+    the code itself."""
 
-    def __init__(self, send):
-        self._send = send
+    def __init__(self, send, sources=()):
+        self._send, self.sources = send, list(sources)
 
     def run(self, *operations):
         """Carry out operations in one round trip; their results, or StudentError for the first that raised."""
@@ -263,9 +268,10 @@ class Kernel:
         (obj,) = self.run(["factory", list(made)])
         return obj
 
-    def scaler(self, factor):
-        """A layer or activation in the kernel that multiplies by ``factor`` and records its calls."""
-        (obj,) = self.run(["scaler", float(factor)])
+    def scaler(self, factor, offset=0.0):
+        """A layer or activation in the kernel, Z -> factor * Z + offset, that records its calls
+        (its backward multiplies the upstream gradient by ``factor``)."""
+        (obj,) = self.run(["scaler", float(factor), float(offset)])
         return obj
 
     def seed(self, seed):
@@ -510,13 +516,79 @@ def _shown(steps):
     return "".join(f".{name}" if how == "attr" else f"[{name!r}]" for how, name in steps).lstrip(".")
 
 
-def check_vectorised(what, obj, method, *args, max_steps=300):
+def check_vectorised(what, obj, method, *args, max_steps=300, name=None):
     """``obj.<method>(*args)`` works on whole arrays, as gradcheck.check_vectorised checks: the
-    kernel counts the Python steps of the call (the one measurement only it can make)."""
+    kernel counts the Python steps of the call (the one measurement only it can make), and the
+    code of the class ``name`` uses nothing that loops out of the count's sight."""
     (steps,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
     if type(steps) is not int or not 0 < steps <= max_steps:
         raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
                           "or a loop?); use NumPy operations on the whole array")
+    hidden = uncounted_loops(kernel_of(obj).sources, name) if name else []
+    if hidden:
+        raise TestFailure(f"{what}: {name} uses {hidden[0]}, which works element by element out of the test's "
+                          "sight; use NumPy operations on the whole array")
+
+
+# Names with which code can loop over an array's elements unseen by the kernel's step count (which
+# traces Python calls in the main thread): other threads or processes, tracing switched off,
+# C-level loops over builtins, the course's own counter, and ways to reach them by a string.
+UNCOUNTED = {"threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
+             "coursekit", "python_steps", "map", "filter", "vectorize", "frompyfunc", "fromiter", "eval", "exec",
+             "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__", "builtins"}
+
+
+def uncounted_loops(sources, name):
+    """Where the student's code cells ``sources`` use an UNCOUNTED name in the code of class
+    ``name``: the cells that define or change it, and those that define what they use, in turn.
+    ["frompyfunc (line 3)", ...]."""
+    trees = []
+    for source in sources:
+        try:
+            trees.append(ast.parse(source))
+        except SyntaxError:
+            pass
+    wanted, included, found = {name}, set(), []
+    while True:
+        new = [i for i, tree in enumerate(trees) if i not in included and _defines(tree, name) & wanted]
+        if not new:
+            return found
+        for i in new:
+            included.add(i)
+            for node in ast.walk(trees[i]):
+                names = _names(node)
+                wanted |= set(names)
+                found += [f"{used} (line {node.lineno})" for used in names if used in UNCOUNTED]
+
+
+def _defines(tree, name):
+    """The names a cell defines at its top level (classes, functions, variables), and ``name`` if
+    it changes that class (``ReLU.forward = f``); not the modules it imports or changes."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    names.add(target.id)
+                elif isinstance(target, (ast.Tuple, ast.List)):
+                    names |= {part.id for part in target.elts if isinstance(part, ast.Name)}
+                elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == name:
+                    names.add(name)
+    return names
+
+
+def _names(node):
+    """The names a node uses: a name, an attribute, a module imported."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        return [node.attr]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = [part for alias in node.names for part in alias.name.split(".")]
+        return names + (node.module.split(".") if isinstance(node, ast.ImportFrom) and node.module else [])
+    return []
 
 
 def kernel_of(obj):

@@ -393,8 +393,9 @@ def _check_activation(kernel, name):
     check_close(f"{name}.backward() vs finite differences", derivative, numeric, rtol=1e-5, atol=1e-7)
 
     act = new()
-    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
-    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward")
+    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100),
+                     name=name)
+    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward", name=name)
 
     rng = np.random.default_rng(spec["seed"])
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:

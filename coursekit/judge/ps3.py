@@ -1,11 +1,13 @@
 """ps3's tests, judged in the grader's process (see coursekit.judge): one check per test cell.
 
 Each check repeats its cell's visible tests, on the same inputs, then checks what the hidden
-tests add. The fully connected layer is checked with activations that the judge controls (they
-multiply by a constant and record their calls), so a bug in ReLU costs no points there; the
+tests add. The fully connected layer is checked with activations that the judge controls (Z ->
+a Z + c, recording their calls), so a bug in ReLU costs no points there; the
 network with layers and a loss of the judge's; PyTorch models by recomputing their outputs in
-NumPy from their own parameters.
+NumPy, with parameters the judge loads into them.
 """
+import math
+
 import numpy as np
 
 from coursekit.datasets import batch_rows, load
@@ -49,7 +51,7 @@ def relu_tests(kernel):
     rng = np.random.default_rng(0)
     check_activation_numerically("ReLU()", relu, 2 * rng.normal(size=(3, 4)))
     check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu(), "forward",
-                     np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
+                     np.linspace(-5.0, 5.0, 10_000).reshape(100, 100), name="ReLU")
 
     rng = np.random.default_rng(3001)
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
@@ -82,10 +84,20 @@ def relu_tests(kernel):
 
 # --- 2. The fully connected layer, with activations the judge controls -------------------------
 
+# The judge's activations are Z -> factor * Z + OFFSET: with the offset, what their forward
+# makes of the upstream gradient is not what their backward returns.
+OFFSET = 0.25
+
+
+def _activated(factor, Z):
+    """What the judge's activation with ``factor`` (None: the layer's default, here identity) makes of Z."""
+    return np.asarray(Z) if factor is None else factor * np.asarray(Z) + OFFSET
+
+
 def _fc(kernel, n_out, activation=None):
     """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
-    activation of the judge's that multiplies by it) or None (the layer's default)."""
-    args = [n_out] if activation is None else [n_out, kernel.scaler(activation)]
+    activation of the judge's: Z -> factor * Z + OFFSET) or None (the layer's default)."""
+    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET)]
     return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
 
 
@@ -99,7 +111,7 @@ def _fc_with(kernel, n_out, X, W, b, activation=None):
 
 
 def _activation_name(factor):
-    return "" if factor is None else f", an activation that multiplies by {factor:g}"
+    return "" if factor is None else f", an activation Z -> {factor:g} Z + {OFFSET:g}"
 
 
 @judged(CHECKS)
@@ -148,10 +160,9 @@ def fullyconnected_forward(kernel):
     b = np.array([[0.5, -1.0, 0.0]])
     for factor in (None, 2.0):
         layer = _fc_with(kernel, 3, X, W, b, factor)
-        scale = factor or 1.0
         check_close(f"FullyConnected(3{_activation_name(factor)}).forward(X)", call("FullyConnected.forward(X)", layer.forward, X),
-                    scale * np.array([[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
-                    hints=[(scale * (X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
+                    _activated(factor, [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
+                    hints=[(_activated(factor, X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
 
     rng = np.random.default_rng(3003)
     for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), None), ((6, 5, 1), 0.5), ((4, 2, 2), None)]:
@@ -160,9 +171,9 @@ def fullyconnected_forward(kernel):
         layer = _fc_with(kernel, h, X, W, b, factor)
         X_given = kernel.array(X)
         Y = call("FullyConnected.forward(X)", layer.forward, X_given)
-        scale = factor or 1.0
-        check_close(f"FullyConnected({h}{_activation_name(factor)}).forward(X) for X of shape {X.shape}", Y, scale * expected,
-                    hints=[(scale * (X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
+        check_close(f"FullyConnected({h}{_activation_name(factor)}).forward(X) for X of shape {X.shape}", Y,
+                    _activated(factor, expected),
+                    hints=[(_activated(factor, X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
         if factor is not None:
             calls = layer.activation.calls()
             if not calls or calls[-1][0] != "forward":
@@ -227,8 +238,9 @@ def fullyconnected_backward(kernel):
         check_unchanged("FullyConnected.backward", G, G_given)
         if factor is not None:
             calls = [args for method, args in layer.activation.calls() if method == "backward"]
-            if calls:
-                check_close("the Z passed to the activation's backward" + where, calls[-1][0], X @ W + b)
+            if not calls:
+                raise TestFailure("FullyConnected.backward did not call its activation's backward" + where)
+            check_close("the Z passed to the activation's backward" + where, calls[-1][0] if calls[-1] else None, X @ W + b)
 
     X0, W, b = rng.normal(size=(4, 2)), rng.normal(size=(2, 3)), rng.normal(size=(1, 3))
     check_gradients_numerically(f"FullyConnected(3{_activation_name(3.0)})", lambda: _fc_with(kernel, 3, X0, W, b, 3.0),
@@ -381,10 +393,23 @@ def crossentropy_backward(kernel):
 
 # --- 5. NeuralNetwork, with layers and a loss the judge controls --------------------------------
 
-def _scalers(kernel, factors):
-    """Layers that multiply by ``factors`` and record their calls: {"layers[i]": layer}."""
-    made = kernel.run(*[["scaler", float(factor)] for factor in factors])
+def _scalers(kernel, factors, offsets=None):
+    """Layers Z -> factor * Z + offset that record their calls: {"layers[i]": layer}. (With
+    offsets they do not commute: the output shows the order they ran in.)"""
+    offsets = offsets or [0.0] * len(factors)
+    made = kernel.run(*[["scaler", float(factor), float(offset)] for factor, offset in zip(factors, offsets)])
     return {f"layers[{i}]": layer for i, layer in enumerate(made)}
+
+
+def _through(factors, offsets, X):
+    """X through the layers Z -> factor * Z + offset, in order."""
+    for factor, offset in zip(factors, offsets):
+        X = factor * X + offset
+    return X
+
+
+def _offsets(factors):
+    return [0.1 * (i + 1) for i in range(len(factors))]
 
 
 def _loss(kernel, L, dY):
@@ -410,14 +435,16 @@ def network_forward(kernel):
     cases = [((2.0, 3.0, 5.0), np.array([[1.0, -2.0], [0.5, 4.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, d))) for depth, n, d in [(1, 6, 3), (4, 1, 2), (2, 5, 4)]]
     for factors, X in cases:
-        layers = _scalers(kernel, factors)
-        product = float(np.prod(factors))
-        where = f" through {len(factors)} layers that multiply by {', '.join(f'{f:g}' for f in factors)}"
+        offsets = _offsets(factors)
+        layers = _scalers(kernel, factors, offsets)
+        where = (f" through {len(factors)} layers Z -> a Z + c, with a = {', '.join(f'{f:g}' for f in factors)} and "
+                 f"c = {', '.join(f'{c:g}' for c in offsets)}")
         out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X)
-        check_close("NeuralNetwork.forward(X)" + where, out, product * X,
-                    hints=[(factors[-1] * X, "every layer is given X: give each layer the output of the layer before"),
-                           (factors[0] * X, "it returns the first layer's output"),
-                           (product / factors[-1] * X, "the last layer is skipped")])
+        check_close("NeuralNetwork.forward(X)" + where, out, _through(factors, offsets, X),
+                    hints=[(_through(factors[-1:], offsets[-1:], X), "every layer is given X: give each layer the output of the layer before"),
+                           (_through(factors[:1], offsets[:1], X), "it returns the first layer's output"),
+                           (_through(factors[::-1], offsets[::-1], X), "it runs the layers from the last to the first"),
+                           (_through(factors[:-1], offsets[:-1], X), "the last layer is skipped")])
         log = [(method, role) for role, method, _ in calls_in_order(layers)]
         if log != [("forward", role) for role in layers]:
             raise TestFailure(f"NeuralNetwork.forward made the calls {log}, expected each layer's forward once, in order")
@@ -466,8 +493,9 @@ def network_predict(kernel):
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 4)), rng.normal(size=(n, 4)))
               for depth, n in [(3, 5), (1, 1)]]
     for factors, X, Y in cases:
-        layers = _scalers(kernel, factors)
-        Y_hat = float(np.prod(factors)) * X
+        offsets = _offsets(factors)
+        layers = _scalers(kernel, factors, offsets)
+        Y_hat = _through(factors, offsets, X)
         L = float(np.sum((Y_hat - Y) ** 2) / 2)
         loss = _loss(kernel, L, Y_hat - Y)
         result = call("NeuralNetwork.predict(X, Y)", _network(kernel, layers, loss).predict, X, Y)
@@ -531,12 +559,13 @@ def training_check(kernel):
 # --- 7. einsum -----------------------------------------------------------------------------------
 
 def check_einsum(kernel, what, name, args, expected):
-    """``name(*args)`` equals ``expected`` and calls np.einsum (which the kernel counts)."""
-    result, calls = call(what, kernel.run, ["einsum", name, [np.asarray(a, dtype=np.float64) for a in args]])[0]
+    """``name(*args)`` equals ``expected`` and is what a call of np.einsum returned (the kernel
+    watches the calls)."""
+    result, calls, from_einsum = call(what, kernel.run, ["einsum", name, [np.asarray(a, dtype=np.float64) for a in args]])[0]
     check_close(what, result, expected)
-    if type(calls) is not int or calls < 1:
-        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
-                          "about writing it with np.einsum")
+    if type(calls) is not int or calls < 1 or from_einsum is not True:
+        raise TestFailure(f"{what} gives the right value but {'not from' if calls else 'does not call'} np.einsum: "
+                          "this exercise is about writing it with np.einsum")
 
 
 @judged(CHECKS)
@@ -598,9 +627,9 @@ def _options(**options):
 
 def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
     """The student's Conv2D with the given parameters (created by a first forward call);
-    ``activation`` is a factor (an activation of the judge's that multiplies by it) or None."""
+    ``activation`` is a factor (an activation of the judge's: Z -> factor * Z + OFFSET) or None."""
     if activation is not None:
-        options["activation"] = kernel.scaler(activation)
+        options["activation"] = kernel.scaler(activation, OFFSET)
     layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
     call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
     put(layer, W_PATH, np.array(W, dtype=float))
@@ -632,8 +661,8 @@ def conv2d_forward(kernel):
     layer = _conv(kernel, 2, (1, 1), [[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]], [[0.0, 0.0]], activation=3.0)
     X = np.arange(12.0).reshape(1, 2, 2, 3)
     linear = np.stack([X[..., 0] + X[..., 2], X[..., 1] + X[..., 2]], axis=-1)
-    check_close("Conv2D(2, (1, 1), an activation that multiplies by 3).forward(X), X with 3 channels", forward(layer, X),
-                3 * linear, hints=[(linear, "the activation is not applied")])
+    check_close(f"Conv2D(2, (1, 1){_activation_name(3.0)}).forward(X), X with 3 channels", forward(layer, X),
+                _activated(3.0, linear), hints=[(linear, "the activation is not applied")])
 
     rng = np.random.default_rng(3014)
     for shape, n_out, kernel_shape, stride, pad in CONV_CASES:
@@ -646,8 +675,8 @@ def conv2d_forward(kernel):
         check_unchanged("Conv2D.forward", X, X_given)
     X, W, b = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 3, 2, 3)), rng.normal(size=(1, 3))
     expected, _ = vjp("conv2d", (X, W, b), np.zeros((2, 2, 2, 3)), stride=2, pad=[0, 1])
-    check_close("Conv2D(3, (2, 3), an activation that multiplies by 3, stride=2, pad=(0, 1)).forward(X)",
-                forward(_conv(kernel, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), 3 * expected,
+    check_close(f"Conv2D(3, (2, 3){_activation_name(3.0)}, stride=2, pad=(0, 1)).forward(X)",
+                forward(_conv(kernel, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), _activated(3.0, expected),
                 hints=[(expected, "the activation is not applied")])
 
 
@@ -685,7 +714,7 @@ def conv2d_backward(kernel):
         check_close("Conv2D.gradients['b']" + where, fetch(layer, DB_PATH), db, factors={"N": shape[0]})
         check_unchanged("Conv2D.backward", G, G_given)
     W, b, X = rng.normal(size=(3, 2, 2, 2)), rng.normal(size=(1, 2)), rng.normal(size=(2, 5, 4, 2))
-    check_gradients_numerically("Conv2D(2, (3, 2), an activation that multiplies by 3, stride=2, pad=(1, 0))",
+    check_gradients_numerically(f"Conv2D(2, (3, 2){_activation_name(3.0)}, stride=2, pad=(1, 0))",
                                 lambda: _conv(kernel, 2, (3, 2), W, b, activation=3.0, stride=2, pad=(1, 0)), X,
                                 _out_shape(X.shape, (3, 2), 2, (1, 0), 2), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
                                 upstream="dLdY")
@@ -798,16 +827,26 @@ def _output(kernel, what, model, X):
     return np.asarray(call(what, kernel.run, ["module", model, [X]])[0])
 
 
-def _parameters(kernel, what, model, shapes):
-    """The model's parameters, matched to the expected ``shapes`` (in order, or by shape when
-    the shapes are all different), or a TestFailure naming what the model has instead."""
+def _parameters(kernel, what, model, shapes, rng):
+    """Parameters of the judge's, loaded into the model in place of its own: weights scaled by
+    their fan-in and biases of either sign (a model whose biases keep its ReLUs always on would
+    look linear-free otherwise). Matched to the expected ``shapes`` in order, or by shape when the
+    shapes are all different; a TestFailure names what the model has instead."""
     found = call(what, kernel.run, ["torch_state", model])[0]["parameters"]
     have = [tuple(np.shape(p)) for p in found]
     if have == list(shapes):
-        return found
-    if sorted(have) == sorted(shapes) and len(set(shapes)) == len(shapes):
-        return [found[have.index(shape)] for shape in shapes]
-    raise TestFailure(f"{what} has parameters of shapes {have}, expected {list(shapes)}")
+        where = list(range(len(shapes)))
+    elif sorted(have) == sorted(shapes) and len(set(shapes)) == len(shapes):
+        where = [have.index(shape) for shape in shapes]
+    else:
+        raise TestFailure(f"{what} has parameters of shapes {have}, expected {list(shapes)}")
+    values = [rng.normal(size=shape) / np.sqrt(math.prod(shape[1:])) if len(shape) > 1 else 0.5 * rng.normal(size=shape)
+              for shape in shapes]
+    ordered = [None] * len(have)
+    for value, index in zip(values, where):
+        ordered[index] = value
+    call(what, kernel.run, ["torch_load", model, ordered])
+    return values
 
 
 def _relu(x):
@@ -833,11 +872,11 @@ def _max_pool2(X):
 def _check_mlp(kernel, n_in, n_hidden, n_out, rng):
     what = f"make_mlp({n_in}, {n_hidden}, {n_out})"
     mlp = call(what, kernel.new, "make_mlp", n_in, n_hidden, n_out)
-    W1, b1, W2, b2 = _parameters(kernel, what, mlp, [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)])
+    W1, b1, W2, b2 = _parameters(kernel, what, mlp, [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)], rng)
     X = rng.normal(size=(6, n_in))
     out = _output(kernel, f"{what}(X)", mlp, X)
     check_array(f"{what} applied to X of shape {X.shape}", out, (6, n_out))
-    check_close(f"{what}(X) against Linear, ReLU, Linear with the model's own parameters", out,
+    check_close(f"{what}(X) against Linear, ReLU, Linear with parameters the test loaded into it", out,
                 _relu(X @ W1.T + b1) @ W2.T + b2, rtol=1e-4, atol=1e-5,
                 hints=[((X @ W1.T + b1) @ W2.T + b2, "the model is linear (f(-x) = -f(x)): put a ReLU between the two Linear layers")])
 
@@ -847,13 +886,13 @@ def _check_cnn(kernel, n_classes, shape, rng):
     cnn = call(what, kernel.new, "make_cnn", n_classes, tuple(shape))
     features = 16 * (shape[0] // 4) * (shape[1] // 4)
     X = rng.normal(size=(3, 1, *shape))
-    out = _output(kernel, f"{what}(X)", cnn, X)
-    check_array(f"{what} applied to images of shape {X.shape}", out, (3, n_classes))
+    check_array(f"{what} applied to images of shape {X.shape}", _output(kernel, f"{what}(X)", cnn, X), (3, n_classes))
     W1, b1, W2, b2, W3, b3 = _parameters(kernel, what, cnn, [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (n_classes, features),
-                                                             (n_classes,)])
+                                                             (n_classes,)], rng)
+    out = _output(kernel, f"{what}(X)", cnn, X)
     hidden = _max_pool2(_relu(_conv_nchw(_max_pool2(_relu(_conv_nchw(X, W1, b1))), W2, b2)))
     check_close(f"{what}(X) against two 3x3 convolutions (padding 1), each with ReLU and 2x2 max pooling, then Linear, "
-                "with the model's own parameters", out, hidden.reshape(len(X), -1) @ W3.T + b3, rtol=1e-4, atol=1e-5)
+                "with parameters the test loaded into it", out, hidden.reshape(len(X), -1) @ W3.T + b3, rtol=1e-4, atol=1e-5)
 
 
 @judged(CHECKS)
@@ -941,13 +980,16 @@ def pytorch_loop(kernel):
     if state["training"] is not True:
         raise TestFailure("train_epoch left the model in evaluation mode: call model.train() first (evaluate switches it off)")
 
-    # evaluate must not train, must not compute gradients, and must switch dropout off
-    model = make("dropout", make("linear", FIXED_WEIGHT), 0.9)
+    # evaluate must not train, must not compute gradients, and must switch dropout off; a probe
+    # around the model records whether gradients were on and the mode at every forward call
+    model = make("probe", make("dropout", make("linear", FIXED_WEIGHT), 0.9))
     loss, accuracy = evaluate(model, X, y, 4)
     check_close("the mean loss evaluate returns for a model with dropout", loss, float(_example_losses(X, y).mean()), rtol=1e-5)
-    state = kernel.run(["torch_state", model])[0]
-    if any(grad is not None for grad in state["grads"]):
+    state, seen = kernel.run(["torch_state", model], ["get", model, "seen"])
+    if any(grad is not None for grad in state["grads"]) or any(enabled for enabled, _ in seen):
         raise TestFailure("evaluate computed gradients: wrap it in torch.no_grad()")
+    if not seen:
+        raise TestFailure("evaluate never called the model")
     check_close("the weights after evaluate", state["parameters"][0], FIXED_WEIGHT,
                 hints=[(state["parameters"][0], "evaluate changed the model's weights: it must not train")])
     right = (X @ FIXED_WEIGHT.T).argmax(axis=1) == y

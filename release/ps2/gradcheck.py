@@ -313,7 +313,7 @@ class _EinsumRecorder:
     """Stands in for NumPy in a notebook's globals and records calls to ``einsum``."""
 
     def __init__(self, module):
-        self._module, self.calls = module, 0
+        self._module, self.calls, self.outputs = module, 0, []
 
     def __getattr__(self, name):
         value = getattr(self._module, name)
@@ -322,7 +322,8 @@ class _EinsumRecorder:
 
         def einsum(*args, **kwargs):
             self.calls += 1
-            return value(*args, **kwargs)
+            self.outputs.append(value(*args, **kwargs))
+            return self.outputs[-1]
 
         return einsum
 
