@@ -23,6 +23,8 @@ c.Execute.extra_arguments = [
 ]
 # Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).
 c.Execute.timeout = 10  # seconds per cell (TimeLimitedExecute inherits it)
+# The notebook has run: its sandbox ends at once instead of after a polite shutdown (0.1 s each).
+c.TimeLimitedExecute.shutdown_kernel = "immediate"
 c.TimeLimitedExecute.notebook_timeout = 60
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",

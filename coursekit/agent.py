@@ -119,25 +119,25 @@ def encode(value):
 def decode(data, earlier=()):
     """JSON data from the judge as a kernel value (arrays are fresh float64 arrays); ``{"p": k}``
     is the result of the request's operation k (``earlier``), as the kernel has it."""
-    if isinstance(data, list):
+    if type(data) is list:
         return [decode(v, earlier) for v in data]
-    if isinstance(data, dict):
+    if type(data) is dict:  # (the common kinds first: a request holds thousands of values)
+        if "t" in data:
+            return data["t"]
+        if "f" in data:
+            return float(data["f"])
+        if "r" in data:
+            return _objects[data["r"]]
+        if "d" in data:
+            return {key: decode(value, earlier) for key, value in data["d"].items()}
         if "p" in data or "c" in data:
             value = earlier[data["p"] if "p" in data else data["c"]]
             value = value.value if isinstance(value, Kept) else value
             return value if "p" in data else np.array(value, dtype=np.float64)
         if "a" in data:
             return np.frombuffer(base64.b64decode(data["a"]), dtype=np.float64).reshape(data["s"]).copy()
-        if "r" in data:
-            return _objects[data["r"]]
-        if "t" in data:
-            return data["t"]
-        if "f" in data:
-            return float(data["f"])
         if "i" in data:
             return int(data["i"])
-        if "d" in data:
-            return {key: decode(value, earlier) for key, value in data["d"].items()}
         if "u" in data:
             return tuple(decode(v, earlier) for v in data["u"])
     return data

@@ -133,12 +133,26 @@ def _wait_for(pid):
 
 
 def main(argv):
-    """``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root."""
+    """``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root.
+
+    A kernel command of this interpreter (``python -m ipykernel_launcher ...``) runs in this
+    process once it is confined, as the zygote's forks do: one Python start-up per kernel, not two.
+    """
     folder, uid, separator, *command = argv
     assert separator == "--", argv
     env = kernel_environment(os.environ)
+    grader_paths = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     confine(folder, int(uid))
-    os.execve(command[0], command, env)
+    if command[:3] != [sys.executable, "-m", "ipykernel_launcher"]:
+        os.execve(command[0], command, env)
+    os.environ.clear()
+    os.environ.update(env)
+    # as ipykernel_launcher would find modules: not from `python -m`'s directory nor the grader's PYTHONPATH
+    sys.path[:] = [path for path in sys.path[1:] if path not in grader_paths]
+    sys.argv = ["ipykernel_launcher", *command[3:]]
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
 
 
 if __name__ == "__main__":

@@ -117,9 +117,7 @@ def grade_one(kit, assignment, student, submission, feedback=True):
         course = _scratch_course(scratch, kit["config"], kit["source"], assignment, kit["gradebook"])
         _write_tree(course / "submitted" / student / assignment, submission)
         api = _api(course, **{"TimeLimitedExecute.kernel_manager_class": ForkedKernelManager,
-                              "ForkedKernelManager.preload": kit["preload"],
-                              # the notebook has run: no need to wait for the kernel to stop
-                              "TimeLimitedExecute.shutdown_kernel": "immediate"})
+                              "ForkedKernelManager.preload": kit["preload"]})
         problem = problem_with(course / "submitted" / student / assignment, assignment)
         if problem:
             result["error"] = problem

@@ -231,6 +231,10 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._connect_control_socket()
         self.session.send(self._control_socket, self.session.msg("interrupt_request", content={}))
 
+    async def _async_wait(self, pollinterval=0.1):
+        # a killed sandbox ends within milliseconds: poll often instead of sleeping 0.1 s first
+        await super()._async_wait(pollinterval=min(pollinterval, 0.005))
+
     async def _async_cleanup_resources(self, restart=False):
         await super()._async_cleanup_resources(restart)
         if self.folder is not None:
