@@ -15,6 +15,7 @@ the kinds below, for every assignment:
 """
 import copy
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,9 +180,14 @@ def submit(course_root, student, assignment, submission, release=None):
 
 
 def load_fixtures(path):
-    """Import a fixture module (a bug catalog, variants, a demo class) from its file path."""
+    """Import a fixture module (a bug catalog, variants, a demo class) from its file path; it
+    may import the modules next to it."""
     path = Path(path)
     spec = importlib.util.spec_from_file_location(f"fixtures_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
