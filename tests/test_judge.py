@@ -216,3 +216,16 @@ def test_a_zero_dimensional_array_stays_one_number(kernel):
     answers = kernel.new("Answers")
     (y,) = kernel.run(["call", answers, "zero_d", [], {}])
     assert type(y) is np.ndarray and y.shape == () and float(y) == 2.0
+
+
+def test_uncounted_loops_are_found_in_the_class_and_what_it_uses_only():
+    honest = "class ReLU:\n    def forward(self, H):\n        return np.maximum(H, 0.0)\n"
+    helper = "import threading\n\n\ndef in_a_thread(f, H):\n    t = threading.Thread(target=f, args=(H,))\n"
+    uses_helper = "class ReLU:\n    def forward(self, H):\n        return in_a_thread(np.abs, H)\n"
+    elsewhere = "import sys\nsys.settrace = lambda f: None\n"  # changes nothing the class uses
+    patched_later = "ReLU.forward = np.frompyfunc(max, 2, 1)\n"
+    assert judge.uncounted_loops([honest, elsewhere], "ReLU") == []
+    assert judge.uncounted_loops([helper, uses_helper], "ReLU") == ["threading (line 1)", "Thread (line 5)",
+                                                                   "threading (line 5)"]
+    assert judge.uncounted_loops([honest, patched_later], "ReLU") == ["frompyfunc (line 1)"]
+    assert judge.uncounted_loops([honest, "def broken(:\n"], "Tanh") == []
