@@ -19,8 +19,8 @@ from nbgrader.nbgraderformat import common as nbgraderformat_common
 from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
-from coursekit import judge
-from coursekit.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES, SEND_TIMEOUT_MS
+from coursekit import judge, tamper
+from coursekit.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES
 
 
 DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself, e.g. replace builtins?)"
@@ -64,13 +64,14 @@ class TimeLimitedExecute(Execute):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
+        self._student_code = list(tamper.student_cells(nb).values())  # for checks that read the code
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead = False
         self._cell_timeout = self.timeout
         self._line, self._line_folder = None, None
         self._line_context = zmq.Context()
-        for option, value in [(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES), (zmq.SNDTIMEO, SEND_TIMEOUT_MS),
-                              (zmq.RCVHWM, 16), (zmq.LINGER, 0)]:
+        # (sends to the agent never block: see _send_agent)
+        for option, value in [(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES), (zmq.RCVHWM, 16), (zmq.LINGER, 0)]:
             self._line_context.setsockopt(option, value)
         try:
             for attempt in range(1, self.kernel_starts + 1):
@@ -113,12 +114,6 @@ class TimeLimitedExecute(Execute):
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
 
-    def _student_code(self):
-        """The code cells a student could write: answer cells and cells they added (not the
-        locked cells nbgrader restores)."""
-        return [cell.source for cell in self.nb.cells if cell.cell_type == "code"
-                and not cell.metadata.get("nbgrader", {}).get("locked")]
-
     def _run_in_kernel(self, cell, resources, index):
         """Execute's preprocess_cell; a kernel that dies fails this cell and every later one."""
         try:
@@ -148,7 +143,7 @@ class TimeLimitedExecute(Execute):
         deadline = time.monotonic() + self.timeout
         try:
             run_sync(self._async_open_agent)(deadline)
-            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code())
+            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code)
             outcome = judge.verdict(check, kernel)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))

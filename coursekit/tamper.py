@@ -86,6 +86,11 @@ def _added_cells(notebook):
             if cell.cell_type == "code" and not cell.metadata.get("nbgrader") and cell.source.strip()}
 
 
+def student_cells(notebook):
+    """{label: source} of the code a student wrote: every answer cell and every code cell they added."""
+    return {**answer_cells(notebook), **_added_cells(notebook)}
+
+
 def scan_notebook(path):
     """Findings in every answer cell and every added code cell of a submitted notebook (none if
     it cannot be read)."""
@@ -94,7 +99,7 @@ def scan_notebook(path):
     except Exception:  # noqa: BLE001 - unreadable files are reported as grading errors instead
         return []
     findings = []
-    for cell, code in {**answer_cells(notebook), **_added_cells(notebook)}.items():
+    for cell, code in student_cells(notebook).items():
         findings += scan_code(cell, code)
     return findings
 
