@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT, warm_kernels
+from coursekit import COURSE_ROOT, judge, sandbox, warm_kernels
 from coursekit.grading import nbgrader, problem_with, this_environment_first
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
@@ -196,11 +196,16 @@ def _quiet_worker():
     os.dup2(devnull, 2)
 
 
-def _local_pool(jobs):
-    # Workers are forked from this process once it has imported what grading uses: each would
-    # otherwise spend two seconds of CPU on those imports.
-    for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "coursekit.nbgrader_plugins"):
+def _local_pool(jobs, assignment):
+    # Workers are forked from this process once it has imported and found what grading uses:
+    # each would otherwise spend two seconds of CPU on those imports, and its first submission
+    # a quarter of a second more.
+    for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "nbconvert.filters.highlight",
+                   "coursekit.nbgrader_plugins", "IPython.core.interactiveshell", "ipykernel.kernelspec",
+                   "ipython_pygments_lexers"):
         importlib.import_module(module)
+    judge.checks(assignment)
+    sandbox.font_list()
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
                                                   initializer=_quiet_worker)
     return pool, concurrent.futures.as_completed
@@ -222,7 +227,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
         pool, as_completed = _dask_pool(dask)
     else:
         warm_kernels.zygote(kit["preload"])  # started before the workers, which share it
-        pool, as_completed = _local_pool(jobs or DEFAULT_JOBS)
+        pool, as_completed = _local_pool(jobs or DEFAULT_JOBS, assignment)
     results = {}
     with pool, _course_gradebook(course) as gradebook:
         futures = [pool.submit(grade_one, kit, assignment, student,
