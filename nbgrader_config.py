@@ -29,6 +29,7 @@ c.TimeLimitedExecute.notebook_timeout = 60
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "coursekit.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
+    "coursekit.nbgrader_plugins.RestoreDeletedTests",  # a deleted test cell is put back, not scored 0
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
     "coursekit.nbgrader_plugins.CheckCellMetadata",  # the same check, schema compiled once
@@ -46,7 +47,8 @@ c.Autograde.autograde_preprocessors = [
 # Feedback shows each test's score and one-line message, never hidden test code.
 c.GenerateFeedback.exporter_class = "coursekit.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
 c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
+    "coursekit.nbgrader_plugins.GetGrades",  # and which answers are still to be graded by hand
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "coursekit.nbgrader_plugins.HideHiddenTests",
 ]
+c.ExportApp.plugin_class = "coursekit.nbgrader_plugins.CourseExport"  # a status column: "not graded" is not a zero

@@ -36,6 +36,10 @@ SINGLE_THREADED = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 # Two local workers per core: each spends part of its time waiting on its kernel (measured on
 # 2 cores: 4 workers kept the cores 90% busy, 3 workers 80%).
 DEFAULT_JOBS = 2 * (os.cpu_count() or 1)
+# What `nbgrader submit` puts in a submission besides its files: the time of submission (late
+# penalties are computed from it) and the secret that names its feedback in the exchange
+# (`nbgrader release_feedback` reads both from the feedback folder).
+NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 def _read_tree(folder):
@@ -56,7 +60,7 @@ def grading_kit(course, assignment):
 
     Returns:
     - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
-      where the gradebook holds the assignment and no student, "preload" lists the heavy
+      where the gradebook holds the assignment (with the course's due date) and no student, "preload" lists the heavy
       modules that the kernels' zygote imports (see coursekit.warm_kernels).
     """
     source = _read_tree(Path(course) / "source" / assignment)
@@ -64,8 +68,27 @@ def grading_kit(course, assignment):
     config = (Path(course) / "nbgrader_config.py").read_bytes()
     with tempfile.TemporaryDirectory() as scratch:
         _generate_assignment(_scratch_course(scratch, config, source, assignment), assignment)
+        due = _due_date(course, assignment)
+        if due is not None:  # set with `nbgrader db assignment add` or formgrader: late penalties need it
+            from nbgrader.api import Gradebook
+
+            with Gradebook(f"sqlite:///{Path(scratch) / 'gradebook.db'}") as gradebook:
+                gradebook.update_or_create_assignment(assignment, duedate=due)
         return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
                 "preload": heavy_imports(notebook)}
+
+
+def _due_date(course, assignment):
+    """The assignment's due date in the course's gradebook (naive UTC, as nbgrader keeps it), or None."""
+    from nbgrader.api import MissingEntry
+
+    if not (Path(course) / "gradebook.db").exists():
+        return None
+    with _course_gradebook(course) as gradebook:
+        try:
+            return gradebook.find_assignment(assignment).duedate
+        except MissingEntry:
+            return None
 
 
 def _scratch_course(folder, config, source, assignment, gradebook=None):
@@ -93,7 +116,7 @@ def _api(course, **settings):
     return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
-def grade_one(kit, assignment, student, submission, feedback=True):
+def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
     """Autograde one submission and make its feedback, in a private scratch course.
 
     Runs on a worker (a local process or a Dask worker): takes and returns plain data.
@@ -102,6 +125,8 @@ def grade_one(kit, assignment, student, submission, feedback=True):
     - kit: from grading_kit().
     - submission (dict): {path: bytes}, the files of ``submitted/<student>/<assignment>/``.
     - feedback (bool): also make the feedback HTML (tests of the grading alone skip it).
+    - kept (dict): what the course's gradebook holds of an earlier grading that this one keeps
+      (from kept_by_hand()): the feedback and the scores are made with it, as in stock nbgrader.
     Returns:
     - dict with "student", "ok", "error" (str), "submission" (timestamp, late penalty per
       notebook), "grades" [(notebook, cell, auto_score, needs_manual_grade)],
@@ -110,7 +135,7 @@ def grade_one(kit, assignment, student, submission, feedback=True):
     from nbgrader.api import Gradebook
 
     os.environ.update(SINGLE_THREADED)
-    submission = notebooks_only(submission)
+    submission = graded_files(submission)
     result = {"student": student, "ok": False, "error": "", "grades": [], "comments": [],
               "submission": {}, "autograded": {}, "feedback": {}}
     with tempfile.TemporaryDirectory() as scratch:
@@ -122,6 +147,8 @@ def grade_one(kit, assignment, student, submission, feedback=True):
         if problem:
             result["error"] = problem
             return result
+        if kept:
+            _restore(course, assignment, student, kept)
         graded = api.autograde(assignment, student, force=True, create=True)
         if not graded["success"]:
             result["error"] = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
@@ -139,19 +166,71 @@ def grade_one(kit, assignment, student, submission, feedback=True):
         result["autograded"] = _read_tree(course / "autograded" / student / assignment)
         result["feedback"] = _read_tree(course / "feedback" / student / assignment)
         result["ok"] = True
+        notes = [f"{path}: test cells {', '.join(cells)} were missing and were put back"
+                 for path, cells in _restored_tests(result["autograded"]).items()]
         if not made["success"]:
-            result["error"] = "graded, but no feedback: " + _last_line(made.get("error") or made.get("log"))
+            notes.append("graded, but no feedback: " + _last_line(made.get("error") or made.get("log")))
+        result["error"] = "; ".join(notes)
     return result
 
 
-def notebooks_only(submission):
-    """The notebooks of a submission folder ({path: bytes}), without any other file.
+def _restored_tests(files):
+    """{notebook: [grade_id]} of the test cells put back into the autograded notebooks ``files``."""
+    from coursekit.nbgrader_plugins import restored_tests
+
+    found = {path: restored_tests(nbformat.reads(data.decode("utf-8"), as_version=4))
+             for path, data in files.items() if path.endswith(".ipynb")}
+    return {path: cells for path, cells in found.items() if cells}
+
+
+def graded_files(submission):
+    """What is graded of a submission folder ({path: bytes}): its notebooks and nbgrader's own
+    files (NBGRADER_FILES), without any other file.
 
     The grading kernel runs in a copy of the submission's folder, where Python would import a
     planted ``numpy.py`` or ``ipykernel_launcher.py`` ahead of the real module, before the
     kernel starts. The tamper report lists such files (coursekit.tamper.scan_folder).
     """
-    return {path: data for path, data in submission.items() if "/" not in path and path.endswith(".ipynb")}
+    return {path: data for path, data in submission.items()
+            if "/" not in path and (path.endswith(".ipynb") or path in NBGRADER_FILES)}
+
+
+def kept_by_hand(gradebook, assignment, student):
+    """What grading must keep of a student's submission in ``gradebook`` (the course's): its
+    extension and the TAs' hand grades, extra credit and comments; None if there is none."""
+    from nbgrader.api import MissingEntry
+
+    try:
+        found = gradebook.find_submission(assignment, student)
+    except MissingEntry:
+        return None
+    kept = {"extension": found.extension.total_seconds() if found.extension else None,
+            "grades": [(n.name, g.name, g.manual_score, g.extra_credit) for n in found.notebooks for g in n.grades
+                       if g.manual_score is not None or g.extra_credit],
+            "comments": [(n.name, c.name, c.manual_comment) for n in found.notebooks for c in n.comments
+                         if c.manual_comment]}
+    return kept if kept["extension"] or kept["grades"] or kept["comments"] else None
+
+
+def _restore(course, assignment, student, kept):
+    """Put ``kept`` (from kept_by_hand) into the scratch course's gradebook before autograding."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        gradebook.update_or_create_student(student)
+        extension = datetime.timedelta(seconds=kept["extension"]) if kept["extension"] else None
+        submission = gradebook.update_or_create_submission(assignment, student, extension=extension)
+        grades = {(n.name, g.name): g for n in submission.notebooks for g in n.grades}
+        comments = {(n.name, c.name): c for n in submission.notebooks for c in n.comments}
+        for notebook, cell, score, extra in kept["grades"]:
+            if (notebook, cell) in grades:
+                grades[notebook, cell].manual_score, grades[notebook, cell].extra_credit = score, extra
+        for notebook, cell, comment in kept["comments"]:
+            if (notebook, cell) in comments:
+                comments[notebook, cell].manual_comment = comment
+        gradebook.db.commit()
 
 
 def _last_line(text):
@@ -168,11 +247,17 @@ def merge(course, assignment, result, gradebook):
     for folder in ("autograded", "feedback"):
         shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
     gradebook.update_or_create_student(student)
-    if not result["ok"]:
-        try:  # a failed regrade must not leave the old grade looking current
-            gradebook.remove_submission(assignment, student)
-        except MissingEntry:
-            pass
+    if not result["ok"]:  # a failed regrade must not leave the old grade looking current
+        if kept_by_hand(gradebook, assignment, student) is None:
+            try:
+                gradebook.remove_submission(assignment, student)
+            except MissingEntry:
+                pass
+        else:  # the TAs' work stays; the old autograder scores go
+            for notebook in gradebook.find_submission(assignment, student).notebooks:
+                for grade in notebook.grades:
+                    grade.auto_score, grade.needs_manual_grade = None, True
+            gradebook.db.commit()
         return
     submission = gradebook.update_or_create_submission(assignment, student, timestamp=result["submission"]["timestamp"])
     notebooks = {notebook.name: notebook for notebook in submission.notebooks}
@@ -230,8 +315,8 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS, assignment)
     results = {}
     with pool, _course_gradebook(course) as gradebook:
-        futures = [pool.submit(grade_one, kit, assignment, student,
-                               _read_tree(course / "submitted" / student / assignment), feedback)
+        futures = [pool.submit(grade_one, kit, assignment, student, _read_tree(course / "submitted" / student / assignment),
+                               feedback, kept_by_hand(gradebook, assignment, student))
                    for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
                            unit="submission", disable=not progress):
@@ -288,8 +373,8 @@ def main(argv=None):
     from coursekit import report
 
     results = grade_class(args.assignment, args.course, args.jobs, args.dask)
+    summary = report.write(args.course, args.assignment, results)  # (its errors.csv is part of the export)
     nbgrader(args.course, "export")
-    summary = report.write(args.course, args.assignment, results)
     print(summary)
     return 0
 

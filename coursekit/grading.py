@@ -115,6 +115,7 @@ class Result:
     max_cells: dict  # grade_id -> max score
     autograded: Path = None  # the autograded notebook
     error: str = ""  # why the submission could not be graded
+    note: str = ""  # what the grader says of a graded submission (test cells it put back)
 
     @property
     def total(self):
@@ -169,8 +170,8 @@ def results(course_root, assignment):
             cells, max_cells = {}, {}
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
-                    if grade.cell_type != "code" or grade.auto_score is None:
-                        continue
+                    if grade.cell_type != "code":
+                        continue  # (a test cell the notebook lacks has no score: it counts as 0)
                     cells[grade.name] = grade.score
                     max_cells[grade.name] = grade.max_score
             notebook = Path(course_root) / "autograded" / student.id / assignment / f"{assignment}.ipynb"
@@ -222,6 +223,8 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     for student, outcome in outcomes.items():
         if not outcome["ok"]:
             found[student] = Result(student, {}, {}, error=outcome["error"])
+        else:
+            found[student].note = outcome["error"]
     return found
 
 

@@ -1,4 +1,6 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
+import copy
+import csv
 import os
 import re
 import secrets
@@ -9,16 +11,22 @@ from queue import Empty
 
 import jinja2
 import jsonschema
+import latex2mathml.converter
+import nbformat
 import zmq
+from jinja2 import pass_context as contextfilter
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters import HTMLExporter, TemplateExporter
 from nbconvert.filters.highlight import Highlight2HTML
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
-from jupyter_core.utils import ensure_async, run_sync
-from nbformat.v4 import new_output
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
+from nbgrader.api import MissingEntry
 from nbgrader.nbgraderformat import common as nbgraderformat_common
+from nbgrader.plugins import CsvExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
@@ -288,6 +296,24 @@ def _size(content):
     return 8
 
 
+class GetGrades(nbgrader_preprocessors.GetGrades):
+    """nbgrader's GetGrades, which also tells the feedback page which cells are still to be
+    graded by hand (no TA score yet: nbgrader would show 0), and how many points they hold."""
+
+    def preprocess(self, nb, resources):
+        self._ungraded_points = 0.0
+        nb, resources = super().preprocess(nb, resources)
+        resources["nbgrader"]["ungraded_points"] = self._ungraded_points
+        return nb, resources
+
+    def _get_score(self, cell, resources):
+        super()._get_score(cell, resources)
+        grade = self.gradebook.find_grade(cell.metadata.nbgrader["grade_id"], self.notebook_id, self.assignment_id,
+                                          self.student_id)
+        cell.metadata.nbgrader["ungraded"] = grade.manual_score is None and grade.auto_score is None
+        self._ungraded_points += grade.max_score if cell.metadata.nbgrader["ungraded"] else 0
+
+
 class HideHiddenTests(ClearHiddenTests):
     """For feedback: graded cells lose their hidden tests, and errors keep only their one-line message.
 
@@ -318,6 +344,63 @@ class DeduplicateIds(nbgrader_preprocessors.DeduplicateIds):
             if cell.metadata.get("nbgrader", None) == {}:
                 del cell.metadata["nbgrader"]
         return nb, resources
+
+
+RESTORED_NOTE = ("**This test cell was missing from your notebook** (deleted?): the grader put it back from "
+                 "the assignment, and it is graded as usual.")
+
+
+class RestoreDeletedTests(nbgrader_preprocessors.NbGraderPreprocessor):
+    """Put back the test cells that a submission lacks, from the assignment's source notebook, each
+    after the cell that precedes it there and below a note (RESTORED_NOTE) that says so.
+
+    A hidden test cell looks empty in the student's copy (a comment), so students delete them; a
+    deleted test cell would otherwise score nothing, silently. OverwriteCells, which runs next,
+    then gives each its source from the gradebook, as for any test cell.
+    """
+
+    def preprocess(self, nb, resources):
+        source = self._source_notebook(resources)
+        if source is None:
+            return nb, resources
+        present = {_grade_id(cell) for cell in nb.cells} - {None}
+        previous, restored = None, []
+        for cell in source.cells:
+            grade_id = _grade_id(cell)
+            if grade_id is None or grade_id in present:
+                previous = grade_id or previous
+                continue
+            if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+                continue
+            at = next((i + 1 for i, other in enumerate(nb.cells) if _grade_id(other) == previous), 0)
+            nb.cells[at:at] = [new_markdown_cell(RESTORED_NOTE),
+                               new_code_cell(cell.source, metadata=copy.deepcopy(cell.metadata))]
+            previous = grade_id
+            restored.append(grade_id)
+        if restored:
+            self.log.warning("Test cells missing from the submission, put back: %s", ", ".join(restored))
+        return nb, resources
+
+    def _source_notebook(self, resources):
+        owner = self.parent
+        while owner is not None and not hasattr(owner, "coursedir"):  # the exporter's converter
+            owner = getattr(owner, "parent", None)
+        info = resources.get("nbgrader", {})
+        if owner is None or not info.get("assignment") or not info.get("notebook"):
+            return None
+        folder = owner.coursedir.format_path(owner.coursedir.source_directory, ".", info["assignment"])
+        path = os.path.join(folder, f"{info['notebook']}.ipynb")
+        return nbformat.read(path, as_version=4) if os.path.exists(path) else None
+
+
+def _grade_id(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def restored_tests(notebook):
+    """The grade_ids of the test cells that RestoreDeletedTests put back into ``notebook``."""
+    return [_grade_id(after) for before, after in zip(notebook.cells, notebook.cells[1:])
+            if before.cell_type == "markdown" and before.source == RESTORED_NOTE]
 
 
 class _CompiledSchemas:
@@ -376,10 +459,33 @@ _TEMPLATES = _CompiledTemplates()
 
 
 class FeedbackHTMLExporter(HTMLExporter):
-    """nbconvert's HTMLExporter, the same page faster when a process makes the feedback of many
-    students: it compiles its templates once per process instead of once per page (a tenth of a
-    second each), and adds the alt text and tabindex attributes that HTMLExporter adds without
-    parsing the whole page with BeautifulSoup (a twelfth of a second a page)."""
+    """nbconvert's HTMLExporter with the course's feedback page (templates/course_feedback), whose
+    math is MathML made here: it renders without MathJax, which a page opened offline cannot load.
+
+    It is also faster when a process makes the feedback of many students: it compiles its
+    templates once per process instead of once per page (a tenth of a second each), and adds the
+    alt text and tabindex attributes that HTMLExporter adds without parsing the whole page with
+    BeautifulSoup (a twelfth of a second a page).
+    """
+
+    def __init__(self, config=None, **kwargs):
+        # nbgrader's generate_feedback configures its "feedback" template; the course's replaces it
+        if config is not None and config.HTMLExporter.get("template_name") == "feedback":
+            config = copy.deepcopy(config)
+            config.HTMLExporter.template_name = "course_feedback"
+            config.HTMLExporter.extra_template_basedirs = [TEMPLATES, *config.HTMLExporter.get("extra_template_basedirs", [])]
+        super().__init__(config=config, **kwargs)
+
+    @contextfilter
+    def markdown2html(self, context, source):
+        if self.template_name != "course_feedback":
+            return super().markdown2html(context, source)
+        cell = context.get("cell", {})
+        renderer = _MathMLRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                                   path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                                   anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                                   **self.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
 
     def _create_environment(self):
         environment = super()._create_environment()
@@ -396,6 +502,30 @@ class FeedbackHTMLExporter(HTMLExporter):
                                                                        resources=resources))
         html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
         return _accessible(html), resources
+
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
+class _MathMLRenderer(IPythonRenderer):
+    """nbconvert's Markdown renderer, with LaTeX math as MathML; what latex2mathml cannot
+    convert stays LaTeX, as it was written."""
+
+    def inline_math(self, body):
+        return _mathml(body, "inline") or super().inline_math(body)
+
+    def block_math(self, body):
+        return _mathml(body, "block") or super().block_math(body)
+
+    def latex_environment(self, name, body):
+        return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block") or super().latex_environment(name, body)
+
+
+def _mathml(latex, display):
+    try:
+        return latex2mathml.converter.convert(latex, display=display)
+    except Exception:  # noqa: BLE001 - its parser raises many kinds
+        return None
 
 
 MISSING_ALT = "No description has been provided for this image"
@@ -433,3 +563,46 @@ def _with_attributes(tag, in_notebook):
             return f"<{name}{attributes}{end}>"
         return f'<{name}{attributes} tabindex="0"{end}>'
     return tag.group()
+
+
+class CourseExport(CsvExportPlugin):
+    """nbgrader's CSV export (``nbgrader export``), with a last column, ``status``: "graded",
+    "not submitted", or "not graded: <reason>" for a submission that the last `make grade` could
+    not grade (its scores are left empty, not 0 as if it were blank)."""
+
+    COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
+               "raw_score", "late_submission_penalty", "score", "max_score", "status"]
+
+    def export(self, gradebook):
+        from coursekit.report import not_graded
+
+        students, assignments = {str(s) for s in self.student}, {str(a) for a in self.assignment}
+        with open(self.to or "grades.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, self.COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for assignment in gradebook.assignments:
+                if assignments and assignment.name not in assignments:
+                    continue
+                failed = not_graded(self.parent.coursedir.root, assignment.name)
+                for student in gradebook.students:
+                    if not students or student.id in students:
+                        writer.writerow(self._row(gradebook, assignment, student, failed.get(student.id)))
+
+    @staticmethod
+    def _row(gradebook, assignment, student, failure):
+        row = {"assignment": assignment.name, "duedate": assignment.duedate, "student_id": student.id,
+               "last_name": student.last_name, "first_name": student.first_name, "email": student.email,
+               "max_score": assignment.max_score, "timestamp": "", "status": "not submitted"}
+        try:
+            submission = gradebook.find_submission(assignment.name, student.id)
+        except MissingEntry:
+            submission = None
+        if failure is not None and (submission is None or all(grade.auto_score is None for grade in submission.grades)):
+            row["status"] = f"not graded: {failure}"  # (what a TA graded by hand stays in the gradebook)
+        elif submission is not None:
+            penalty = submission.late_submission_penalty or 0.0
+            row.update(timestamp=submission.timestamp, raw_score=submission.score, late_submission_penalty=penalty,
+                       score=max(0.0, submission.score - penalty), status="graded")
+        else:
+            row.update(raw_score=0.0, late_submission_penalty=0.0, score=0.0)
+        return {key: "" if value is None else value for key, value in row.items()}

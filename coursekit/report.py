@@ -7,14 +7,20 @@ import csv
 import html
 from pathlib import Path
 
-import matplotlib
+from coursekit.grading import results as gradebook_results
+from coursekit.tamper import scan_folder, scan_notebook
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from coursekit.grading import results as gradebook_results  # noqa: E402
-from coursekit.tamper import scan_folder, scan_notebook  # noqa: E402
+ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
+
+
+def not_graded(course, assignment):
+    """{student: reason} for the submissions of ``assignment`` that the last `make grade` could not grade."""
+    path = Path(course) / "reports" / assignment / ERRORS
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["student"]: row["error"] for row in csv.DictReader(f) if row.get("graded") == "no"}
 
 
 def score_table(graded, students, errors):
@@ -51,6 +57,12 @@ def score_table(graded, students, errors):
 
 
 def _plots(folder, graded):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     complete = [r for r in graded.values() if r.cells]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     maximum = complete[0].max_total if complete else 1
@@ -105,8 +117,9 @@ def write(course, assignment, worker_results):
 
     with open(folder / "tamper.csv", "w", newline="") as f:
         csv.writer(f).writerows([("student", "cell", "line", "finding"), *tamper])
-    with open(folder / "errors.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("student", "error"), *sorted(errors.items()), *sorted(notes.items())])
+    with open(folder / ERRORS, "w", newline="") as f:
+        csv.writer(f).writerows([("student", "graded", "error"), *[(s, "no", e) for s, e in sorted(errors.items())],
+                                 *[(s, "yes", e) for s, e in sorted(notes.items())]])
 
     table = score_table(graded, students, errors)
     (folder / "report.html").write_text(f"""<!DOCTYPE html>

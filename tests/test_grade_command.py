@@ -1,16 +1,20 @@
 """`make grade`: parallel, same scores as stock nbgrader, robust to broken submissions, deterministic."""
 import shutil
 
+import nbformat
 import pytest
 
 from conftest import FIXTURES, assert_feedback_hides_hidden_tests
 from coursekit.grade import grade_class
 from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, results
+from coursekit.solutions import source_notebook
 from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
 from coursekit.tamper import scan_code
 
 CATALOG = load_fixtures(FIXTURES / "ps1_submissions.py")
 BUGS = {bug.name: bug for bug in CATALOG.BUGS}
+TEST_CELLS = {cell.metadata.nbgrader.grade_id for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells
+              if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")}
 SAMPLE = {"solution": Solution(), "blank": Blank(), "cheat": CATALOG.CHEATS[0],
           "loop": CATALOG.DEMO_CLASS["hana"][0],
           **{name: BUGS[name] for name in ("linear_grad_biases_mean", "tanh_no_upstream", "mse_in_place")}}
@@ -54,6 +58,21 @@ def test_broken_submission_is_graded_or_reported(broken_graded, name):
     else:
         assert result.cells and not result.error, f"{name} was not graded: {result.error}"
         assert result.lost() == expected, f"{name} lost points in {result.lost()}"
+        assert set(result.max_cells) == TEST_CELLS, f"{name}: a test cell is not graded"
+
+
+def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(broken_graded, tmp_path):
+    from coursekit.nbgrader_plugins import RESTORED_NOTE
+
+    deleted = {"deleted_test_cells": CATALOG.BROKEN["deleted_test_cells"][0]}
+    stock = grade_submissions_stock("ps1", deleted, tmp_path)["deleted_test_cells"]
+    ours = broken_graded["deleted_test_cells"]
+    assert stock.cells == ours.cells and ours.total == ours.max_total == 18
+    assert ours.note == "ps1.ipynb: test cells tanh_hidden, mlp_visible were missing and were put back"
+    course = ours.autograded.parents[3]
+    assert RESTORED_NOTE.split("**")[1] in (course / "feedback" / "deleted_test_cells" / "ps1" / "ps1.html").read_text()
+    cells = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(ours.autograded, as_version=4).cells]
+    assert cells.index("tanh_hidden") == cells.index("tanh_visible") + 2  # in its place, below the note
 
 
 def test_infinite_loop_and_memory_hog_fail_with_a_clear_reason(broken_graded):
@@ -78,6 +97,25 @@ def test_failed_regrade_removes_the_old_grade(tmp_path):
     assert not (course / "feedback" / "zoe" / "ps1").exists()
 
 
+def test_failed_regrade_keeps_what_a_ta_graded_by_hand(tmp_path):
+    from nbgrader.api import Gradebook
+
+    course = copy_course("ps1", tmp_path)
+    submit(course, "zoe", "ps1", Solution())
+    grade_class("ps1", course, jobs=1, progress=False)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        gradebook.find_grade("linear_visible", "ps1", "ps1", "zoe").manual_score = 1.5
+        gradebook.find_comment("linear", "ps1", "ps1", "zoe").manual_comment = "tidy"
+        gradebook.db.commit()
+    submit(course, "zoe", "ps1", RawFile("oops", b"\x00\x01 not a notebook"))
+    grade_class("ps1", course, jobs=1, progress=False)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        grades = gradebook.find_submission_notebook("ps1", "ps1", "zoe").grades
+        assert {g.name: g.manual_score for g in grades if g.manual_score is not None} == {"linear_visible": 1.5}
+        assert all(g.auto_score is None and g.needs_manual_grade for g in grades), "the old autograde still stands"
+        assert gradebook.find_comment("linear", "ps1", "ps1", "zoe").manual_comment == "tidy"
+
+
 def test_regrading_gives_identical_scores(tmp_path):
     course = copy_course("ps1", tmp_path)
     for name, submission in SAMPLE.items():
@@ -89,6 +127,7 @@ def test_regrading_gives_identical_scores(tmp_path):
 
 
 def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
+    import csv
     import subprocess
     import sys
 
@@ -101,7 +140,10 @@ def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
                             capture_output=True, text=True, check=True).stdout
     assert "NOT GRADED: ps1.ipynb is not a notebook" in output
     assert "cheat: cell tanh" in output
-    assert (course / "grades.csv").read_text().count("ps1") == 3
+    with open(course / "grades.csv", newline="") as f:
+        exported = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert exported["ivan"]["status"].startswith("not graded: ps1.ipynb is not a notebook") and exported["ivan"]["score"] == ""
+    assert exported["solution"]["status"] == "graded" and float(exported["solution"]["score"]) == 18
     folder = course / "reports" / "ps1"
     page = (folder / "report.html").read_text()
     for section in ("Scores", "Failure rate per test cell", "Tamper report", "Errors"):

@@ -1,0 +1,65 @@
+"""The feedback page a student opens (templates/course_feedback, FeedbackHTMLExporter)."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from coursekit.grading import grade_submissions
+from coursekit.submissions import Bug, Solution
+
+MEAN_BIAS = Bug("mean_bias", "linear", "grad_output.sum(axis=0)", "grad_output.mean(axis=0)")
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """{name: feedback HTML}: ps1 with one bug, and the ps3 solution before any manual grading."""
+    found = {}
+    for assignment, name, submission in [("ps1", "mean_bias", MEAN_BIAS), ("ps3", "solution", Solution())]:
+        result = grade_submissions(assignment, {name: submission}, tmp_path_factory.mktemp(assignment))[name]
+        page = result.autograded.parents[3] / "feedback" / name / assignment / f"{assignment}.html"
+        found[assignment] = page
+    return found
+
+
+def test_every_graded_cell_is_named_with_its_score(pages):
+    page = pages["ps1"].read_text()
+    contents = page[page.index('<div id="toc">'):page.index("</ol>")]
+    named = re.findall(r'<a href="#(\w+)"><code>(\w+)</code></a>\s*\((\w[\w ]*)\): Score: ([\d.]+) / ([\d.]+)', contents)
+    assert [(anchor == name, kind) for anchor, name, kind, _, _ in named] == [(True, "tests")] * 11
+    assert {name: float(score) for _, name, _, score, _ in named}["linear_backward"] == 0
+
+
+def test_answers_still_to_be_graded_by_hand_say_so_instead_of_zero(pages):
+    page = pages["ps3"].read_text()
+    assert re.search(r"<code>relu_written</code></a>\s*\(written answer\): <span class=\"ungraded\">to be graded by hand "
+                     r"\(1.0 points\)", page)
+    assert "12.0 points still to be graded by hand" in page  # the written answers of ps3
+
+
+def test_the_page_loads_nothing_from_the_internet_and_its_math_is_mathml(pages):
+    page = pages["ps1"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page fetches from the internet"
+    assert page.count("<math") > 20 and not re.search(r"\$[^$\s][^$]*\\[a-z]+[^$]*\$", page), "LaTeX left as text"
+
+
+def test_the_failure_message_wraps_and_the_math_renders_in_headless_chromium(pages, tmp_path):
+    """The browser lays the page out: no error message is wider than its box, and every formula
+    is laid out as MathML, with a height."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs Debian's package where it runs as root)")
+    probe = """<script>addEventListener("load", () => {
+      const wide = [...document.querySelectorAll("div.output_error pre")].filter(p => p.scrollWidth > p.clientWidth + 1);
+      const maths = [...document.querySelectorAll("math")];
+      const laid = maths.filter(m => getComputedStyle(m).display.includes("math") && m.getBoundingClientRect().height > 5);
+      document.body.setAttribute("data-probe", `errors=${document.querySelectorAll("div.output_error pre").length} wide=${wide.length} maths=${maths.length} laid=${laid.length}`);
+    });</script>"""
+    page = tmp_path / "page.html"
+    page.write_text(pages["ps1"].read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,1000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    numbers = dict(re.findall(r"(\w+)=(\d+)", re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert int(numbers["errors"]) >= 1 and int(numbers["wide"]) == 0, numbers
+    assert int(numbers["maths"]) > 20 and numbers["laid"] == numbers["maths"], numbers
