@@ -1,6 +1,7 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
 import copy
 import csv
+import json
 import os
 import re
 import secrets
@@ -307,9 +308,9 @@ class GetGrades(nbgrader_preprocessors.GetGrades):
         return nb, resources
 
     def _get_score(self, cell, resources):
-        super()._get_score(cell, resources)
         grade = self.gradebook.find_grade(cell.metadata.nbgrader["grade_id"], self.notebook_id, self.assignment_id,
                                           self.student_id)
+        cell.metadata.nbgrader["score"], cell.metadata.nbgrader["points"] = grade.score, grade.max_score
         cell.metadata.nbgrader["ungraded"] = grade.manual_score is None and grade.auto_score is None
         self._ungraded_points += grade.max_score if cell.metadata.nbgrader["ungraded"] else 0
 
@@ -463,9 +464,10 @@ class FeedbackHTMLExporter(HTMLExporter):
     math is MathML made here: it renders without MathJax, which a page opened offline cannot load.
 
     It is also faster when a process makes the feedback of many students: it compiles its
-    templates once per process instead of once per page (a tenth of a second each), and adds the
-    alt text and tabindex attributes that HTMLExporter adds without parsing the whole page with
-    BeautifulSoup (a twelfth of a second a page).
+    templates once per process instead of once per page (a tenth of a second each), renders each
+    Markdown cell and highlights each code cell once per process (a class's pages share most of
+    their cells: the release's), and adds the alt text and tabindex attributes that HTMLExporter
+    adds without parsing the whole page with BeautifulSoup (a twelfth of a second a page).
     """
 
     def __init__(self, config=None, **kwargs):
@@ -481,11 +483,12 @@ class FeedbackHTMLExporter(HTMLExporter):
         if self.template_name != "course_feedback":
             return super().markdown2html(context, source)
         cell = context.get("cell", {})
-        renderer = _MathMLRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
-                                   path=context.get("resources", {}).get("metadata", {}).get("path", ""),
-                                   anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
-                                   **self.lexer_options)
-        return MarkdownWithMath(renderer=renderer).render(source)
+        options = dict(attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                       path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                       anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                       **self.lexer_options)
+        key = None if self.embed_images else ("markdown", source, json.dumps(options, sort_keys=True, default=str))
+        return _remembered(key, lambda: MarkdownWithMath(renderer=_MathMLRenderer(escape=False, **options)).render(source))
 
     def _create_environment(self):
         environment = super()._create_environment()
@@ -496,12 +499,39 @@ class FeedbackHTMLExporter(HTMLExporter):
         # HTMLExporter.from_notebook_node up to its BeautifulSoup pass, which _accessible replaces
         language = nb.metadata.get("language_info", {})
         lexer = language.get("pygments_lexer", language.get("name", None))
-        self.register_filter("highlight_code", self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self)))
+        highlight = self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
+        self.register_filter("highlight_code", _RememberedHighlight(highlight) if isinstance(highlight, Highlight2HTML) else highlight)
         resources = self._init_resources(resources)
         self.register_filter("filter_data_type", WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self,
                                                                        resources=resources))
         html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
         return _accessible(html), resources
+
+
+_REMEMBERED = {}  # what the feedback pages of this process rendered: (kind, source, options) -> HTML
+
+
+def _remembered(key, render):
+    """``render()``, or what it returned the last time for ``key`` (None: not to be remembered)."""
+    if key is None:
+        return render()
+    if key not in _REMEMBERED:
+        if len(_REMEMBERED) > 20_000:  # a very long batch: start again rather than grow
+            _REMEMBERED.clear()
+        _REMEMBERED[key] = render()
+    return _REMEMBERED[key]
+
+
+class _RememberedHighlight:
+    """nbconvert's highlight_code filter (a Highlight2HTML), through _remembered."""
+
+    def __init__(self, highlight):
+        self.highlight = highlight
+
+    def __call__(self, source, language=None, metadata=None):
+        key = ("code", source, repr((self.highlight.pygments_lexer, self.highlight.extra_formatter_options, language,
+                                     (metadata or {}).get("magics_language"))))
+        return _remembered(key, lambda: self.highlight(source, language, metadata))
 
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")

@@ -63,3 +63,30 @@ def test_the_failure_message_wraps_and_the_math_renders_in_headless_chromium(pag
     numbers = dict(re.findall(r"(\w+)=(\d+)", re.search(r'data-probe="([^"]*)"', dom).group(1)))
     assert int(numbers["errors"]) >= 1 and int(numbers["wide"]) == 0, numbers
     assert int(numbers["maths"]) > 20 and numbers["laid"] == numbers["maths"], numbers
+
+
+def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
+    """The exporter renders each Markdown cell and highlights each code cell once per process."""
+    import os
+
+    import nbgrader
+    from traitlets.config import Config
+
+    from coursekit import nbgrader_plugins
+    from coursekit.submissions import release_notebook
+
+    config = Config()  # what nbgrader's generate_feedback configures
+    config.HTMLExporter.template_name = "feedback"
+    formgrader = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
+    config.HTMLExporter.extra_template_basedirs = [os.path.join(formgrader, "templates")]
+    config.HTMLExporter.extra_template_paths = [os.path.join(formgrader, "static", "node_modules", "bootstrap", "dist", "css")]
+    resources = {"nbgrader": {"notebook": "ps3", "score": 0, "max_score": 59, "late_penalty": 0, "ungraded_points": 12}}
+    notebook = release_notebook("ps3")
+    for cell in notebook.cells:  # as GetGrades leaves them
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.metadata.nbgrader.update(score=0.0, ungraded=cell.cell_type == "markdown", comment=None)
+    nbgrader_plugins._REMEMBERED.clear()
+    pages = [nbgrader_plugins.FeedbackHTMLExporter(config=config).from_notebook_node(notebook, resources)[0]
+             for _ in range(2)]
+    pages = [re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", page) for page in pages]
+    assert len(nbgrader_plugins._REMEMBERED) > 50 and pages[0] == pages[1] and pages[0].count("<math") > 50
