@@ -10,7 +10,7 @@ notebook is graded.
   torchvision, where it is installed and may download; the same code then trains on it.
 """
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ class Dataset:
     - X_test, y_test: the same for the test set.
     - num_classes (int).
     - image_shape (tuple or None): (height, width) when the features are an image's pixels.
+    - X_val, y_val: a validation set taken from the training rows (``load(...,
+      validation_fraction=...)``), for choosing hyperparameters; None otherwise.
     """
 
     name: str
@@ -35,6 +37,8 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     image_shape: tuple = None
+    X_val: np.ndarray = None
+    y_val: np.ndarray = None
 
     @property
     def num_features(self):
@@ -73,6 +77,13 @@ def _split(name, X, y, test_fraction, seed, **extra):
     n_test = int(round(test_fraction * len(X)))
     test, train = order[:n_test], order[n_test:]
     return Dataset(name, X[train], y[train], X[test], y[test], int(y.max()) + 1, **extra)
+
+
+def _hold_out(data, fraction):
+    """``data`` with the first ``fraction`` of its (shuffled) training rows moved to a validation set."""
+    n_val = int(round(fraction * len(data.X_train)))
+    return replace(data, X_train=data.X_train[n_val:], y_train=data.y_train[n_val:],
+                   X_val=data.X_train[:n_val], y_val=data.y_train[:n_val])
 
 
 def _sklearn_file(filename):
@@ -115,8 +126,10 @@ def _fashion_mnist(test_fraction, seed):
 LOADERS = {"digits": _digits, "iris": _iris, "fashion_mnist": _fashion_mnist}
 
 
-def load(name="digits", test_fraction=0.2, seed=0):
-    """Load a dataset by name (see the module docstring), split into training and test sets."""
+def load(name="digits", test_fraction=0.2, seed=0, validation_fraction=0.0):
+    """Load a dataset by name (see the module docstring), split into training and test sets, and
+    with ``validation_fraction`` of the training rows held out as a validation set."""
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {sorted(LOADERS)}")
-    return LOADERS[name](test_fraction, seed)
+    data = LOADERS[name](test_fraction, seed)
+    return _hold_out(data, validation_fraction) if validation_fraction else data

@@ -551,6 +551,11 @@ class _MathMLRenderer(IPythonRenderer):
         return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block") or super().latex_environment(name, body)
 
 
+def markdown_with_mathml(source):
+    """Markdown as HTML, its math as MathML (as on the feedback pages)."""
+    return MarkdownWithMath(renderer=_MathMLRenderer(escape=False)).render(source)
+
+
 def _mathml(latex, display):
     try:
         return latex2mathml.converter.convert(latex, display=display)

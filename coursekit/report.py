@@ -1,7 +1,8 @@
 """The instructor's view of a graded assignment: score table, plots, tamper report, errors.
 
 ``write()`` makes ``reports/<assignment>/``: report.html with score_histogram.png and
-failure_rates.png, tamper.csv and errors.csv, and returns the score table as text.
+failure_rates.png, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
+answers, and returns the score table as text.
 """
 import csv
 import html
@@ -89,6 +90,41 @@ def _plots(folder, graded):
     return dict(zip(cells, rates))
 
 
+def grading_sheet(course, assignment):
+    """The TAs' sheet for the written answers of ``assignment``: each question as students read
+    it, its points, and the model answer and rubric from the source notebook (between its
+    solution markers). None if the assignment has no written answers."""
+    import nbformat
+
+    from coursekit.nbgrader_plugins import markdown_with_mathml
+    from coursekit.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
+
+    source = Path(course) / "source" / assignment / f"{assignment}.ipynb"
+    cells = nbformat.read(source, as_version=4).cells if source.exists() else []
+    sections = []
+    for question, answer in zip(cells, cells[1:]):
+        meta = answer.metadata.get("nbgrader", {})
+        if answer.cell_type == "markdown" and meta.get("solution") and meta.get("grade"):
+            model = "\n".join(marked_lines(answer.source, SOLUTION_BEGIN, SOLUTION_END))
+            points = meta.get("points", 0)
+            sections.append(f"<h2><code>{html.escape(meta['grade_id'])}</code> ({points:g} point{'' if points == 1 else 's'})</h2>"
+                            f"<div class=\"question\">{markdown_with_mathml(question.source)}</div>"
+                            f"<h3>Model answer and rubric</h3><div class=\"answer\">{markdown_with_mathml(model)}</div>")
+    if not sections:
+        return None
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{assignment}: grading sheet</title>
+<style>body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }} .question {{ color: #444; }}
+.answer {{ background: #f6f6f6; padding: 0.2em 1em; }}</style>
+</head><body>
+<h1>{assignment}: grading sheet for the written answers</h1>
+<p>Grade each answer in formgrader; this sheet holds what students do not see: the model answer
+and the rubric, from <code>source/{assignment}/{assignment}.ipynb</code>.</p>
+{"".join(sections)}
+</body></html>
+"""
+
+
 def _table(rows, header):
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -122,6 +158,9 @@ def write(course, assignment, worker_results):
                                  *[(s, "yes", e) for s, e in sorted(notes.items())]])
 
     table = score_table(graded, students, errors)
+    sheet = grading_sheet(course, assignment)
+    if sheet is not None:
+        (folder / "grading_sheet.html").write_text(sheet)
     (folder / "report.html").write_text(f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{assignment}: grading report</title>
 <style>body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
@@ -141,6 +180,7 @@ human to look at).</p>
 {_table(tamper, ["student", "cell", "line", "finding"])}
 <h2>Errors</h2>{_table(sorted(errors.items()) + sorted(notes.items()), ["student", "error"])}
 <h2>Needs manual grading</h2>{_table([(s,) for s in manual], ["student"])}
+{'<p>The <a href="grading_sheet.html">grading sheet</a> has each written question with its model answer and rubric.</p>' if sheet else ""}
 </body></html>
 """)
     summary = [table, ""]

@@ -31,9 +31,13 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
         assert float(exported[student]["score"]) == demo_class[student][1]
     report = (course / "reports" / assignment / "report.html").read_text()
     manual = report.split("<h2>Needs manual grading</h2>")[1]
-    if written_cells(nbformat.read(source_notebook(assignment), as_version=4)):
+    written = written_cells(nbformat.read(source_notebook(assignment), as_version=4))
+    if written:
         assert "<td>ada</td>" in manual and "<td>blake</td>" not in manual, \
             "written answers are listed for manual grading (a blank one scores 0 without a human)"
+        sheet = (course / "reports" / assignment / "grading_sheet.html").read_text()
+        assert 'href="grading_sheet.html"' in manual and sheet.count("Model answer and rubric") == len(written)
+        assert all(f"<code>{grade_id}</code>" in sheet for grade_id in written) and sheet.count("Rubric (") == len(written)
     else:
-        assert "None." in manual
+        assert "None." in manual and not (course / "reports" / assignment / "grading_sheet.html").exists()
     assert_feedback_hides_hidden_tests(assignment, course.glob(f"feedback/*/{assignment}/{assignment}.html"))

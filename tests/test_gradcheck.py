@@ -218,3 +218,33 @@ def test_require_torch_explains_a_missing_pytorch():
     require_torch(object())
     with pytest.raises(TestFailure, match="needs PyTorch"):
         require_torch(None)
+
+
+def test_a_failed_visible_test_shows_its_message_first_without_a_traceback_into_the_helpers(tmp_path):
+    """In a kernel, as a student runs the release: the message, wrapped so that `nbgrader
+    validate` (which cuts lines at 90 characters) shows all of it, then the student's own lines."""
+    import re
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from coursekit import COURSE_ROOT
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import numpy as np\nclass Layer:\n    def forward(self, x):\n"
+                                  "        return x @ np.ones((4, 5))"),
+        nbformat.v4.new_code_cell("from gradcheck import call, check_close\n"
+                                  "check_close('Layer.forward(x)', np.zeros((3, 2)), np.ones((3, 2)), hints=[(np.zeros((3, 2)), "
+                                  "'the output of a layer whose weights are all one is the row sums of its input, "
+                                  "copied into every column')])"),
+        nbformat.v4.new_code_cell("from gradcheck import call\ncall('Layer.forward(x)', Layer().forward, np.ones((2, 3)))"),
+    ])
+    NotebookClient(notebook, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(COURSE_ROOT / "release" / "ps1")}}).execute()
+    (close,), (raised,) = ([o for o in cell.outputs if o.output_type == "error"] for cell in notebook.cells[1:])
+    for error in (close, raised):
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in error.traceback]
+        assert lines[0].startswith("TestFailure: Layer.forward(x)") and all(len(line) <= 80 for line in lines), lines
+        assert not any("gradcheck" in line or "File " in line for line in lines), lines
+    assert "copied into every column" in " ".join(close.traceback)
+    assert raised.traceback[-2:] == ["Your code raised it here:", "    in forward, line 4: return x @ np.ones((4, 5))"]

@@ -18,10 +18,10 @@ import pytest
 from nbgrader.api import Gradebook
 from nbgrader.utils import parse_utc
 
+from coursekit import COURSE_ROOT
 from coursekit.grading import _environment, copy_course, nbgrader
 from coursekit.submissions import Bug, Solution
 
-COURSE_ID = "dl-from-scratch"
 AS_STUDENT = ("import sys, nbgrader.utils; student = sys.argv.pop(1); "
               "nbgrader.utils.get_osusername = lambda: student; "
               "from nbgrader.apps.nbgraderapp import main; main()")
@@ -45,15 +45,21 @@ def instructor(course, *args):
     return result
 
 
-def student_submits(student, submission, exchange, homes):
-    home = homes / student
+def student_setup(home, exchange):
+    """student/setup.sh in a new home folder: the course's student config, no instructor menus."""
     home.mkdir(parents=True)
-    options = [f"--Exchange.root={exchange}", "--course", COURSE_ID]
-    as_student(student, home, "fetch_assignment", "ps1", *options)
+    env = {**_environment(), "HOME": str(home), "EXCHANGE": str(exchange)}
+    subprocess.run(["sh", str(COURSE_ROOT / "student" / "setup.sh")], env=env, check=True, capture_output=True)
+    return home
+
+
+def student_submits(student, submission, exchange, homes):
+    home = student_setup(homes / student, exchange)
+    as_student(student, home, "fetch_assignment", "ps1")  # the course and exchange from setup.sh's config
     path = home / "ps1" / "ps1.ipynb"
     release = nbformat.read(path, as_version=4)
     path.write_bytes(submission.content("ps1", release))
-    as_student(student, home, "submit", "ps1", *options)
+    as_student(student, home, "submit", "ps1")
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +135,7 @@ def test_every_student_fetches_feedback_and_honest_ones_are_not_in_the_tamper_re
     course = graded_terms["make grade"]
     instructor(course, "release_feedback", "ps1")
     for student in ("alice", "bob", "carol"):
-        as_student(student, term["homes"] / student, "fetch_feedback", "ps1",
-                   f"--Exchange.root={term['exchange']}", "--course", COURSE_ID)
+        as_student(student, term["homes"] / student, "fetch_feedback", "ps1")
         pages = list((term["homes"] / student / "ps1" / "feedback").glob("*/ps1.html"))
         assert len(pages) == 1, student
     with open(course / "reports" / "ps1" / "tamper.csv", newline="") as f:
@@ -166,3 +171,11 @@ def test_a_tas_hand_grade_and_comment_survive_a_regrade_and_reach_the_feedback(g
         assert gradebook.find_comment("linear", "ps1", "ps1", "carol").manual_comment.startswith("Right idea")
     page = (course / "feedback" / "carol" / "ps1" / "ps1.html").read_text()
     assert "once too often" in page and f"{grade.max_score - 0.5:g}" in page
+
+
+def test_students_see_no_instructor_menus(term):
+    listed = subprocess.run(["jupyter", "labextension", "list"], env={**_environment(), "HOME": str(term["homes"] / "alice")},
+                            capture_output=True, text=True, check=True)
+    disabled = (listed.stdout + listed.stderr).split("Disabled extensions:")[1]
+    assert "@jupyter/nbgrader:formgrader" in disabled and "@jupyter/nbgrader:create-assignment" in disabled
+    assert "@jupyter/nbgrader:assignment-list" not in disabled  # what students use stays

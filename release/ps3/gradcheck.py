@@ -10,6 +10,8 @@ recognisable, without giving the answer away.
 import builtins
 import contextlib
 import sys
+import textwrap
+import traceback
 import types
 import warnings
 from types import SimpleNamespace as Namespace  # noqa: F401 - stand-in objects for tests (e.g. a layer for SGD)
@@ -53,9 +55,25 @@ _settrace, _gettrace = sys.settrace, sys.gettrace
 
 
 class TestFailure(AssertionError):
-    """A test found a wrong answer; the message says what is wrong in one line."""
+    """A test found a wrong answer; the message says what is wrong in one line.
+
+    In a notebook, IPython shows a TestFailure as its message alone, wrapped to 80 columns (as
+    ``nbgrader validate`` shows it too, which cuts longer lines), with no traceback into this
+    file; when the student's code raised, the lines of it where it did follow.
+    """
 
     __test__ = False  # not a pytest test class
+    WIDTH = 80
+    student_frames = ()  # (function, line number, code) of the student's code that raised
+
+    def _render_traceback_(self):
+        lines = textwrap.wrap(f"{type(self).__name__}: {self}", self.WIDTH, break_long_words=False,
+                              break_on_hyphens=False, subsequent_indent="    ")
+        lines[0] = lines[0].replace(type(self).__name__, f"\x1b[0;31m{type(self).__name__}\x1b[0m", 1)
+        if self.student_frames:
+            lines.append("Your code raised it here:")
+            lines += [f"    in {function}, line {number}: {code}"[:self.WIDTH] for function, number, code in self.student_frames]
+        return lines
 
 
 @contextlib.contextmanager
@@ -86,7 +104,15 @@ def call(what, fn, *args, **kwargs):
         raise TestFailure(f"{what} hit a floating-point problem ({error}): "
                           "does it overflow for large inputs?") from None
     except Exception as error:  # noqa: BLE001 - any student error is a failed test
-        raise TestFailure(f"{what} raised {type(error).__name__}: {error}") from None
+        failure = TestFailure(f"{what} raised {type(error).__name__}: {error}")
+        failure.student_frames = _student_frames(error.__traceback__)
+        raise failure from None
+
+
+def _student_frames(trace, most=3):
+    """The innermost ``most`` frames of ``trace`` that are not in this file: (function, line, code)."""
+    frames = [frame for frame in traceback.extract_tb(trace) if frame.filename != __file__]
+    return tuple((frame.name, frame.lineno, (frame.line or "").strip()) for frame in frames[-most:])
 
 
 def _describe_shape_mistake(actual_shape, expected_shape):

@@ -8,10 +8,10 @@ AUTOGRADING = os.environ.get("NBGRADER_EXECUTION") == "autograde"
 
 
 def plot_search(search):
-    """Training loss per epoch for every setting of the search, labelled with its test accuracy.
+    """Training loss per epoch for every setting of the search, labelled with its validation accuracy.
 
     Args:
-    - search (dict): {(learning rate, hidden units): (losses per epoch, test accuracy)}.
+    - search (dict): {(learning rate, hidden units): (losses per epoch, validation accuracy)}.
     """
     if AUTOGRADING:
         return
@@ -22,7 +22,7 @@ def plot_search(search):
         ax.plot(range(1, len(losses) + 1), losses, label=f"lr {lr}, {num_hidden} hidden: {accuracy:.0%}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss")
-    ax.set_title("Hyperparameter search on iris (test accuracy in the legend)")
+    ax.set_title("Hyperparameter search on iris (validation accuracy in the legend)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
