@@ -37,11 +37,13 @@ sandbox:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
 	  || { echo "bubblewrap (bwrap) is needed to grade: install Debian's bubblewrap package as root"; exit 1; }
 
-## Debian's chromium, for the test that renders a feedback page (installed where we are root).
+## Debian's chromium and chromium-driver, for the tests that look at feedback pages and JupyterLab
+## (installed where we are root).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium is not installed: the feedback screenshot test will be skipped"
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "chromium or chromium-driver is not installed: the browser tests will be skipped"
 
 ## Run the whole test suite.
 test: venv browser
