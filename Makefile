@@ -5,7 +5,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test release grade venv sandbox browser clean-grading
+.PHONY: demo test quick release grade venv sandbox browser clean-grading
 
 venv: $(VENV)/.installed sandbox
 
@@ -27,9 +27,8 @@ demo: release
 	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.demo $$a || exit 1; done
 
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786]
-A ?= ps1
 grade: venv
-	$(PY) -m coursekit.grade $(A) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK))
+	$(PY) -m coursekit.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK))
 
 ## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/sandbox.py).
 sandbox:
@@ -45,9 +44,13 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "chromium or chromium-driver is not installed: the browser tests will be skipped"
 
-## Run the whole test suite.
+## Run the whole test suite (CI's command), or one assignment's tests: make test A=ps3
 test: venv browser
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(A),-m $(A))
+
+## The quick loop: every test that does not grade a class or run a whole workflow [A=ps3]
+quick: venv browser
+	$(PY) -m pytest -m "$(if $(A),$(A) and )not slow"
 
 ## Remove grading output (never student submissions).
 clean-grading:

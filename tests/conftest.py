@@ -25,15 +25,55 @@ def _submissions(assignment, kind):
     return submissions
 
 
+# --- markers: `-m ps3` runs one assignment's tests, `-m "not slow"` the quick loop (make quick) ----
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: grades a class or runs a whole workflow (left out by make quick)")
+    config.addinivalue_line("markers", "reads(*names): the catalog submissions a test reads (the rest need not be graded)")
+    for assignment in ASSIGNMENTS:
+        config.addinivalue_line("markers", f"{assignment}: a test of {assignment} (make test A={assignment})")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(items):
+    """Mark each test parametrized by an assignment with it."""
+    for item in items:
+        assignment = getattr(getattr(item, "callspec", None), "params", {}).get("assignment")
+        if assignment in ASSIGNMENTS:
+            item.add_marker(assignment)
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_finish(session):
+    """Note which catalog submissions the selected tests read (CATALOG_NEEDS), so that
+    `-k one_bug` grades one bug, not the whole catalog."""
+    CATALOG_NEEDS.clear()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        assignment = params.get("assignment")
+        if "graded" in getattr(item, "fixturenames", ()) and assignment:
+            kind = "cheats" if "cheat" in item.originalname else "catalog"
+            reads = item.get_closest_marker("reads")
+            CATALOG_NEEDS.setdefault((assignment, kind), set()).update(
+                [params["name"]] if "name" in params else reads.args if reads else _submissions(assignment, kind))
+
+
+CATALOG_NEEDS = {}  # (assignment, kind) -> names of the submissions the selected tests read
+
+
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory):
     """graded(assignment, kind) -> {name: Result}, autograded by nbgrader once per session: kind
-    "catalog" is the solution, the blank release, every bug and every variant; "cheats" the cheats."""
+    "catalog" is the solution, the blank release, every bug and every variant; "cheats" the cheats
+    (of each, the ones that the selected tests read)."""
     done = {}
 
     def grade(assignment, kind):
         if (assignment, kind) not in done:
-            done[assignment, kind] = grade_submissions(assignment, _submissions(assignment, kind),
+            wanted = CATALOG_NEEDS.get((assignment, kind))
+            submissions = {name: submission for name, submission in _submissions(assignment, kind).items()
+                           if wanted is None or name in wanted}
+            done[assignment, kind] = grade_submissions(assignment, submissions,
                                                        tmp_path_factory.mktemp(f"{assignment}-{kind}"), feedback=False)
         return done[assignment, kind]
 

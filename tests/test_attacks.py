@@ -21,6 +21,8 @@ from coursekit.grading import copy_course, nbgrader, results
 from coursekit.sandbox import UIDS
 from coursekit.submissions import Solution, submit
 
+pytestmark = [pytest.mark.slow, pytest.mark.ps1]
+
 CATALOG = CATALOGS["ps1"]
 BUGS = {bug.name: bug for bug in CATALOG.BUGS}
 HONEST = {"solution": Solution(), "variant": CATALOG.VARIANTS[0],

@@ -9,6 +9,8 @@ from coursekit.solutions import answer_cells, source_notebook
 from coursekit.submissions import Solution
 from coursekit.tamper import scan_code
 
+pytestmark = pytest.mark.slow
+
 # Training uses every class, so any bug may cost its points too; every other part is isolated.
 SHARED_PARTS = {"training"}
 BUGS = [(a, bug.name) for a in ASSIGNMENTS for bug in CATALOGS[a].BUGS]
@@ -33,6 +35,7 @@ def test_catalog_is_big_and_well_formed(assignment):
         assert answers[bug.cell] != Solution().answers(assignment)[bug.cell]
 
 
+@pytest.mark.reads("solution", "blank")
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solution_gets_full_marks_and_blank_release_zero(graded, assignment):
     graded = graded(assignment, "catalog")

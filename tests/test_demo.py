@@ -10,6 +10,8 @@ from conftest import ASSIGNMENTS, CATALOGS, assert_feedback_hides_hidden_tests
 from coursekit.grading import copy_course, nbgrader
 from coursekit.solutions import source_notebook, written_cells
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):

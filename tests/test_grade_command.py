@@ -11,6 +11,8 @@ from coursekit.solutions import source_notebook
 from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
 from coursekit.tamper import scan_code
 
+pytestmark = [pytest.mark.slow, pytest.mark.ps1]
+
 CATALOG = load_fixtures(FIXTURES / "ps1_submissions.py")
 BUGS = {bug.name: bug for bug in CATALOG.BUGS}
 TEST_CELLS = {cell.metadata.nbgrader.grade_id for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells

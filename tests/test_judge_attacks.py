@@ -7,6 +7,8 @@ from conftest import CATALOGS
 from coursekit.grading import grade_submissions
 from coursekit.submissions import Solution
 
+pytestmark = pytest.mark.slow
+
 ASSIGNMENTS = ["ps2", "ps3"]
 CASES = [(assignment, attack.name) for assignment in ASSIGNMENTS for attack in CATALOGS[assignment].JUDGE_ATTACKS]
 

@@ -22,6 +22,8 @@ from coursekit import COURSE_ROOT
 from coursekit.grading import _environment, copy_course, nbgrader
 from coursekit.submissions import Bug, Solution
 
+pytestmark = [pytest.mark.slow, pytest.mark.ps1]
+
 AS_STUDENT = ("import sys, nbgrader.utils; student = sys.argv.pop(1); "
               "nbgrader.utils.get_osusername = lambda: student; "
               "from nbgrader.apps.nbgraderapp import main; main()")
