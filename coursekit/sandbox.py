@@ -37,7 +37,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Type, default
 
-from coursekit import COURSE_ROOT
+from coursekit import COURSE_ROOT, IN_THE_KERNEL, SANDBOX_SETUP
 from coursekit.confine import SCRATCH, SCRATCH_BYTES, STAGING
 
 # Unix socket paths are limited to 107 bytes: kernel folders live in a short directory.
@@ -67,7 +67,7 @@ def bwrap():
 # What a kernel sees of the course package: the helpers the visible tests use, the judge's agent
 # and what the zygote runs. None of it holds a solution, a reference value or a hidden test
 # (those stay with the judge: coursekit.judge).
-KERNEL_MODULES = ("__init__.py", "agent.py", "gradcheck.py", "confine.py", "sandbox.py", "warm_kernels.py")
+KERNEL_MODULES = ("__init__.py", *(f"{name}.py" for name in IN_THE_KERNEL + SANDBOX_SETUP))
 
 
 def _read_only_view():

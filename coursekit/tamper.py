@@ -11,12 +11,13 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit import IN_THE_KERNEL
 from coursekit.solutions import answer_cells
 
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
-                     "inspect", "IPython", "ipykernel", "gradcheck", "coursekit", "shutil", "pathlib",
-                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types"}
+                     "inspect", "IPython", "ipykernel", "coursekit", *IN_THE_KERNEL, "shutil", "pathlib",
+                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq"}
 # Answer cells whose task needs one of those modules, by grade_id (ps3's PyTorch part).
 PERMITTED_MODULES = {"pytorch": {"torch"}}
 # Names whose use in an answer reaches into the interpreter or the tests.

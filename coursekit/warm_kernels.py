@@ -26,6 +26,7 @@ import time
 
 from traitlets import List
 
+from coursekit import IN_THE_KERNEL
 from coursekit.confine import enter_forked_sandbox, kernel_environment
 from coursekit.sandbox import KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv
 
@@ -35,7 +36,7 @@ LAUNCHER = ["-m", "ipykernel_launcher"]
 ALWAYS = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
           "IPython.core.completerlib", "IPython.core.oinspect", "IPython.extensions.storemagic", "psutil",
           "sqlite3", "tornado.platform.asyncio", "zmq",
-          "numpy", "numpy.random", "numpy.testing", "coursekit.gradcheck", "coursekit.agent"]
+          "numpy", "numpy.random", "numpy.testing", *(f"coursekit.{name}" for name in IN_THE_KERNEL)]
 
 # Heavy modules worth importing once in the zygote when a notebook uses them (each is known to
 # start no thread on import: a fork keeps only the thread that forks).
