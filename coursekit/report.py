@@ -1,14 +1,16 @@
 """The instructor's view of a graded assignment: score table, plots, tamper report, errors.
 
 ``write()`` makes ``reports/<assignment>/``: report.html with score_histogram.png and
-failure_rates.png, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
+failure_rates.png, mistakes.csv, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
 answers, and returns the score table as text.
 """
 import csv
 import html
+import re
+from collections import Counter
 from pathlib import Path
 
-from coursekit.grading import results as gradebook_results
+from coursekit.grading import failure_messages, results as gradebook_results
 from coursekit.tamper import scan_folder, scan_notebook
 
 
@@ -55,6 +57,47 @@ def score_table(graded, students, errors):
         scores = result.parts()
         lines.append(row(student, [f"{scores.get(p, 0):g}" for p in parts], f"{result.total:g}"))
     return "\n".join(lines)
+
+
+def mistake(message):
+    """The kind of mistake a one-line failure message names: its hint when it has one (after the
+    last "; ", or a parenthesised "...?" at its end), else its words without the case's numbers."""
+    if "; " in message:
+        return message.rsplit("; ", 1)[1]
+    hint = _last_parenthetical(message)
+    if hint and ("?" in hint or ":" in hint):
+        return hint
+    raised = re.search(r" raised (\w+)", message)
+    if raised:
+        return f"raised {raised.group(1)}"
+    if " has shape " in message:
+        return "the wrong shape"
+    return re.sub(r"-?\d[\d.e+-]*", "#", message.split(": largest error")[0])[:120]
+
+
+def _last_parenthetical(text):
+    """The text inside the parentheses that end ``text`` (nested ones included), or None."""
+    if not text.endswith(")"):
+        return None
+    depth = 0
+    for index in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[index + 1:-1]
+    return None
+
+
+def mistakes(graded):
+    """{test cell: [(mistake, students)]}, most common first: the kinds of mistake (see
+    ``mistake``) that the failure messages of the graded students name, one count per student."""
+    counts = {}
+    for result in graded.values():
+        if result.autograded is None:
+            continue
+        for cell, errors in failure_messages(result.autograded).items():
+            for kind in {mistake(text) for _, text in errors}:
+                counts.setdefault(cell, Counter())[kind] += 1
+    return {cell: found.most_common() for cell, found in counts.items()}
 
 
 def _plots(folder, graded):
@@ -151,6 +194,12 @@ def write(course, assignment, worker_results):
     manual = sorted(s for s, r in worker_results.items() if any(g[3] for g in r["grades"]))
     rates = _plots(folder, graded)
 
+    found = mistakes(graded)
+    complete = sum(1 for r in graded.values() if r.cells) or 1
+    with open(folder / "mistakes.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("test cell", "mistake", "students", "share of graded students"),
+                                 *[(cell, kind, n, f"{n / complete:.2f}") for cell, kinds in found.items()
+                                   for kind, n in kinds]])
     with open(folder / "tamper.csv", "w", newline="") as f:
         csv.writer(f).writerows([("student", "cell", "line", "finding"), *tamper])
     with open(folder / ERRORS, "w", newline="") as f:
@@ -172,7 +221,12 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }} pre {{ 
 <h2>Scores</h2><pre>{html.escape(table)}</pre>
 <img src="score_histogram.png" alt="score histogram">
 <h2>Failure rate per test cell</h2><img src="failure_rates.png" alt="failure rate per test cell">
-{_table([(c, f"{100 * r:.0f}%") for c, r in sorted(rates.items(), key=lambda kv: -kv[1])], ["test cell", "failed"])}
+<h3>What the class got wrong</h3>
+<p>Per test cell, the mistakes that its failure messages name (their hints), each with the share
+of graded students who made it (mistakes.csv has them all).</p>
+{_table([(cell, f"{100 * rate:.0f}%", "; ".join(f"{100 * n / complete:.0f}% {kind}" for kind, n in found.get(cell, [])[:4]))
+         for cell, rate in sorted(rates.items(), key=lambda item: -item[1]) if rate or found.get(cell)],
+        ["test cell", "failed", "mistakes"])}
 <h2>Tamper report</h2>
 <p>Answer cells that import forbidden modules or touch the test machinery, and Python files handed
 in next to the notebook (the grader keeps such code from changing verdicts; this list is for a
