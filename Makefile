@@ -26,9 +26,9 @@ release: venv
 demo: release
 	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.demo $$a || exit 1; done
 
-## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786]
+## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
 grade: venv
-	$(PY) -m coursekit.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK))
+	$(PY) -m coursekit.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
 
 ## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/sandbox.py).
 sandbox:

@@ -369,13 +369,29 @@ def main(argv=None):
     parser.add_argument("--course", default=str(COURSE_ROOT))
     parser.add_argument("--jobs", type=int, default=None, help=f"local worker processes (default: {DEFAULT_JOBS}, two per core)")
     parser.add_argument("--dask", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    parser.add_argument("--dry-run", action="store_true", help="grade a copy of the course and print what would "
+                        "change; the gradebook, autograded/ and feedback/ stay as they are")
     args = parser.parse_args(argv)
-    from coursekit import report
+    from coursekit import regrade, report
 
-    results = grade_class(args.assignment, args.course, args.jobs, args.dask)
-    summary = report.write(args.course, args.assignment, results)  # (its errors.csv is part of the export)
-    nbgrader(args.course, "export")
+    course, assignment = Path(args.course), args.assignment
+    before = regrade.snapshot(course, assignment) if (course / "gradebook.db").exists() else {}
+    if args.dry_run:
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = regrade.dry_copy(course, assignment, scratch)
+            grade_class(assignment, copy, args.jobs, args.dask)
+            found = regrade.changes(before, regrade.snapshot(copy, assignment))
+        print(regrade.as_text(found, version=regrade.tests_version(course, assignment)))
+        return 0
+    results = grade_class(assignment, course, args.jobs, args.dask)
+    after = regrade.snapshot(course, assignment)
+    previous = regrade.record(course, assignment, after)
+    found = regrade.changes(before, after) if before else None  # (None: the first grading)
+    summary = report.write(course, assignment, results, found, previous)  # (its errors.csv is part of the export)
+    nbgrader(course, "export")
     print(summary)
+    if found is not None:
+        print(regrade.as_text(found, previous, regrade.tests_version(course, assignment)))
     return 0
 
 

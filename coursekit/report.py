@@ -168,17 +168,29 @@ and the rubric, from <code>source/{assignment}/{assignment}.ipynb</code>.</p>
 """
 
 
+def _changes(changes, previous):
+    if changes is None:
+        return "<p>This is the first grading of the assignment.</p>"
+    since = f"the grading of {html.escape(previous['when'])} (tests {html.escape(previous['tests'])})" if previous else "the last grading"
+    rows = [(student, cell, "-" if old is None else f"{old:g}", "-" if new is None else f"{new:g}", message or "passes")
+            for student, cell, old, new, _, message in changes]
+    return (f"<p>Test cells whose score or message changed since {since}: {len(changes)}, of "
+            f"{len({row[0] for row in rows})} students.</p>" + _table(rows, ["student", "test cell", "was", "now", "message now"]))
+
+
 def _table(rows, header):
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>None.</p>"
 
 
-def write(course, assignment, worker_results):
+def write(course, assignment, worker_results, changes=None, previous=None):
     """Write the report for a graded assignment; return the score table.
 
     Args:
     - worker_results (dict): {student: result of coursekit.grade.grade_one}.
+    - changes (list): what changed since the previous grading (coursekit.regrade.changes), or
+      None for the first one; ``previous``: that run's record (when, tests version).
     """
     course = Path(course)
     folder = course / "reports" / assignment
@@ -227,6 +239,8 @@ of graded students who made it (mistakes.csv has them all).</p>
 {_table([(cell, f"{100 * rate:.0f}%", "; ".join(f"{100 * n / complete:.0f}% {kind}" for kind, n in found.get(cell, [])[:4]))
          for cell, rate in sorted(rates.items(), key=lambda item: -item[1]) if rate or found.get(cell)],
         ["test cell", "failed", "mistakes"])}
+<h2>Changes since the last grading</h2>
+{_changes(changes, previous)}
 <h2>Tamper report</h2>
 <p>Answer cells that import forbidden modules or touch the test machinery, and Python files handed
 in next to the notebook (the grader keeps such code from changing verdicts; this list is for a

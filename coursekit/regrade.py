@@ -1,0 +1,92 @@
+"""What a regrade changes: every `make grade` run is recorded (per student and test cell: the
+score and the message, and the version of the tests that gave them), and the report shows what
+changed since the run before, so that an instructor who fixes a test mid-term sees its effect on
+the class before releasing feedback. ``make grade A=<ps> DRY_RUN=1`` grades a copy of the course
+and shows the changes without touching the gradebook, ``autograded/`` or ``feedback/``.
+"""
+import datetime
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from coursekit import COURSE_ROOT
+from coursekit.grading import failure_messages, results
+
+
+def snapshot(course, assignment):
+    """{student: {cell: [score, message]}} for the graded submissions of ``assignment`` in ``course``
+    (the message is the cell's first failure message, "" when it passed)."""
+    found = {}
+    for student, result in results(course, assignment).items():
+        messages = failure_messages(result.autograded) if result.autograded else {}
+        found[student] = {cell: [score, messages.get(cell, [("", "")])[0][1]] for cell, score in result.cells.items()}
+    return found
+
+
+def tests_version(course, assignment):
+    """A hash of what decides the scores of ``assignment``: its source folder and the check code."""
+    digest = hashlib.sha256()
+    code = COURSE_ROOT / "coursekit"
+    paths = sorted((Path(course) / "source" / assignment).rglob("*")) + [
+        code / "judge" / f"{assignment}.py", code / "judge" / "__init__.py", code / "gradcheck.py", code / "agent.py"]
+    for path in paths:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def changes(before, after):
+    """[(student, cell, old score, new score, old message, new message)] for every test cell whose
+    score or message differs between two snapshots (a student graded in only one of them has
+    None for the other's scores)."""
+    found = []
+    for student in sorted(set(before) | set(after)):
+        old, new = before.get(student, {}), after.get(student, {})
+        for cell in sorted(set(old) | set(new)):
+            (old_score, old_message), (new_score, new_message) = old.get(cell, [None, ""]), new.get(cell, [None, ""])
+            if old_score != new_score or old_message != new_message:
+                found.append((student, cell, old_score, new_score, old_message, new_message))
+    return found
+
+
+def record(course, assignment, snap):
+    """Save this run's snapshot in reports/<assignment>/runs/; returns the previous run's record or None."""
+    folder = Path(course) / "reports" / assignment / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    earlier = sorted(folder.glob("*.json"))
+    previous = json.loads(earlier[-1].read_text()) if earlier else None
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+    run = {"when": when, "tests": tests_version(course, assignment), "students": snap}
+    (folder / f"{when}.json").write_text(json.dumps(run, indent=1, sort_keys=True))
+    return previous
+
+
+def dry_copy(course, assignment, scratch):
+    """A copy of what grading ``assignment`` reads of ``course`` (config, source, submissions,
+    gradebook), in ``scratch``: grading it leaves ``course`` as it was."""
+    course, scratch = Path(course), Path(scratch)
+    shutil.copy(course / "nbgrader_config.py", scratch)
+    for part in ("source", "submitted"):
+        for folder in sorted(course.glob(f"{part}/{assignment}")) + sorted(course.glob(f"{part}/*/{assignment}")):
+            shutil.copytree(folder, scratch / folder.relative_to(course), symlinks=False)
+    if (course / "gradebook.db").exists():
+        shutil.copy(course / "gradebook.db", scratch / "gradebook.db")
+    return scratch
+
+
+def as_text(found, previous=None, version=None):
+    """The changes as lines for the terminal."""
+    head = "Changes since the last grading"
+    if previous:
+        head += f" ({previous['when']}, tests {previous['tests']}" + (f" -> {version})" if version else ")")
+    if not found:
+        return f"{head}: none."
+    lines = [f"{head}: {len(found)} test cells of {len({s for s, *_ in found})} students"]
+    for student, cell, old, new, _, message in found:
+        lines.append(f"  {student} {cell}: {_points(old)} -> {_points(new)}" + (f"  ({message[:100]})" if message else ""))
+    return "\n".join(lines)
+
+
+def _points(score):
+    return "-" if score is None else f"{score:g}"
