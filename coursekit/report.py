@@ -1,7 +1,7 @@
 """The instructor's view of a graded assignment: score table, plots, tamper report, errors.
 
 ``write()`` makes ``reports/<assignment>/``: report.html with score_histogram.png and
-failure_rates.png, mistakes.csv, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
+failure_rates.png, mistakes.csv, similarity.html and .csv, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
 answers, and returns the score table as text.
 """
 import csv
@@ -168,6 +168,27 @@ and the rubric, from <code>source/{assignment}/{assignment}.ipynb</code>.</p>
 """
 
 
+def _similarity(course, assignment, folder, students):
+    """Compare the class's answer cells part by part (coursekit.similarity); the number of similar pairs."""
+    import nbformat
+
+    from coursekit import similarity
+    from coursekit.solutions import answer_cells
+
+    from coursekit.submissions import release_notebook
+
+    own = (Path(course) / "release" / assignment).exists()  # else the course repository's release
+    starters = answer_cells(release_notebook(assignment, course) if own else release_notebook(assignment))
+    answers = {}
+    for student in students:
+        path = Path(course) / "submitted" / student / assignment / f"{assignment}.ipynb"
+        try:
+            answers[student] = answer_cells(nbformat.read(path, as_version=4))
+        except Exception:  # noqa: BLE001 - an unreadable notebook is in the errors already
+            continue
+    return similarity.write_report(folder, assignment, answers, starters)
+
+
 def _changes(changes, previous):
     if changes is None:
         return "<p>This is the first grading of the assignment.</p>"
@@ -219,6 +240,7 @@ def write(course, assignment, worker_results, changes=None, previous=None):
                                  *[(s, "yes", e) for s, e in sorted(notes.items())]])
 
     table = score_table(graded, students, errors)
+    similar = _similarity(course, assignment, folder, students)
     sheet = grading_sheet(course, assignment)
     if sheet is not None:
         (folder / "grading_sheet.html").write_text(sheet)
@@ -241,6 +263,9 @@ of graded students who made it (mistakes.csv has them all).</p>
         ["test cell", "failed", "mistakes"])}
 <h2>Changes since the last grading</h2>
 {_changes(changes, previous)}
+<h2>Similar answers</h2>
+<p>{similar} pairs of students whose answer to a part looks copied (renamed, reordered or
+recommented code included): <a href="similarity.html">side by side</a>, all in similarity.csv.</p>
 <h2>Tamper report</h2>
 <p>Answer cells that import forbidden modules or touch the test machinery, and Python files handed
 in next to the notebook (the grader keeps such code from changing verdicts; this list is for a

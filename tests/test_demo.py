@@ -32,7 +32,8 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
     for student in ("ada", "blake"):  # the model solution and the untouched release
         assert float(exported[student]["score"]) == demo_class[student][1]
     report = (course / "reports" / assignment / "report.html").read_text()
-    assert "What the class got wrong" in report
+    assert "What the class got wrong" in report and 'href="similarity.html"' in report
+    assert "similar answers" in (course / "reports" / assignment / "similarity.html").read_text()
     assert len((course / "reports" / assignment / "mistakes.csv").read_text().splitlines()) > 5
     manual = report.split("<h2>Needs manual grading</h2>")[1]
     written = written_cells(nbformat.read(source_notebook(assignment), as_version=4))

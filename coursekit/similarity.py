@@ -1,0 +1,192 @@
+"""Copied work, found part by part: the answer cells of a class compared with winnowing
+fingerprints (Schleimer, Wilkerson and Aiken, SIGMOD 2003), as MOSS does.
+
+Each answer cell becomes a stream of tokens in which what a copier changes cheaply is gone:
+comments, blank lines and formatting, and the names the cell itself defines (its variables,
+parameters, functions and methods all read ``N``), while the words that carry the method stay
+(keywords, operators, attribute and library names: ``np.sum`` is not ``np.mean``). The
+fingerprints of a cell are the smallest hashes of its K-token windows, W at a time; the release's
+starter code is subtracted. Two submissions' cells are as similar as the share of the
+fingerprints they share of all those they have (Jaccard), so reordering the methods of a
+class changes nothing. Candidate
+pairs come from an index of fingerprints to submissions: only pairs that share one are compared,
+and a fingerprint that most of a large class has (the obvious way to write a line) is ignored.
+"""
+import ast
+import hashlib
+import html
+import io
+import keyword
+import tokenize
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+K = 8  # tokens per window: a short statement
+W = 4  # windows per choice: every run of W + K - 1 tokens keeps one fingerprint
+THRESHOLD = 0.35  # share of shared fingerprints (Jaccard) from which a pair is listed as suspect
+COMMON = 0.5  # a fingerprint that more than this share of the class has is not evidence,
+COMMON_AT_LEAST = 10  # nor one that more students than this have (MOSS's -m); with fewer, all count
+MIN_PRINTS = 20  # a shorter answer (after those) is too short to tell copied from obvious
+
+
+@dataclass
+class Cell:
+    """One answer cell's code, tokens and fingerprints ({hash: [token index]})."""
+
+    source: str
+    tokens: list = field(default_factory=list)  # (normalised text, line number)
+    prints: dict = field(default_factory=dict)
+
+
+def defined_names(source):
+    """The names a cell defines: assigned variables, parameters, functions, classes, methods."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            names.add(node.attr)  # self.<attribute>: the student's own name for it
+    return names - {"self"}
+
+
+def tokens(source):
+    """[(normalised token, line)] of a cell: no comments or layout, its own names as ``N``,
+    strings as ``S``."""
+    own = defined_names(source)
+    found = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME:
+                text = "N" if token.string in own and not keyword.iskeyword(token.string) else token.string
+            elif token.type == tokenize.STRING:
+                text = "S"
+            elif token.type in (tokenize.NUMBER, tokenize.OP):
+                text = token.string
+            else:  # comments, newlines, indentation, the end
+                continue
+            found.append((text, token.start[0]))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # what tokenized so far
+    return found
+
+
+def fingerprints(stream):
+    """{hash: [start index]} chosen by winnowing the K-grams of ``stream`` (normalised tokens)."""
+    grams = [_hash(" ".join(text for text, _ in stream[i:i + K])) for i in range(len(stream) - K + 1)]
+    chosen = {}
+    for start in range(max(len(grams) - W + 1, 1 if grams else 0)):
+        window = grams[start:start + W]
+        low = min(range(len(window)), key=lambda i: (window[i], -i))  # the rightmost minimum
+        chosen.setdefault(window[low], set()).add(start + low)
+    return {value: sorted(starts) for value, starts in chosen.items()}
+
+
+def _hash(text):
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def cell(source, starter=frozenset()):
+    """A Cell of ``source`` whose fingerprints leave out those of the starter code."""
+    stream = tokens(source)
+    return Cell(source, stream, {h: s for h, s in fingerprints(stream).items() if h not in starter})
+
+
+def similar_pairs(cells, threshold=THRESHOLD, common=COMMON):
+    """[(score, a, b)] for the pairs of ``cells`` ({submission: Cell}, one part) whose shared
+    fingerprints are at least ``threshold`` of all they have, most similar first."""
+    index = defaultdict(set)
+    for name, found in cells.items():
+        for value in found.prints:
+            index[value].add(name)
+    limit = max(COMMON_AT_LEAST, common * len(cells))
+    shared = defaultdict(int)
+    for holders in index.values():
+        if len(holders) > limit:
+            continue
+        ordered = sorted(holders)
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1:]:
+                shared[a, b] += 1
+    evidence = {name: {value for value in found.prints if len(index[value]) <= limit} for name, found in cells.items()}
+    pairs = []
+    for (a, b), count in shared.items():
+        union = len(evidence[a] | evidence[b])
+        if min(len(evidence[a]), len(evidence[b])) >= MIN_PRINTS and count / union >= threshold:
+            pairs.append((count / union, a, b))
+    return sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2]))
+
+
+def shared_lines(first, second):
+    """The lines of each of two Cells that their shared fingerprints cover: (set, set)."""
+    common = set(first.prints) & set(second.prints)
+
+    def covered(found):
+        return {found.tokens[i + j][1] for value in common for i in found.prints[value] for j in range(K)
+                if i + j < len(found.tokens)}
+
+    return covered(first), covered(second)
+
+
+def side_by_side(a, b, first, second):
+    """HTML: the two cells next to each other, with the regions they share marked."""
+    lines = shared_lines(first, second)
+
+    def column(name, found, marked):
+        rows = "".join(f"<mark>{html.escape(line)}</mark>\n" if number in marked else f"{html.escape(line)}\n"
+                       for number, line in enumerate(found.source.splitlines(), start=1))
+        return f"<td><b>{html.escape(name)}</b><pre>{rows}</pre></td>"
+
+    return f"<table class=\"pair\"><tr>{column(a, first, lines[0])}{column(b, second, lines[1])}</tr></table>"
+
+
+def class_pairs(answers, starters, threshold=THRESHOLD):
+    """{part: [(score, a, b)]} for a class: ``answers`` {student: {part: source}}, ``starters``
+    {part: the release's code for it}; and the Cells compared, {part: {student: Cell}}."""
+    found, compared = {}, {}
+    for part, starter in starters.items():
+        subtract = set(fingerprints(tokens(starter)))
+        cells = {student: cell(cells[part], subtract) for student, cells in answers.items()
+                 if cells.get(part, "").strip() and cells[part].strip() != starter.strip()}
+        compared[part] = cells
+        found[part] = similar_pairs(cells, threshold)
+    return found, compared
+
+
+def write_report(folder, assignment, answers, starters, threshold=THRESHOLD, shown=10):
+    """Write ``folder``/similarity.csv (every pair above ``threshold``) and similarity.html (the
+    ``shown`` most similar pairs of each part, side by side); returns the number of pairs."""
+    import csv
+
+    found, compared = class_pairs(answers, starters, threshold)
+    with open(folder / "similarity.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("part", "student", "student", "similarity"),
+                                 *[(part, a, b, f"{score:.2f}") for part, pairs in found.items() for score, a, b in pairs]])
+    sections = []
+    for part, pairs in found.items():
+        if pairs:
+            views = "".join(f"<h3>{html.escape(a)} and {html.escape(b)}: {score:.0%}</h3>"
+                            + side_by_side(a, b, compared[part][a], compared[part][b]) for score, a, b in pairs[:shown])
+            sections.append(f"<h2><code>{html.escape(part)}</code>: {len(pairs)} pairs</h2>{views}")
+    (folder / "similarity.html").write_text(f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{assignment}: similar answers</title>
+<style>body {{ font-family: sans-serif; margin: 2em; }} table.pair td {{ vertical-align: top; padding-right: 1em; }}
+pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; }} mark {{ background: #ffe08a; }}</style>
+</head><body>
+<h1>{assignment}: similar answers</h1>
+<p>Pairs of students whose answer to a part share at least {threshold:.0%} of their fingerprints,
+once comments, layout, the students' own names and the release's starter code are set aside, and
+the lines written the same way by most of the class (see coursekit/similarity.py); the shared
+regions are marked. A high score is a reason to look, not a verdict: short answers are not
+compared at all.</p>
+{"".join(sections) or "<p>No pair above the threshold.</p>"}
+</body></html>
+""")
+    return sum(len(pairs) for pairs in found.values())
