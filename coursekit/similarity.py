@@ -177,8 +177,9 @@ def write_report(folder, assignment, answers, starters, threshold=THRESHOLD, sho
             sections.append(f"<h2><code>{html.escape(part)}</code>: {len(pairs)} pairs</h2>{views}")
     (folder / "similarity.html").write_text(f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{assignment}: similar answers</title>
-<style>body {{ font-family: sans-serif; margin: 2em; }} table.pair td {{ vertical-align: top; padding-right: 1em; }}
-pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; }} mark {{ background: #ffe08a; }}</style>
+<style>body {{ font-family: sans-serif; margin: 2em; }}
+table.pair {{ width: 100%; table-layout: fixed; }} table.pair td {{ vertical-align: top; padding-right: 1em; }}
+pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; overflow-x: auto; }} mark {{ background: #ffe08a; }}</style>
 </head><body>
 <h1>{assignment}: similar answers</h1>
 <p>Pairs of students whose answer to a part share at least {threshold:.0%} of their fingerprints,
