@@ -508,18 +508,29 @@ class FeedbackHTMLExporter(HTMLExporter):
         return _accessible(html), resources
 
 
-_REMEMBERED = {}  # what the feedback pages of this process rendered: (kind, source, options) -> HTML
+class _Remembered:
+    """What the feedback pages of this process rendered: (kind, source, options) -> HTML, up to
+    ``limit`` bytes (then it starts again: a huge notebook must not fill a worker's memory)."""
+
+    def __init__(self, limit):
+        self.found, self.bytes, self.limit = {}, 0, limit
+
+    def __call__(self, key, render):
+        """``render()``, or what it returned the last time for ``key`` (None: not to be remembered)."""
+        if key is None:
+            return render()
+        if key not in self.found:
+            html = render()
+            size = len(key[1]) + len(html)
+            if size > self.limit // 16:
+                return html
+            if self.bytes + size > self.limit:
+                self.found, self.bytes = {}, 0
+            self.found[key], self.bytes = html, self.bytes + size
+        return self.found[key]
 
 
-def _remembered(key, render):
-    """``render()``, or what it returned the last time for ``key`` (None: not to be remembered)."""
-    if key is None:
-        return render()
-    if key not in _REMEMBERED:
-        if len(_REMEMBERED) > 20_000:  # a very long batch: start again rather than grow
-            _REMEMBERED.clear()
-        _REMEMBERED[key] = render()
-    return _REMEMBERED[key]
+_remembered = _Remembered(64 * 2 ** 20)
 
 
 class _RememberedHighlight:

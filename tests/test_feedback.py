@@ -85,8 +85,21 @@ def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
     for cell in notebook.cells:  # as GetGrades leaves them
         if cell.metadata.get("nbgrader", {}).get("grade"):
             cell.metadata.nbgrader.update(score=0.0, ungraded=cell.cell_type == "markdown", comment=None)
-    nbgrader_plugins._REMEMBERED.clear()
+    nbgrader_plugins._remembered.found.clear()
     pages = [nbgrader_plugins.FeedbackHTMLExporter(config=config).from_notebook_node(notebook, resources)[0]
              for _ in range(2)]
     pages = [re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", page) for page in pages]
-    assert len(nbgrader_plugins._REMEMBERED) > 50 and pages[0] == pages[1] and pages[0].count("<math") > 50
+    assert len(nbgrader_plugins._remembered.found) > 50 and pages[0] == pages[1] and pages[0].count("<math") > 50
+
+
+def test_what_the_exporter_remembers_is_bounded_in_bytes():
+    from coursekit.nbgrader_plugins import _Remembered
+
+    remembered = _Remembered(limit=1600)
+    assert remembered(("code", "x" * 500, ""), lambda: "y" * 500) == "y" * 500 and not remembered.found  # too big
+    for i in range(30):
+        remembered(("code", f"cell {i}", ""), lambda: "z" * 40)
+    assert remembered.bytes <= 1600 and 0 < len(remembered.found) < 30
+    calls = []
+    remembered(("code", "cell 29", ""), lambda: calls.append(1) or "again")
+    assert calls == [], "the last one is still remembered"
