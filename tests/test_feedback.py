@@ -97,9 +97,9 @@ def test_what_the_exporter_remembers_is_bounded_in_bytes():
 
     remembered = _Remembered(limit=1600)
     assert remembered(("code", "x" * 500, ""), lambda: "y" * 500) == "y" * 500 and not remembered.found  # too big
-    for i in range(30):
+    for i in range(50):
         remembered(("code", f"cell {i}", ""), lambda: "z" * 40)
-    assert remembered.bytes <= 1600 and 0 < len(remembered.found) < 30
+    assert remembered.bytes <= 1600 and 0 < len(remembered.found) < 50
     calls = []
-    remembered(("code", "cell 29", ""), lambda: calls.append(1) or "again")
+    remembered(("code", "cell 49", ""), lambda: calls.append(1) or "again")
     assert calls == [], "the last one is still remembered"
