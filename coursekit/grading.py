@@ -167,13 +167,12 @@ def results(course_root, assignment):
                 submission = gradebook.find_submission(assignment, student.id)
             except MissingEntry:
                 continue
-            cells, max_cells = {}, {}
-            for notebook in submission.notebooks:
-                for grade in notebook.grades:
-                    if grade.cell_type != "code":
-                        continue  # (a test cell the notebook lacks has no score: it counts as 0)
-                    cells[grade.name] = grade.score
-                    max_cells[grade.name] = grade.max_score
+            code = [grade for notebook in submission.notebooks for grade in notebook.grades if grade.cell_type == "code"]
+            if all(grade.auto_score is None for grade in code):
+                continue  # no autograder score at all: not graded (a failed regrade keeps only what a TA graded)
+            # (a test cell that the notebook lacks has no score: it counts as 0)
+            cells = {grade.name: grade.score for grade in code}
+            max_cells = {grade.name: grade.max_score for grade in code}
             notebook = Path(course_root) / "autograded" / student.id / assignment / f"{assignment}.ipynb"
             found[student.id] = Result(student.id, cells, max_cells, notebook if notebook.exists() else None)
     return found

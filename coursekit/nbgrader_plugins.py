@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 from queue import Empty
+from xml.etree import ElementTree
 
 import jinja2
 import jsonschema
@@ -568,16 +569,32 @@ def markdown_with_mathml(source):
 
 
 def _mathml(latex, display):
+    """MathML for ``latex``, or None when latex2mathml cannot convert it or its output is not
+    MathML alone (it copies ``\\text{...}`` as it is, markup included)."""
     try:
-        return latex2mathml.converter.convert(latex, display=display)
+        mathml = latex2mathml.converter.convert(latex, display=display)
+        tree = ElementTree.fromstring(mathml)
     except Exception:  # noqa: BLE001 - its parser raises many kinds
         return None
+    for element in tree.iter():
+        name = element.tag.rsplit("}", 1)[-1]
+        if name not in MATHML or any(key.lower().startswith("on") or "href" in key.lower() for key in element.attrib):
+            return None
+    return mathml
+
+
+MATHML = {"math", "mi", "mn", "mo", "ms", "mtext", "mspace", "mrow", "mfrac", "msqrt", "mroot", "mstyle", "merror",
+          "mpadded", "mphantom", "menclose", "msub", "msup", "msubsup", "munder", "mover", "munderover",
+          "mmultiscripts", "mprescripts", "none", "mtable", "mtr", "mtd", "mlabeledtr", "semantics", "annotation"}
 
 
 MISSING_ALT = "No description has been provided for this image"
-_RAW_TEXT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.S | re.I)  # their text holds no tags
-_TAG = re.compile(r"""<(img|div)((?:\s+[^\s"'>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*)(\s*/?)>""", re.I)
-_ATTRIBUTE = re.compile(r"""\s+([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+# comments and the elements whose text holds no tags
+_RAW_TEXT = re.compile(r"<!--.*?(?:-->|\Z)|<(script|style|textarea|title)\b.*?(?:</\1\s*>|\Z)", re.S | re.I)
+# a whole start tag, whatever its name (so that an "<img" inside another tag's attribute is not one);
+# no "<" in an attribute name: a scan that fails stops at the next "<" (linear time on any text)
+_TAG = re.compile(r"""<([a-zA-Z][\w:-]*)((?:\s+[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*)(\s*/?)>""")
+_ATTRIBUTE = re.compile(r"""\s+([^\s"'<>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
 _FOCUSABLE = {"jp-Cell-inputWrapper", "jp-OutputArea-output"}  # inside .jp-Notebook
 
 
@@ -589,7 +606,7 @@ def _accessible(html):
     pieces, done = [], 0
     for raw in [*_RAW_TEXT.finditer(html), None]:
         end = raw.start() if raw else len(html)
-        pieces.append(_TAG.sub(lambda tag: _with_attributes(tag, done + tag.start() > start), html[done:end]))
+        pieces.append(_TAG.sub(lambda tag, at=done: _with_attributes(tag, at + tag.start() > start), html[done:end]))
         if raw:
             pieces.append(raw.group())
             done = raw.end()
@@ -598,6 +615,8 @@ def _accessible(html):
 
 def _with_attributes(tag, in_notebook):
     name, attributes, end = tag.groups()
+    if name.lower() not in ("img", "div"):
+        return tag.group()
     found = {match.group(1).lower(): match for match in _ATTRIBUTE.finditer(attributes)}
     if name.lower() == "img" and "alt" not in found:
         return f'<{name}{attributes} alt="{MISSING_ALT}"{end}>'

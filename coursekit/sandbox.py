@@ -208,14 +208,15 @@ class SandboxedKernelClient(AsyncKernelClient):
         """
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
         while True:
-            request = self.kernel_info()
+            self.kernel_info()
             try:
                 reply = await self.shell_channel.get_msg(timeout=1)
             except Empty:
                 reply = None
-            if reply and reply["msg_type"] == "kernel_info_reply" and _parent(reply) == request:
+            # (any kernel_info reply: one to an earlier request, whose answer came late, will do)
+            if reply and reply["msg_type"] == "kernel_info_reply":
                 # its busy status went out before the reply: a short wait tells whether IOPub is connected
-                if await self._iopub_answered(request, time.monotonic() + 0.05):
+                if await self._iopub_answered(_parent(reply), time.monotonic() + 0.05):
                     self._handle_kernel_info_reply(reply)
                     return
             if not await self._async_is_alive():

@@ -42,7 +42,7 @@ def defined_names(source):
     """The names a cell defines: assigned variables, parameters, functions, classes, methods."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # (deeply nested code overflows the parser)
         return set()
     names = set()
     for node in ast.walk(tree):

@@ -52,6 +52,8 @@ def scan_code(cell, code):
         tree = ast.parse(code)
     except SyntaxError as error:
         return [Finding(cell, error.lineno or 0, f"does not parse: {error.msg}")]
+    except (ValueError, RecursionError, MemoryError):  # deeply nested code overflows the parser
+        return [Finding(cell, 0, "does not parse: nested too deeply for Python's parser")]
     forbidden = FORBIDDEN_MODULES - PERMITTED_MODULES.get(cell, set())
     findings = []
     for node in ast.walk(tree):

@@ -103,3 +103,19 @@ def test_what_the_exporter_remembers_is_bounded_in_bytes():
     calls = []
     remembered(("code", "cell 49", ""), lambda: calls.append(1) or "again")
     assert calls == [], "the last one is still remembered"
+
+
+def test_a_hostile_output_cannot_slow_the_page_or_break_its_markup():
+    """The attribute pass works in linear time on any text, leaves tags inside attributes,
+    comments and raw-text elements alone, and math that is not MathML alone stays escaped LaTeX."""
+    import time
+
+    from coursekit.nbgrader_plugins import _accessible, markdown_with_mathml
+
+    began = time.process_time()
+    _accessible('<div class="jp-Notebook">' + "<img a " * 100_000 + "</div>")
+    assert time.process_time() - began < 2, "the pass must not rescan the page from every '<'"
+    kept = '<span title="<img src=x>">t</span><!-- <img src=z> --><textarea><img src=w></textarea>'
+    assert _accessible(kept) == kept
+    page = markdown_with_mathml(r"$\text{<img src='x' onerror='steal()'/>}$ and $\text{x<y & z}$ and $\frac{1}{2}$")
+    assert "<img" not in page and "&lt;" in page and page.count("<math") == 1

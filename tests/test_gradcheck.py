@@ -248,3 +248,12 @@ def test_a_failed_visible_test_shows_its_message_first_without_a_traceback_into_
         assert not any("gradcheck" in line or "File " in line for line in lines), lines
     assert "copied into every column" in " ".join(close.traceback)
     assert raised.traceback[-2:] == ["Your code raised it here:", "    in forward, line 4: return x @ np.ones((4, 5))"]
+
+
+def test_the_lines_that_raised_are_the_students_not_the_libraries():
+    def pads(x):
+        return np.pad(x, ((1, 2, 3),))  # raises inside NumPy
+
+    with pytest.raises(TestFailure) as failure:
+        call("pads(x)", pads, np.ones(3))
+    assert [frame[0] for frame in failure.value.student_frames] == ["pads"]

@@ -116,6 +116,7 @@ def test_failed_regrade_keeps_what_a_ta_graded_by_hand(tmp_path):
         assert {g.name: g.manual_score for g in grades if g.manual_score is not None} == {"linear_visible": 1.5}
         assert all(g.auto_score is None and g.needs_manual_grade for g in grades), "the old autograde still stands"
         assert gradebook.find_comment("linear", "ps1", "ps1", "zoe").manual_comment == "tidy"
+    assert "zoe" not in results(course, "ps1"), "counted as graded, with zeros, in the report and the regrade diff"
 
 
 def test_regrading_gives_identical_scores(tmp_path):
@@ -160,6 +161,11 @@ def test_tamper_report_says_what_each_cheat_does():
     assert any("changes np.allclose" == f.what for f in scan_code("tanh", CATALOG.CHEATS[0].cells["tanh"]))
     assert [f.what for f in scan_code("sgd", "setattr(layer, 'W', W)\nsetattr(np, 'allclose', all)")] == \
         ["uses setattr on np"], "an optimizer may set a layer's attributes, not a module's"
+
+
+def test_tamper_report_names_code_too_deeply_nested_to_parse():
+    assert [f.what for f in scan_code("linear", "x = " + "-" * 5000 + "1")] == \
+        ["does not parse: nested too deeply for Python's parser"]
 
 
 def test_tamper_report_allows_torch_only_where_the_task_needs_it():

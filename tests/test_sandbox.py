@@ -1,6 +1,8 @@
 """Grading kernels run in a sandbox (coursekit.sandbox): launched by bubblewrap, or forked from the zygote."""
+import asyncio
 import json
 import socket
+import time
 
 import psutil
 import pytest
@@ -143,3 +145,62 @@ def test_a_kernel_cannot_signal_another_kernel_or_the_zygote(tmp_path):
     assert zygote.process.poll() is None and psutil.Process(zygote.process.pid).status() != psutil.STATUS_STOPPED
     assert text(run(tmp_path, "print('next')")[0]) == "next\n"
     assert STARTED
+
+
+class _SlowKernel:
+    """A kernel client's channels, for a kernel that answers nothing for ``start`` seconds and
+    then answers every kernel_info request it got, in order (a cold start on a busy machine)."""
+
+    def __init__(self, start):
+        import itertools
+
+        self.begun, self.start, self.ids, self.pending, self.sent = time.monotonic(), start, itertools.count(), [], 0
+        self.queues = {"shell": [], "iopub": []}
+        self.shell_channel, self.iopub_channel = self._channel("shell"), self._channel("iopub")
+
+    def _channel(self, name):
+        from queue import Empty
+
+        kernel = self
+
+        class Channel:
+            async def get_msg(self, timeout=None):
+                end = time.monotonic() + timeout
+                while time.monotonic() < end:
+                    kernel._answer()
+                    if kernel.queues[name]:
+                        return kernel.queues[name].pop(0)
+                    await asyncio.sleep(0.005)
+                raise Empty
+
+        return Channel()
+
+    def kernel_info(self):
+        self.sent += 1
+        self.pending.append(f"request-{next(self.ids)}")
+        return self.pending[-1]
+
+    def _answer(self):
+        while time.monotonic() - self.begun >= self.start and self.pending:
+            parent = {"msg_id": self.pending.pop(0)}
+            self.queues["iopub"].append({"msg_type": "status", "parent_header": parent, "content": {"execution_state": "busy"}})
+            self.queues["shell"].append({"msg_type": "kernel_info_reply", "parent_header": parent, "content": {}})
+            self.queues["iopub"].append({"msg_type": "status", "parent_header": parent, "content": {"execution_state": "idle"}})
+
+    def _handle_kernel_info_reply(self, reply):
+        self.ready = True
+
+    async def _async_is_alive(self):
+        return True
+
+
+def test_the_wait_for_a_new_kernel_ends_when_it_answers_however_late():
+    """A kernel slower than the 1 s a request waits answers an earlier request first: that reply counts."""
+    from coursekit.sandbox import SandboxedKernelClient
+
+    for start in (0.2, 1.6):
+        kernel = _SlowKernel(start)
+        kernel._iopub_answered = lambda request, deadline: SandboxedKernelClient._iopub_answered(kernel, request, deadline)
+        began = time.monotonic()
+        asyncio.run(SandboxedKernelClient._async_wait_for_ready(kernel, timeout=8))
+        assert kernel.ready and time.monotonic() - began < start + 0.5 and kernel.sent <= 3, (start, kernel.sent)

@@ -55,3 +55,10 @@ def test_the_side_by_side_view_marks_what_the_pair_shares():
     first, second = similarity.cell(without_markers(code)), similarity.cell(disguise(without_markers(code)))
     page = similarity.side_by_side("a", "b", first, second)
     assert page.count("<mark>") > 5 and "checked with the tests" not in page.split("<mark>")[1]
+
+
+def test_code_nested_too_deeply_for_the_parser_is_compared_without_crashing():
+    deep = "x = " + "-" * 5000 + "1\n"
+    assert similarity.defined_names(deep) == set()
+    found, _ = similarity.class_pairs({"a": {"linear": deep}, "b": {"linear": deep}}, {"linear": ""})
+    assert found == {"linear": []}  # (too short to judge)

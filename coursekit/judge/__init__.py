@@ -547,7 +547,7 @@ def uncounted_loops(sources, name):
     for source in sources:
         try:
             trees.append(ast.parse(source))
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # (IPython magics, or nested too deeply)
             pass
     wanted, included, found = {name}, set(), []
     while True:

@@ -110,8 +110,11 @@ def call(what, fn, *args, **kwargs):
 
 
 def _student_frames(trace, most=3):
-    """The innermost ``most`` frames of ``trace`` that are not in this file: (function, line, code)."""
-    frames = [frame for frame in traceback.extract_tb(trace) if frame.filename != __file__]
+    """The innermost ``most`` frames of ``trace`` in the student's code (not in this file, nor in
+    Python's or its libraries'): (function, line, code)."""
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    frames = [frame for frame in traceback.extract_tb(trace)
+              if frame.filename != __file__ and not frame.filename.startswith(installed)]
     return tuple((frame.name, frame.lineno, (frame.line or "").strip()) for frame in frames[-most:])
 
 
