@@ -488,7 +488,10 @@ class FeedbackHTMLExporter(HTMLExporter):
                        path=context.get("resources", {}).get("metadata", {}).get("path", ""),
                        anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
                        **self.lexer_options)
-        key = None if self.embed_images else ("markdown", source, json.dumps(options, sort_keys=True, default=str))
+        # (the path only matters for embedded images, which are not remembered: each student's
+        # scratch course has its own, and the release's cells are the same in all of them)
+        key = None if self.embed_images else (
+            "markdown", source, json.dumps({**options, "path": None}, sort_keys=True, default=str))
         return _remembered(key, lambda: MarkdownWithMath(renderer=_MathMLRenderer(escape=False, **options)).render(source))
 
     def _create_environment(self):
