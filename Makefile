@@ -5,7 +5,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test quick release grade venv sandbox browser clean-grading
+.PHONY: demo test quick lint release grade venv sandbox browser clean-grading
 
 venv: $(VENV)/.installed sandbox
 
@@ -45,11 +45,15 @@ browser:
 	  || echo "chromium or chromium-driver is not installed: the browser tests will be skipped"
 
 ## Run the whole test suite (CI's command), or one assignment's tests: make test A=ps3
-test: venv browser
+test: venv browser lint
 	$(PY) -m pytest $(if $(A),-m $(A))
 
+## ruff's checks (pycodestyle and pyflakes, configured in pyproject.toml) on every Python file
+lint: venv
+	$(VENV)/bin/ruff check .
+
 ## The quick loop: every test that does not grade a class or run a whole workflow [A=ps3]
-quick: venv browser
+quick: venv browser lint
 	$(PY) -m pytest -m "$(if $(A),$(A) and )not slow"
 
 ## Remove grading output (never student submissions).

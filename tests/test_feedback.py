@@ -53,7 +53,8 @@ def test_the_failure_message_wraps_and_the_math_renders_in_headless_chromium(pag
       const wide = [...document.querySelectorAll("div.output_error pre")].filter(p => p.scrollWidth > p.clientWidth + 1);
       const maths = [...document.querySelectorAll("math")];
       const laid = maths.filter(m => getComputedStyle(m).display.includes("math") && m.getBoundingClientRect().height > 5);
-      document.body.setAttribute("data-probe", `errors=${document.querySelectorAll("div.output_error pre").length} wide=${wide.length} maths=${maths.length} laid=${laid.length}`);
+      const errors = document.querySelectorAll("div.output_error pre").length;
+      document.body.setAttribute("data-probe", `errors=${errors} wide=${wide.length} maths=${maths.length} laid=${laid.length}`);
     });</script>"""
     page = tmp_path / "page.html"
     page.write_text(pages["ps1"].read_text().replace("</body>", probe + "</body>"))

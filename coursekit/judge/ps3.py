@@ -234,7 +234,8 @@ def fullyconnected_backward(kernel):
         check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
                     hints=[(X.T @ G, NO_ACTIVATION_BACKWARD)] if factor else [])
         check_close("gradients['b']" + where, fetch(layer, DB_PATH), dZ.sum(axis=0, keepdims=True), factors={"N": n},
-                    hints=[(dZ.mean(axis=0, keepdims=True), "it is the mean over the batch: the loss adds up every example's contribution")])
+                    hints=[(dZ.mean(axis=0, keepdims=True),
+                            "it is the mean over the batch: the loss adds up every example's contribution")])
         check_unchanged("FullyConnected.backward", G, G_given)
         if factor is not None:
             calls = [args for method, args in layer.activation.calls() if method == "backward"]
@@ -441,7 +442,8 @@ def network_forward(kernel):
                  f"c = {', '.join(f'{c:g}' for c in offsets)}")
         out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X)
         check_close("NeuralNetwork.forward(X)" + where, out, _through(factors, offsets, X),
-                    hints=[(_through(factors[-1:], offsets[-1:], X), "every layer is given X: give each layer the output of the layer before"),
+                    hints=[(_through(factors[-1:], offsets[-1:], X),
+                            "every layer is given X: give each layer the output of the layer before"),
                            (_through(factors[:1], offsets[:1], X), "it returns the first layer's output"),
                            (_through(factors[::-1], offsets[::-1], X), "it runs the layers from the last to the first"),
                            (_through(factors[:-1], offsets[:-1], X), "the last layer is skipped")])
