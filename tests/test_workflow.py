@@ -64,6 +64,13 @@ def student_submits(student, submission, exchange, homes):
     as_student(student, home, "submit", "ps1")
 
 
+def make_grade(course):
+    """`make grade A=ps1` on ``course`` (checked: it must exit 0)."""
+    result = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course)],
+                            env=_environment(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def term(tmp_path_factory):
     """A course after its students submitted through the exchange and the instructor collected:
@@ -97,9 +104,7 @@ def graded_terms(term, tmp_path_factory):
             instructor(course, "autograde", "ps1")
             instructor(course, "generate_feedback", "ps1")
         else:
-            result = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course)],
-                                    env=_environment(), capture_output=True, text=True)
-            assert result.returncode == 0, result.stderr[-3000:]
+            make_grade(course)
         instructor(course, "export", "--to", str(course / "grades.csv"))
         courses[how] = course
     return courses
@@ -145,12 +150,6 @@ def test_every_student_fetches_feedback_and_honest_ones_are_not_in_the_tamper_re
     assert not flagged & {"alice", "bob", "carol"}
 
 
-def _make_grade(course):
-    result = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course)],
-                            env=_environment(), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 @pytest.mark.parametrize("how", ["make grade", "stock"])
 def test_a_tas_hand_grade_and_comment_survive_a_regrade_and_reach_the_feedback(graded_terms, tmp_path, how):
     course = tmp_path / "course"
@@ -166,7 +165,7 @@ def test_a_tas_hand_grade_and_comment_survive_a_regrade_and_reach_the_feedback(g
         instructor(course, "autograde", "ps1", "--force")
         instructor(course, "generate_feedback", "ps1", "--force")
     else:
-        _make_grade(course)
+        make_grade(course)
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         grade = gradebook.find_grade(failed, "ps1", "ps1", "carol")
         assert grade.manual_score == grade.max_score - 0.5 and grade.needs_manual_grade  # as stock: to review
