@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT, judge, sandbox, warm_kernels
+from coursekit import COURSE_ROOT, judge, sandbox, torch_reference, warm_kernels
 from coursekit.grading import nbgrader, problem_with, this_environment_first
 from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
 
@@ -310,11 +310,13 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
     _ensure_assignment(course, assignment, kit)
     if dask:
         pool, as_completed = _dask_pool(dask)
+        references = contextlib.nullcontext()
     else:
-        warm_kernels.zygote(kit["preload"])  # started before the workers, which share it
+        warm_kernels.zygote(kit["preload"])  # started before the workers, which share it, as they share
+        references = torch_reference.shared_server()  # the PyTorch process for per-student hidden inputs
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS, assignment)
     results = {}
-    with pool, _course_gradebook(course) as gradebook:
+    with references, pool, _course_gradebook(course) as gradebook:
         futures = [pool.submit(grade_one, kit, assignment, student, _read_tree(course / "submitted" / student / assignment),
                                feedback, kept_by_hand(gradebook, assignment, student))
                    for student in students]

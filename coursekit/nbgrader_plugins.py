@@ -77,6 +77,7 @@ class TimeLimitedExecute(Execute):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
+        self._key = judge.student_key(assignment, resources.get("nbgrader", {}).get("student"))
         self._student_code = list(tamper.student_cells(nb).values())  # for checks that read the code
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead = False
@@ -156,7 +157,8 @@ class TimeLimitedExecute(Execute):
         deadline = time.monotonic() + self.timeout
         try:
             run_sync(self._async_open_agent)(deadline)
-            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code)
+            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code,
+                                  self._key)
             outcome = judge.verdict(check, kernel)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))

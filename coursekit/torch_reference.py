@@ -7,16 +7,27 @@ there, so the values come from a cache recorded when the release is built (``mak
 keyed by the exact inputs; a value missing from the cache is computed by PyTorch in a separate,
 clean Python process. Students never need PyTorch.
 
+Per-student hidden inputs (coursekit.judge, Kernel.rng) are never in the cache: `make grade`
+starts one such process for the whole class (``shared_server``), which its workers reach over a
+Unix socket, so torch is imported once per class and not once per worker.
+
 Run as a module, this file is that process: it reads requests from stdin and writes the
-results to stdout, as .npz bytes, until stdin closes (torch is imported once per session).
+results to stdout, as .npz bytes, until stdin closes (torch is imported once per session); run
+with a socket path, it answers every process that connects there, until stdin closes.
 """
+import contextlib
 import hashlib
-import io
 import json
+import math
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +37,13 @@ CACHE = Path(__file__).resolve().parent / "torch_cache"
 RECORD = "COURSEKIT_RECORD_TORCH"
 # Set by the tests that prove the cache complete: a missing value is an error.
 CACHE_ONLY = "COURSEKIT_TORCH_CACHE_ONLY"
+# Set by shared_server: the socket of the PyTorch process that this process and its children share.
+SERVER = "COURSEKIT_TORCH_SERVER"
 
 
 class MissingValue(LookupError):
-    """A value the cache should hold and does not (with CACHE_ONLY set)."""
+    """A value the cache should hold and does not (with CACHE_ONLY set), or that PyTorch could
+    not compute: the course's fault, never a student's (the judge does not catch it)."""
 
 
 def _functions(torch):
@@ -80,7 +94,7 @@ def _functions(torch):
 
     def conv2d(X, W, b, stride, pad):
         """W of shape (kernel_rows, kernel_cols, in_channels, out_channels), b of shape (1, out_channels)."""
-        return functional.conv2d(X, W.permute(3, 2, 0, 1), b.reshape(-1), stride=stride, padding=tuple(pad))
+        return functional.conv2d(X, W.permute(3, 2, 0, 1).contiguous(), b.reshape(-1), stride=stride, padding=tuple(pad))
 
     return {
         "linear": functional.linear,
@@ -116,13 +130,28 @@ def _key(name, arrays):
 
 
 def _pack(**arrays):
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    """Arrays as the PyTorch process's messages carry them: a JSON list of (name, dtype, shape),
+    then the arrays' bytes (a third of the time .npz bytes take)."""
+    arrays = {name: np.asarray(array, order="C") for name, array in arrays.items()}
+    header = json.dumps([[name, array.dtype.str, array.shape] for name, array in arrays.items()]).encode()
+    return b"".join([len(header).to_bytes(4, "little"), header, *(array.tobytes() for array in arrays.values())])
 
 
 def _unpack(data):
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+    size = int.from_bytes(data[:4], "little")
+    arrays, offset = {}, 4 + size
+    for name, dtype, shape in json.loads(data[4:offset]):
+        dtype = np.dtype(dtype)
+        if dtype.hasobject:
+            raise ValueError("a message may not hold Python objects")
+        count = math.prod(shape)
+        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(tuple(shape))
+        offset += count * dtype.itemsize
+    return arrays
+
+
+def _read_cached(path):
+    with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
 
 
@@ -152,35 +181,91 @@ def _lookup(name, arrays, grad_output, differentiate, options=None):
         key = _key(f"{keyed}:value", arrays)
     path = CACHE / f"{name}-{key}.npz"
     if path.exists():
-        return _unpack(path.read_bytes())
+        return _read_cached(path)
     if os.environ.get(CACHE_ONLY):
         raise MissingValue(f"no cached PyTorch value for {name}: run `make release` to record it")
     request = _pack(name=np.array(name), has_grad=np.array(grad_output is not None),
                     differentiate=np.array(differentiate), options=np.array(options),
                     grad_output=grad_output if grad_output is not None else np.zeros(0),
                     **{f"input{i}": a for i, a in enumerate(arrays)})
-    reply = _ask_server(request)
+    result = _unpack(_ask_server(request))
+    if "error" in result:
+        raise MissingValue(f"PyTorch could not compute {name}: {result['error']}")
     if os.environ.get(RECORD):
         CACHE.mkdir(exist_ok=True)
-        path.write_bytes(reply)
-    return _unpack(reply)
+        np.savez(path, **result)
+    return result
 
 
-_server = None
+_server = None  # (pid, writer, reader, process or None for the shared one): a forked child makes its own
 
 
 def _ask_server(request):
-    """Send a request to the PyTorch process (started on first use, so torch is imported once)."""
+    """Send a request to the PyTorch process: the shared one (SERVER), or one of this process's
+    own, started on first use so torch is imported once."""
     global _server
-    if _server is None or _server.poll() is not None:
-        _server = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    _server.stdin.write(len(request).to_bytes(8, "little") + request)
-    _server.stdin.flush()
-    header = _server.stdout.read(8)
+    if _server is None or _server[0] != os.getpid() or (_server[3] is not None and _server[3].poll() is not None):
+        _server = _connect()
+    _, writer, reader, process = _server
+    _send(writer, request)
+    reply = _receive(reader)
+    if reply is None:
+        _server = None
+        raise MissingValue("the PyTorch reference process stopped" + (f" (exit code {process.wait()})" if process else ""))
+    return reply
+
+
+def _connect():
+    path = os.environ.get(SERVER)
+    if path:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(path)
+        return os.getpid(), connection.makefile("wb"), connection.makefile("rb"), None
+    process = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return os.getpid(), process.stdin, process.stdout, process
+
+
+def _send(stream, message):
+    stream.write(len(message).to_bytes(8, "little") + message)
+    stream.flush()
+
+
+def _receive(stream):
+    """A message, or None once the other end has closed."""
+    header = stream.read(8)
     if len(header) < 8:
-        raise RuntimeError(f"the PyTorch reference process stopped (exit code {_server.wait()})")
-    return _server.stdout.read(int.from_bytes(header, "little"))
+        return None
+    return stream.read(int.from_bytes(header, "little"))
+
+
+@contextlib.contextmanager
+def shared_server():
+    """One PyTorch process for this process and every process it forks or starts while the
+    context lasts (make grade's workers), reached over a Unix socket in a private folder."""
+    if os.environ.get(SERVER):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="coursekit-torch-") as folder:
+        path = os.path.join(folder, "socket")
+        # it stops when its stdin closes: with this context, or when this process dies
+        process = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference", path], stdin=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):  # bound before torch is imported: a request waits for the import
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the shared PyTorch reference process did not start (exit code {process.poll()})")
+            time.sleep(0.005)
+        os.environ[SERVER] = path
+        try:
+            yield
+        finally:
+            del os.environ[SERVER]
+            process.stdin.close()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # a child still holds its stdin open
+                process.kill()
+                process.wait()
 
 
 def vjp(name, inputs, grad_output=None, **options):
@@ -221,19 +306,45 @@ def _scalar_or_array(output):
     return float(output) if output.ndim == 0 else output
 
 
-def _serve():
-    """Answer requests until stdin closes; each message is its length (8 bytes) then .npz bytes."""
-    while header := sys.stdin.buffer.read(8):
-        request = _unpack(sys.stdin.buffer.read(int.from_bytes(header, "little")))
-        count = sum(1 for name in request if name.startswith("input"))
-        arrays = [request[f"input{i}"] for i in range(count)]
-        grad_output = request["grad_output"] if request["has_grad"] else None
-        reply = _pack(**_compute(str(request["name"]), arrays, grad_output, bool(request["differentiate"]),
-                                 json.loads(str(request["options"]))))
-        sys.stdout.buffer.write(len(reply).to_bytes(8, "little") + reply)
-        sys.stdout.buffer.flush()
+def _answer(request):
+    request = _unpack(request)
+    count = sum(1 for name in request if name.startswith("input"))
+    arrays = [request[f"input{i}"] for i in range(count)]
+    grad_output = request["grad_output"] if request["has_grad"] else None
+    return _pack(**_compute(str(request["name"]), arrays, grad_output, bool(request["differentiate"]),
+                            json.loads(str(request["options"]))))
+
+
+def _serve(reader, writer):
+    """Answer requests until the other end closes; each message is its length (8 bytes) then .npz bytes."""
+    while (request := _receive(reader)) is not None:
+        try:
+            reply = _answer(request)
+        except Exception as error:  # noqa: BLE001 - said to the caller, which raises MissingValue
+            reply = _pack(error=np.array(f"{type(error).__name__}: {error}"[:500]))
+        _send(writer, reply)
+
+
+class _Connection(socketserver.StreamRequestHandler):
+    def handle(self):
+        _serve(self.rfile, self.wfile)
+
+
+def _serve_socket(path):
+    """Answer every process that connects to ``path`` (a thread each) until stdin closes."""
+    server = socketserver.ThreadingUnixStreamServer(path, _Connection)
+    server.daemon_threads = True
+    import torch
+
+    torch.set_num_threads(1)  # the graders' workers already use every core
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.buffer.read()
+    server.shutdown()
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for this process
-    _serve()
+    if len(sys.argv) > 1:
+        _serve_socket(sys.argv[1])
+    else:
+        _serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,6 +1,11 @@
 """The shared checks: finite differences, one-line messages and their hints, the PyTorch reference."""
+import concurrent.futures
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
+
 from coursekit import torch_reference
 from coursekit.gradcheck import (TestFailure, call, check_close, check_einsum, check_layer_backward, check_mlp_wiring,
                                  check_unchanged, check_vectorised, numerical_gradient, numerical_input_gradient,
@@ -43,6 +48,35 @@ def test_vjp_computes_pytorch_values_in_a_clean_process_when_not_cached(monkeypa
     monkeypatch.setenv(CACHE_ONLY, "1")
     with pytest.raises(LookupError, match="make release"):
         vjp("tanh", (x,), g[:, :1].repeat(3, axis=1))
+
+
+def _tanh_in_a_worker(seed):
+    x = np.random.default_rng([99, seed]).normal(size=(4, 3))
+    _, (dx,) = vjp("tanh", (x,), np.ones_like(x))
+    shared = torch_reference._server[3] is None
+    return np.allclose(dx, 1 - np.tanh(x) ** 2), shared, os.getpid()
+
+
+def test_forked_workers_share_one_pytorch_process_while_the_context_lasts():
+    """As make grade's workers do: one torch import per class, not per worker."""
+    with torch_reference.shared_server():
+        assert os.environ.get(torch_reference.SERVER)
+        with concurrent.futures.ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+            answers = list(pool.map(_tanh_in_a_worker, range(12)))
+    assert all(right and shared for right, shared, _ in answers)
+    assert len({pid for *_, pid in answers}) > 1
+    assert torch_reference.SERVER not in os.environ
+    right, shared, _ = _tanh_in_a_worker(0)  # afterwards: this process's own PyTorch process again
+    assert right and not shared
+
+
+def test_a_value_pytorch_cannot_compute_is_the_courses_error_and_the_process_lives_on():
+    with pytest.raises(torch_reference.MissingValue, match="could not compute linear: RuntimeError"):
+        vjp("linear", (np.ones((2, 3)), np.ones((4, 4)), np.ones(4)), np.ones((2, 4)))
+    process = torch_reference._server[3]
+    x = np.random.default_rng().normal(size=(2, 2))
+    np.testing.assert_allclose(vjp("tanh", (x,), np.ones_like(x))[1][0], 1 - np.tanh(x) ** 2)
+    assert torch_reference._server[3] is process
 
 
 def test_vjp_reads_recorded_values_from_the_cache(tmp_path, monkeypatch):

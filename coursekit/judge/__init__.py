@@ -12,6 +12,11 @@ A test cell hands itself to the judge with one line, ``judge("<grade_id>")`` (it
 which the grader reads and the kernel never runs. The cell's visible tests, and a visible test
 cell whose grade_id has a check, run in the kernel as usual (the student sees their output),
 and the check, which repeats them, decides the score.
+
+A hidden check draws its random inputs from ``kernel.rng(stream)``: a generator seeded by the
+student and the assignment as well as the check's own stream, so every student meets different
+hidden inputs (a classmate's outputs or a leaked hidden test are of no use) and a regrade the
+same ones. A visible check uses the notebook's own seeds instead: it repeats what the student saw.
 """
 import ast
 import base64
@@ -204,14 +209,29 @@ def _decode(data, kernel):
     raise KernelSilent(f"the kernel sent a value the judge does not accept ({type(data).__name__})")
 
 
+def student_key(assignment, student):
+    """The part of the hidden inputs' seed that is the student's own: four 32-bit words of a hash
+    of the assignment and the student id, or () without a student (the source notebook, when
+    `make release` records PyTorch's values for the default inputs)."""
+    if not student:
+        return ()
+    digest = hashlib.sha256(f"hidden inputs\0{assignment}\0{student}".encode()).digest()
+    return tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+
+
 class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
     coursekit.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
     the code cells the student could write (answer cells and added ones), for checks that read
-    the code itself."""
+    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key)."""
 
-    def __init__(self, send, sources=()):
-        self._send, self.sources = send, list(sources)
+    def __init__(self, send, sources=(), key=()):
+        self._send, self.sources, self.key = send, list(sources), tuple(key)
+
+    def rng(self, stream):
+        """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
+        student's key makes them the student's (np.random.default_rng(stream) without one)."""
+        return np.random.default_rng([stream, *self.key] if self.key else stream)
 
     def run(self, *operations):
         """Carry out operations in one round trip; their results, or StudentError for the first that raised."""

@@ -49,7 +49,7 @@ def linear_visible(kernel):
 
 @judged(CHECKS)
 def linear_forward(kernel):
-    rng = np.random.default_rng(1001)
+    rng = kernel.rng(1001)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
         expected, _ = vjp("linear", (x, W, b), np.zeros((n, d_out)))
@@ -65,7 +65,7 @@ def linear_forward(kernel):
 
 @judged(CHECKS)
 def linear_backward(kernel):
-    rng = np.random.default_rng(2002)
+    rng = kernel.rng(2002)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
         G = rng.normal(size=(n, d_out))
@@ -98,7 +98,7 @@ def linear_backward(kernel):
 
 @judged(CHECKS)
 def linear_update(kernel):
-    rng = np.random.default_rng(3003)
+    rng = kernel.rng(3003)
     W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
     gW, gb = rng.normal(size=(4, 3)), rng.normal(size=4)
     layer = _linear(kernel, W, b)
@@ -126,7 +126,7 @@ def tanh_visible(kernel):
 
 @judged(CHECKS)
 def tanh_hidden(kernel):
-    rng = np.random.default_rng(4004)
+    rng = kernel.rng(4004)
     for shape in [(6, 4), (1, 3), (5, 1)]:
         x, G = 2 * rng.normal(size=shape), rng.normal(size=shape)
         y_ref, (dx_ref,) = vjp("tanh", (x,), G)
@@ -229,7 +229,7 @@ def mlp_visible(kernel):
 
 @judged(CHECKS)
 def mlp_hidden(kernel):
-    rng = np.random.default_rng(5005)
+    rng = kernel.rng(5005)
     for n, d_in, d_hidden, d_out in [(8, 3, 5, 2), (1, 2, 4, 1), (5, 4, 3, 6)]:
         where = f" (MLP({d_in}, {d_hidden}, {d_out}), batch of {n})"
         mlp, layers, arrays = _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out)
@@ -288,7 +288,7 @@ def mse_visible(kernel):
 
 @judged(CHECKS)
 def mse_hidden(kernel):
-    rng = np.random.default_rng(6006)
+    rng = kernel.rng(6006)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         y, t = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         loss_ref, (dy, _) = vjp("mse_loss", (y, t))

@@ -65,7 +65,7 @@ def linear_forward(kernel):
                 hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
     check_array("Linear.b after forward", layer.b, (3,))
 
-    rng = np.random.default_rng(1001)
+    rng = kernel.rng(1001)
     for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
         A, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h)
         expected, _ = vjp("linear", (A, W.T, b), np.zeros((n, h)))
@@ -94,7 +94,7 @@ def linear_backward(kernel):
     check_gradients_numerically("Linear", lambda: _linear(kernel, 3, 4, W, b), rng.normal(size=(5, 3)), (5, 4),
                                 params=[("W", "dLdW"), ("b", "dLdb")])
 
-    rng = np.random.default_rng(2002)
+    rng = kernel.rng(2002)
     for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
         A, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h), rng.normal(size=(n, h))
         _, (dA, dWt, db) = vjp("linear", (A, W.T, b), G)
@@ -140,7 +140,7 @@ def mse_forward(kernel):
     _, L = _loss(kernel, "MSELoss", np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2)))
     check_close("MSELoss.forward(O, Y)", L, 7.5, factors={"q": 2, "N": 2})
 
-    rng = np.random.default_rng(3003)
+    rng = kernel.rng(3003)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         expected, _ = vjp("mse_loss", (O, Y))
@@ -162,7 +162,7 @@ def mse_backward(kernel):
     check_close("MSELoss.backward() vs finite differences", call("MSELoss.backward()", loss_fn.backward),
                 call("MSELoss.forward(O, Y)", numerical_loss_gradient, kernel, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
 
-    rng = np.random.default_rng(3004)
+    rng = kernel.rng(3004)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         _, (dO, _) = vjp("mse_loss", (O, Y))
@@ -203,7 +203,7 @@ def crossentropy_forward(kernel):
     check_close("CrossEntropyLoss.forward(O, Y)", _loss(kernel, "CrossEntropyLoss", O, Y)[1], 0.4904146265058631,
                 factors={"N": 2}, hints=[(0.6381458017303355, "the softmax is applied to Y too: Y already holds probabilities")])
 
-    rng = np.random.default_rng(4004)
+    rng = kernel.rng(4004)
     for n, q, probabilities in [(6, 4, False), (1, 3, False), (5, 2, False), (6, 4, True), (3, 5, True)]:
         O = 2 * rng.normal(size=(n, q))
         Y = _targets(rng, n, q, probabilities)
@@ -240,7 +240,7 @@ def crossentropy_backward(kernel):
                 call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
                 rtol=1e-5, atol=1e-7)
 
-    rng = np.random.default_rng(4005)
+    rng = kernel.rng(4005)
     for n, q, probabilities in [(6, 4, False), (1, 3, False), (6, 4, True), (3, 5, True)]:
         O = 2 * rng.normal(size=(n, q))
         Y = _targets(rng, n, q, probabilities)
@@ -308,7 +308,7 @@ def sgd_tests(kernel):
     check_close("dLdW after zero_grad()", hidden_layer.dLdW, np.zeros((1, 2)))
     check_close("dLdb after zero_grad()", hidden_layer.dLdb, np.zeros(1))
 
-    rng = np.random.default_rng(5005)
+    rng = kernel.rng(5005)
     for lr, momentum in [(0.05, 0.8), (0.3, 0.0)]:
         start = [(0.1 * rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in [(3, 4), (4, 2)]]
         layers = [_layer(kernel, W=W, b=b, dLdW=None, dLdb=None) for W, b in start]  # as a new Linear has them
@@ -397,7 +397,7 @@ def _check_activation(kernel, name):
                      name=name)
     check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward", name=name)
 
-    rng = np.random.default_rng(spec["seed"])
+    rng = kernel.rng(spec["seed"])
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:
         H = 3 * rng.normal(size=shape)
         if name == "ReLU":
@@ -593,7 +593,7 @@ def _mlp_checks(cls, visible, hidden, seed):
     (constructor arguments, layer sizes)."""
     def check(part):
         def run(kernel):
-            rng = np.random.default_rng(seed)
+            rng = kernel.rng(seed)
             for (args, sizes), batches in [(visible, (2,)), (hidden, (6, 1))]:
                 name = f"{cls}({', '.join(str(a) for a in args)})"
                 _check_mlp(kernel, name, cls, args, sizes, part, rng, batches)

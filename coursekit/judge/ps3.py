@@ -53,7 +53,7 @@ def relu_tests(kernel):
     check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu(), "forward",
                      np.linspace(-5.0, 5.0, 10_000).reshape(100, 100), name="ReLU")
 
-    rng = np.random.default_rng(3001)
+    rng = kernel.rng(3001)
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
         Z, dY = 3 * rng.normal(size=shape), rng.normal(size=shape)
         Z.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
@@ -164,7 +164,7 @@ def fullyconnected_forward(kernel):
                     _activated(factor, [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
                     hints=[(_activated(factor, X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
 
-    rng = np.random.default_rng(3003)
+    rng = kernel.rng(3003)
     for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), None), ((6, 5, 1), 0.5), ((4, 2, 2), None)]:
         X, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h))
         expected, _ = vjp("dense", (X, W, b), np.zeros((n, h)), activation="identity")
@@ -219,7 +219,7 @@ def fullyconnected_backward(kernel):
                                     lambda: _fc_with(kernel, 4, X0, W, b, factor), rng.normal(size=(5, 3)), (5, 4),
                                     params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
 
-    rng = np.random.default_rng(3004)
+    rng = kernel.rng(3004)
     for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), 0.5), ((6, 5, 1), None)]:
         X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
         scale = factor or 1.0
@@ -280,7 +280,7 @@ def softmax_forward(kernel):
     what = "SoftMax().forward(Z) for scores of +-1000"
     check_close(what, call(what, _new(kernel, "SoftMax").forward, np.array([[1000.0, 0.0, -1000.0]])), [[1.0, 0.0, 0.0]], atol=1e-12)
 
-    rng = np.random.default_rng(3005)
+    rng = kernel.rng(3005)
     for shape in [(6, 4), (1, 3), (5, 1), (3, 10)]:
         Z = 2 * rng.normal(size=shape)
         expected, _ = vjp("softmax", (Z,), np.zeros(shape))
@@ -307,7 +307,7 @@ def softmax_backward(kernel):
     rng = np.random.default_rng(0)
     check_activation_numerically("SoftMax()", new, rng.normal(size=(3, 4)))
 
-    rng = np.random.default_rng(3006)
+    rng = kernel.rng(3006)
     for shape in [(6, 4), (1, 3), (5, 1), (2, 7)]:
         Z, dY = 2 * rng.normal(size=shape), rng.normal(size=shape)
         _, (expected,) = vjp("softmax", (Z,), dY)
@@ -351,7 +351,7 @@ def crossentropy_forward(kernel):
     check_close(what, call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), (np.log(2.0) + np.log(4.0)) / 2,
                 factors={"N": 2})
 
-    rng = np.random.default_rng(3007)
+    rng = kernel.rng(3007)
     for n, k in [(6, 4), (1, 3), (5, 2), (3, 10)]:
         Y, Y_hat = _probabilities(rng, n, k, scale=2.0)
         expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
@@ -380,7 +380,7 @@ def crossentropy_backward(kernel):
                      at=1, eps=1e-7),
                 rtol=1e-5, atol=1e-7)
 
-    rng = np.random.default_rng(3008)
+    rng = kernel.rng(3008)
     for n, k in [(6, 4), (1, 3), (5, 2)]:
         Y, Y_hat = _probabilities(rng, n, k)
         _, (_, expected) = vjp("probability_cross_entropy", (Y, Y_hat))
@@ -432,7 +432,7 @@ def _check_loss_arguments(what, given, target, out, where):
 
 @judged(CHECKS)
 def network_forward(kernel):
-    rng = np.random.default_rng(3009)
+    rng = kernel.rng(3009)
     cases = [((2.0, 3.0, 5.0), np.array([[1.0, -2.0], [0.5, 4.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, d))) for depth, n, d in [(1, 6, 3), (4, 1, 2), (2, 5, 4)]]
     for factors, X in cases:
@@ -454,7 +454,7 @@ def network_forward(kernel):
 
 @judged(CHECKS)
 def network_backward(kernel):
-    rng = np.random.default_rng(3010)
+    rng = kernel.rng(3010)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 3)), rng.normal(size=(n, 3)))
               for depth, n in [(3, 6), (1, 1), (4, 2)]]
@@ -490,7 +490,7 @@ def network_backward(kernel):
 
 @judged(CHECKS)
 def network_predict(kernel):
-    rng = np.random.default_rng(3011)
+    rng = kernel.rng(3011)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 4)), rng.normal(size=(n, 4)))
               for depth, n in [(3, 5), (1, 1)]]
@@ -580,7 +580,7 @@ def einsum_classics(kernel):
     A, B = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 4, 5))
     check_einsum(kernel, "batched_matmul(A, B)", "batched_matmul", (A, B), np.matmul(A, B))
 
-    rng = np.random.default_rng(3012)
+    rng = kernel.rng(3012)
     for n in (1, 5):
         A = rng.normal(size=(n, n))
         check_einsum(kernel, f"trace(A) for A of shape {A.shape}", "trace", (A,), np.trace(A))
@@ -604,7 +604,7 @@ def einsum_more(kernel):
     X, Y = rng.normal(size=(2, 4)), rng.normal(size=(5, 4))
     check_einsum(kernel, "pairwise_dots(X, Y)", "pairwise_dots", (X, Y), X @ Y.T)
 
-    rng_hidden = np.random.default_rng(3013)
+    rng_hidden = kernel.rng(3013)
     for n, m in [(1, 1), (5, 2), (2, 6)]:
         u, v = rng_hidden.normal(size=n), rng_hidden.normal(size=m)
         A, B = rng_hidden.normal(size=(n, n)), rng_hidden.normal(size=(n, m))
@@ -667,7 +667,7 @@ def conv2d_forward(kernel):
     check_close(f"Conv2D(2, (1, 1){_activation_name(3.0)}).forward(X), X with 3 channels", forward(layer, X),
                 _activated(3.0, linear), hints=[(linear, "the activation is not applied")])
 
-    rng = np.random.default_rng(3014)
+    rng = kernel.rng(3014)
     for shape, n_out, kernel_shape, stride, pad in CONV_CASES:
         X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
         expected, _ = vjp("conv2d", (X, W, b), np.zeros(_out_shape(shape, kernel_shape, stride, pad, n_out)),
@@ -703,7 +703,7 @@ def conv2d_backward(kernel):
                                     _out_shape(X.shape, (2, 3), options.get("stride", 1), pad, 2),
                                     params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
 
-    rng = np.random.default_rng(3015)
+    rng = kernel.rng(3015)
     for shape, n_out, kernel_shape, stride, pad in CONV_CASES[:3] + CONV_CASES[4:]:
         X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
         G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
@@ -764,7 +764,7 @@ def pool2d_forward(kernel):
                 forward(_pool(kernel, (2, 2), "max", stride=2, pad=1), X), X,
                 hints=[(np.zeros((1, 2, 2, 1)), "max pooling pads with -inf, not zeros: padding must never win")])
 
-    rng = np.random.default_rng(3016)
+    rng = kernel.rng(3016)
     for mode, name in TORCH_POOL.items():
         for shape, kernel_shape, stride, pad in POOL_CASES:
             X = rng.normal(size=shape)
@@ -795,7 +795,7 @@ def pool2d_backward(kernel):
                                         _out_shape(X.shape, (2, 2), stride, (pad, pad), 2), upstream="dLdY",
                                         factors={"the window size": 4})
 
-    rng = np.random.default_rng(3017)
+    rng = kernel.rng(3017)
     for mode, name in TORCH_POOL.items():
         for shape, kernel_shape, stride, pad in POOL_CASES + [((1, 4, 4, 1), (3, 3), 1, (0, 0))]:
             X = rng.normal(size=shape)
@@ -901,7 +901,7 @@ def _check_cnn(kernel, n_classes, shape, rng):
 @judged(CHECKS)
 def pytorch_models(kernel):
     _require_torch(kernel)
-    rng = np.random.default_rng(3019)
+    rng = kernel.rng(3019)
     for sizes in [(5, 7, 3), (1, 1, 1), (64, 32, 10)]:
         _check_mlp(kernel, *sizes, rng)
     for n_classes, shape in [(10, (8, 8)), (4, (12, 8)), (3, (4, 16))]:
@@ -968,7 +968,7 @@ def pytorch_loop(kernel):
         raise TestFailure(f"after train_epoch with a learning rate of 0.5 the loss is {after:.4f}, not below {losses.mean():.4f}: "
                           "does it call loss.backward() and optimizer.step()?")
 
-    rng = np.random.default_rng(3018)
+    rng = kernel.rng(3018)
     X, y = rng.normal(size=(7, 2)), rng.integers(3, size=7)
     expected_W, expected_b = _sgd_epoch(X, y, 3, 0.3)
     model = make("linear", FIXED_WEIGHT)
