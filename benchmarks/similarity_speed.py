@@ -34,11 +34,12 @@ def main():
     answers = {f"s{i:04d}": {part: disguise(rng.choice(codes), salt=f"s{i}") for part, codes in by_part.items()}
                for i in range(args.students)}
     made = time.perf_counter()
-    found, _ = similarity.class_pairs(answers, starters)
+    found = similarity.class_pairs(answers, starters, model=sources["solution"])
     done = time.perf_counter()
     print(f"{args.students} ps1 submissions, {len(starters)} parts: made in {made - start:.1f} s (not counted); "
-          f"fingerprinted and compared in {done - made:.1f} s; {sum(map(len, found.values()))} pairs above "
-          f"{similarity.THRESHOLD:.0%}")
+          f"fingerprinted and compared, with each other and with the model solution, in {done - made:.1f} s; "
+          f"{sum(map(len, found.pairs.values()))} pairs above {similarity.THRESHOLD:.0%}, "
+          f"{sum(map(len, found.model.values()))} answers close to the model solution")
 
 
 if __name__ == "__main__":

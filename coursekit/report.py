@@ -169,16 +169,19 @@ and the rubric, from <code>source/{assignment}/{assignment}.ipynb</code>.</p>
 
 
 def _similarity(course, assignment, folder, students):
-    """Compare the class's answer cells part by part (coursekit.similarity); the number of similar pairs."""
+    """Compare the class's answer cells part by part, and with the model solution
+    (coursekit.similarity); returns what it found (a similarity.Found)."""
     import nbformat
 
     from coursekit import similarity
-    from coursekit.solutions import answer_cells
-
+    from coursekit.solutions import answer_cells, source_notebook, without_markers
     from coursekit.submissions import release_notebook
 
     own = (Path(course) / "release" / assignment).exists()  # else the course repository's release
     starters = answer_cells(release_notebook(assignment, course) if own else release_notebook(assignment))
+    source = Path(course) / "source" / assignment / f"{assignment}.ipynb"
+    source = source if source.exists() else source_notebook(assignment)
+    model = {part: without_markers(code) for part, code in answer_cells(nbformat.read(source, as_version=4)).items()}
     answers = {}
     for student in students:
         path = Path(course) / "submitted" / student / assignment / f"{assignment}.ipynb"
@@ -186,17 +189,34 @@ def _similarity(course, assignment, folder, students):
             answers[student] = answer_cells(nbformat.read(path, as_version=4))
         except Exception:  # noqa: BLE001 - an unreadable notebook is in the errors already
             continue
-    return similarity.write_report(folder, assignment, answers, starters)
+    return similarity.write_report(folder, assignment, answers, starters, model)
+
+
+def _similar_answers(found):
+    """The report's section on similar answers: the top pairs, and who follows the model solution."""
+    pairs = [(part, f"{a} and {b}", f"{score:.0%}") for part, listed in found.pairs.items() for score, a, b in listed[:3]]
+    close = [(part, ", ".join(f"{student} ({score:.0%})" for score, student in listed[:8])
+              + (f" and {len(listed) - 8} more" if len(listed) > 8 else ""))
+             for part, listed in found.model.items() if listed]
+    count = sum(len(listed) for listed in found.pairs.values())
+    return f"""<p>{count} pairs of students whose answer to a part looks copied (renamed, reordered or
+recommented code included; lines written as the model solution writes them do not count):
+<a href="similarity.html">side by side</a>, all in similarity.csv. The most similar pairs:</p>
+{_table(pairs, ["part", "students", "similarity"])}
+<p>Answers close to the model solution (a leaked solution, or simply the obvious way to write it):</p>
+{_table(close, ["part", "students"])}"""
 
 
 def _changes(changes, previous):
     if changes is None:
         return "<p>This is the first grading of the assignment.</p>"
     since = f"the grading of {html.escape(previous['when'])} (tests {html.escape(previous['tests'])})" if previous else "the last grading"
-    rows = [(student, cell, "-" if old is None else f"{old:g}", "-" if new is None else f"{new:g}", message or "passes")
-            for student, cell, old, new, _, message in changes]
+    rows = [(student, cell, "-" if old is None else f"{old:g}", "-" if new is None else f"{new:g}", then or "passed",
+             message or "passes")
+            for student, cell, old, new, then, message in changes]
     return (f"<p>Test cells whose score or message changed since {since}: {len(changes)}, of "
-            f"{len({row[0] for row in rows})} students.</p>" + _table(rows, ["student", "test cell", "was", "now", "message now"]))
+            f"{len({row[0] for row in rows})} students.</p>"
+            + _table(rows, ["student", "test cell", "was", "now", "message then", "message now"]))
 
 
 def _table(rows, header):
@@ -264,8 +284,7 @@ of graded students who made it (mistakes.csv has them all).</p>
 <h2>Changes since the last grading</h2>
 {_changes(changes, previous)}
 <h2>Similar answers</h2>
-<p>{similar} pairs of students whose answer to a part looks copied (renamed, reordered or
-recommented code included): <a href="similarity.html">side by side</a>, all in similarity.csv.</p>
+{_similar_answers(similar)}
 <h2>Tamper report</h2>
 <p>Answer cells that import forbidden modules or touch the test machinery, and Python files handed
 in next to the notebook (the grader keeps such code from changing verdicts; this list is for a

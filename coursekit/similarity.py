@@ -11,6 +11,10 @@ fingerprints they share of all those they have (Jaccard), so reordering the meth
 class changes nothing. Candidate
 pairs come from an index of fingerprints to submissions: only pairs that share one are compared,
 and a fingerprint that most of a large class has (the obvious way to write a line) is ignored.
+
+The model solution is a source of its own: each student's answer is compared with it (a leaked
+solution is the usual source of copies in a course that reuses its assignments), and what two
+students both wrote as it is written is not evidence between them, as the starter code is not.
 """
 import ast
 import hashlib
@@ -27,6 +31,7 @@ THRESHOLD = 0.35  # share of shared fingerprints (Jaccard) from which a pair is 
 COMMON = 0.5  # a fingerprint that more than this share of the class has is not evidence,
 COMMON_AT_LEAST = 10  # nor one that more students than this have (MOSS's -m); with fewer, all count
 MIN_PRINTS = 20  # a shorter answer (after those) is too short to tell copied from obvious
+MODEL = "the model solution"  # its name in the lists
 
 
 @dataclass
@@ -147,34 +152,68 @@ def side_by_side(a, b, first, second):
     return f"<table class=\"pair\"><tr>{column(a, first, lines[0])}{column(b, second, lines[1])}</tr></table>"
 
 
-def class_pairs(answers, starters, threshold=THRESHOLD):
-    """{part: [(score, a, b)]} for a class: ``answers`` {student: {part: source}}, ``starters``
-    {part: the release's code for it}; and the Cells compared, {part: {student: Cell}}."""
-    found, compared = {}, {}
+@dataclass
+class Found:
+    """What a class's comparison found, part by part: ``pairs`` {part: [(score, a, b)]} of
+    students, ``model`` {part: [(score, student)]} close to the model solution, and the Cells
+    compared, ``cells`` {part: {student or MODEL: Cell}}."""
+
+    pairs: dict
+    model: dict
+    cells: dict
+
+
+def class_pairs(answers, starters, model=None, threshold=THRESHOLD):
+    """Compare a class: ``answers`` {student: {part: source}}, ``starters`` {part: the release's
+    code for it}, ``model`` {part: the model solution's code} (or None). Returns a Found."""
+    found = Found({}, {}, {})
     for part, starter in starters.items():
         subtract = set(fingerprints(tokens(starter)))
-        cells = {student: cell(cells[part], subtract) for student, cells in answers.items()
-                 if cells.get(part, "").strip() and cells[part].strip() != starter.strip()}
-        compared[part] = cells
-        found[part] = similar_pairs(cells, threshold)
-    return found, compared
+        cells = {student: cell(theirs[part], subtract) for student, theirs in answers.items()
+                 if theirs.get(part, "").strip() and theirs[part].strip() != starter.strip()}
+        found.cells[part], found.model[part] = dict(cells), []
+        apart = cells
+        if model and model.get(part, "").strip():
+            reference = found.cells[part][MODEL] = cell(model[part], subtract)
+            found.model[part] = close_to(reference, cells, threshold)
+            apart = {name: Cell(c.source, c.tokens, {h: at for h, at in c.prints.items() if h not in reference.prints})
+                     for name, c in cells.items()}
+        found.pairs[part] = similar_pairs(apart, threshold)
+    return found
 
 
-def write_report(folder, assignment, answers, starters, threshold=THRESHOLD, shown=10):
-    """Write ``folder``/similarity.csv (every pair above ``threshold``) and similarity.html (the
-    ``shown`` most similar pairs of each part, side by side); returns the number of pairs."""
+def close_to(reference, cells, threshold=THRESHOLD):
+    """[(score, student)] of the ``cells`` that share at least ``threshold`` of their fingerprints
+    with ``reference`` (every fingerprint counts: a whole class may follow a leaked solution)."""
+    close = []
+    for name, found in cells.items():
+        union = len(set(found.prints) | set(reference.prints))
+        shared = len(set(found.prints) & set(reference.prints))
+        if min(len(found.prints), len(reference.prints)) >= MIN_PRINTS and shared / union >= threshold:
+            close.append((shared / union, name))
+    return sorted(close, key=lambda item: (-item[0], item[1]))
+
+
+def write_report(folder, assignment, answers, starters, model=None, threshold=THRESHOLD, shown=10):
+    """Write ``folder``/similarity.csv (every pair above ``threshold``, and every answer close to
+    the model solution) and similarity.html (the ``shown`` most similar pairs of each part, side
+    by side); returns the Found."""
     import csv
 
-    found, compared = class_pairs(answers, starters, threshold)
+    found = class_pairs(answers, starters, model, threshold)
     with open(folder / "similarity.csv", "w", newline="") as f:
         csv.writer(f).writerows([("part", "student", "student", "similarity"),
-                                 *[(part, a, b, f"{score:.2f}") for part, pairs in found.items() for score, a, b in pairs]])
+                                 *[(part, a, b, f"{score:.2f}") for part, pairs in found.pairs.items() for score, a, b in pairs],
+                                 *[(part, student, MODEL, f"{score:.2f}") for part, close in found.model.items()
+                                   for score, student in close]])
     sections = []
-    for part, pairs in found.items():
-        if pairs:
-            views = "".join(f"<h3>{html.escape(a)} and {html.escape(b)}: {score:.0%}</h3>"
-                            + side_by_side(a, b, compared[part][a], compared[part][b]) for score, a, b in pairs[:shown])
-            sections.append(f"<h2><code>{html.escape(part)}</code>: {len(pairs)} pairs</h2>{views}")
+    for part, pairs in found.pairs.items():
+        views = "".join(f"<h3>{html.escape(a)} and {html.escape(b)}: {score:.0%}</h3>"
+                        + side_by_side(a, b, found.cells[part][a], found.cells[part][b]) for score, a, b in pairs[:shown])
+        close = ", ".join(f"{html.escape(student)} {score:.0%}" for score, student in found.model[part])
+        if pairs or close:
+            sections.append(f"<h2><code>{html.escape(part)}</code>: {len(pairs)} {'pair' if len(pairs) == 1 else 'pairs'}</h2>{views}"
+                            + (f"<p class=\"model\">Close to the model solution: {close}.</p>" if close else ""))
     (folder / "similarity.html").write_text(f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{assignment}: similar answers</title>
 <style>body {{ font-family: sans-serif; margin: 2em; }}
@@ -183,11 +222,12 @@ pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; overflow-x: auto; }
 </head><body>
 <h1>{assignment}: similar answers</h1>
 <p>Pairs of students whose answer to a part share at least {threshold:.0%} of their fingerprints,
-once comments, layout, the students' own names and the release's starter code are set aside, and
-the lines written the same way by most of the class (see coursekit/similarity.py); the shared
-regions are marked. A high score is a reason to look, not a verdict: short answers are not
-compared at all.</p>
+once comments, layout, the students' own names, the release's starter code, the lines written as
+the model solution writes them and the lines written the same way by most of the class are set
+aside (see coursekit/similarity.py); the shared regions are marked. Then, per part, the students
+whose answer shares as much with the model solution. A high score is a reason to look, not a
+verdict: short answers are not compared at all.</p>
 {"".join(sections) or "<p>No pair above the threshold.</p>"}
 </body></html>
 """)
-    return sum(len(pairs) for pairs in found.values())
+    return found

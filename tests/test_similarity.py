@@ -27,8 +27,11 @@ def independent_answers(assignment):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_independent_correct_answers_are_not_flagged(assignment):
     answers, starters = independent_answers(assignment)
-    found, _ = similarity.class_pairs(answers, starters)
-    assert not any(found.values()), found
+    found = similarity.class_pairs(answers, starters)
+    assert not any(found.pairs.values()), found.pairs
+    solution = answers.pop("solution")
+    found = similarity.class_pairs(answers, starters, model=solution)
+    assert not any(found.pairs.values()) and not any(found.model.values()), (found.pairs, found.model)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -41,13 +44,34 @@ def test_a_disguised_copy_tops_its_part(assignment):
         copier = f"copier_of_{student}"
         answers[copier] = {part: disguise(code, salt=student[:3]) for part, code in cells.items()}
         planted |= {(part, *sorted((student, copier))) for part in cells}
-    found, compared = similarity.class_pairs(answers, starters)
+    found = similarity.class_pairs(answers, starters)
     judged = {(part, a, b) for part, a, b in planted
-              if min(len(compared[part][a].prints), len(compared[part][b].prints)) >= similarity.MIN_PRINTS}
+              if min(len(found.cells[part][a].prints), len(found.cells[part][b].prints)) >= similarity.MIN_PRINTS}
     assert len(judged) >= 10
-    listed = {(part, a, b) for part, pairs in found.items() for _, a, b in pairs}
+    listed = {(part, a, b) for part, pairs in found.pairs.items() for _, a, b in pairs}
     assert judged <= listed, f"copies not found: {sorted(judged - listed)}"
     assert listed <= planted, f"independent answers flagged: {sorted(listed - planted)}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_followers_of_the_model_solution_are_listed_against_it_not_against_each_other(assignment):
+    """As in the demo class: students who each made a bug in the model solution, one who wrote
+    their own answers and one who copied theirs, disguised. Only the copied pair is listed, and
+    the followers are each listed as close to the model solution."""
+    answers, starters = independent_answers(assignment)
+    model = answers.pop("solution")
+    own = answers[max(answers, key=lambda name: sum(map(len, answers[name].values())))]  # the variant that wrote the most
+    bugs = {bug.cell: bug for bug in CATALOGS[assignment].BUGS if bug.cell in starters and bug.find in model[bug.cell]}
+    followers = {f"follower_{part}": {**model, part: bug.apply(model[part])} for part, bug in list(bugs.items())[:4]}
+    copier = {part: disguise(code, salt="cp") for part, code in own.items()}
+    found = similarity.class_pairs({**followers, "writer": own, "copier": copier}, starters, model=model)
+    listed = {(part, a, b) for part, pairs in found.pairs.items() for _, a, b in pairs}
+    judged = {part for part in own if min(len(found.cells[part][n].prints) for n in ("writer", "copier")) >= similarity.MIN_PRINTS}
+    assert listed == {(part, "copier", "writer") for part in judged} and judged
+    for part in starters:
+        close = {student for _, student in found.model[part]}
+        long_enough = len(found.cells[part].get(similarity.MODEL, similarity.Cell("")).prints) >= similarity.MIN_PRINTS
+        assert close == (set(followers) if long_enough else set()), part
 
 
 def test_the_side_by_side_view_marks_what_the_pair_shares():
@@ -60,5 +84,5 @@ def test_the_side_by_side_view_marks_what_the_pair_shares():
 def test_code_nested_too_deeply_for_the_parser_is_compared_without_crashing():
     deep = "x = " + "-" * 5000 + "1\n"
     assert similarity.defined_names(deep) == set()
-    found, _ = similarity.class_pairs({"a": {"linear": deep}, "b": {"linear": deep}}, {"linear": ""})
-    assert found == {"linear": []}  # (too short to judge)
+    found = similarity.class_pairs({"a": {"linear": deep}, "b": {"linear": deep}}, {"linear": ""}, model={"linear": deep})
+    assert found.pairs == {"linear": []} and found.model == {"linear": []}  # (too short to judge)
