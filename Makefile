@@ -5,7 +5,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test quick lint release grade venv sandbox browser clean-grading
+.PHONY: demo test quick lint release grade new-assignment venv sandbox browser clean-grading
 
 venv: $(VENV)/.installed sandbox
 
@@ -29,6 +29,13 @@ demo: release
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
 grade: venv
 	$(PY) -m coursekit.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
+
+## Start an assignment: its notebook with one worked example part, its judge module and an empty
+## catalog (reported as to write), then the release: make new-assignment A=ps4
+new-assignment: venv
+	@test -n "$(A)" || { echo "usage: make new-assignment A=ps4"; exit 1; }
+	$(PY) -m coursekit.scaffold $(A)
+	$(MAKE) release
 
 ## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/sandbox.py).
 sandbox:

@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from coursekit import COURSE_ROOT
+
 SCRATCH = "/sandbox/work"  # the kernel's one writable folder (its cwd, HOME and TMPDIR)
 STAGING = "/sandbox/kernel"  # where a forked kernel's folder is held while the others are hidden
 SCRATCH_BYTES = 256 * 2 ** 20
@@ -147,8 +149,9 @@ def main(argv):
         os.execve(command[0], command, env)
     os.environ.clear()
     os.environ.update(env)
-    # as ipykernel_launcher would find modules: not from `python -m`'s directory nor the grader's PYTHONPATH
-    sys.path[:] = [path for path in sys.path[1:] if path not in grader_paths]
+    # as ipykernel_launcher would find modules: not from `python -m`'s directory nor the grader's
+    # PYTHONPATH, but the course's package from the course's own folder (sandbox.course_environment)
+    sys.path[:] = [str(COURSE_ROOT), *(path for path in sys.path[1:] if path not in grader_paths)]
     sys.argv = ["ipykernel_launcher", *command[3:]]
     from ipykernel import kernelapp
 

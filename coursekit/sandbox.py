@@ -167,12 +167,19 @@ def font_list():
         return None
 
 
+def course_environment(env):
+    """``env`` for a process started in a sandbox: it imports the course's package from the course
+    being graded (the files of its view), however the package is installed."""
+    return {**env, "PYTHONPATH": str(COURSE_ROOT)}
+
+
 class SandboxProvisioner(LocalProvisioner):
     """LocalProvisioner that starts the kernel command inside bubblewrap."""
 
     async def launch_kernel(self, cmd, **kwargs):
         folder = self.parent.folder
         folder.prepare(kwargs.pop("cwd", None))
+        kwargs["env"] = course_environment(kwargs.get("env") or os.environ)
         inner = [sys.executable, "-m", "coursekit.confine", str(folder.path), str(folder.uid), "--", *cmd]
         argv = bwrap_argv(folder.path)
         return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)

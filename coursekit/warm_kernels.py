@@ -28,7 +28,8 @@ from traitlets import List
 
 from coursekit import IN_THE_KERNEL
 from coursekit.confine import enter_forked_sandbox, kernel_environment
-from coursekit.sandbox import KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv
+from coursekit.sandbox import (KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
+                               course_environment)
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
@@ -152,7 +153,7 @@ class Zygote:
         argv = bwrap_argv(self.base, own_pid_namespace=False)
         self.process = subprocess.Popen(argv + ["--chdir", "/", "--", *command],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env=dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1"))
+                                        env=course_environment(dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")))
         self.lock = multiprocessing.Lock()  # one request and its reply at a time
         self.owner = os.getpid()
 

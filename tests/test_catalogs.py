@@ -3,7 +3,7 @@ correct variant keeps full marks, each cheat loses the points of the part it tri
 import nbformat
 import pytest
 
-from conftest import ASSIGNMENTS, CATALOGS
+from conftest import ASSIGNMENTS, CATALOGS, catalog_written
 from coursekit.grading import failure_messages, part_of
 from coursekit.solutions import answer_cells, source_notebook
 from coursekit.submissions import Solution
@@ -25,6 +25,7 @@ def _find(items, name):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_catalog_is_big_and_well_formed(assignment):
+    catalog_written(assignment)
     catalog = CATALOGS[assignment]
     cells = set(answer_cells(nbformat.read(source_notebook(assignment), as_version=4)))
     assert len({bug.name for bug in catalog.BUGS}) == len(catalog.BUGS) >= 40

@@ -105,7 +105,7 @@ def test_torch_import_check_tells_guarded_from_unguarded():
 @each_assignment
 def test_release_leaks_no_solution_and_no_hidden_test(assignment):
     secrets = secret_lines(assignment, [SOLUTIONS, HIDDEN_TESTS], min_length=16)
-    assert len(secrets) > 50
+    assert len(secrets) >= 10  # (the leak check has lines to look for)
     release = nbformat.read(release_folder(assignment) / f"{assignment}.ipynb", as_version=4)
     notebook_text = "\n".join(cell.source for cell in release.cells)
     for cell in release.cells:

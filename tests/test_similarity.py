@@ -2,7 +2,7 @@
 written correct answers (the model solution and the catalogs' correct variants)."""
 import pytest
 
-from conftest import ASSIGNMENTS, CATALOGS, FIXTURES
+from conftest import ASSIGNMENTS, CATALOGS, FIXTURES, catalog_written
 from coursekit import similarity
 from coursekit.solutions import answer_cells, without_markers
 from coursekit.submissions import load_fixtures, release_notebook, solution_answers
@@ -38,6 +38,7 @@ def test_independent_correct_answers_are_not_flagged(assignment):
 def test_a_disguised_copy_tops_its_part(assignment):
     """Each answer long enough to judge is copied by a new student: renamed, its methods
     reordered, its comments and docstrings replaced and two lines changed."""
+    catalog_written(assignment)
     answers, starters = independent_answers(assignment)
     planted = set()
     for student, cells in list(answers.items()):
@@ -58,6 +59,7 @@ def test_followers_of_the_model_solution_are_listed_against_it_not_against_each_
     """As in the demo class: students who each made a bug in the model solution, one who wrote
     their own answers and one who copied theirs, disguised. Only the copied pair is listed, and
     the followers are each listed as close to the model solution."""
+    catalog_written(assignment)
     answers, starters = independent_answers(assignment)
     model = answers.pop("solution")
     own = answers[max(answers, key=lambda name: sum(map(len, answers[name].values())))]  # the variant that wrote the most
