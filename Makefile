@@ -16,28 +16,28 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 ## Build release/ (the student version) from source/ with nbgrader, and record the PyTorch
-## reference values the hidden tests use (coursekit/torch_cache/) by running the source notebooks.
+## reference values the hidden tests use (coursekit/judge/torch_cache/) by running the source notebooks.
 release: venv
 	for a in $(ASSIGNMENTS); do $(VENV)/bin/nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
-	rm -rf coursekit/torch_cache
-	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(PY) -m coursekit.grading run-source $$a || exit 1; done
+	rm -rf coursekit/judge/torch_cache
+	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(PY) -m coursekit.tools.release $$a || exit 1; done
 
 ## Grade the shipped demo class: autograde, feedback, export, and a score table.
 demo: release
-	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.demo $$a || exit 1; done
+	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.tools.demo $$a || exit 1; done
 
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
 grade: venv
-	$(PY) -m coursekit.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
+	$(PY) -m coursekit.pipeline.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
 
 ## Start an assignment: its notebook with one worked example part, its judge module and an empty
 ## catalog (reported as to write), then the release: make new-assignment A=ps4
 new-assignment: venv
 	@test -n "$(A)" || { echo "usage: make new-assignment A=ps4"; exit 1; }
-	$(PY) -m coursekit.scaffold $(A)
+	$(PY) -m coursekit.tools.scaffold $(A)
 	$(MAKE) release
 
-## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/sandbox.py).
+## Debian's bubblewrap: every grading kernel runs in its sandbox (coursekit/kernel/sandbox.py).
 sandbox:
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \

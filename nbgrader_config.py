@@ -10,9 +10,9 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Every grading kernel runs in a sandbox: a user of its own, its own namespaces, a read-only view
-# of what it needs, one scratch folder, limits (see coursekit/sandbox.py). `make grade` forks its
-# kernels from a warm zygote in the same sandbox instead (coursekit/warm_kernels.py).
-c.TimeLimitedExecute.kernel_manager_class = "coursekit.sandbox.SandboxedKernelManager"
+# of what it needs, one scratch folder, limits (see coursekit/kernel/sandbox.py). `make grade` forks its
+# kernels from a warm zygote in the same sandbox instead (coursekit/kernel/warm_kernels.py).
+c.TimeLimitedExecute.kernel_manager_class = "coursekit.kernel.sandbox.SandboxedKernelManager"
 # Grading kernels' tracebacks are plain (file, line, the line itself): IPython's default, with
 # highlighted context around every frame, took a third of a buggy submission's kernel time;
 # feedback shows only the one-line message anyway. They run no start-up lines: whatever those
@@ -21,34 +21,34 @@ c.Execute.extra_arguments = [
     "--HistoryManager.hist_file=:memory:",
     "--InteractiveShell.xmode=Plain",
 ]
-# Time limits: an infinite loop must not hold up the class (see coursekit/nbgrader_plugins.py).
+# Time limits: an infinite loop must not hold up the class (see coursekit/pipeline/nbgrader_plugins.py).
 c.Execute.timeout = 10  # seconds per cell (TimeLimitedExecute inherits it)
 # The notebook has run: its sandbox ends at once instead of after a polite shutdown (0.1 s each).
 c.TimeLimitedExecute.shutdown_kernel = "immediate"
 c.TimeLimitedExecute.notebook_timeout = 60
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
-    "coursekit.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
-    "coursekit.nbgrader_plugins.RestoreDeletedTests",  # a deleted test cell is put back, not scored 0
+    "coursekit.pipeline.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
+    "coursekit.pipeline.nbgrader_plugins.RestoreDeletedTests",  # a deleted test cell is put back, not scored 0
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
-    "coursekit.nbgrader_plugins.CheckCellMetadata",  # the same check, schema compiled once
+    "coursekit.pipeline.nbgrader_plugins.CheckCellMetadata",  # the same check, schema compiled once
 ]
 c.Autograde.autograde_preprocessors = [
-    "coursekit.nbgrader_plugins.TimeLimitedExecute",
+    "coursekit.pipeline.nbgrader_plugins.TimeLimitedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
-    "coursekit.nbgrader_plugins.CheckCellMetadata",
+    "coursekit.pipeline.nbgrader_plugins.CheckCellMetadata",
 ]
 
 # Feedback shows each test's score and one-line message, never hidden test code.
-c.GenerateFeedback.exporter_class = "coursekit.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
+c.GenerateFeedback.exporter_class = "coursekit.pipeline.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
 c.GenerateFeedback.preprocessors = [
-    "coursekit.nbgrader_plugins.GetGrades",  # and which answers are still to be graded by hand
+    "coursekit.pipeline.nbgrader_plugins.GetGrades",  # and which answers are still to be graded by hand
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "coursekit.nbgrader_plugins.HideHiddenTests",
+    "coursekit.pipeline.nbgrader_plugins.HideHiddenTests",
 ]
-c.ExportApp.plugin_class = "coursekit.nbgrader_plugins.CourseExport"  # a status column: "not graded" is not a zero
+c.ExportApp.plugin_class = "coursekit.pipeline.nbgrader_plugins.CourseExport"  # a status column: "not graded" is not a zero

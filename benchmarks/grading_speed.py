@@ -26,9 +26,10 @@ from nbclient import NotebookClient
 from traitlets.config.loader import PyFileConfigLoader
 
 from coursekit import COURSE_ROOT
-from coursekit.grade import DEFAULT_JOBS, grade_class
-from coursekit.grading import copy_course, nbgrader
-from coursekit.submissions import fill, load_fixtures, release_notebook, solution_answers, submit
+from coursekit.pipeline.grade import DEFAULT_JOBS, grade_class
+from coursekit.pipeline.grading import nbgrader
+from coursekit.tools.scratch import copy_course
+from coursekit.tools.submissions import fill, load_fixtures, release_notebook, solution_answers, submit
 
 
 def class_of(n):

@@ -5,9 +5,9 @@ import nbformat
 import pytest
 
 from coursekit import COURSE_ROOT
-from coursekit.grading import grade_submissions
-from coursekit.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
-from coursekit.submissions import Blank, Solution, load_fixtures
+from coursekit.tools.scratch import grade_submissions
+from coursekit.judge.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
+from coursekit.tools.submissions import Blank, Solution, load_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Every assignment in source/ has its submissions (bugs, variants, cheats, demo class) in fixtures/.

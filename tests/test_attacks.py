@@ -16,10 +16,11 @@ import pytest
 
 from conftest import CATALOGS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
-from coursekit.grade import grade_class
-from coursekit.grading import copy_course, nbgrader, results
-from coursekit.sandbox import UIDS
-from coursekit.submissions import Solution, submit
+from coursekit.pipeline.grade import grade_class
+from coursekit.pipeline.grading import nbgrader, results
+from coursekit.tools.scratch import copy_course
+from coursekit.kernel.sandbox import UIDS
+from coursekit.tools.submissions import Solution, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
@@ -150,7 +151,7 @@ NOT_IN_TAMPER_REPORT = {"bends_forward_after_seeing_the_gradient"}
 
 @pytest.mark.parametrize("name", sorted(set(ATTACKS) - NOT_IN_TAMPER_REPORT))
 def test_the_tamper_report_names_each_attack(name):
-    from coursekit.tamper import scan_code
+    from coursekit.pipeline.tamper import scan_code
 
     findings = scan_code("tanh", ATTACKS[name].cells["tanh"])
     assert findings and all(f.cell == "tanh" and f.line >= 1 for f in findings), f"{name} is not reported"

@@ -4,10 +4,10 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, catalog_written
-from coursekit.grading import failure_messages, part_of
-from coursekit.solutions import answer_cells, source_notebook
-from coursekit.submissions import Solution
-from coursekit.tamper import scan_code
+from coursekit.pipeline.grading import failure_messages, part_of
+from coursekit.judge.solutions import answer_cells, source_notebook
+from coursekit.tools.submissions import Solution
+from coursekit.pipeline.tamper import scan_code
 
 pytestmark = pytest.mark.slow
 

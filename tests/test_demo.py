@@ -7,9 +7,10 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, assert_feedback_hides_hidden_tests
-from coursekit import similarity
-from coursekit.grading import copy_course, nbgrader
-from coursekit.solutions import source_notebook, written_cells
+from coursekit.pipeline import similarity
+from coursekit.pipeline.grading import nbgrader
+from coursekit.tools.scratch import copy_course
+from coursekit.judge.solutions import source_notebook, written_cells
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
     demo_class = CATALOGS[assignment].DEMO_CLASS
     course = copy_course(assignment, tmp_path)
     nbgrader(course, "generate_assignment", assignment, "--force")
-    output = subprocess.run([sys.executable, "-m", "coursekit.demo", assignment, "--course", str(course)],
+    output = subprocess.run([sys.executable, "-m", "coursekit.tools.demo", assignment, "--course", str(course)],
                             capture_output=True, text=True, check=True).stdout
     rows = {line.split()[0]: line.split() for line in output.splitlines() if line.split()}
     for student, (_, expected) in demo_class.items():

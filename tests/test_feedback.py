@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from coursekit.grading import grade_submissions
-from coursekit.submissions import Bug, Solution
+from coursekit.tools.scratch import grade_submissions
+from coursekit.tools.submissions import Bug, Solution
 
 MEAN_BIAS = Bug("mean_bias", "linear", "grad_output.sum(axis=0)", "grad_output.mean(axis=0)")
 
@@ -73,8 +73,8 @@ def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
     import nbgrader
     from traitlets.config import Config
 
-    from coursekit import nbgrader_plugins
-    from coursekit.submissions import release_notebook
+    from coursekit.pipeline import nbgrader_plugins
+    from coursekit.tools.submissions import release_notebook
 
     config = Config()  # what nbgrader's generate_feedback configures
     config.HTMLExporter.template_name = "feedback"
@@ -94,7 +94,7 @@ def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
 
 
 def test_what_the_exporter_remembers_is_bounded_in_bytes():
-    from coursekit.nbgrader_plugins import _Remembered
+    from coursekit.pipeline.nbgrader_plugins import _Remembered
 
     remembered = _Remembered(limit=1600)
     assert remembered(("code", "x" * 500, ""), lambda: "y" * 500) == "y" * 500 and not remembered.found  # too big
@@ -111,7 +111,7 @@ def test_a_hostile_output_cannot_slow_the_page_or_break_its_markup():
     comments and raw-text elements alone, and math that is not MathML alone stays escaped LaTeX."""
     import time
 
-    from coursekit.nbgrader_plugins import _accessible, markdown_with_mathml
+    from coursekit.pipeline.nbgrader_plugins import _accessible, markdown_with_mathml
 
     began = time.process_time()
     _accessible('<div class="jp-Notebook">' + "<img a " * 100_000 + "</div>")

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from coursekit import torch_reference
-from coursekit.gradcheck import (TestFailure, call, check_close, check_einsum, check_layer_backward, check_mlp_wiring,
+from coursekit.judge import torch_reference
+from coursekit.shipped.gradcheck import (TestFailure, call, check_close, check_einsum, check_layer_backward, check_mlp_wiring,
                                  check_unchanged, check_vectorised, numerical_gradient, numerical_input_gradient,
                                  require_torch, substitute)
-from coursekit.torch_reference import CACHE_ONLY, RECORD, vjp
+from coursekit.judge.torch_reference import CACHE_ONLY, RECORD, vjp
 
 
 def message(*args, **kwargs):

@@ -5,11 +5,12 @@ import nbformat
 import pytest
 
 from conftest import FIXTURES, assert_feedback_hides_hidden_tests
-from coursekit.grade import grade_class
-from coursekit.grading import copy_course, grade_submissions, grade_submissions_stock, results
-from coursekit.solutions import source_notebook
-from coursekit.submissions import Blank, RawFile, Solution, load_fixtures, submit
-from coursekit.tamper import scan_code
+from coursekit.pipeline.grade import grade_class
+from coursekit.pipeline.grading import results
+from coursekit.tools.scratch import copy_course, grade_submissions, grade_submissions_stock
+from coursekit.judge.solutions import source_notebook
+from coursekit.tools.submissions import Blank, RawFile, Solution, load_fixtures, submit
+from coursekit.pipeline.tamper import scan_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
@@ -64,7 +65,7 @@ def test_broken_submission_is_graded_or_reported(broken_graded, name):
 
 
 def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(broken_graded, tmp_path):
-    from coursekit.nbgrader_plugins import RESTORED_NOTE
+    from coursekit.pipeline.nbgrader_plugins import RESTORED_NOTE
 
     deleted = {"deleted_test_cells": CATALOG.BROKEN["deleted_test_cells"][0]}
     stock = grade_submissions_stock("ps1", deleted, tmp_path)["deleted_test_cells"]
@@ -78,7 +79,7 @@ def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(bro
 
 
 def test_infinite_loop_and_memory_hog_fail_with_a_clear_reason(broken_graded):
-    from coursekit.grading import failure_messages
+    from coursekit.pipeline.grading import failure_messages
 
     loop = failure_messages(broken_graded["infinite_loop"].autograded)
     assert "ran longer than" in loop["tanh_visible"][-1][1]
@@ -139,7 +140,7 @@ def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
     for name in ("solution", "cheat"):
         submit(course, name, "ps1", SAMPLE[name])
     submit(course, "ivan", "ps1", RawFile("x", b"not a notebook"))
-    output = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course), "--jobs", "2"],
+    output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course), "--jobs", "2"],
                             capture_output=True, text=True, check=True).stdout
     assert "NOT GRADED: ps1.ipynb is not a notebook" in output
     assert "cheat: cell tanh" in output
@@ -209,8 +210,8 @@ def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
     from nbgrader.nbgraderformat import ValidationError
     from nbgrader.preprocessors import CheckCellMetadata as Stock
 
-    from coursekit.nbgrader_plugins import CheckCellMetadata as Fast
-    from coursekit.submissions import release_notebook
+    from coursekit.pipeline.nbgrader_plugins import CheckCellMetadata as Fast
+    from coursekit.tools.submissions import release_notebook
 
     def corrupt(change):
         notebook = copy.deepcopy(release_notebook("ps1"))
@@ -241,8 +242,8 @@ def test_feedback_exporter_writes_the_page_that_nbconvert_does():
     from bs4 import BeautifulSoup
     from nbconvert.exporters import HTMLExporter
 
-    from coursekit.nbgrader_plugins import FeedbackHTMLExporter
-    from coursekit.submissions import release_notebook
+    from coursekit.pipeline.nbgrader_plugins import FeedbackHTMLExporter
+    from coursekit.tools.submissions import release_notebook
 
     notebook = release_notebook("ps1")
     notebook.cells[:0] = [nbformat.v4.new_markdown_cell("<img src='a.png'> ![](b.png) <img alt='' src=c>"),
@@ -264,7 +265,7 @@ def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
     resources = {"metadata": {"path": str(tmp_path)}}
@@ -297,7 +298,7 @@ def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
 def test_python_files_handed_in_next_to_the_notebook_are_ignored_and_reported(tmp_path):
     """A planted ipykernel_launcher.py or numpy.py would run before the kernel starts (each gets the Tanh
     points of a wrong Tanh from stock nbgrader): make grade grades the notebook alone."""
-    from coursekit.tamper import scan_folder
+    from coursekit.pipeline.tamper import scan_folder
 
     graded = grade_submissions("ps1", CATALOG.PLANTED_FILES, tmp_path / "ours", jobs=2, feedback=False)
     for name, submission in CATALOG.PLANTED_FILES.items():
@@ -311,9 +312,9 @@ def test_python_files_handed_in_next_to_the_notebook_are_ignored_and_reported(tm
 def test_tamper_report_reads_added_cells_and_skips_unchanged_helper_files(tmp_path):
     import nbformat
 
-    from coursekit.solutions import source_notebook
-    from coursekit.submissions import release_notebook
-    from coursekit.tamper import scan_folder, scan_notebook
+    from coursekit.judge.solutions import source_notebook
+    from coursekit.tools.submissions import release_notebook
+    from coursekit.pipeline.tamper import scan_folder, scan_notebook
 
     notebook = release_notebook("ps1")
     notebook.cells.insert(3, nbformat.v4.new_code_cell("import os\nos.system('ls')"))
@@ -335,7 +336,7 @@ def test_the_notebook_clock_starts_with_the_first_cell_not_the_kernel(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
 
     class SlowToStart(AsyncKernelManager):
         async def _async_post_start_kernel(self, **kw):

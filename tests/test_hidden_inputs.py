@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from coursekit import agent, judge
-from coursekit.grading import grade_submissions
+from coursekit.kernel import agent
+from coursekit import judge
+from coursekit.tools.scratch import grade_submissions
 from coursekit.judge import ps1
-from coursekit.submissions import Solution, Variant, solution_answers
+from coursekit.tools.submissions import Solution, Variant, solution_answers
 
 HIDDEN = ["linear_forward", "linear_backward", "linear_update", "tanh_hidden", "mse_hidden"]
 

@@ -1,4 +1,4 @@
-"""The judge (coursekit.judge) and the kernel's agent (coursekit.agent): only plain data crosses, and
+"""The judge (coursekit.judge) and the kernel's agent (coursekit.kernel.agent): only plain data crosses, and
 a judged cell's verdict is the check's alone."""
 import sys
 
@@ -6,8 +6,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from coursekit import agent, judge
-from coursekit.grading import run_notebook
+from coursekit.kernel import agent
+from coursekit import judge
+from coursekit.tools.release import run_notebook
 
 
 class Answers:
@@ -81,7 +82,7 @@ def test_student_errors_and_overflows_are_reported_with_the_call(kernel):
     answers = kernel.new("Answers")
     with pytest.raises(judge.StudentError, match="ValueError: shapes do not match"):
         answers.broken()
-    from coursekit.gradcheck import TestFailure
+    from coursekit.shipped.gradcheck import TestFailure
 
     with pytest.raises(TestFailure, match="Answers.overflows\\(\\) hit a floating-point problem"):
         judge.call("Answers.overflows()", answers.overflows)
@@ -119,7 +120,7 @@ def test_a_malformed_reply_is_no_answer(reply):
 
 
 def test_the_agent_refuses_a_reply_larger_than_the_grader_reads(kernel):
-    from coursekit.sandbox import MAX_MESSAGE_BYTES
+    from coursekit.kernel.sandbox import MAX_MESSAGE_BYTES
 
     answers = kernel.new("Answers")
     assert 2 * agent.MAX_REPLY_BYTES <= MAX_MESSAGE_BYTES  # base64 and JSON fit under the grader's cap
@@ -197,7 +198,7 @@ def test_an_agent_that_ends_early_costs_only_its_own_cell(tmp_path, monkeypatch)
 
     monkeypatch.setitem(ps1.CHECKS, "tanh_hidden", lambda kernel: kernel.new("Tanh"))
     monkeypatch.setitem(ps1.CHECKS, "mse_hidden", lambda kernel: kernel.new("Tanh"))
-    student = ("import coursekit.agent as agent\n"
+    student = ("import coursekit.kernel.agent as agent\n"
                "real = agent.serve\n"
                "def once(*args):\n"
                "    agent.serve = real  # the next cell's agent is the real one\n"

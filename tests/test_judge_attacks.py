@@ -4,8 +4,8 @@ the points of the test cell it fakes (JUDGE_ATTACKED), and the honest students k
 import pytest
 
 from conftest import CATALOGS
-from coursekit.grading import grade_submissions
-from coursekit.submissions import Solution
+from coursekit.tools.scratch import grade_submissions
+from coursekit.tools.submissions import Solution
 
 pytestmark = pytest.mark.slow
 

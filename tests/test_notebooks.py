@@ -10,10 +10,12 @@ from nbclient import NotebookClient
 
 from conftest import ASSIGNMENTS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
-from coursekit.grading import copy_course, nbgrader, part_of, run_notebook
-from coursekit.solutions import source_notebook
-from coursekit.submissions import fill, release_notebook, solution_answers
-from coursekit.torch_reference import CACHE_ONLY
+from coursekit.pipeline.grading import nbgrader, part_of
+from coursekit.tools.release import run_notebook
+from coursekit.tools.scratch import copy_course
+from coursekit.judge.solutions import source_notebook
+from coursekit.tools.submissions import fill, release_notebook, solution_answers
+from coursekit.judge.torch_reference import CACHE_ONLY
 
 each_assignment = pytest.mark.parametrize("assignment", ASSIGNMENTS)
 
@@ -41,7 +43,7 @@ def run(notebook, cwd, assignment=None):
 
 @each_assignment
 def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch, assignment):
-    """Also proves coursekit/torch_cache complete: a value missing from it is an error here."""
+    """Also proves coursekit/judge/torch_cache complete: a value missing from it is an error here."""
     monkeypatch.setenv(CACHE_ONLY, "1")
     notebook = nbformat.read(source_notebook(assignment), as_version=4)
     assert run(notebook, source_notebook(assignment).parent, assignment) == {}
@@ -130,7 +132,7 @@ def test_every_test_cell_with_points_has_its_check_in_the_judge(assignment):
     hands it to the judge, and no check is left without a cell. A 0-point cell (it only shows
     that training runs) may run in the kernel, and then calls no judge."""
     from coursekit import judge
-    from coursekit.solutions import marked_lines
+    from coursekit.judge.solutions import marked_lines
 
     checks = judge.checks(assignment)
     cells = [cell for cell in nbformat.read(source_notebook(assignment), as_version=4).cells

@@ -6,11 +6,11 @@ import shutil
 import pytest
 
 from conftest import CATALOGS
-from coursekit.grade import main
-from coursekit.grading import copy_course
+from coursekit.pipeline.grade import main
+from coursekit.tools.scratch import copy_course
 from coursekit.judge import ps1
-from coursekit.regrade import changes
-from coursekit.submissions import Solution, submit
+from coursekit.pipeline.regrade import changes
+from coursekit.tools.submissions import Solution, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 

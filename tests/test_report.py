@@ -2,9 +2,9 @@
 import pytest
 
 from conftest import CATALOGS
-from coursekit.grading import grade_submissions
-from coursekit.report import mistake, mistakes
-from coursekit.submissions import Solution
+from coursekit.tools.scratch import grade_submissions
+from coursekit.pipeline.report import mistake, mistakes
+from coursekit.tools.submissions import Solution
 
 BUGS = {bug.name: bug for bug in CATALOGS["ps1"].BUGS}
 # A class from the catalog: how many students make each mistake (one part each, distinct hints).

@@ -1,4 +1,4 @@
-"""Grading kernels run in a sandbox (coursekit.sandbox): launched by bubblewrap, or forked from the zygote."""
+"""Grading kernels run in a sandbox (coursekit.kernel.sandbox): launched by bubblewrap, or forked from the zygote."""
 import asyncio
 import json
 import socket
@@ -7,8 +7,9 @@ import time
 import psutil
 import pytest
 
-from coursekit import COURSE_ROOT, warm_kernels
-from coursekit.sandbox import SandboxedKernelManager
+from coursekit import COURSE_ROOT
+from coursekit.kernel import warm_kernels
+from coursekit.kernel.sandbox import SandboxedKernelManager
 from test_warm_kernels import Recorded, STARTED, run, text
 
 MANAGERS = {"launched": SandboxedKernelManager, "forked": Recorded}
@@ -57,9 +58,10 @@ def test_a_kernel_sees_only_its_own_files_processes_and_no_network(tmp_path, man
     secret = tmp_path / "gradebook.db"
     secret.write_text("grades")
     seen = [str(folder), str(secret), str(COURSE_ROOT / "tests"), str(COURSE_ROOT / "nbgrader_config.py"),
-            "/root/.bashrc", "/work/main/.git", str(COURSE_ROOT / "coursekit" / "gradcheck.py")]
-    writes = ["scratch.txt", str(COURSE_ROOT / "coursekit" / "gradcheck.py"), str(COURSE_ROOT / "coursekit" / "new.py"),
-              str(COURSE_ROOT / "coursekit" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new"]
+            "/root/.bashrc", "/work/main/.git", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"),
+            str(COURSE_ROOT / "coursekit" / "judge" / "__init__.py"), str(COURSE_ROOT / "coursekit" / "pipeline" / "grade.py")]
+    writes = ["scratch.txt", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"), str(COURSE_ROOT / "coursekit" / "new.py"),
+              str(COURSE_ROOT / "coursekit" / "judge" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new"]
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -196,7 +198,7 @@ class _SlowKernel:
 
 def test_the_wait_for_a_new_kernel_ends_when_it_answers_however_late():
     """A kernel slower than the 1 s a request waits answers an earlier request first: that reply counts."""
-    from coursekit.sandbox import SandboxedKernelClient
+    from coursekit.kernel.sandbox import SandboxedKernelClient
 
     for start in (0.2, 1.6):
         kernel = _SlowKernel(start)

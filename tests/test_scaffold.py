@@ -1,4 +1,4 @@
-"""`make new-assignment` (coursekit.scaffold): the new assignment passes the suite's tests of an
+"""`make new-assignment` (coursekit.tools.scaffold): the new assignment passes the suite's tests of an
 assignment as it stands, and its empty catalog is reported as to write instead of failing."""
 import os
 import shutil
@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from coursekit import COURSE_ROOT
-from coursekit.grading import nbgrader
-from coursekit.scaffold import scaffold
+from coursekit.pipeline.grading import nbgrader
+from coursekit.tools.scaffold import scaffold
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,9 @@ def course(tmp_path_factory):
             shutil.copy(COURSE_ROOT / name, root / name)
     run = {"cwd": root, "check": True, "capture_output": True, "text": True,
            "env": {**os.environ, "COURSEKIT_RECORD_TORCH": "1"}}
-    subprocess.run([sys.executable, "-m", "coursekit.scaffold", "ps9"], **run)
+    subprocess.run([sys.executable, "-m", "coursekit.tools.scaffold", "ps9"], **run)
     nbgrader(root, "generate_assignment", "ps9", "--log-level=WARN")
-    subprocess.run([sys.executable, "-m", "coursekit.grading", "run-source", "ps9"], **run)
+    subprocess.run([sys.executable, "-m", "coursekit.tools.release", "ps9"], **run)
     return root
 
 

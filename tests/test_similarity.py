@@ -1,11 +1,11 @@
-"""Copied work found part by part (coursekit.similarity): planted copies among independently
+"""Copied work found part by part (coursekit.pipeline.similarity): planted copies among independently
 written correct answers (the model solution and the catalogs' correct variants)."""
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, FIXTURES, catalog_written
-from coursekit import similarity
-from coursekit.solutions import answer_cells, without_markers
-from coursekit.submissions import load_fixtures, release_notebook, solution_answers
+from coursekit.pipeline import similarity
+from coursekit.judge.solutions import answer_cells, without_markers
+from coursekit.tools.submissions import load_fixtures, release_notebook, solution_answers
 
 disguise = load_fixtures(FIXTURES / "copies.py").disguise
 

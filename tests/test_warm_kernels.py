@@ -1,12 +1,12 @@
-"""Kernels forked from a warm zygote (coursekit.warm_kernels) behave like kernels jupyter_client launches."""
+"""Kernels forked from a warm zygote (coursekit.kernel.warm_kernels) behave like kernels jupyter_client launches."""
 import nbformat
 import psutil
 import pytest
 
-from coursekit import warm_kernels
-from coursekit.nbgrader_plugins import TimeLimitedExecute
-from coursekit.sandbox import SandboxedKernelManager
-from coursekit.warm_kernels import ForkedKernelManager
+from coursekit.kernel import warm_kernels
+from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+from coursekit.kernel.sandbox import SandboxedKernelManager
+from coursekit.kernel.warm_kernels import ForkedKernelManager
 
 STARTED = []  # the process id that stops each kernel started by run()
 ANCESTORS = {}  # that process id -> the ids of its ancestors

@@ -19,8 +19,9 @@ from nbgrader.api import Gradebook
 from nbgrader.utils import parse_utc
 
 from coursekit import COURSE_ROOT
-from coursekit.grading import _environment, copy_course, nbgrader
-from coursekit.submissions import Bug, Solution
+from coursekit.pipeline.grading import _environment, nbgrader
+from coursekit.tools.scratch import copy_course
+from coursekit.tools.submissions import Bug, Solution
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
@@ -66,7 +67,7 @@ def student_submits(student, submission, exchange, homes):
 
 def make_grade(course):
     """`make grade A=ps1` on ``course`` (checked: it must exit 0)."""
-    result = subprocess.run([sys.executable, "-m", "coursekit.grade", "ps1", "--course", str(course)],
+    result = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course)],
                             env=_environment(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -4,7 +4,7 @@ A judged test cell never runs in the grading kernel. The grader (TimeLimitedExec
 check registered for the cell's grade_id in ``coursekit.judge.<assignment>`` and hands it a
 ``Kernel``: a handle through which the check creates the student's objects in the kernel, calls
 their methods on inputs it chooses and reads their results. Only plain data crosses (float64
-arrays, numbers, short strings; see coursekit.agent): reference values, model solutions and
+arrays, numbers, short strings; see coursekit.kernel.agent): reference values, model solutions and
 PyTorch stay here, and nothing the kernel prints, displays, raises or hides changes a verdict. A
 check passes by returning and fails by raising; its one-line message is what the student sees.
 
@@ -28,9 +28,9 @@ import re
 
 import numpy as np
 
-from coursekit import gradcheck
-from coursekit.gradcheck import TestFailure, check_close
-from coursekit.torch_reference import MissingValue
+from coursekit.shipped import gradcheck
+from coursekit.shipped.gradcheck import TestFailure, check_close
+from coursekit.judge.torch_reference import MissingValue
 
 MAX_PARAMETERS = 10_000  # a parameter's finite differences take one forward pass per entry
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
@@ -130,7 +130,7 @@ def _failure(what, error):
     return TestFailure(f"{what} raised {error.name}: {error.message}")
 
 
-# --- values as they cross: see coursekit.agent -------------------------------------------------
+# --- values as they cross: see coursekit.kernel.agent -------------------------------------------------
 
 class Earlier:
     """The result of operation ``index`` of the same request, as the kernel has it (see Kernel.run)."""
@@ -221,7 +221,7 @@ def student_key(assignment, student):
 
 class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
-    coursekit.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
+    coursekit.kernel.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
     the code cells the student could write (answer cells and added ones), for checks that read
     the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key)."""
 
@@ -425,7 +425,7 @@ def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
     """dL/dp by central differences for the parameter ``layer.<path>`` of ``shape`` (nudged in
     place, as a layer that holds on to its arrays expects), L = sum(layer.forward(x) * grad_output).
 
-    ``path`` is an attribute name, or a list of steps (see coursekit.agent's "nudge").
+    ``path`` is an attribute name, or a list of steps (see coursekit.kernel.agent's "nudge").
     """
     operations = [quiet(["array", x])] + _parameter_steps(layer, _steps(path), Copy(0), shape, eps)
     return _parameter_differences(kernel_of(layer).run(*operations)[1:], grad_output, shape, eps)

@@ -7,10 +7,10 @@ no MLP points.
 """
 import numpy as np
 
-from coursekit.gradcheck import TestFailure, check_close
+from coursekit.shipped.gradcheck import TestFailure, check_close
 from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_unchanged, judged, made_with,
                              numerical_loss_gradient, quiet)
-from coursekit.torch_reference import vjp
+from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"

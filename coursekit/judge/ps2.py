@@ -9,11 +9,11 @@ import contextlib
 
 import numpy as np
 
-from coursekit.gradcheck import TestFailure, check_array, check_close
+from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
 from coursekit.judge import (Earlier, Remote, StudentError, _remote, call, call_each, calls_in_order,
                              check_gradients_numerically, check_unchanged, check_vectorised, judged, kernel_of,
                              made_with, numerical_input_gradients, numerical_loss_gradient)
-from coursekit.torch_reference import value, vjp
+from coursekit.judge.torch_reference import value, vjp
 
 CHECKS = {}
 MISSING_UPSTREAM = "it ignores dLdO: missing the upstream gradient?"

@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 
-from coursekit.datasets import batch_rows, load
-from coursekit.gradcheck import TestFailure, check_array, check_close
+from coursekit.shipped.datasets import batch_rows, load
+from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
 from coursekit.judge import (Earlier, call, call_each, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised,
                              fetch, judged, numerical_input_gradients, numerical_loss_gradient, path, put, quiet, unseen)
-from coursekit.torch_reference import vjp
+from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
 W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])

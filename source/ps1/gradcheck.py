@@ -1,1 +1,1 @@
-../../coursekit/gradcheck.py
+../../coursekit/shipped/gradcheck.py

@@ -1,1 +1,1 @@
-../../coursekit/datasets.py
+../../coursekit/shipped/datasets.py

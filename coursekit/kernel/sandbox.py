@@ -15,7 +15,7 @@ Every grading kernel runs
 Launched kernels (every grading kernel of stock ``nbgrader autograde`` in this course, through
 ``TimeLimitedExecute.kernel_manager_class`` in nbgrader_config.py) are started by bubblewrap
 (SandboxedKernelManager). ``make grade`` forks its kernels from a warm zygote that itself runs
-under bubblewrap (coursekit.warm_kernels); each fork enters namespaces of its own
+under bubblewrap (coursekit.kernel.warm_kernels); each fork enters namespaces of its own
 (enter_forked_sandbox) before it becomes a kernel, so kernels of one zygote cannot see each other.
 
 The grader must run as root (it gives each kernel its own uid); Debian's ``bubblewrap`` package
@@ -38,7 +38,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Type, default
 
 from coursekit import COURSE_ROOT, IN_THE_KERNEL, SANDBOX_SETUP
-from coursekit.confine import SCRATCH, SCRATCH_BYTES, STAGING
+from coursekit.kernel.confine import SCRATCH, SCRATCH_BYTES, STAGING
 
 # Unix socket paths are limited to 107 bytes: kernel folders live in a short directory.
 KERNELS_BASE = os.environ.get("COURSEKIT_KERNELS_BASE", "/tmp")
@@ -67,7 +67,8 @@ def bwrap():
 # What a kernel sees of the course package: the helpers the visible tests use, the judge's agent
 # and what the zygote runs. None of it holds a solution, a reference value or a hidden test
 # (those stay with the judge: coursekit.judge).
-KERNEL_MODULES = ("__init__.py", *(f"{name}.py" for name in IN_THE_KERNEL + SANDBOX_SETUP))
+KERNEL_MODULES = tuple(dict.fromkeys(["__init__.py", *(path for name in IN_THE_KERNEL + SANDBOX_SETUP for path in (
+    f"{name.split('.')[0]}/__init__.py", f"{name.replace('.', '/')}.py"))]))
 
 
 def _read_only_view():
@@ -180,7 +181,7 @@ class SandboxProvisioner(LocalProvisioner):
         folder = self.parent.folder
         folder.prepare(kwargs.pop("cwd", None))
         kwargs["env"] = course_environment(kwargs.get("env") or os.environ)
-        inner = [sys.executable, "-m", "coursekit.confine", str(folder.path), str(folder.uid), "--", *cmd]
+        inner = [sys.executable, "-m", "coursekit.kernel.confine", str(folder.path), str(folder.uid), "--", *cmd]
         argv = bwrap_argv(folder.path)
         return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)
 

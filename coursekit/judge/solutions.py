@@ -6,6 +6,7 @@ student's other parts: the MLP is tested with reference Linear and Tanh layers.
 import ast
 import functools
 import json
+from pathlib import Path
 
 from coursekit import COURSE_ROOT
 
@@ -18,6 +19,13 @@ HIDDEN_END = "### END HIDDEN TESTS"
 def source_notebook(assignment):
     """Path of ``source/<assignment>/<assignment>.ipynb``."""
     return COURSE_ROOT / "source" / assignment / f"{assignment}.ipynb"
+
+
+def release_notebook(assignment, course_root=COURSE_ROOT):
+    """The student version of ``assignment`` (nbformat), from ``release/`` of ``course_root``."""
+    import nbformat
+
+    return nbformat.read(Path(course_root) / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
 def answer_cells(notebook):

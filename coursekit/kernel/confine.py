@@ -1,7 +1,7 @@
-"""Inside the sandbox, as root with a few capabilities, before any student code runs (see coursekit.sandbox).
+"""Inside the sandbox, as root with a few capabilities, before any student code runs (see coursekit.kernel.sandbox).
 
 This module runs in the sandbox, so it imports nothing of the grader: bubblewrap starts
-``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND`` for a launched kernel, and the
+``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND`` for a launched kernel, and the
 zygote's forks call ``enter_forked_sandbox``.
 """
 import ctypes
@@ -86,7 +86,7 @@ def confine(folder, uid):
 
 
 def enter_forked_sandbox(folder, uid, report_fd):
-    """In a child of the zygote (coursekit.warm_kernels): give this kernel namespaces of its own.
+    """In a child of the zygote (coursekit.kernel.warm_kernels): give this kernel namespaces of its own.
 
     Returns in the kernel process only, confined. The processes in between wait for the kernel
     and end with it. The zygote's child writes to ``report_fd`` the process id that the grader
@@ -135,7 +135,7 @@ def _wait_for(pid):
 
 
 def main(argv):
-    """``python -m coursekit.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root.
+    """``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root.
 
     A kernel command of this interpreter (``python -m ipykernel_launcher ...``) runs in this
     process once it is confined, as the zygote's forks do: one Python start-up per kernel, not two.

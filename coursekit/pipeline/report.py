@@ -10,27 +10,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from coursekit.grading import failure_messages, results as gradebook_results
-from coursekit.tamper import scan_folder, scan_notebook
-
-
-ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
-
-
-def not_graded(course, assignment):
-    """{student: reason} for the submissions of ``assignment`` that the last `make grade` could not grade."""
-    path = Path(course) / "reports" / assignment / ERRORS
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        return {row["student"]: row["error"] for row in csv.DictReader(f) if row.get("graded") == "no"}
+from coursekit.pipeline.grading import ERRORS, failure_messages, results as gradebook_results
+from coursekit.pipeline.tamper import scan_folder, scan_notebook
 
 
 def score_table(graded, students, errors):
     """Per-student points per part and total; students without a grade show why.
 
     Args:
-    - graded (dict): {student: coursekit.grading.Result}.
+    - graded (dict): {student: coursekit.pipeline.grading.Result}.
     - students (list): the rows, in order.
     - errors (dict): {student: reason} for submissions that could not be graded.
     """
@@ -139,8 +127,8 @@ def grading_sheet(course, assignment):
     solution markers). None if the assignment has no written answers."""
     import nbformat
 
-    from coursekit.nbgrader_plugins import markdown_with_mathml
-    from coursekit.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
+    from coursekit.pipeline.nbgrader_plugins import markdown_with_mathml
+    from coursekit.judge.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
 
     source = Path(course) / "source" / assignment / f"{assignment}.ipynb"
     cells = nbformat.read(source, as_version=4).cells if source.exists() else []
@@ -170,12 +158,12 @@ and the rubric, from <code>source/{assignment}/{assignment}.ipynb</code>.</p>
 
 def _similarity(course, assignment, folder, students):
     """Compare the class's answer cells part by part, and with the model solution
-    (coursekit.similarity); returns what it found (a similarity.Found)."""
+    (coursekit.pipeline.similarity); returns what it found (a similarity.Found)."""
     import nbformat
 
-    from coursekit import similarity
-    from coursekit.solutions import answer_cells, source_notebook, without_markers
-    from coursekit.submissions import release_notebook
+    from coursekit.pipeline import similarity
+    from coursekit.judge.solutions import answer_cells, source_notebook, without_markers
+    from coursekit.judge.solutions import release_notebook
 
     own = (Path(course) / "release" / assignment).exists()  # else the course repository's release
     starters = answer_cells(release_notebook(assignment, course) if own else release_notebook(assignment))
@@ -229,8 +217,8 @@ def write(course, assignment, worker_results, changes=None, previous=None):
     """Write the report for a graded assignment; return the score table.
 
     Args:
-    - worker_results (dict): {student: result of coursekit.grade.grade_one}.
-    - changes (list): what changed since the previous grading (coursekit.regrade.changes), or
+    - worker_results (dict): {student: result of coursekit.pipeline.grade.grade_one}.
+    - changes (list): what changed since the previous grading (coursekit.pipeline.regrade.changes), or
       None for the first one; ``previous``: that run's record (when, tests version).
     """
     course = Path(course)

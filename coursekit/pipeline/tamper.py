@@ -1,7 +1,7 @@
 """The tamper report: code cells that import forbidden modules or touch the test machinery.
 
 Grading already keeps such code from changing verdicts (the sandbox and the judge: see
-coursekit.sandbox and coursekit.judge); this report tells the instructor who tried, with cell
+coursekit.kernel.sandbox and coursekit.judge); this report tells the instructor who tried, with cell
 and line, so a human can look. It reads every code cell a student could write: the answer cells
 and any cell the student added.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 import nbformat
 
 from coursekit import IN_THE_KERNEL
-from coursekit.solutions import answer_cells
+from coursekit.judge.solutions import answer_cells
 
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
-                     "inspect", "IPython", "ipykernel", "coursekit", *IN_THE_KERNEL, "shutil", "pathlib",
+                     "inspect", "IPython", "ipykernel", "coursekit", *(name.split(".")[-1] for name in IN_THE_KERNEL), "shutil", "pathlib",
                      "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq"}
 # Answer cells whose task needs one of those modules, by grade_id (ps3's PyTorch part).
 PERMITTED_MODULES = {"pytorch": {"torch"}}

@@ -224,7 +224,7 @@ pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; overflow-x: auto; }
 <p>Pairs of students whose answer to a part share at least {threshold:.0%} of their fingerprints,
 once comments, layout, the students' own names, the release's starter code, the lines written as
 the model solution writes them and the lines written the same way by most of the class are set
-aside (see coursekit/similarity.py); the shared regions are marked. Then, per part, the students
+aside (see coursekit/pipeline/similarity.py); the shared regions are marked. Then, per part, the students
 whose answer shares as much with the model solution. A high score is a reason to look, not a
 verdict: short answers are not compared at all.</p>
 {"".join(sections) or "<p>No pair above the threshold.</p>"}

@@ -55,11 +55,11 @@ import warnings
 
 import numpy as np
 
-from coursekit.gradcheck import _EinsumRecorder, python_steps, substitute
+from coursekit.shipped.gradcheck import _EinsumRecorder, python_steps, substitute
 
 _objects, _numbers = [], {}
 _order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
-# The grader drops a message over 16 MB (coursekit.sandbox.MAX_MESSAGE_BYTES) with its connection.
+# The grader drops a message over 16 MB (coursekit.kernel.sandbox.MAX_MESSAGE_BYTES) with its connection.
 MAX_REPLY_BYTES = 8 * 2 ** 20
 
 

@@ -26,9 +26,11 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from coursekit import COURSE_ROOT, judge, sandbox, torch_reference, warm_kernels
-from coursekit.grading import nbgrader, problem_with, this_environment_first
-from coursekit.warm_kernels import ForkedKernelManager, heavy_imports
+from coursekit import COURSE_ROOT, judge
+from coursekit.kernel import sandbox, warm_kernels
+from coursekit.judge import torch_reference
+from coursekit.pipeline.grading import nbgrader, problem_with, this_environment_first
+from coursekit.kernel.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
 # parallel workers do not oversubscribe the cores.
@@ -61,7 +63,7 @@ def grading_kit(course, assignment):
     Returns:
     - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
       where the gradebook holds the assignment (with the course's due date) and no student, "preload" lists the heavy
-      modules that the kernels' zygote imports (see coursekit.warm_kernels).
+      modules that the kernels' zygote imports (see coursekit.kernel.warm_kernels).
     """
     source = _read_tree(Path(course) / "source" / assignment)
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
@@ -176,7 +178,7 @@ def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
 
 def _restored_tests(files):
     """{notebook: [grade_id]} of the test cells put back into the autograded notebooks ``files``."""
-    from coursekit.nbgrader_plugins import restored_tests
+    from coursekit.pipeline.nbgrader_plugins import restored_tests
 
     found = {path: restored_tests(nbformat.reads(data.decode("utf-8"), as_version=4))
              for path, data in files.items() if path.endswith(".ipynb")}
@@ -189,7 +191,7 @@ def graded_files(submission):
 
     The grading kernel runs in a copy of the submission's folder, where Python would import a
     planted ``numpy.py`` or ``ipykernel_launcher.py`` ahead of the real module, before the
-    kernel starts. The tamper report lists such files (coursekit.tamper.scan_folder).
+    kernel starts. The tamper report lists such files (coursekit.pipeline.tamper.scan_folder).
     """
     return {path: data for path, data in submission.items()
             if "/" not in path and (path.endswith(".ipynb") or path in NBGRADER_FILES)}
@@ -286,7 +288,7 @@ def _local_pool(jobs, assignment):
     # each would otherwise spend two seconds of CPU on those imports, and its first submission
     # a quarter of a second more.
     for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "nbconvert.filters.highlight",
-                   "coursekit.nbgrader_plugins", "IPython.core.interactiveshell", "ipykernel.kernelspec",
+                   "coursekit.pipeline.nbgrader_plugins", "IPython.core.interactiveshell", "ipykernel.kernelspec",
                    "ipython_pygments_lexers"):
         importlib.import_module(module)
     judge.checks(assignment)
@@ -374,7 +376,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="grade a copy of the course and print what would "
                         "change; the gradebook, autograded/ and feedback/ stay as they are")
     args = parser.parse_args(argv)
-    from coursekit import regrade, report
+    from coursekit.pipeline import regrade, report
 
     course, assignment = Path(args.course), args.assignment
     before = regrade.snapshot(course, assignment) if (course / "gradebook.db").exists() else {}

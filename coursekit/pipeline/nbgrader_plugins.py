@@ -32,8 +32,9 @@ from nbgrader.plugins import CsvExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Float, Integer
 
-from coursekit import judge, tamper
-from coursekit.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES
+from coursekit import judge
+from coursekit.pipeline import tamper
+from coursekit.kernel.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES
 
 
 DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself, e.g. replace builtins?)"
@@ -169,7 +170,7 @@ class TimeLimitedExecute(Execute):
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell
 
-    # The judge talks to coursekit.agent.serve(), run as one silent cell, over a ZeroMQ socket
+    # The judge talks to coursekit.kernel.agent.serve(), run as one silent cell, over a ZeroMQ socket
     # that the grader binds in the kernel's folder (a sandboxed kernel sees no other): one message
     # each way per request, each starting with the cell's session.
 
@@ -201,12 +202,12 @@ class TimeLimitedExecute(Execute):
             raise judge.KernelSilent("the kernel stopped answering the judge in an earlier cell")
         _, address = self._judge_line()
         self._session, self._agent_ended, self._agent_answered = secrets.token_hex(8), False, False
-        self._agent = self.kc.execute(f"__import__('coursekit.agent').agent.serve({address!r}, {self._session!r})",
+        self._agent = self.kc.execute(f"__import__('coursekit.kernel.agent').kernel.agent.serve({address!r}, {self._session!r})",
                                       silent=True, store_history=False)
         await self._async_agent_reply(deadline)
 
     async def _async_ask(self, request, deadline):
-        """Send the judge's request to the kernel's agent; its reply (see coursekit.agent)."""
+        """Send the judge's request to the kernel's agent; its reply (see coursekit.kernel.agent)."""
         self._agent_answered = False
         self._send_agent(request)
         if self._agent_lost:
@@ -644,7 +645,7 @@ class CourseExport(CsvExportPlugin):
                "raw_score", "late_submission_penalty", "score", "max_score", "status"]
 
     def export(self, gradebook):
-        from coursekit.report import not_graded
+        from coursekit.pipeline.grading import not_graded
 
         students, assignments = {str(s) for s in self.student}, {str(a) for a in self.assignment}
         with open(self.to or "grades.csv", "w", newline="") as f:

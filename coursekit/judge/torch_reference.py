@@ -221,7 +221,7 @@ def _connect():
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(path)
         return os.getpid(), connection.makefile("wb"), connection.makefile("rb"), None
-    process = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference"],
+    process = subprocess.Popen([sys.executable, "-m", "coursekit.judge.torch_reference"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     return os.getpid(), process.stdin, process.stdout, process
 
@@ -249,7 +249,7 @@ def shared_server():
     with tempfile.TemporaryDirectory(prefix="coursekit-torch-") as folder:
         path = os.path.join(folder, "socket")
         # it stops when its stdin closes: with this context, or when this process dies
-        process = subprocess.Popen([sys.executable, "-m", "coursekit.torch_reference", path], stdin=subprocess.PIPE)
+        process = subprocess.Popen([sys.executable, "-m", "coursekit.judge.torch_reference", path], stdin=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while not os.path.exists(path):  # bound before torch is imported: a request waits for the import
             if process.poll() is not None or time.monotonic() > deadline:

@@ -4,12 +4,12 @@ A fresh kernel spends about a second importing IPython, ipykernel and NumPy (and
 importing PyTorch for ps3) before the first cell runs. `make grade` instead starts one *zygote*,
 shared by its local workers (each Dask worker starts its own): a process that has made those
 imports once and then forks a kernel for each notebook. The zygote runs under bubblewrap with
-the sandbox's read-only view (coursekit.sandbox), and each fork enters namespaces of its own
-and becomes its own user before it turns into a kernel (coursekit.confine): it sees neither the
+the sandbox's read-only view (coursekit.kernel.sandbox), and each fork enters namespaces of its own
+and becomes its own user before it turns into a kernel (coursekit.kernel.confine): it sees neither the
 zygote nor any other kernel, and nothing the student's code does in it reaches the next one.
 
 nbgrader picks it up through ``TimeLimitedExecute.kernel_manager_class`` (set by
-coursekit.grade; stock ``nbgrader autograde`` launches each kernel under bubblewrap instead). A
+coursekit.pipeline.grade; stock ``nbgrader autograde`` launches each kernel under bubblewrap instead). A
 kernel command the zygote cannot run, or a zygote that died, falls back to such a launch.
 """
 import atexit
@@ -27,8 +27,8 @@ import time
 from traitlets import List
 
 from coursekit import IN_THE_KERNEL
-from coursekit.confine import enter_forked_sandbox, kernel_environment
-from coursekit.sandbox import (KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
+from coursekit.kernel.confine import enter_forked_sandbox, kernel_environment
+from coursekit.kernel.sandbox import (KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
                                course_environment)
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
@@ -139,7 +139,7 @@ class ForkedProcess:
 
 
 class Zygote:
-    """A warm process (``python -m coursekit.warm_kernels MODULE...``, under bubblewrap) that
+    """A warm process (``python -m coursekit.kernel.warm_kernels MODULE...``, under bubblewrap) that
     forks kernels on request, in kernel folders under ``base``.
 
     Processes forked from the one that started it (the workers of `make grade`) share it.
@@ -149,7 +149,7 @@ class Zygote:
         self.preload = preload
         self.base = tempfile.mkdtemp(prefix="ck-z", dir=KERNELS_BASE)
         os.chmod(self.base, 0o755)
-        command = [sys.executable, "-m", "coursekit.warm_kernels", *preload]
+        command = [sys.executable, "-m", "coursekit.kernel.warm_kernels", *preload]
         argv = bwrap_argv(self.base, own_pid_namespace=False)
         self.process = subprocess.Popen(argv + ["--chdir", "/", "--", *command],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

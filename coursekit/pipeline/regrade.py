@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.grading import failure_messages, results
+from coursekit.pipeline.grading import failure_messages, results
 
 
 def snapshot(course, assignment):
@@ -29,7 +29,8 @@ def tests_version(course, assignment):
     digest = hashlib.sha256()
     code = COURSE_ROOT / "coursekit"
     paths = sorted((Path(course) / "source" / assignment).rglob("*")) + [
-        code / "judge" / f"{assignment}.py", code / "judge" / "__init__.py", code / "gradcheck.py", code / "agent.py"]
+        code / "judge" / f"{assignment}.py", code / "judge" / "__init__.py", code / "shipped" / "gradcheck.py",
+        code / "kernel" / "agent.py"]
     for path in paths:
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())

@@ -68,9 +68,9 @@ its inputs from ``kernel.rng(<its own number>)`` (each student's own) and compar
 """
 import numpy as np
 
-from coursekit.gradcheck import check_close
+from coursekit.shipped.gradcheck import check_close
 from coursekit.judge import call, check_gradients_numerically, check_unchanged, judged
-from coursekit.torch_reference import vjp
+from coursekit.judge.torch_reference import vjp
 
 CHECKS = {{}}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
@@ -110,7 +110,7 @@ Each bug is a mistake students really make, written as an edit of the model solu
 answer cell; ``cell`` is also the part whose tests must catch it. Each variant is a correct
 answer written differently, which must keep full marks. See docs/guide.md ("Author a part").
 """
-from coursekit.submissions import Blank, Solution
+from coursekit.tools.submissions import Blank, Solution
 
 # `make new-assignment` left this catalog empty: the suite reports it as to write and skips the
 # catalog's tests. Remove TO_WRITE once it has bugs (40 or more, every answer cell), variants
@@ -179,7 +179,7 @@ def scaffold(ps, root=COURSE_ROOT):
         raise SystemExit(f"{ps} exists already ({', '.join(existing)}): nothing written")
     folder.mkdir(parents=True)
     nbformat.write(notebook(ps), paths[0])
-    os.symlink(os.path.join("..", "..", "coursekit", "gradcheck.py"), folder / "gradcheck.py")
+    os.symlink(os.path.join("..", "..", "coursekit", "shipped", "gradcheck.py"), folder / "gradcheck.py")
     paths[1].write_text(JUDGE.format(ps=ps))
     paths[2].write_text(CATALOG.format(ps=ps))
     return [paths[0], folder / "gradcheck.py", *paths[1:]]

@@ -1,6 +1,6 @@
 """Grade the shipped demo class and print its score table.
 
-Usage: python -m coursekit.demo [--course DIR] [--fixtures FILE] ASSIGNMENT
+Usage: python -m coursekit.tools.demo [--course DIR] [--fixtures FILE] ASSIGNMENT
 
 Submits the fictional students of ``tests/fixtures/<assignment>_submissions.py`` (DEMO_CLASS)
 into ``submitted/``, grades them as `make grade` does (nbgrader's autograde and feedback on
@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit import report
-from coursekit.grade import grade_class
-from coursekit.grading import nbgrader
-from coursekit.submissions import load_fixtures, release_notebook, submit
+from coursekit.pipeline import report
+from coursekit.pipeline.grade import grade_class
+from coursekit.pipeline.grading import nbgrader
+from coursekit.judge.solutions import release_notebook
+from coursekit.tools.submissions import load_fixtures, submit
 
 
 def run(assignment, course, fixtures):

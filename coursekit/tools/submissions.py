@@ -22,11 +22,7 @@ from pathlib import Path
 import nbformat
 
 from coursekit import COURSE_ROOT
-from coursekit.solutions import answer_cells, source_notebook, without_markers, written_cells
-
-
-def release_notebook(assignment, course_root=COURSE_ROOT):
-    return nbformat.read(Path(course_root) / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+from coursekit.judge.solutions import answer_cells, release_notebook, source_notebook, without_markers, written_cells
 
 
 # In a written answer's source, the rubric for the graders follows the model answer.

@@ -1,7 +1,8 @@
-"""Run nbgrader on a course directory and read the results from its gradebook."""
+"""Run nbgrader on a course directory and read the results: its gradebook, and the errors of the
+last `make grade` (reports/<ps>/errors.csv)."""
 import contextlib
+import csv
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -9,6 +10,17 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+
+ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
+
+
+def not_graded(course, assignment):
+    """{student: reason} for the submissions of ``assignment`` that the last `make grade` could not grade."""
+    path = Path(course) / "reports" / assignment / ERRORS
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["student"]: row["error"] for row in csv.DictReader(f) if row.get("graded") == "no"}
 
 
 def nbgrader(course_root, *args, check=True):
@@ -42,28 +54,6 @@ def this_environment_first():
             del os.environ["PATH"]
         else:
             os.environ["PATH"] = saved
-
-
-def run_notebook(notebook, folder, assignment, kernel_manager_class=None, timeout=120):
-    """Execute ``notebook`` (nbformat, changed in place) in ``folder`` as autograding does: judged
-    test cells go to coursekit.judge. The kernel is not sandboxed unless ``kernel_manager_class``
-    says so: this runs trusted notebooks (the source notebooks, when `make release` records the
-    PyTorch values their tests use)."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    from coursekit.nbgrader_plugins import TimeLimitedExecute
-
-    execute = TimeLimitedExecute(kernel_manager_class=kernel_manager_class or AsyncKernelManager, timeout=timeout,
-                                 notebook_timeout=20 * timeout, allow_errors=True)
-    return execute.preprocess(notebook, {"metadata": {"path": str(folder)}, "nbgrader": {"assignment": assignment}})[0]
-
-
-def run_source(assignment):
-    """Execute the source notebook of ``assignment``; returns it with its outputs."""
-    from coursekit.solutions import source_notebook
-
-    path = source_notebook(assignment)
-    return run_notebook(nbformat.read(path, as_version=4), path.parent, assignment)
 
 
 def problem_with(folder, assignment):
@@ -176,75 +166,3 @@ def results(course_root, assignment):
             notebook = Path(course_root) / "autograded" / student.id / assignment / f"{assignment}.ipynb"
             found[student.id] = Result(student.id, cells, max_cells, notebook if notebook.exists() else None)
     return found
-
-
-def copy_course(assignment, dest, course_root=None):
-    """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``."""
-    from coursekit import COURSE_ROOT
-
-    course_root = Path(course_root or COURSE_ROOT)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(course_root / "nbgrader_config.py", dest)
-    shutil.copytree(course_root / "source" / assignment, dest / "source" / assignment,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    return dest
-
-
-def _submit_all(assignment, submissions, workdir):
-    from coursekit import COURSE_ROOT
-    from coursekit.submissions import release_notebook, submit
-
-    course = copy_course(assignment, workdir)
-    release = release_notebook(assignment, COURSE_ROOT)
-    for student, submission in submissions.items():
-        submit(course, student, assignment, submission, release)
-    return course
-
-
-def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True):
-    """Grade many submissions in a scratch course the way `make grade` does.
-
-    Args:
-    - submissions (dict): {student: submission} (see coursekit.submissions).
-    - workdir (Path): an empty directory to work in.
-    - jobs (int): worker processes (default: as `make grade`).
-    - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
-    Returns:
-    - dict: {student: Result}; a student whose submission could not be graded has no cells and
-      an ``error``.
-    """
-    from coursekit.grade import grade_class
-
-    course = _submit_all(assignment, submissions, workdir)
-    outcomes = grade_class(assignment, course, jobs=jobs, progress=False, feedback=feedback)
-    found = results(course, assignment)
-    for student, outcome in outcomes.items():
-        if not outcome["ok"]:
-            found[student] = Result(student, {}, {}, error=outcome["error"])
-        else:
-            found[student].note = outcome["error"]
-    return found
-
-
-def main(argv=None):
-    """``python -m coursekit.grading run-source ASSIGNMENT``: execute a source notebook (`make
-    release` does, with COURSEKIT_RECORD_TORCH=1); fails if a cell raised."""
-    command, assignment = argv or sys.argv[1:]
-    assert command == "run-source", command
-    failed = [cell.metadata.get("nbgrader", {}).get("grade_id", index) for index, cell in enumerate(run_source(assignment).cells)
-              if any(o.output_type == "error" for o in cell.get("outputs", []))]
-    if failed:
-        raise SystemExit(f"source/{assignment}: cells failed: {failed}")
-
-
-def grade_submissions_stock(assignment, submissions, workdir):
-    """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
-    course = _submit_all(assignment, submissions, workdir)
-    nbgrader(course, "generate_assignment", assignment, "--force")
-    nbgrader(course, "autograde", assignment, "--force", check=False)
-    return results(course, assignment)
-
-
-if __name__ == "__main__":
-    main()

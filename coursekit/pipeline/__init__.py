@@ -1,0 +1,4 @@
+"""The grading pipeline, in the grader's processes: nbgrader's plugins (time limits, the judge's
+verdicts, the feedback page, the export), `make grade` (parallel workers and the merge into the
+gradebook), and what it writes afterwards: the report, the regrade record, similar answers, the
+tamper report. Never in a kernel's view."""

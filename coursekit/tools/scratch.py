@@ -1,0 +1,61 @@
+"""Scratch courses for the tests, the demo's checks and the benchmarks: a copy of one assignment
+of this course, fictional submissions handed in, graded by `make grade`'s code or by stock
+nbgrader, and their results."""
+import shutil
+from pathlib import Path
+
+from coursekit import COURSE_ROOT
+from coursekit.pipeline.grade import grade_class
+from coursekit.pipeline.grading import Result, nbgrader, results
+from coursekit.judge.solutions import release_notebook
+from coursekit.tools.submissions import submit
+
+
+def copy_course(assignment, dest, course_root=None):
+    """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``."""
+    course_root = Path(course_root or COURSE_ROOT)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(course_root / "nbgrader_config.py", dest)
+    shutil.copytree(course_root / "source" / assignment, dest / "source" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    return dest
+
+
+def _submit_all(assignment, submissions, workdir):
+    course = copy_course(assignment, workdir)
+    release = release_notebook(assignment, COURSE_ROOT)
+    for student, submission in submissions.items():
+        submit(course, student, assignment, submission, release)
+    return course
+
+
+def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True):
+    """Grade many submissions in a scratch course the way `make grade` does.
+
+    Args:
+    - submissions (dict): {student: submission} (see coursekit.tools.submissions).
+    - workdir (Path): an empty directory to work in.
+    - jobs (int): worker processes (default: as `make grade`).
+    - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
+    Returns:
+    - dict: {student: Result}; a student whose submission could not be graded has no cells and
+      an ``error``.
+    """
+    course = _submit_all(assignment, submissions, workdir)
+    outcomes = grade_class(assignment, course, jobs=jobs, progress=False, feedback=feedback)
+    found = results(course, assignment)
+    for student, outcome in outcomes.items():
+        if not outcome["ok"]:
+            found[student] = Result(student, {}, {}, error=outcome["error"])
+        else:
+            found[student].note = outcome["error"]
+    return found
+
+
+def grade_submissions_stock(assignment, submissions, workdir):
+    """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
+    course = _submit_all(assignment, submissions, workdir)
+    nbgrader(course, "generate_assignment", assignment, "--force")
+    nbgrader(course, "autograde", assignment, "--force", check=False)
+    return results(course, assignment)
