@@ -46,7 +46,7 @@ def test_dask_cluster_grades_like_the_local_pool(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         outcome = grade_class("ps1", course, dask=cluster.scheduler_address, progress=False)
     graded = results(course, "ps1")
-    assert all(o["ok"] for o in outcome.values())
+    assert all(o.ok for o in outcome.values())
     assert graded["solution"].total == 18 and graded["blank"].total == 0
     assert graded["tanh_no_upstream"].lost() == {"tanh", "training"}
     assert (course / "feedback" / "solution" / "ps1" / "ps1.html").exists()
@@ -94,7 +94,7 @@ def test_failed_regrade_removes_the_old_grade(tmp_path):
     assert results(course, "ps1")["zoe"].total == 18
     submit(course, "zoe", "ps1", RawFile("oops", b"\x00\x01 not a notebook"))
     outcome = grade_class("ps1", course, jobs=1, progress=False)
-    assert not outcome["zoe"]["ok"] and "not" in outcome["zoe"]["error"]
+    assert not outcome["zoe"].ok and "not" in outcome["zoe"].error
     assert "zoe" not in results(course, "ps1"), "the old score still stands"
     assert not (course / "autograded" / "zoe" / "ps1").exists()
     assert not (course / "feedback" / "zoe" / "ps1").exists()

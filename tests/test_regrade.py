@@ -1,5 +1,6 @@
 """A regrade's effect, shown before it lands: every `make grade` run is recorded, the report lists
 what changed since the last one, and a dry run changes nothing of the course."""
+import html
 import json
 import shutil
 
@@ -47,7 +48,9 @@ def test_a_regrade_after_a_test_change_shows_exactly_the_students_and_cells_it_a
     assert [(student, cell, old, new) for student, cell, old, new, _, _ in found] == [("tom", "tanh_hidden", 0, 2)]
     assert "tom tanh_hidden: 0 -> 2" in capsys.readouterr().out
     report = (course / "reports" / "ps1" / "report.html").read_text()
-    assert "<td>tom</td><td>tanh_hidden</td><td>0</td><td>2</td><td>passes</td>" in report
+    (then,) = [message for student, cell, _, _, message, _ in found]
+    assert "grad_output" in then, "the message before the change says what was wrong"
+    assert f"<td>tom</td><td>tanh_hidden</td><td>0</td><td>2</td><td>{html.escape(then)}</td><td>passes</td>" in report
 
 
 def test_a_dry_run_shows_the_change_and_leaves_the_course_byte_identical(course, capsys):

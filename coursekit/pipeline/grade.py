@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from coursekit import COURSE_ROOT, judge
 from coursekit.kernel import sandbox, warm_kernels
 from coursekit.judge import torch_reference
-from coursekit.pipeline.grading import nbgrader, problem_with, this_environment_first
+from coursekit.pipeline.grading import nbgrader, problem_with, results, this_environment_first
 from coursekit.kernel.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
@@ -118,6 +119,33 @@ def _api(course, **settings):
     return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
+@dataclass
+class Outcome:
+    """One student's grading, as a worker hands it to the merge and the report (plain data: it
+    crosses to and from worker processes and Dask workers).
+
+    - ok: graded; else ``error`` says why not (a broken file, autograding failed).
+    - note: what a graded submission's report line says besides its scores ("" when nothing).
+    - timestamp (datetime), late_penalty ({notebook: points}): nbgrader's submission record.
+    - grades [(notebook, cell, auto_score, needs_manual_grade)], comments [(notebook, cell, auto_comment)].
+    - autograded, feedback ({path: bytes}): the files of autograded/ and feedback/.
+    """
+
+    student: str
+    ok: bool = False
+    error: str = ""
+    note: str = ""
+    timestamp: object = None
+    late_penalty: dict = field(default_factory=dict)
+    grades: list = field(default_factory=list)
+    comments: list = field(default_factory=list)
+    autograded: dict = field(default_factory=dict)
+    feedback: dict = field(default_factory=dict)
+
+    def needs_manual_grading(self):
+        return any(needs_manual for *_, needs_manual in self.grades)
+
+
 def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
     """Autograde one submission and make its feedback, in a private scratch course.
 
@@ -130,16 +158,13 @@ def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
     - kept (dict): what the course's gradebook holds of an earlier grading that this one keeps
       (from kept_by_hand()): the feedback and the scores are made with it, as in stock nbgrader.
     Returns:
-    - dict with "student", "ok", "error" (str), "submission" (timestamp, late penalty per
-      notebook), "grades" [(notebook, cell, auto_score, needs_manual_grade)],
-      "comments" [(notebook, cell, auto_comment)], "autograded" and "feedback" ({path: bytes}).
+    - Outcome.
     """
     from nbgrader.api import Gradebook
 
     os.environ.update(SINGLE_THREADED)
     submission = graded_files(submission)
-    result = {"student": student, "ok": False, "error": "", "grades": [], "comments": [],
-              "submission": {}, "autograded": {}, "feedback": {}}
+    outcome = Outcome(student)
     with tempfile.TemporaryDirectory() as scratch:
         course = _scratch_course(scratch, kit["config"], kit["source"], assignment, kit["gradebook"])
         _write_tree(course / "submitted" / student / assignment, submission)
@@ -147,33 +172,31 @@ def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
                               "ForkedKernelManager.preload": kit["preload"]})
         problem = problem_with(course / "submitted" / student / assignment, assignment)
         if problem:
-            result["error"] = problem
-            return result
+            outcome.error = problem
+            return outcome
         if kept:
             _restore(course, assignment, student, kept)
         graded = api.autograde(assignment, student, force=True, create=True)
         if not graded["success"]:
-            result["error"] = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
-            return result
+            outcome.error = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
+            return outcome
         made = api.generate_feedback(assignment, student, force=True) if feedback else {"success": True}
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
             found = gradebook.find_submission(assignment, student)
-            result["submission"] = {
-                "timestamp": found.timestamp,
-                "late_penalty": {nb.name: nb.late_submission_penalty for nb in found.notebooks}}
+            outcome.timestamp = found.timestamp
+            outcome.late_penalty = {nb.name: nb.late_submission_penalty for nb in found.notebooks}
             for notebook in found.notebooks:
-                result["grades"] += [(notebook.name, g.name, g.auto_score, g.needs_manual_grade)
-                                     for g in notebook.grades]
-                result["comments"] += [(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
-        result["autograded"] = _read_tree(course / "autograded" / student / assignment)
-        result["feedback"] = _read_tree(course / "feedback" / student / assignment)
-        result["ok"] = True
+                outcome.grades += [(notebook.name, g.name, g.auto_score, g.needs_manual_grade) for g in notebook.grades]
+                outcome.comments += [(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
+        outcome.autograded = _read_tree(course / "autograded" / student / assignment)
+        outcome.feedback = _read_tree(course / "feedback" / student / assignment)
+        outcome.ok = True
         notes = [f"{path}: test cells {', '.join(cells)} were missing and were put back"
-                 for path, cells in _restored_tests(result["autograded"]).items()]
+                 for path, cells in _restored_tests(outcome.autograded).items()]
         if not made["success"]:
             notes.append("graded, but no feedback: " + _last_line(made.get("error") or made.get("log")))
-        result["error"] = "; ".join(notes)
-    return result
+        outcome.note = "; ".join(notes)
+    return outcome
 
 
 def _restored_tests(files):
@@ -240,16 +263,16 @@ def _last_line(text):
     return lines[-1].strip() if lines else "no details"
 
 
-def merge(course, assignment, result, gradebook):
-    """Write one worker's result into the course, through ``gradebook`` (an open nbgrader
+def merge(course, assignment, outcome, gradebook):
+    """Write one worker's Outcome into the course, through ``gradebook`` (an open nbgrader
     Gradebook of the course's gradebook.db, whose only writer is the process that merges)."""
     from nbgrader.api import MissingEntry
 
-    course, student = Path(course), result["student"]
+    course, student = Path(course), outcome.student
     for folder in ("autograded", "feedback"):
         shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
     gradebook.update_or_create_student(student)
-    if not result["ok"]:  # a failed regrade must not leave the old grade looking current
+    if not outcome.ok:  # a failed regrade must not leave the old grade looking current
         if kept_by_hand(gradebook, assignment, student) is None:
             try:
                 gradebook.remove_submission(assignment, student)
@@ -261,19 +284,19 @@ def merge(course, assignment, result, gradebook):
                     grade.auto_score, grade.needs_manual_grade = None, True
             gradebook.db.commit()
         return
-    submission = gradebook.update_or_create_submission(assignment, student, timestamp=result["submission"]["timestamp"])
+    submission = gradebook.update_or_create_submission(assignment, student, timestamp=outcome.timestamp)
     notebooks = {notebook.name: notebook for notebook in submission.notebooks}
     for name, notebook in notebooks.items():
-        notebook.late_submission_penalty = result["submission"]["late_penalty"].get(name)
+        notebook.late_submission_penalty = outcome.late_penalty.get(name)
     grades = {(n.name, g.name): g for n in notebooks.values() for g in n.grades}
     comments = {(n.name, c.name): c for n in notebooks.values() for c in n.comments}
-    for notebook, cell, score, needs_manual in result["grades"]:
+    for notebook, cell, score, needs_manual in outcome.grades:
         grades[notebook, cell].auto_score, grades[notebook, cell].needs_manual_grade = score, needs_manual
-    for notebook, cell, comment in result["comments"]:
+    for notebook, cell, comment in outcome.comments:
         comments[notebook, cell].auto_comment = comment
     gradebook.db.commit()
-    _write_tree(course / "autograded" / student / assignment, result["autograded"])
-    _write_tree(course / "feedback" / student / assignment, result["feedback"])
+    _write_tree(course / "autograded" / student / assignment, outcome.autograded)
+    _write_tree(course / "feedback" / student / assignment, outcome.feedback)
 
 
 def _quiet_worker():
@@ -324,9 +347,9 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
                    for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
                            unit="submission", disable=not progress):
-            result = future.result()
-            merge(course, assignment, result, gradebook)
-            results[result["student"]] = result
+            outcome = future.result()
+            merge(course, assignment, outcome, gradebook)
+            results[outcome.student] = outcome
     return results
 
 
@@ -387,11 +410,12 @@ def main(argv=None):
             found = regrade.changes(before, regrade.snapshot(copy, assignment))
         print(regrade.as_text(found, version=regrade.tests_version(course, assignment)))
         return 0
-    results = grade_class(assignment, course, args.jobs, args.dask)
-    after = regrade.snapshot(course, assignment)
+    outcomes = grade_class(assignment, course, args.jobs, args.dask)
+    graded = results(course, assignment)  # the gradebook read once, each autograded notebook once
+    after = regrade.snapshot(course, assignment, graded)
     previous = regrade.record(course, assignment, after)
     found = regrade.changes(before, after) if before else None  # (None: the first grading)
-    summary = report.write(course, assignment, results, found, previous)  # (its errors.csv is part of the export)
+    summary = report.write(course, assignment, outcomes, found, previous, graded)  # (its errors.csv is part of the export)
     nbgrader(course, "export")
     print(summary)
     if found is not None:

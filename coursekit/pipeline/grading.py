@@ -2,6 +2,7 @@
 last `make grade` (reports/<ps>/errors.csv)."""
 import contextlib
 import csv
+import functools
 import os
 import subprocess
 import sys
@@ -128,12 +129,14 @@ class Result:
         maxima = self.max_parts()
         return {part for part, score in self.parts().items() if score < maxima[part]}
 
+    @functools.cached_property
+    def messages(self):
+        """{grade_id: [(error name, message)]} of the failed test cells (the notebook is read once)."""
+        return failure_messages(self.autograded) if self.autograded is not None else {}
+
     def failed(self):
         """Test cells that failed: those that lost points, and 0-point checks that raised."""
-        failed = {cell for cell, score in self.cells.items() if score < self.max_cells[cell]}
-        if self.autograded is not None:
-            failed |= set(failure_messages(self.autograded))
-        return failed
+        return {cell for cell, score in self.cells.items() if score < self.max_cells[cell]} | set(self.messages)
 
 
 def failure_messages(notebook_path):

@@ -11,17 +11,16 @@ import shutil
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import failure_messages, results
+from coursekit.pipeline.grading import results
 
 
-def snapshot(course, assignment):
+def snapshot(course, assignment, graded=None):
     """{student: {cell: [score, message]}} for the graded submissions of ``assignment`` in ``course``
-    (the message is the cell's first failure message, "" when it passed)."""
-    found = {}
-    for student, result in results(course, assignment).items():
-        messages = failure_messages(result.autograded) if result.autograded else {}
-        found[student] = {cell: [score, messages.get(cell, [("", "")])[0][1]] for cell, score in result.cells.items()}
-    return found
+    (the message is the cell's first failure message, "" when it passed); ``graded``: the
+    gradebook's results, if already read."""
+    graded = results(course, assignment) if graded is None else graded
+    return {student: {cell: [score, result.messages.get(cell, [("", "")])[0][1]] for cell, score in result.cells.items()}
+            for student, result in graded.items()}
 
 
 def tests_version(course, assignment):

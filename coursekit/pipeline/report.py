@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from coursekit.pipeline.grading import ERRORS, failure_messages, results as gradebook_results
+from coursekit.pipeline.grading import ERRORS, results as gradebook_results
 from coursekit.pipeline.tamper import scan_folder, scan_notebook
 
 
@@ -80,9 +80,7 @@ def mistakes(graded):
     ``mistake``) that the failure messages of the graded students name, one count per student."""
     counts = {}
     for result in graded.values():
-        if result.autograded is None:
-            continue
-        for cell, errors in failure_messages(result.autograded).items():
+        for cell, errors in result.messages.items():
             for kind in {mistake(text) for _, text in errors}:
                 counts.setdefault(cell, Counter())[kind] += 1
     return {cell: found.most_common() for cell, found in counts.items()}
@@ -213,26 +211,27 @@ def _table(rows, header):
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>None.</p>"
 
 
-def write(course, assignment, worker_results, changes=None, previous=None):
+def write(course, assignment, outcomes, changes=None, previous=None, graded=None):
     """Write the report for a graded assignment; return the score table.
 
     Args:
-    - worker_results (dict): {student: result of coursekit.pipeline.grade.grade_one}.
+    - outcomes (dict): {student: coursekit.pipeline.grade.Outcome} of this grading.
     - changes (list): what changed since the previous grading (coursekit.pipeline.regrade.changes), or
       None for the first one; ``previous``: that run's record (when, tests version).
+    - graded (dict): {student: grading.Result} as the gradebook now has them (read if not given).
     """
     course = Path(course)
     folder = course / "reports" / assignment
     folder.mkdir(parents=True, exist_ok=True)
-    graded = gradebook_results(course, assignment)
-    students = sorted(worker_results)
-    errors = {s: r["error"] for s, r in worker_results.items() if not r["ok"]}
-    notes = {s: r["error"] for s, r in worker_results.items() if r["ok"] and r["error"]}
+    graded = gradebook_results(course, assignment) if graded is None else graded
+    students = sorted(outcomes)
+    errors = {s: o.error for s, o in outcomes.items() if not o.ok}
+    notes = {s: o.note for s, o in outcomes.items() if o.ok and o.note}
     submitted = course / "submitted"
     tamper = [(s, f.cell, f.line, f.what) for s in students
               for f in scan_folder(submitted / s / assignment, course / "source" / assignment)
               + scan_notebook(submitted / s / assignment / f"{assignment}.ipynb")]
-    manual = sorted(s for s, r in worker_results.items() if any(g[3] for g in r["grades"]))
+    manual = sorted(s for s, o in outcomes.items() if o.needs_manual_grading())
     rates = _plots(folder, graded)
 
     found = mistakes(graded)

@@ -46,10 +46,10 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     outcomes = grade_class(assignment, course, jobs=jobs, progress=False, feedback=feedback)
     found = results(course, assignment)
     for student, outcome in outcomes.items():
-        if not outcome["ok"]:
-            found[student] = Result(student, {}, {}, error=outcome["error"])
+        if not outcome.ok:
+            found[student] = Result(student, {}, {}, error=outcome.error)
         else:
-            found[student].note = outcome["error"]
+            found[student].note = outcome.note
     return found
 
 
