@@ -30,7 +30,7 @@ from tqdm import tqdm
 from coursekit import COURSE_ROOT, judge
 from coursekit.kernel import sandbox, warm_kernels
 from coursekit.judge import torch_reference
-from coursekit.pipeline.grading import nbgrader, problem_with, results, this_environment_first
+from coursekit.pipeline.grading import course_folder, gradebook_file, nbgrader, problem_with, results, this_environment_first
 from coursekit.kernel.warm_kernels import ForkedKernelManager, heavy_imports
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
@@ -66,7 +66,7 @@ def grading_kit(course, assignment):
       where the gradebook holds the assignment (with the course's due date) and no student, "preload" lists the heavy
       modules that the kernels' zygote imports (see coursekit.kernel.warm_kernels).
     """
-    source = _read_tree(Path(course) / "source" / assignment)
+    source = _read_tree(course_folder(course, "source", assignment=assignment))
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
     config = (Path(course) / "nbgrader_config.py").read_bytes()
     with tempfile.TemporaryDirectory() as scratch:
@@ -75,9 +75,9 @@ def grading_kit(course, assignment):
         if due is not None:  # set with `nbgrader db assignment add` or formgrader: late penalties need it
             from nbgrader.api import Gradebook
 
-            with Gradebook(f"sqlite:///{Path(scratch) / 'gradebook.db'}") as gradebook:
+            with Gradebook(f"sqlite:///{gradebook_file(scratch)}") as gradebook:
                 gradebook.update_or_create_assignment(assignment, duedate=due)
-        return {"config": config, "source": source, "gradebook": (Path(scratch) / "gradebook.db").read_bytes(),
+        return {"config": config, "source": source, "gradebook": gradebook_file(scratch).read_bytes(),
                 "preload": heavy_imports(notebook)}
 
 
@@ -85,7 +85,7 @@ def _due_date(course, assignment):
     """The assignment's due date in the course's gradebook (naive UTC, as nbgrader keeps it), or None."""
     from nbgrader.api import MissingEntry
 
-    if not (Path(course) / "gradebook.db").exists():
+    if not gradebook_file(course).exists():
         return None
     with _course_gradebook(course) as gradebook:
         try:
@@ -99,8 +99,8 @@ def _scratch_course(folder, config, source, assignment, gradebook=None):
     course = Path(folder)
     (course / "nbgrader_config.py").write_bytes(config)
     if gradebook is not None:
-        (course / "gradebook.db").write_bytes(gradebook)
-    _write_tree(course / "source" / assignment, source)
+        gradebook_file(course).write_bytes(gradebook)
+    _write_tree(course_folder(course, "source", assignment=assignment), source)
     return course
 
 
@@ -167,10 +167,10 @@ def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
     outcome = Outcome(student)
     with tempfile.TemporaryDirectory() as scratch:
         course = _scratch_course(scratch, kit["config"], kit["source"], assignment, kit["gradebook"])
-        _write_tree(course / "submitted" / student / assignment, submission)
+        _write_tree(course_folder(course, "submitted", student, assignment), submission)
         api = _api(course, **{"TimeLimitedExecute.kernel_manager_class": ForkedKernelManager,
                               "ForkedKernelManager.preload": kit["preload"]})
-        problem = problem_with(course / "submitted" / student / assignment, assignment)
+        problem = problem_with(course_folder(course, "submitted", student, assignment), assignment)
         if problem:
             outcome.error = problem
             return outcome
@@ -188,8 +188,8 @@ def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
             for notebook in found.notebooks:
                 outcome.grades += [(notebook.name, g.name, g.auto_score, g.needs_manual_grade) for g in notebook.grades]
                 outcome.comments += [(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
-        outcome.autograded = _read_tree(course / "autograded" / student / assignment)
-        outcome.feedback = _read_tree(course / "feedback" / student / assignment)
+        outcome.autograded = _read_tree(course_folder(course, "autograded", student, assignment))
+        outcome.feedback = _read_tree(course_folder(course, "feedback", student, assignment))
         outcome.ok = True
         notes = [f"{path}: test cells {', '.join(cells)} were missing and were put back"
                  for path, cells in _restored_tests(outcome.autograded).items()]
@@ -269,8 +269,8 @@ def merge(course, assignment, outcome, gradebook):
     from nbgrader.api import MissingEntry
 
     course, student = Path(course), outcome.student
-    for folder in ("autograded", "feedback"):
-        shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
+    for step in ("autograded", "feedback"):
+        shutil.rmtree(course_folder(course, step, student, assignment), ignore_errors=True)
     gradebook.update_or_create_student(student)
     if not outcome.ok:  # a failed regrade must not leave the old grade looking current
         if kept_by_hand(gradebook, assignment, student) is None:
@@ -295,8 +295,8 @@ def merge(course, assignment, outcome, gradebook):
     for notebook, cell, comment in outcome.comments:
         comments[notebook, cell].auto_comment = comment
     gradebook.db.commit()
-    _write_tree(course / "autograded" / student / assignment, outcome.autograded)
-    _write_tree(course / "feedback" / student / assignment, outcome.feedback)
+    _write_tree(course_folder(course, "autograded", student, assignment), outcome.autograded)
+    _write_tree(course_folder(course, "feedback", student, assignment), outcome.feedback)
 
 
 def _quiet_worker():
@@ -330,7 +330,7 @@ def _dask_pool(address):
 def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=True, feedback=True):
     """Grade every submission of ``assignment``; returns the workers' results by student."""
     course = Path(course)
-    students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
+    students = sorted(p.parent.name for p in course_folder(course, "submitted").glob(f"*/{assignment}") if p.is_dir())
     kit = grading_kit(course, assignment)
     _ensure_assignment(course, assignment, kit)
     if dask:
@@ -342,7 +342,7 @@ def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=T
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS, assignment)
     results = {}
     with references, pool, _course_gradebook(course) as gradebook:
-        futures = [pool.submit(grade_one, kit, assignment, student, _read_tree(course / "submitted" / student / assignment),
+        futures = [pool.submit(grade_one, kit, assignment, student, _read_tree(course_folder(course, "submitted", student, assignment)),
                                feedback, kept_by_hand(gradebook, assignment, student))
                    for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
@@ -359,7 +359,7 @@ def _course_gradebook(course):
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{Path(course) / 'gradebook.db'}") as gradebook:
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{gradebook_file(course)}") as gradebook:
         warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush warnings, harmless here
         yield gradebook
 
@@ -368,7 +368,7 @@ def _ensure_assignment(course, assignment, kit):
     """The course gradebook knows the assignment (as after `nbgrader generate_assignment`)."""
     from nbgrader.api import MissingEntry
 
-    path = course / "gradebook.db"
+    path = gradebook_file(course)
     if not path.exists():
         path.write_bytes(kit["gradebook"])
         return
@@ -402,7 +402,7 @@ def main(argv=None):
     from coursekit.pipeline import regrade, report
 
     course, assignment = Path(args.course), args.assignment
-    before = regrade.snapshot(course, assignment) if (course / "gradebook.db").exists() else {}
+    before = regrade.snapshot(course, assignment) if gradebook_file(course).exists() else {}
     if args.dry_run:
         with tempfile.TemporaryDirectory() as scratch:
             copy = regrade.dry_copy(course, assignment, scratch)

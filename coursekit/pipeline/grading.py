@@ -11,6 +11,20 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.coursedir import CourseDirectory
+
+def course_folder(course, step, student=".", assignment=""):
+    """``<course>/<step>/<student>/<assignment>`` as nbgrader names it (CourseDirectory.format_path):
+    ``step`` is "source", "release", "submitted", "autograded" or "feedback"; source and release
+    folders have no student."""
+    directory = CourseDirectory(root=str(Path(course).resolve()))
+    return Path(directory.format_path(getattr(directory, f"{step}_directory"), student, assignment))
+
+
+def gradebook_file(course):
+    """The course's gradebook (CourseDirectory's db_url: ``<course>/gradebook.db``)."""
+    return Path(CourseDirectory(root=str(Path(course).resolve())).db_url.removeprefix("sqlite:///"))
+
 
 ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
 
@@ -166,6 +180,6 @@ def results(course_root, assignment):
             # (a test cell that the notebook lacks has no score: it counts as 0)
             cells = {grade.name: grade.score for grade in code}
             max_cells = {grade.name: grade.max_score for grade in code}
-            notebook = Path(course_root) / "autograded" / student.id / assignment / f"{assignment}.ipynb"
+            notebook = course_folder(course_root, "autograded", student.id, assignment) / f"{assignment}.ipynb"
             found[student.id] = Result(student.id, cells, max_cells, notebook if notebook.exists() else None)
     return found

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import results
+from coursekit.pipeline.grading import course_folder, gradebook_file, results
 
 
 def snapshot(course, assignment, graded=None):
@@ -27,7 +27,7 @@ def tests_version(course, assignment):
     """A hash of what decides the scores of ``assignment``: its source folder and the check code."""
     digest = hashlib.sha256()
     code = COURSE_ROOT / "coursekit"
-    paths = sorted((Path(course) / "source" / assignment).rglob("*")) + [
+    paths = sorted(course_folder(course, "source", assignment=assignment).rglob("*")) + [
         code / "judge" / f"{assignment}.py", code / "judge" / "__init__.py", code / "shipped" / "gradcheck.py",
         code / "kernel" / "agent.py"]
     for path in paths:
@@ -67,11 +67,12 @@ def dry_copy(course, assignment, scratch):
     gradebook), in ``scratch``: grading it leaves ``course`` as it was."""
     course, scratch = Path(course), Path(scratch)
     shutil.copy(course / "nbgrader_config.py", scratch)
-    for part in ("source", "submitted"):
-        for folder in sorted(course.glob(f"{part}/{assignment}")) + sorted(course.glob(f"{part}/*/{assignment}")):
-            shutil.copytree(folder, scratch / folder.relative_to(course), symlinks=False)
-    if (course / "gradebook.db").exists():
-        shutil.copy(course / "gradebook.db", scratch / "gradebook.db")
+    source = course_folder(course, "source", assignment=assignment)
+    submissions = sorted(course_folder(course, "submitted").glob(f"*/{assignment}"))
+    for folder in ([source] if source.exists() else []) + submissions:
+        shutil.copytree(folder, scratch / folder.relative_to(course.resolve()), symlinks=False)
+    if gradebook_file(course).exists():
+        shutil.copy(gradebook_file(course), gradebook_file(scratch))
     return scratch
 
 

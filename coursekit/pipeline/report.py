@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from coursekit.pipeline.grading import ERRORS, results as gradebook_results
+from coursekit.pipeline.grading import ERRORS, course_folder, results as gradebook_results
 from coursekit.pipeline.tamper import scan_folder, scan_notebook
 
 
@@ -128,7 +128,7 @@ def grading_sheet(course, assignment):
     from coursekit.pipeline.nbgrader_plugins import markdown_with_mathml
     from coursekit.judge.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
 
-    source = Path(course) / "source" / assignment / f"{assignment}.ipynb"
+    source = course_folder(course, "source", assignment=assignment) / f"{assignment}.ipynb"
     cells = nbformat.read(source, as_version=4).cells if source.exists() else []
     sections = []
     for question, answer in zip(cells, cells[1:]):
@@ -163,14 +163,14 @@ def _similarity(course, assignment, folder, students):
     from coursekit.judge.solutions import answer_cells, source_notebook, without_markers
     from coursekit.judge.solutions import release_notebook
 
-    own = (Path(course) / "release" / assignment).exists()  # else the course repository's release
+    own = course_folder(course, "release", assignment=assignment).exists()  # else the course repository's release
     starters = answer_cells(release_notebook(assignment, course) if own else release_notebook(assignment))
-    source = Path(course) / "source" / assignment / f"{assignment}.ipynb"
+    source = course_folder(course, "source", assignment=assignment) / f"{assignment}.ipynb"
     source = source if source.exists() else source_notebook(assignment)
     model = {part: without_markers(code) for part, code in answer_cells(nbformat.read(source, as_version=4)).items()}
     answers = {}
     for student in students:
-        path = Path(course) / "submitted" / student / assignment / f"{assignment}.ipynb"
+        path = course_folder(course, "submitted", student, assignment) / f"{assignment}.ipynb"
         try:
             answers[student] = answer_cells(nbformat.read(path, as_version=4))
         except Exception:  # noqa: BLE001 - an unreadable notebook is in the errors already
@@ -227,10 +227,10 @@ def write(course, assignment, outcomes, changes=None, previous=None, graded=None
     students = sorted(outcomes)
     errors = {s: o.error for s, o in outcomes.items() if not o.ok}
     notes = {s: o.note for s, o in outcomes.items() if o.ok and o.note}
-    submitted = course / "submitted"
+    source = course_folder(course, "source", assignment=assignment)
     tamper = [(s, f.cell, f.line, f.what) for s in students
-              for f in scan_folder(submitted / s / assignment, course / "source" / assignment)
-              + scan_notebook(submitted / s / assignment / f"{assignment}.ipynb")]
+              for f in scan_folder(course_folder(course, "submitted", s, assignment), source)
+              + scan_notebook(course_folder(course, "submitted", s, assignment) / f"{assignment}.ipynb")]
     manual = sorted(s for s, o in outcomes.items() if o.needs_manual_grading())
     rates = _plots(folder, graded)
 

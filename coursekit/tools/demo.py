@@ -14,7 +14,7 @@ from pathlib import Path
 from coursekit import COURSE_ROOT
 from coursekit.pipeline import report
 from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import nbgrader
+from coursekit.pipeline.grading import course_folder, nbgrader
 from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import load_fixtures, submit
 
@@ -24,8 +24,8 @@ def run(assignment, course, fixtures):
     demo_class = load_fixtures(fixtures).DEMO_CLASS
     release = release_notebook(assignment, course)
     for student, (submission, _) in demo_class.items():
-        for folder in ("submitted", "autograded", "feedback"):
-            shutil.rmtree(course / folder / student / assignment, ignore_errors=True)
+        for step in ("submitted", "autograded", "feedback"):
+            shutil.rmtree(course_folder(course, step, student, assignment), ignore_errors=True)
         submit(course, student, assignment, submission, release)
     print(f"Submitted {len(demo_class)} demo students; grading {assignment}...", flush=True)
     results = grade_class(assignment, course)

@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 
 from coursekit import COURSE_ROOT
+from coursekit.pipeline.grading import course_folder
 from coursekit.judge.solutions import answer_cells, release_notebook, source_notebook, without_markers, written_cells
 
 
@@ -165,9 +166,9 @@ class Folder:
 def submit(course_root, student, assignment, submission, release=None):
     """Write ``submission`` into ``submitted/<student>/<assignment>/`` (as ``<assignment>.ipynb``)."""
     if release is None:
-        own = Path(course_root) / "release" / assignment
+        own = course_folder(course_root, "release", assignment=assignment)
         release = release_notebook(assignment, course_root if own.exists() else COURSE_ROOT)
-    folder = Path(course_root) / "submitted" / student / assignment
+    folder = course_folder(course_root, "submitted", student, assignment)
     folder.mkdir(parents=True, exist_ok=True)
     files = submission.files if isinstance(submission, Folder) else ((f"{assignment}.ipynb", submission),)
     for filename, part in files:
