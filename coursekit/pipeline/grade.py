@@ -11,6 +11,8 @@ report (report.html), the tamper report and the list of errors.
 A submission that cannot be graded never stops the batch: its student is listed with the
 reason, and any previous grade of theirs is removed rather than left standing as if current.
 """
+from __future__ import annotations
+
 import argparse
 import concurrent.futures
 import contextlib
@@ -23,6 +25,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 from tqdm import tqdm
@@ -30,8 +33,11 @@ from tqdm import tqdm
 from coursekit import COURSE_ROOT, judge
 from coursekit.kernel import sandbox, warm_kernels
 from coursekit.judge import torch_reference
-from coursekit.pipeline.grading import course_folder, gradebook_file, nbgrader, problem_with, results, this_environment_first
+from coursekit.pipeline.grading import PathLike, course_folder, gradebook_file, nbgrader, problem_with, results, this_environment_first
 from coursekit.kernel.warm_kernels import ForkedKernelManager, heavy_imports
+
+if TYPE_CHECKING:
+    from nbgrader.api import Gradebook
 
 # Grading kernels use one BLAS thread: results do not depend on the machine's load, and
 # parallel workers do not oversubscribe the cores.
@@ -58,7 +64,7 @@ def _write_tree(folder, files):
         path.write_bytes(data)
 
 
-def grading_kit(course, assignment):
+def grading_kit(course: PathLike, assignment: str) -> dict:
     """What a worker needs to grade any submission of ``assignment``, as plain data.
 
     Returns:
@@ -142,11 +148,12 @@ class Outcome:
     autograded: dict = field(default_factory=dict)
     feedback: dict = field(default_factory=dict)
 
-    def needs_manual_grading(self):
+    def needs_manual_grading(self) -> bool:
         return any(needs_manual for *_, needs_manual in self.grades)
 
 
-def grade_one(kit, assignment, student, submission, feedback=True, kept=None):
+def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, bytes], feedback: bool = True,
+              kept: dict | None = None) -> Outcome:
     """Autograde one submission and make its feedback, in a private scratch course.
 
     Runs on a worker (a local process or a Dask worker): takes and returns plain data.
@@ -208,7 +215,7 @@ def _restored_tests(files):
     return {path: cells for path, cells in found.items() if cells}
 
 
-def graded_files(submission):
+def graded_files(submission: dict[str, bytes]) -> dict[str, bytes]:
     """What is graded of a submission folder ({path: bytes}): its notebooks and nbgrader's own
     files (NBGRADER_FILES), without any other file.
 
@@ -220,7 +227,7 @@ def graded_files(submission):
             if "/" not in path and (path.endswith(".ipynb") or path in NBGRADER_FILES)}
 
 
-def kept_by_hand(gradebook, assignment, student):
+def kept_by_hand(gradebook: Gradebook, assignment: str, student: str) -> dict | None:
     """What grading must keep of a student's submission in ``gradebook`` (the course's): its
     extension and the TAs' hand grades, extra credit and comments; None if there is none."""
     from nbgrader.api import MissingEntry
@@ -263,7 +270,7 @@ def _last_line(text):
     return lines[-1].strip() if lines else "no details"
 
 
-def merge(course, assignment, outcome, gradebook):
+def merge(course: PathLike, assignment: str, outcome: Outcome, gradebook: Gradebook) -> None:
     """Write one worker's Outcome into the course, through ``gradebook`` (an open nbgrader
     Gradebook of the course's gradebook.db, whose only writer is the process that merges)."""
     from nbgrader.api import MissingEntry
@@ -327,7 +334,8 @@ def _dask_pool(address):
     return Client(address), as_completed
 
 
-def grade_class(assignment, course=COURSE_ROOT, jobs=None, dask=None, progress=True, feedback=True):
+def grade_class(assignment: str, course: PathLike = COURSE_ROOT, jobs: int | None = None, dask: str | None = None,
+                progress: bool = True, feedback: bool = True) -> dict[str, Outcome]:
     """Grade every submission of ``assignment``; returns the workers' results by student."""
     course = Path(course)
     students = sorted(p.parent.name for p in course_folder(course, "submitted").glob(f"*/{assignment}") if p.is_dir())
@@ -390,7 +398,7 @@ def _generate_assignment(course, assignment):
                            + (made.get("error") or made.get("log") or ""))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignment")
     parser.add_argument("--course", default=str(COURSE_ROOT))

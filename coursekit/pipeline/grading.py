@@ -1,5 +1,7 @@
 """Run nbgrader on a course directory and read the results: its gradebook, and the errors of the
 last `make grade` (reports/<ps>/errors.csv)."""
+from __future__ import annotations
+
 import contextlib
 import csv
 import functools
@@ -13,7 +15,9 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 
-def course_folder(course, step, student=".", assignment=""):
+PathLike = str | os.PathLike  # a course folder or file, as a str or a Path
+
+def course_folder(course: PathLike, step: str, student: str = ".", assignment: str = "") -> Path:
     """``<course>/<step>/<student>/<assignment>`` as nbgrader names it (CourseDirectory.format_path):
     ``step`` is "source", "release", "submitted", "autograded" or "feedback"; source and release
     folders have no student."""
@@ -21,7 +25,7 @@ def course_folder(course, step, student=".", assignment=""):
     return Path(directory.format_path(getattr(directory, f"{step}_directory"), student, assignment))
 
 
-def gradebook_file(course):
+def gradebook_file(course: PathLike) -> Path:
     """The course's gradebook (CourseDirectory's db_url: ``<course>/gradebook.db``)."""
     return Path(CourseDirectory(root=str(Path(course).resolve())).db_url.removeprefix("sqlite:///"))
 
@@ -29,7 +33,7 @@ def gradebook_file(course):
 ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
 
 
-def not_graded(course, assignment):
+def not_graded(course: PathLike, assignment: str) -> dict[str, str]:
     """{student: reason} for the submissions of ``assignment`` that the last `make grade` could not grade."""
     path = Path(course) / "reports" / assignment / ERRORS
     if not path.exists():
@@ -38,7 +42,7 @@ def not_graded(course, assignment):
         return {row["student"]: row["error"] for row in csv.DictReader(f) if row.get("graded") == "no"}
 
 
-def nbgrader(course_root, *args, check=True):
+def nbgrader(course_root: PathLike, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one nbgrader command in ``course_root`` with this Python's environment.
 
     The kernels nbgrader starts must be this environment's Python, with coursekit importable.
@@ -71,7 +75,7 @@ def this_environment_first():
             os.environ["PATH"] = saved
 
 
-def problem_with(folder, assignment):
+def problem_with(folder: PathLike, assignment: str) -> str | None:
     """Why the submission in ``folder`` cannot be graded, or None if it can.
 
     The notebook must be ``<assignment>.ipynb``, UTF-8 JSON, and a valid notebook (nbformat
@@ -98,7 +102,7 @@ def problem_with(folder, assignment):
     return None
 
 
-def part_of(grade_id):
+def part_of(grade_id: str) -> str:
     """The part a test cell grades: its grade_id starts with the answer cell's id ("linear_forward" -> "linear")."""
     return grade_id.split("_")[0]
 
@@ -123,37 +127,37 @@ class Result:
     note: str = ""  # what the grader says of a graded submission (test cells it put back)
 
     @property
-    def total(self):
+    def total(self) -> float:
         return sum(self.cells.values())
 
     @property
-    def max_total(self):
+    def max_total(self) -> float:
         return sum(self.max_cells.values())
 
-    def parts(self):
+    def parts(self) -> dict[str, float]:
         """{part: score}, summed over its test cells."""
         return _by_part(self.cells)
 
-    def max_parts(self):
+    def max_parts(self) -> dict[str, float]:
         """{part: maximum score}."""
         return _by_part(self.max_cells)
 
-    def lost(self):
+    def lost(self) -> set[str]:
         """Parts where points were lost."""
         maxima = self.max_parts()
         return {part for part, score in self.parts().items() if score < maxima[part]}
 
     @functools.cached_property
-    def messages(self):
+    def messages(self) -> dict[str, list[tuple[str, str]]]:
         """{grade_id: [(error name, message)]} of the failed test cells (the notebook is read once)."""
         return failure_messages(self.autograded) if self.autograded is not None else {}
 
-    def failed(self):
+    def failed(self) -> set[str]:
         """Test cells that failed: those that lost points, and 0-point checks that raised."""
         return {cell for cell, score in self.cells.items() if score < self.max_cells[cell]} | set(self.messages)
 
 
-def failure_messages(notebook_path):
+def failure_messages(notebook_path: PathLike) -> dict[str, list[tuple[str, str]]]:
     """{grade_id: [(error name, message)]} for the failed test cells of an autograded notebook."""
     messages = {}
     for cell in nbformat.read(notebook_path, as_version=4).cells:
@@ -164,7 +168,7 @@ def failure_messages(notebook_path):
     return messages
 
 
-def results(course_root, assignment):
+def results(course_root: PathLike, assignment: str) -> dict[str, Result]:
     """{student: Result} for every student with an autograded submission of ``assignment``."""
     url = f"sqlite:///{Path(course_root) / 'gradebook.db'}"
     found = {}

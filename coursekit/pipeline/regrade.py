@@ -4,6 +4,8 @@ changed since the run before, so that an instructor who fixes a test mid-term se
 the class before releasing feedback. ``make grade A=<ps> DRY_RUN=1`` grades a copy of the course
 and shows the changes without touching the gradebook, ``autograded/`` or ``feedback/``.
 """
+from __future__ import annotations
+
 import datetime
 import hashlib
 import json
@@ -11,10 +13,10 @@ import shutil
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import course_folder, gradebook_file, results
+from coursekit.pipeline.grading import PathLike, Result, course_folder, gradebook_file, results
 
 
-def snapshot(course, assignment, graded=None):
+def snapshot(course: PathLike, assignment: str, graded: dict[str, Result] | None = None) -> dict:
     """{student: {cell: [score, message]}} for the graded submissions of ``assignment`` in ``course``
     (the message is the cell's first failure message, "" when it passed); ``graded``: the
     gradebook's results, if already read."""
@@ -23,7 +25,7 @@ def snapshot(course, assignment, graded=None):
             for student, result in graded.items()}
 
 
-def tests_version(course, assignment):
+def tests_version(course: PathLike, assignment: str) -> str:
     """A hash of what decides the scores of ``assignment``: its source folder and the check code."""
     digest = hashlib.sha256()
     code = COURSE_ROOT / "coursekit"
@@ -36,7 +38,7 @@ def tests_version(course, assignment):
     return digest.hexdigest()[:12]
 
 
-def changes(before, after):
+def changes(before: dict, after: dict) -> list[tuple]:
     """[(student, cell, old score, new score, old message, new message)] for every test cell whose
     score or message differs between two snapshots (a student graded in only one of them has
     None for the other's scores)."""
@@ -50,7 +52,7 @@ def changes(before, after):
     return found
 
 
-def record(course, assignment, snap):
+def record(course: PathLike, assignment: str, snap: dict) -> dict | None:
     """Save this run's snapshot in reports/<assignment>/runs/; returns the previous run's record or None."""
     folder = Path(course) / "reports" / assignment / "runs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,7 @@ def record(course, assignment, snap):
     return previous
 
 
-def dry_copy(course, assignment, scratch):
+def dry_copy(course: PathLike, assignment: str, scratch: PathLike) -> Path:
     """A copy of what grading ``assignment`` reads of ``course`` (config, source, submissions,
     gradebook), in ``scratch``: grading it leaves ``course`` as it was."""
     course, scratch = Path(course), Path(scratch)
@@ -76,7 +78,7 @@ def dry_copy(course, assignment, scratch):
     return scratch
 
 
-def as_text(found, previous=None, version=None):
+def as_text(found: list[tuple] | None, previous: dict | None = None, version: str | None = None) -> str:
     """The changes as lines for the terminal."""
     head = "Changes since the last grading"
     if previous:

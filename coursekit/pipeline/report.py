@@ -4,17 +4,19 @@
 failure_rates.png, mistakes.csv, similarity.html and .csv, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
 answers, and returns the score table as text.
 """
+from __future__ import annotations
+
 import csv
 import html
 import re
 from collections import Counter
 from pathlib import Path
 
-from coursekit.pipeline.grading import ERRORS, course_folder, results as gradebook_results
+from coursekit.pipeline.grading import ERRORS, PathLike, Result, course_folder, results as gradebook_results
 from coursekit.pipeline.tamper import scan_folder, scan_notebook
 
 
-def score_table(graded, students, errors):
+def score_table(graded: dict[str, Result], students: list[str], errors: dict[str, str]) -> str:
     """Per-student points per part and total; students without a grade show why.
 
     Args:
@@ -47,7 +49,7 @@ def score_table(graded, students, errors):
     return "\n".join(lines)
 
 
-def mistake(message):
+def mistake(message: str) -> str:
     """The kind of mistake a one-line failure message names: its hint when it has one (after the
     last "; ", or a parenthesised "...?" at its end), else its words without the case's numbers."""
     if "; " in message:
@@ -75,7 +77,7 @@ def _last_parenthetical(text):
     return None
 
 
-def mistakes(graded):
+def mistakes(graded: dict[str, Result]) -> dict[str, list[tuple[str, int]]]:
     """{test cell: [(mistake, students)]}, most common first: the kinds of mistake (see
     ``mistake``) that the failure messages of the graded students name, one count per student."""
     counts = {}
@@ -119,7 +121,7 @@ def _plots(folder, graded):
     return dict(zip(cells, rates))
 
 
-def grading_sheet(course, assignment):
+def grading_sheet(course: PathLike, assignment: str) -> str | None:
     """The TAs' sheet for the written answers of ``assignment``: each question as students read
     it, its points, and the model answer and rubric from the source notebook (between its
     solution markers). None if the assignment has no written answers."""
@@ -211,7 +213,8 @@ def _table(rows, header):
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>None.</p>"
 
 
-def write(course, assignment, outcomes, changes=None, previous=None, graded=None):
+def write(course: PathLike, assignment: str, outcomes: dict, changes: list[tuple] | None = None, previous: dict | None = None,
+          graded: dict[str, Result] | None = None) -> str:
     """Write the report for a graded assignment; return the score table.
 
     Args:

@@ -16,6 +16,8 @@ The model solution is a source of its own: each student's answer is compared wit
 solution is the usual source of copies in a course that reuses its assignments), and what two
 students both wrote as it is written is not evidence between them, as the starter code is not.
 """
+from __future__ import annotations
+
 import ast
 import hashlib
 import html
@@ -24,6 +26,7 @@ import keyword
 import tokenize
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 K = 8  # tokens per window: a short statement
 W = 4  # windows per choice: every run of W + K - 1 tokens keeps one fingerprint
@@ -43,7 +46,7 @@ class Cell:
     prints: dict = field(default_factory=dict)
 
 
-def defined_names(source):
+def defined_names(source: str) -> set[str]:
     """The names a cell defines: assigned variables, parameters, functions, classes, methods."""
     try:
         tree = ast.parse(source)
@@ -62,7 +65,7 @@ def defined_names(source):
     return names - {"self"}
 
 
-def tokens(source):
+def tokens(source: str) -> list[tuple[str, int]]:
     """[(normalised token, line)] of a cell: no comments or layout, its own names as ``N``,
     strings as ``S``."""
     own = defined_names(source)
@@ -83,7 +86,7 @@ def tokens(source):
     return found
 
 
-def fingerprints(stream):
+def fingerprints(stream: list[tuple[str, int]]) -> dict[int, list[int]]:
     """{hash: [start index]} chosen by winnowing the K-grams of ``stream`` (normalised tokens)."""
     grams = [_hash(" ".join(text for text, _ in stream[i:i + K])) for i in range(len(stream) - K + 1)]
     chosen = {}
@@ -98,13 +101,13 @@ def _hash(text):
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-def cell(source, starter=frozenset()):
+def cell(source: str, starter: frozenset | set = frozenset()) -> Cell:
     """A Cell of ``source`` whose fingerprints leave out those of the starter code."""
     stream = tokens(source)
     return Cell(source, stream, {h: s for h, s in fingerprints(stream).items() if h not in starter})
 
 
-def similar_pairs(cells, threshold=THRESHOLD, common=COMMON):
+def similar_pairs(cells: dict[str, Cell], threshold: float = THRESHOLD, common: float = COMMON) -> list[tuple[float, str, str]]:
     """[(score, a, b)] for the pairs of ``cells`` ({submission: Cell}, one part) whose shared
     fingerprints are at least ``threshold`` of all they have, most similar first."""
     index = defaultdict(set)
@@ -129,7 +132,7 @@ def similar_pairs(cells, threshold=THRESHOLD, common=COMMON):
     return sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2]))
 
 
-def shared_lines(first, second):
+def shared_lines(first: Cell, second: Cell) -> tuple[set[int], set[int]]:
     """The lines of each of two Cells that their shared fingerprints cover: (set, set)."""
     common = set(first.prints) & set(second.prints)
 
@@ -140,7 +143,7 @@ def shared_lines(first, second):
     return covered(first), covered(second)
 
 
-def side_by_side(a, b, first, second):
+def side_by_side(a: str, b: str, first: Cell, second: Cell) -> str:
     """HTML: the two cells next to each other, with the regions they share marked."""
     lines = shared_lines(first, second)
 
@@ -163,7 +166,8 @@ class Found:
     cells: dict
 
 
-def class_pairs(answers, starters, model=None, threshold=THRESHOLD):
+def class_pairs(answers: dict[str, dict[str, str]], starters: dict[str, str], model: dict[str, str] | None = None,
+                threshold: float = THRESHOLD) -> Found:
     """Compare a class: ``answers`` {student: {part: source}}, ``starters`` {part: the release's
     code for it}, ``model`` {part: the model solution's code} (or None). Returns a Found."""
     found = Found({}, {}, {})
@@ -182,7 +186,7 @@ def class_pairs(answers, starters, model=None, threshold=THRESHOLD):
     return found
 
 
-def close_to(reference, cells, threshold=THRESHOLD):
+def close_to(reference: Cell, cells: dict[str, Cell], threshold: float = THRESHOLD) -> list[tuple[float, str]]:
     """[(score, student)] of the ``cells`` that share at least ``threshold`` of their fingerprints
     with ``reference`` (every fingerprint counts: a whole class may follow a leaked solution)."""
     close = []
@@ -194,7 +198,8 @@ def close_to(reference, cells, threshold=THRESHOLD):
     return sorted(close, key=lambda item: (-item[0], item[1]))
 
 
-def write_report(folder, assignment, answers, starters, model=None, threshold=THRESHOLD, shown=10):
+def write_report(folder: Path, assignment: str, answers: dict[str, dict[str, str]], starters: dict[str, str],
+                 model: dict[str, str] | None = None, threshold: float = THRESHOLD, shown: int = 10) -> Found:
     """Write ``folder``/similarity.csv (every pair above ``threshold``, and every answer close to
     the model solution) and similarity.html (the ``shown`` most similar pairs of each part, side
     by side); returns the Found."""

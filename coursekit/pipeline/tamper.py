@@ -5,6 +5,8 @@ coursekit.kernel.sandbox and coursekit.judge); this report tells the instructor 
 and line, so a human can look. It reads every code cell a student could write: the answer cells
 and any cell the student added.
 """
+from __future__ import annotations
+
 import ast
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ import nbformat
 
 from coursekit import IN_THE_KERNEL
 from coursekit.judge.solutions import answer_cells
+from coursekit.pipeline.grading import PathLike
 
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
@@ -46,7 +49,7 @@ def _root_name(node):
     return node.id if isinstance(node, ast.Name) else None
 
 
-def scan_code(cell, code):
+def scan_code(cell: str, code: str) -> list[Finding]:
     """Findings in one answer cell's code (a cell that does not parse is reported as such)."""
     try:
         tree = ast.parse(code)
@@ -89,12 +92,12 @@ def _added_cells(notebook):
             if cell.cell_type == "code" and not cell.metadata.get("nbgrader") and cell.source.strip()}
 
 
-def student_cells(notebook):
+def student_cells(notebook) -> dict[str, str]:
     """{label: source} of the code a student wrote: every answer cell and every code cell they added."""
     return {**answer_cells(notebook), **_added_cells(notebook)}
 
 
-def scan_notebook(path):
+def scan_notebook(path: PathLike) -> list[Finding]:
     """Findings in every answer cell and every added code cell of a submitted notebook (none if
     it cannot be read)."""
     try:
@@ -107,7 +110,7 @@ def scan_notebook(path):
     return findings
 
 
-def scan_folder(folder, shipped=None):
+def scan_folder(folder: PathLike, shipped: PathLike | None = None) -> list[Finding]:
     """Findings for files in a submission folder that Python could import (a planted numpy.py or
     ipykernel_launcher.py); `make grade` grades the notebooks only, so they are ignored.
 
