@@ -13,6 +13,9 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # of what it needs, one scratch folder, limits (see coursekit/kernel/sandbox.py). `make grade` forks its
 # kernels from a warm zygote in the same sandbox instead (coursekit/kernel/warm_kernels.py).
 c.TimeLimitedExecute.kernel_manager_class = "coursekit.kernel.sandbox.SandboxedKernelManager"
+# Each student's hidden inputs are drawn under the course's secret, made here on the first grading
+# (owner-only, outside every kernel's view; keep it for the term, never in git): see coursekit.judge.
+c.TimeLimitedExecute.hidden_inputs_secret_file = os.path.join(c.CourseDirectory.root, "hidden_inputs.key")
 # Grading kernels' tracebacks are plain (file, line, the line itself): IPython's default, with
 # highlighted context around every frame, took a third of a buggy submission's kernel time;
 # feedback shows only the one-line message anyway. They run no start-up lines: whatever those

@@ -79,6 +79,34 @@ def test_a_value_pytorch_cannot_compute_is_the_courses_error_and_the_process_liv
     assert torch_reference._server[3] is process
 
 
+def test_a_pytorch_process_that_cannot_be_reached_is_the_courses_error_not_the_students(monkeypatch, tmp_path):
+    """Graded as a MissingValue (the submission is not graded), never as a failed test."""
+    x = np.random.default_rng().normal(size=(2, 3))
+    monkeypatch.setenv(torch_reference.SERVER, str(tmp_path / "no-socket"))
+    monkeypatch.setattr(torch_reference, "_server", None)
+    with pytest.raises(torch_reference.MissingValue, match="cannot be reached"):
+        vjp("tanh", (x,), np.ones_like(x))
+    with torch_reference.shared_server():
+        pass  # (a server that stopped)
+    monkeypatch.delenv(torch_reference.SERVER)
+    np.testing.assert_allclose(vjp("tanh", (x,), np.ones_like(x))[1][0], 1 - np.tanh(x) ** 2)  # the next one starts again
+
+
+def test_threads_of_one_process_each_get_their_own_values():
+    """A Dask worker grades in threads: each request is answered to the thread that made it."""
+    def many(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(40):
+            x = rng.normal(size=(int(rng.integers(1, 6)), 3))
+            _, (dx,) = vjp("tanh", (x,), np.ones_like(x))
+            if not np.allclose(dx, 1 - np.tanh(x) ** 2):
+                return False
+        return True
+
+    with torch_reference.shared_server(), concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(many, range(4)))
+
+
 def test_vjp_reads_recorded_values_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch_reference, "CACHE", tmp_path)
     monkeypatch.setenv(RECORD, "1")

@@ -1,10 +1,13 @@
 """Per-student hidden inputs (coursekit.judge, Kernel.rng): every student meets different hidden
-inputs of the same shapes, the same student the same ones on every regrade, and a table of a
-classmate's hidden inputs and outputs scores nothing."""
+inputs of the same shapes, the same submission the same ones on every regrade, and a table of the
+hidden inputs that a feedback page showed scores nothing once handed in."""
 import base64
 import hashlib
 import json
+import shutil
 import sys
+
+import nbformat
 
 import numpy as np
 import pytest
@@ -18,12 +21,22 @@ from coursekit.tools.submissions import Solution, Variant, solution_answers
 HIDDEN = ["linear_forward", "linear_backward", "linear_update", "tanh_hidden", "mse_hidden"]
 
 
-def test_a_student_key_is_the_students_and_the_assignments():
-    alice = judge.student_key("ps1", "alice")
-    assert alice == judge.student_key("ps1", "alice")
-    assert alice != judge.student_key("ps1", "bob") and alice != judge.student_key("ps2", "alice")
+def test_a_student_key_is_the_students_the_assignments_the_codes_and_the_courses():
+    alice = judge.student_key("ps1", "alice", ["code"], b"secret")
+    assert alice == judge.student_key("ps1", "alice", ["code"], b"secret"), "a regrade meets the same inputs"
+    for other in [judge.student_key("ps1", "bob", ["code"], b"secret"), judge.student_key("ps2", "alice", ["code"], b"secret"),
+                  judge.student_key("ps1", "alice", ["code", "print(1)"], b"secret"),
+                  judge.student_key("ps1", "alice", ["code"], b"another course")]:
+        assert other != alice
     assert len(alice) == 4 and all(0 <= word < 2 ** 32 for word in alice)
     assert judge.student_key("ps1", None) == judge.student_key("ps1", "") == ()
+
+
+def test_the_course_secret_is_made_once_and_readable_by_its_owner_alone(tmp_path):
+    path = tmp_path / judge.SECRET_FILE
+    first = judge.course_secret(path)
+    assert len(first) == 32 and judge.course_secret(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_without_a_student_the_inputs_are_the_checks_own():
@@ -91,25 +104,46 @@ def test_the_model_solution_passes_every_students_hidden_checks(solution_namespa
             assert judge.verdict(ps1.CHECKS[check], kernel) is None, (student, check)
 
 
-def _table_of(student, solution_namespace):
-    """{key of (x, weights): output} of every forward call that linear_forward makes for ``student``."""
-    table = {}
-    honest = solution_namespace["Linear"]
+LEAK = """
+import json
 
-    class Recording(honest):
-        def forward(self, x):
-            output = super().forward(x)
-            table[hashlib.sha256(x.tobytes() + self.weights.tobytes()).hexdigest()] = output.tolist()
-            return output
+print("SEEN", json.dumps(SEEN))
+"""
+RECORD = """
 
-    solution_namespace["Linear"] = Recording
-    assert judge.verdict(ps1.CHECKS["linear_forward"], judge.Kernel(agent.handle, key=judge.student_key("ps1", student))) is None
-    solution_namespace["Linear"] = honest
-    return table
+SEEN = []
+_forward = Linear.forward
 
 
-def _lookup_submission(table):
-    """The model solution whose Linear.forward answers from ``table`` alone (zeros for an input it lacks)."""
+def _recording_forward(self, x):
+    SEEN.append([np.asarray(x).tolist(), np.asarray(self.weights).tolist(), np.asarray(self.biases).tolist()])
+    return _forward(self, x)
+
+
+Linear.forward = _recording_forward
+"""
+
+
+def _leaky_submission():
+    """The model solution whose Linear records every input it meets, and whose Tanh cell (graded
+    after Linear's hidden tests) prints them: into the student's own feedback."""
+    answers = solution_answers("ps1")
+    return Variant("leaky", {"linear": answers["linear"] + RECORD, "tanh": answers["tanh"] + LEAK})
+
+
+def _leaked(notebook_path):
+    """The (x, weights, biases) that the leaky submission printed into its autograded notebook."""
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            if output.get("name") == "stdout" and output.text.startswith("SEEN "):
+                return [[np.array(part) for part in entry] for entry in json.loads(output.text[5:])]
+    raise AssertionError("the leaky submission printed nothing")
+
+
+def _lookup_submission(leaked):
+    """The model solution whose Linear.forward answers from a table of the ``leaked`` inputs (the
+    right outputs for them) alone, and zeros for any other input."""
+    table = {hashlib.sha256(x.tobytes() + W.tobytes()).hexdigest(): (x @ W.T + b).tolist() for x, W, b in leaked}
     return Variant("lookup_table", {"linear": solution_answers("ps1")["linear"] + f'''
 
 import hashlib
@@ -131,11 +165,18 @@ Linear.forward = _forward_from_table
 
 
 @pytest.mark.slow
-def test_a_classmates_hidden_inputs_and_outputs_score_nothing(solution_namespace, tmp_path):
-    """A table of alice's hidden inputs and outputs passes her hidden test (the table is right),
-    and fails bob's, graded in one batch with an honest student."""
-    lookup = _lookup_submission(_table_of("alice", solution_namespace))
-    graded = grade_submissions("ps1", {"alice": lookup, "bob": lookup, "carol": Solution()}, tmp_path, feedback=False)
-    assert graded["alice"].cells["linear_forward"] == graded["alice"].max_cells["linear_forward"]
-    assert graded["bob"].cells["linear_forward"] == 0
-    assert graded["carol"].total == graded["carol"].max_total
+def test_a_table_of_the_hidden_inputs_that_feedback_showed_scores_nothing_when_handed_in(tmp_path):
+    """alice's first submission prints its hidden inputs into her feedback; she hands in a table
+    of them (the right outputs for exactly those inputs): her changed code meets new inputs and
+    the table scores nothing, graded with honest students; so does bob with her table."""
+    first = grade_submissions("ps1", {"alice": _leaky_submission(), "carol": Solution()}, tmp_path / "first", feedback=False)
+    assert first["alice"].total == first["alice"].max_total and first["carol"].total == first["carol"].max_total
+    leaked = _leaked(first["alice"].autograded)
+    assert len(leaked) > 5
+    (tmp_path / "again").mkdir()
+    shutil.copy(tmp_path / "first" / judge.SECRET_FILE, tmp_path / "again" / judge.SECRET_FILE)  # the same course, the term's secret
+    lookup = _lookup_submission(leaked)
+    again = grade_submissions("ps1", {"alice": lookup, "bob": lookup, "carol": Solution()}, tmp_path / "again", feedback=False)
+    assert again["alice"].cells["linear_forward"] == 0 and again["bob"].cells["linear_forward"] == 0
+    assert again["carol"].total == again["carol"].max_total
+    assert again["carol"].cells == first["carol"].cells

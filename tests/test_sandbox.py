@@ -206,3 +206,12 @@ def test_the_wait_for_a_new_kernel_ends_when_it_answers_however_late():
         began = time.monotonic()
         asyncio.run(SandboxedKernelClient._async_wait_for_ready(kernel, timeout=8))
         assert kernel.ready and time.monotonic() - began < start + 0.5 and kernel.sent <= 3, (start, kernel.sent)
+
+
+def test_a_kernel_inherits_none_of_the_graders_own_variables():
+    from coursekit.kernel.confine import kernel_environment
+
+    env = kernel_environment({"COURSEKIT_TORCH_SERVER": "/tmp/coursekit-torch-x/socket", "PYTHONPATH": "/work/main",
+                              "HOME": "/root", "OMP_NUM_THREADS": "1", "NBGRADER_EXECUTION": "autograde", "LANG": "C.UTF-8"})
+    assert not any(name.startswith("COURSEKIT_") for name in env) and "PYTHONPATH" not in env
+    assert env["OMP_NUM_THREADS"] == "1" and env["NBGRADER_EXECUTION"] == "autograde" and env["HOME"] != "/root"

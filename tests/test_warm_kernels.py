@@ -34,9 +34,9 @@ def text(outputs):
 
 def test_forked_kernel_has_its_notebooks_files_and_environment(tmp_path, monkeypatch):
     (tmp_path / "helper.py").write_text("VALUE = 42\n")
-    monkeypatch.setenv("COURSEKIT_PROBE", "set by the grader")
+    monkeypatch.setenv("NBGRADER_PROBE", "set by the grader")
     (outputs,) = run(tmp_path, "import os, helper\n"
-                               "print(helper.VALUE, os.environ['COURSEKIT_PROBE'])\n"
+                               "print(helper.VALUE, os.environ['NBGRADER_PROBE'])\n"
                                "print(os.getpgid(0) == os.getpid())\n"
                                "import time; time.sleep(0.5)")
     assert text(outputs).splitlines() == ["42 set by the grader", "True"], "the kernel leads its own process group"

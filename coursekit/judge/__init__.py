@@ -21,10 +21,14 @@ same ones. A visible check uses the notebook's own seeds instead: it repeats wha
 import ast
 import base64
 import hashlib
+import hmac
 import importlib
 import json
 import math
+import os
 import re
+import secrets
+from pathlib import Path
 
 import numpy as np
 
@@ -209,14 +213,36 @@ def _decode(data, kernel):
     raise KernelSilent(f"the kernel sent a value the judge does not accept ({type(data).__name__})")
 
 
-def student_key(assignment, student):
-    """The part of the hidden inputs' seed that is the student's own: four 32-bit words of a hash
-    of the assignment and the student id, or () without a student (the source notebook, when
-    `make release` records PyTorch's values for the default inputs)."""
+def student_key(assignment, student, code=(), secret=b""):
+    """The part of the hidden inputs' seed that is the student's own: four 32-bit words of an
+    HMAC, under the course's ``secret`` (course_secret), of the assignment, the student id and
+    the ``code`` they wrote (their answer and added cells). A regrade of the same submission meets
+    the same inputs; a changed submission (one that tables what an earlier feedback showed of its
+    inputs) new ones; and nobody without the secret, which no kernel can read, can compute them.
+    () without a student (the source notebook: `make release` records PyTorch's values for the
+    checks' own inputs)."""
     if not student:
         return ()
-    digest = hashlib.sha256(f"hidden inputs\0{assignment}\0{student}".encode()).digest()
+    written = hashlib.sha256("\0".join(code).encode()).hexdigest()
+    digest = hmac.new(secret, f"hidden inputs\0{assignment}\0{student}\0{written}".encode(), hashlib.sha256).digest()
     return tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+
+
+SECRET_FILE = "hidden_inputs.key"  # in the course folder (nbgrader_config.py names it too)
+
+
+def course_secret(path):
+    """The course's secret for the hidden inputs: the file ``path`` (``hidden_inputs.key`` in the
+    course folder, readable by its owner alone, outside every kernel's view), made on first use.
+    Keep it for the term: a new one gives every student new hidden inputs."""
+    path = Path(path)
+    if not path.exists():
+        try:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        except FileExistsError:  # made meanwhile by another grader
+            pass
+    return bytes.fromhex(path.read_text().strip())
 
 
 class Kernel:

@@ -145,7 +145,7 @@ def _unpack(data):
         if dtype.hasobject:
             raise ValueError("a message may not hold Python objects")
         count = math.prod(shape)
-        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(tuple(shape))
+        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(tuple(shape)).copy()  # writable, as np.load's
         offset += count * dtype.itemsize
     return arrays
 
@@ -198,27 +198,38 @@ def _lookup(name, arrays, grad_output, differentiate, options=None):
 
 
 _server = None  # (pid, writer, reader, process or None for the shared one): a forked child makes its own
+_lock = threading.Lock()  # one request and its reply at a time (a Dask worker grades in threads)
+TIMEOUT = 120  # seconds the shared process may take to answer (it imports torch first)
+MAX_REPLY_BYTES = 2 ** 30
 
 
 def _ask_server(request):
     """Send a request to the PyTorch process: the shared one (SERVER), or one of this process's
-    own, started on first use so torch is imported once."""
+    own, started on first use so torch is imported once. A process that cannot be reached, or
+    that stops, is the course's problem (MissingValue: the submission is not graded), never a
+    student's; the next request starts again."""
     global _server
-    if _server is None or _server[0] != os.getpid() or (_server[3] is not None and _server[3].poll() is not None):
-        _server = _connect()
-    _, writer, reader, process = _server
-    _send(writer, request)
-    reply = _receive(reader)
-    if reply is None:
-        _server = None
-        raise MissingValue("the PyTorch reference process stopped" + (f" (exit code {process.wait()})" if process else ""))
-    return reply
+    with _lock:
+        try:
+            if _server is None or _server[0] != os.getpid() or (_server[3] is not None and _server[3].poll() is not None):
+                _server = _connect()
+            _, writer, reader, process = _server
+            _send(writer, request)
+            reply = _receive(reader)
+        except (OSError, ValueError) as error:
+            _server = None
+            raise MissingValue(f"the PyTorch reference process cannot be reached ({type(error).__name__}: {error})") from None
+        if reply is None:
+            _server = None
+            raise MissingValue("the PyTorch reference process stopped" + (f" (exit code {process.wait()})" if process else ""))
+        return reply
 
 
 def _connect():
     path = os.environ.get(SERVER)
     if path:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(TIMEOUT)
         connection.connect(path)
         return os.getpid(), connection.makefile("wb"), connection.makefile("rb"), None
     process = subprocess.Popen([sys.executable, "-m", "coursekit.judge.torch_reference"],
@@ -236,7 +247,13 @@ def _receive(stream):
     header = stream.read(8)
     if len(header) < 8:
         return None
-    return stream.read(int.from_bytes(header, "little"))
+    size = int.from_bytes(header, "little")
+    if size > MAX_REPLY_BYTES:
+        raise ValueError(f"a message of {size} bytes")
+    message = stream.read(size)
+    if len(message) < size:
+        return None
+    return message
 
 
 @contextlib.contextmanager

@@ -27,7 +27,8 @@ LIMITS = {
 }
 # What a kernel may inherit of the grader's environment.
 KEPT_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME", "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")
-KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "COURSEKIT_", "NBGRADER_")  # NBGRADER_EXECUTION: autograding skips the plots
+# (none of the grader's own COURSEKIT_ variables: one names the socket of its PyTorch process)
+KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "NBGRADER_")  # NBGRADER_EXECUTION: autograding skips the plots
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (

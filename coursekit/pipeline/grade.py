@@ -68,9 +68,10 @@ def grading_kit(course: PathLike, assignment: str) -> dict:
     """What a worker needs to grade any submission of ``assignment``, as plain data.
 
     Returns:
-    - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module]}
+    - dict: {"config": bytes, "source": {path: bytes}, "gradebook": bytes, "preload": [module], "secret": hex}
       where the gradebook holds the assignment (with the course's due date) and no student, "preload" lists the heavy
-      modules that the kernels' zygote imports (see coursekit.kernel.warm_kernels).
+      modules that the kernels' zygote imports (see coursekit.kernel.warm_kernels), "secret" the course's secret for
+      the hidden inputs (made in the course folder on the first grading: judge.course_secret).
     """
     source = _read_tree(course_folder(course, "source", assignment=assignment))
     notebook = nbformat.reads(source[f"{assignment}.ipynb"].decode("utf-8"), as_version=4)
@@ -84,7 +85,7 @@ def grading_kit(course: PathLike, assignment: str) -> dict:
             with Gradebook(f"sqlite:///{gradebook_file(scratch)}") as gradebook:
                 gradebook.update_or_create_assignment(assignment, duedate=due)
         return {"config": config, "source": source, "gradebook": gradebook_file(scratch).read_bytes(),
-                "preload": heavy_imports(notebook)}
+                "preload": heavy_imports(notebook), "secret": judge.course_secret(Path(course) / judge.SECRET_FILE).hex()}
 
 
 def _due_date(course, assignment):
@@ -176,7 +177,8 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
         course = _scratch_course(scratch, kit["config"], kit["source"], assignment, kit["gradebook"])
         _write_tree(course_folder(course, "submitted", student, assignment), submission)
         api = _api(course, **{"TimeLimitedExecute.kernel_manager_class": ForkedKernelManager,
-                              "ForkedKernelManager.preload": kit["preload"]})
+                              "ForkedKernelManager.preload": kit["preload"],
+                              "TimeLimitedExecute.hidden_inputs_secret": kit["secret"]})
         problem = problem_with(course_folder(course, "submitted", student, assignment), assignment)
         if problem:
             outcome.error = problem

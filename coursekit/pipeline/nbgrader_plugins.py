@@ -30,7 +30,7 @@ from nbgrader.api import MissingEntry
 from nbgrader.nbgraderformat import common as nbgraderformat_common
 from nbgrader.plugins import CsvExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Float, Integer, Unicode
 
 from coursekit import judge
 from coursekit.pipeline import tamper
@@ -73,13 +73,22 @@ class TimeLimitedExecute(Execute):
     timeout_after_timeout = Float(3, help="Cell timeout once a cell has timed out.").tag(config=True)
     kernel_starts = Integer(3, help="Kernels to try when one dies before the first cell.").tag(config=True)
     max_output_bytes = Integer(2 * 2 ** 20, help="Bytes of output a cell keeps.").tag(config=True)
+    hidden_inputs_secret_file = Unicode("", help="The course's secret for the hidden inputs (judge.course_secret)."
+                                        ).tag(config=True)
+    hidden_inputs_secret = Unicode("", help="The secret itself, in hex (make grade's workers get it so).").tag(config=True)
+
+    def _secret(self):
+        if self.hidden_inputs_secret:
+            return bytes.fromhex(self.hidden_inputs_secret)
+        return judge.course_secret(self.hidden_inputs_secret_file) if self.hidden_inputs_secret_file else b""
 
     def preprocess(self, nb, resources=None, km=None):
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
-        self._key = judge.student_key(assignment, resources.get("nbgrader", {}).get("student"))
         self._student_code = list(tamper.student_cells(nb).values())  # for checks that read the code
+        student = resources.get("nbgrader", {}).get("student")
+        self._key = judge.student_key(assignment, student, self._student_code, self._secret()) if student else ()
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead = False
         self._cell_timeout = self.timeout

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from coursekit import COURSE_ROOT
+from coursekit import COURSE_ROOT, judge
 from coursekit.pipeline.grading import PathLike, Result, course_folder, gradebook_file, results
 
 
@@ -75,6 +75,8 @@ def dry_copy(course: PathLike, assignment: str, scratch: PathLike) -> Path:
         shutil.copytree(folder, scratch / folder.relative_to(course.resolve()), symlinks=False)
     if gradebook_file(course).exists():
         shutil.copy(gradebook_file(course), gradebook_file(scratch))
+    if (course / judge.SECRET_FILE).exists():  # the same hidden inputs, or every cell would look changed
+        shutil.copy(course / judge.SECRET_FILE, scratch / judge.SECRET_FILE)
     return scratch
 
 
