@@ -1,16 +1,35 @@
 """The shared checks: finite differences, one-line messages and their hints, the PyTorch reference."""
 import concurrent.futures
+import importlib.util
 import multiprocessing
 import os
+import sys
+import unittest.mock
 
 import numpy as np
 import pytest
 
 from coursekit.judge import torch_reference
-from coursekit.shipped.gradcheck import (TestFailure, call, check_close, check_einsum, check_layer_backward, check_mlp_wiring,
-                                 check_unchanged, check_vectorised, numerical_gradient, numerical_input_gradient,
-                                 require_torch, substitute)
+from coursekit import COURSE_ROOT
+from coursekit.shipped import gradcheck
+from coursekit.shipped.gradcheck import (TestFailure, call, check_close, check_unchanged, check_vectorised, numerical_gradient,
+                                         numerical_input_gradient, substitute)
 from coursekit.judge.torch_reference import CACHE_ONLY, RECORD, vjp
+
+
+def shipped_with(assignment, module):
+    """A helper that ships next to one assignment's notebook (source/<ps>/<module>.py), importing
+    this package's gradcheck where its notebook imports the copy next to it."""
+    spec = importlib.util.spec_from_file_location(f"{assignment}_{module}", COURSE_ROOT / "source" / assignment / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    with unittest.mock.patch.dict(sys.modules, {"gradcheck": gradcheck}):
+        spec.loader.exec_module(loaded)
+    return loaded
+
+
+check_mlp_wiring = shipped_with("ps2", "mlp_checks").check_mlp_wiring
+layer_checks = shipped_with("ps3", "layer_checks")
+check_einsum, check_layer_backward, require_torch = layer_checks.check_einsum, layer_checks.check_layer_backward, layer_checks.require_torch
 
 
 def message(*args, **kwargs):

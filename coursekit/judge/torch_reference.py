@@ -11,9 +11,10 @@ Per-student hidden inputs (coursekit.judge, Kernel.rng) are never in the cache: 
 starts one such process for the whole class (``shared_server``), which its workers reach over a
 Unix socket, so torch is imported once per class and not once per worker.
 
-Run as a module, this file is that process: it reads requests from stdin and writes the
-results to stdout, as .npz bytes, until stdin closes (torch is imported once per session); run
-with a socket path, it answers every process that connects there, until stdin closes.
+``serve`` is that process (``SERVE``, the command that starts it): it reads requests from stdin
+and writes the results to stdout (arrays behind a JSON header: _pack) until stdin closes (torch
+is imported once per session); with a socket path, it answers every process that connects there,
+until stdin closes.
 """
 import contextlib
 import hashlib
@@ -232,8 +233,7 @@ def _connect():
         connection.settimeout(TIMEOUT)
         connection.connect(path)
         return os.getpid(), connection.makefile("wb"), connection.makefile("rb"), None
-    process = subprocess.Popen([sys.executable, "-m", "coursekit.judge.torch_reference"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = subprocess.Popen(SERVE, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     return os.getpid(), process.stdin, process.stdout, process
 
 
@@ -266,7 +266,7 @@ def shared_server():
     with tempfile.TemporaryDirectory(prefix="coursekit-torch-") as folder:
         path = os.path.join(folder, "socket")
         # it stops when its stdin closes: with this context, or when this process dies
-        process = subprocess.Popen([sys.executable, "-m", "coursekit.judge.torch_reference", path], stdin=subprocess.PIPE)
+        process = subprocess.Popen([*SERVE, path], stdin=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while not os.path.exists(path):  # bound before torch is imported: a request waits for the import
             if process.poll() is not None or time.monotonic() > deadline:
@@ -359,9 +359,15 @@ def _serve_socket(path):
     server.shutdown()
 
 
-if __name__ == "__main__":
+def serve(argv):
+    """The PyTorch process: with a socket path, for every process that connects there; without,
+    for the one on the other end of its stdin and stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for this process
-    if len(sys.argv) > 1:
-        _serve_socket(sys.argv[1])
+    if argv:
+        _serve_socket(argv[0])
     else:
         _serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+# (not `python -m` this module: the judge package imports it first, and runpy would run it twice)
+SERVE = [sys.executable, "-c", "import sys; from coursekit.judge import torch_reference; torch_reference.serve(sys.argv[1:])"]

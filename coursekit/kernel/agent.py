@@ -55,7 +55,7 @@ import warnings
 
 import numpy as np
 
-from coursekit.shipped.gradcheck import _EinsumRecorder, python_steps, substitute
+from coursekit.shipped.gradcheck import EinsumRecorder, python_steps, substitute
 
 _objects, _numbers = [], {}
 _order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
@@ -379,7 +379,7 @@ def _run(operation, earlier):
     if kind == "einsum":
         name, args = rest
         namespace = _namespace()
-        recorder = _EinsumRecorder(namespace.get("np", np))
+        recorder = EinsumRecorder(namespace.get("np", np))
         with substitute(namespace, np=recorder):
             result = namespace[name](*args)
         return [result, recorder.calls, any(_same(output, result) for output in recorder.outputs)]

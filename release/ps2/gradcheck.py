@@ -313,32 +313,7 @@ def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7)
         check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
 
 
-def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
-    """``check_backward`` for layers that keep their parameters and gradients in dictionaries
-    (``layer.parameters["W"]`` and ``layer.gradients["W"]``, the same keys).
-
-    Args:
-    - name (str): the layer as named in messages, e.g. "Conv2D".
-    - layer: has forward(x), backward(grad_output) -> dL/dx, ``parameters`` and ``gradients``
-      (the layer must have been initialised, e.g. by an earlier forward call).
-    - x (np.array): input; grad_output (np.array): dL/dy, shape of layer.forward(x).
-    """
-    check_backward(name, layer, x, grad_output, rtol=rtol, atol=atol)
-    gradients = getattr(layer, "gradients", None)
-    if not isinstance(gradients, dict) or set(gradients) != set(layer.parameters):
-        found = sorted(gradients) if isinstance(gradients, dict) else type(gradients).__name__
-        raise TestFailure(f"{name}.gradients should be a dict with the keys of {name}.parameters "
-                          f"{sorted(layer.parameters)}, got {found}")
-    saved = {key: gradients[key] for key in gradients}
-    for key, value in layer.parameters.items():
-        numeric = numerical_gradient(
-            lambda: float(np.sum(call(f"{name}.forward(x)", layer.forward, np.array(x, dtype=np.float64))
-                                 * grad_output)), value)
-        check_close(f"{name}.gradients[{key!r}] vs finite differences", saved[key], numeric, rtol=rtol, atol=atol,
-                    factors={"N": len(x)})
-
-
-class _EinsumRecorder:
+class EinsumRecorder:
     """Stands in for NumPy in a notebook's globals and records calls to ``einsum``."""
 
     def __init__(self, module):
@@ -355,24 +330,6 @@ class _EinsumRecorder:
             return self.outputs[-1]
 
         return einsum
-
-
-def check_einsum(what, fn, args, expected, namespace):
-    """Check that ``fn(*args)`` equals ``expected`` and is computed with ``np.einsum``.
-
-    Args:
-    - what (str): the call as named in messages, e.g. "trace(A)".
-    - fn (callable): the student's function; it must use the name ``np`` of ``namespace``.
-    - args (tuple): its arguments; expected: the NumPy equivalent's value.
-    - namespace (dict): the notebook's globals(), whose ``np`` is watched during the call.
-    """
-    recorder = _EinsumRecorder(namespace.get("np", np))
-    with substitute(namespace, np=recorder):
-        result = call(what, fn, *(np.array(a, dtype=np.float64) for a in args))
-    check_close(what, result, expected)
-    if recorder.calls == 0:
-        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
-                          "about writing it with np.einsum")
 
 
 class SpyLayer:
@@ -453,96 +410,3 @@ def check_vectorised(what, fn, *args, max_steps=300):
         raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
                           "or a loop?); use NumPy operations on the whole array")
     return result
-
-
-def require_torch(torch):
-    """Fail with a clear message when a part that needs PyTorch runs without it (``torch`` is None)."""
-    if torch is None:
-        raise TestFailure("this part needs PyTorch, which is not installed (pip install torch); the other parts do not")
-
-
-def _mlp_layout(name, model, linears, activations, sizes):
-    """Check ``model.layers`` and ``model.f`` against the stand-ins the constructor made."""
-    expected = [(a, b) for a, b in zip(sizes, sizes[1:])]
-    layers, f = getattr(model, "layers", None), getattr(model, "f", None)
-    if not isinstance(layers, list) or not isinstance(f, list):
-        raise TestFailure(f"{name} needs two lists, self.layers (the Linear layers) and self.f (the activations)")
-    if len(layers) != len(expected):
-        raise TestFailure(f"{name}.layers has {len(layers)} layers, expected {len(expected)}")
-    for i, layer in enumerate(layers):
-        if layer not in linears:
-            raise TestFailure(f"{name}.layers[{i}] is not a Linear made by {name}'s constructor")
-        if layer.size != expected[i]:
-            raise TestFailure(f"{name}.layers[{i}] is Linear{layer.size}, expected Linear{expected[i]}")
-    kinds = ["ReLU"] * (len(expected) - 1) + ["Identity"]
-    found = [getattr(a, "kind", type(a).__name__) for a in f]
-    if found != kinds:
-        raise TestFailure(f"{name}.f holds {found}, expected {kinds}: ReLU after every hidden layer, "
-                          "Identity at the output")
-    if len({id(a) for a in f}) != len(f) or not all(a in activations for a in f):
-        raise TestFailure(f"{name}.f uses one activation object twice: each layer needs its own, "
-                          "since an activation keeps its input for backward")
-
-
-def check_mlp_wiring(name, build, namespace, sizes, part):
-    """Check how an MLP chains its layers, with stand-ins for Linear, ReLU and Identity.
-
-    Each stand-in multiplies by its own prime number and records its calls, so the output
-    shows which layers were used and the record shows in what order. Your Linear and
-    activations are not used: this test grades the MLP alone.
-
-    Args:
-    - name (str): the model as named in messages, e.g. "MLP1(3, 2, 4)".
-    - build (callable): makes the model, e.g. ``lambda: MLP1(3, 2, 4)``.
-    - namespace (dict): the notebook's globals(), where Linear, ReLU and Identity are swapped.
-    - sizes (list of int): the layer widths from input to output, e.g. [3, 4, 2].
-    - part (str): "forward" or "backward".
-    """
-    log, linears, activations = [], [], []
-
-    def linear(num_inputs, num_outputs):
-        layer = SpyLayer("Linear", 1.0, log)
-        layer.size = (num_inputs, num_outputs)
-        linears.append(layer)
-        return layer
-
-    def activation(kind):
-        def make():
-            spy = SpyActivation(kind, 1.0, log)
-            spy.kind = kind
-            activations.append(spy)
-            return spy
-        return make
-
-    with substitute(namespace, Linear=linear, ReLU=activation("ReLU"), Identity=activation("Identity")):
-        model = call(name, build)
-    _mlp_layout(name, model, linears, activations, sizes)
-    primes = iter([2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37])
-    spies = []
-    for i, (layer, act) in enumerate(zip(model.layers, model.f)):
-        layer.name, layer.scale = f"layers[{i}]", next(primes)
-        act.name, act.scale = f"f[{i}]", next(primes)
-        spies += [layer, act]
-    product = float(np.prod([spy.scale for spy in spies]))
-    X = np.arange(1.0, 2.0 * sizes[0] + 1).reshape(2, sizes[0])
-    skipped = [(spy, f"{spy.name} is skipped") for spy in spies]
-    del log[:]
-    out = call(f"{name}.forward(X)", model.forward, X)
-    if part == "forward":
-        check_close(f"{name}.forward(X) through stand-in layers", out, X * product,
-                    hints=[(X * product / spy.scale, text) for spy, text in skipped])
-        order = [spy_name for _, spy_name in log]
-        expected = [spy.name for spy in spies]
-        if order != expected:
-            raise TestFailure(f"{name}.forward called {order}, expected {expected}")
-        return
-    G = np.arange(-1.0, 2.0 * sizes[0] - 1).reshape(2, sizes[0])
-    del log[:]
-    grad = call(f"{name}.backward(dLdA)", model.backward, G)
-    check_close(f"{name}.backward(dLdA) through stand-in layers", grad, G * product,
-                hints=[(G * product / spy.scale, text) for spy, text in skipped])
-    linear_order = [spy_name for event, spy_name in log if event == "backward" and spy_name.startswith("layers")]
-    expected = [layer.name for layer in reversed(model.layers)]
-    if linear_order != expected:
-        raise TestFailure(f"{name}.backward called the layers' backward in the order {linear_order}, "
-                          f"expected {expected}")
