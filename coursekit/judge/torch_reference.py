@@ -16,11 +16,13 @@ and writes the results to stdout (arrays behind a JSON header: _pack) until stdi
 is imported once per session); with a socket path, it answers every process that connects there,
 until stdin closes.
 """
+import atexit
 import contextlib
 import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import socketserver
@@ -256,33 +258,46 @@ def _receive(stream):
     return message
 
 
+_shared = None  # (pid, process, folder) of the shared PyTorch process that this process started
+
+
 @contextlib.contextmanager
 def shared_server():
-    """One PyTorch process for this process and every process it forks or starts while the
-    context lasts (make grade's workers), reached over a Unix socket in a private folder."""
-    if os.environ.get(SERVER):
-        yield
+    """The PyTorch process that this process and every process it forks or starts share (make
+    grade's workers; the nbgrader commands a test session runs), reached over a Unix socket in a
+    private folder. It is started on first use and kept until this process ends: a process that
+    grades many classes imports torch once."""
+    global _shared
+    if _shared is None or _shared[0] != os.getpid() or _shared[1].poll() is not None:
+        _shared = _start_shared()
+    os.environ[SERVER] = os.path.join(_shared[2], "socket")
+    yield
+
+
+def _start_shared():
+    folder = tempfile.mkdtemp(prefix="coursekit-torch-")
+    path = os.path.join(folder, "socket")
+    # it stops when its stdin closes: when this process ends (atexit), or dies
+    process = subprocess.Popen([*SERVE, path], stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):  # bound before torch is imported: a request waits for the import
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the shared PyTorch reference process did not start (exit code {process.poll()})")
+        time.sleep(0.005)
+    atexit.register(_stop_shared, os.getpid(), process, folder)
+    return os.getpid(), process, folder
+
+
+def _stop_shared(owner, process, folder):
+    if os.getpid() != owner:  # (a forked child exiting)
         return
-    with tempfile.TemporaryDirectory(prefix="coursekit-torch-") as folder:
-        path = os.path.join(folder, "socket")
-        # it stops when its stdin closes: with this context, or when this process dies
-        process = subprocess.Popen([*SERVE, path], stdin=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(path):  # bound before torch is imported: a request waits for the import
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the shared PyTorch reference process did not start (exit code {process.poll()})")
-            time.sleep(0.005)
-        os.environ[SERVER] = path
-        try:
-            yield
-        finally:
-            del os.environ[SERVER]
-            process.stdin.close()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # a child still holds its stdin open
-                process.kill()
-                process.wait()
+    process.stdin.close()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:  # a child still holds its stdin open
+        process.kill()
+        process.wait()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def vjp(name, inputs, grad_output=None, **options):

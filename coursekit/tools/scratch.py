@@ -11,26 +11,30 @@ from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import submit
 
 
-def copy_course(assignment, dest, course_root=None):
-    """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``."""
+def copy_course(assignment, dest, course_root=None, config=""):
+    """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``;
+    ``config``: lines added to its nbgrader_config.py."""
     course_root = Path(course_root or COURSE_ROOT)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(course_root / "nbgrader_config.py", dest)
+    if config:
+        with open(dest / "nbgrader_config.py", "a") as f:
+            f.write("\n" + config)
     shutil.copytree(course_root / "source" / assignment, dest / "source" / assignment,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     return dest
 
 
-def _submit_all(assignment, submissions, workdir):
-    course = copy_course(assignment, workdir)
+def _submit_all(assignment, submissions, workdir, config=""):
+    course = copy_course(assignment, workdir, config=config)
     release = release_notebook(assignment, COURSE_ROOT)
     for student, submission in submissions.items():
         submit(course, student, assignment, submission, release)
     return course
 
 
-def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True):
+def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True, config=""):
     """Grade many submissions in a scratch course the way `make grade` does.
 
     Args:
@@ -38,11 +42,12 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     - workdir (Path): an empty directory to work in.
     - jobs (int): worker processes (default: as `make grade`).
     - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
+    - config (str): lines added to the scratch course's nbgrader_config.py (e.g. shorter time limits).
     Returns:
     - dict: {student: Result}; a student whose submission could not be graded has no cells and
       an ``error``.
     """
-    course = _submit_all(assignment, submissions, workdir)
+    course = _submit_all(assignment, submissions, workdir, config)
     outcomes = grade_class(assignment, course, jobs=jobs, progress=False, feedback=feedback)
     found = results(course, assignment)
     for student, outcome in outcomes.items():
@@ -53,9 +58,9 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     return found
 
 
-def grade_submissions_stock(assignment, submissions, workdir):
+def grade_submissions_stock(assignment, submissions, workdir, config=""):
     """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
-    course = _submit_all(assignment, submissions, workdir)
+    course = _submit_all(assignment, submissions, workdir, config)
     nbgrader(course, "generate_assignment", assignment, "--force")
     nbgrader(course, "autograde", assignment, "--force", check=False)
     return results(course, assignment)
