@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "fixtures")]
 from copies import disguise  # noqa: E402
 from test_similarity import independent_answers  # noqa: E402
 
-from coursekit import similarity  # noqa: E402
+from coursekit.pipeline import similarity  # noqa: E402
 
 
 def main():
