@@ -78,15 +78,13 @@ def _tanh_in_a_worker(seed):
 
 def test_forked_workers_share_one_pytorch_process_started_once_per_process():
     """As make grade's workers do: one torch import per grader, not per worker nor per class."""
-    with torch_reference.shared_server():
-        path = os.environ[torch_reference.SERVER]
-        with concurrent.futures.ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
-            answers = list(pool.map(_tanh_in_a_worker, range(12)))
+    path = torch_reference.share_server()
+    with concurrent.futures.ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        answers = list(pool.map(_tanh_in_a_worker, range(12)))
     assert all(right and shared for right, shared, _ in answers)
     assert len({pid for *_, pid in answers}) > 1
     process = torch_reference._shared[1]
-    with torch_reference.shared_server():
-        assert os.environ[torch_reference.SERVER] == path and torch_reference._shared[1] is process
+    assert torch_reference.share_server() == path and torch_reference._shared[1] is process
 
 
 def test_a_value_pytorch_cannot_compute_is_the_courses_error_and_the_process_lives_on():
@@ -105,8 +103,6 @@ def test_a_pytorch_process_that_cannot_be_reached_is_the_courses_error_not_the_s
     monkeypatch.setattr(torch_reference, "_server", None)
     with pytest.raises(torch_reference.MissingValue, match="cannot be reached"):
         vjp("tanh", (x,), np.ones_like(x))
-    with torch_reference.shared_server():
-        pass  # (a server that stopped)
     monkeypatch.delenv(torch_reference.SERVER)
     np.testing.assert_allclose(vjp("tanh", (x,), np.ones_like(x))[1][0], 1 - np.tanh(x) ** 2)  # the next one starts again
 
@@ -122,7 +118,8 @@ def test_threads_of_one_process_each_get_their_own_values():
                 return False
         return True
 
-    with torch_reference.shared_server(), concurrent.futures.ThreadPoolExecutor(4) as pool:
+    torch_reference.share_server()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert all(pool.map(many, range(4)))
 
 

@@ -7,9 +7,9 @@ there, so the values come from a cache recorded when the release is built (``mak
 keyed by the exact inputs; a value missing from the cache is computed by PyTorch in a separate,
 clean Python process. Students never need PyTorch.
 
-Per-student hidden inputs (coursekit.judge, Kernel.rng) are never in the cache: `make grade`
-starts one such process for the whole class (``shared_server``), which its workers reach over a
-Unix socket, so torch is imported once per class and not once per worker.
+Per-student hidden inputs (coursekit.judge, Kernel.rng) are never in the cache: a grader starts
+one such process (``share_server``), which its workers reach over a Unix socket and which lives
+as long as the grader, so torch is imported once per grader and not once per worker or class.
 
 ``serve`` is that process (``SERVE``, the command that starts it): it reads requests from stdin
 and writes the results to stdout (arrays behind a JSON header: _pack) until stdin closes (torch
@@ -17,7 +17,6 @@ is imported once per session); with a socket path, it answers every process that
 until stdin closes.
 """
 import atexit
-import contextlib
 import hashlib
 import json
 import math
@@ -40,7 +39,7 @@ CACHE = Path(__file__).resolve().parent / "torch_cache"
 RECORD = "COURSEKIT_RECORD_TORCH"
 # Set by the tests that prove the cache complete: a missing value is an error.
 CACHE_ONLY = "COURSEKIT_TORCH_CACHE_ONLY"
-# Set by shared_server: the socket of the PyTorch process that this process and its children share.
+# Set by share_server: the socket of the PyTorch process that this process and its children share.
 SERVER = "COURSEKIT_TORCH_SERVER"
 
 
@@ -261,17 +260,16 @@ def _receive(stream):
 _shared = None  # (pid, process, folder) of the shared PyTorch process that this process started
 
 
-@contextlib.contextmanager
-def shared_server():
-    """The PyTorch process that this process and every process it forks or starts share (make
-    grade's workers; the nbgrader commands a test session runs), reached over a Unix socket in a
-    private folder. It is started on first use and kept until this process ends: a process that
-    grades many classes imports torch once."""
+def share_server():
+    """Make this process and every process it forks or starts afterwards share one PyTorch
+    process (make grade's workers; the nbgrader commands a test session runs), reached over a
+    Unix socket in a private folder: started on the first call and kept until this process ends,
+    so a process that grades many classes imports torch once. Returns the socket's path."""
     global _shared
     if _shared is None or _shared[0] != os.getpid() or _shared[1].poll() is not None:
         _shared = _start_shared()
     os.environ[SERVER] = os.path.join(_shared[2], "socket")
-    yield
+    return os.environ[SERVER]
 
 
 def _start_shared():

@@ -345,13 +345,12 @@ def grade_class(assignment: str, course: PathLike = COURSE_ROOT, jobs: int | Non
     _ensure_assignment(course, assignment, kit)
     if dask:
         pool, as_completed = _dask_pool(dask)
-        references = contextlib.nullcontext()
     else:
         warm_kernels.zygote(kit["preload"])  # started before the workers, which share it, as they share
-        references = torch_reference.shared_server()  # the PyTorch process for per-student hidden inputs
+        torch_reference.share_server()  # the PyTorch process for per-student hidden inputs
         pool, as_completed = _local_pool(jobs or DEFAULT_JOBS, assignment)
     results = {}
-    with references, pool, _course_gradebook(course) as gradebook:
+    with pool, _course_gradebook(course) as gradebook:
         futures = [pool.submit(grade_one, kit, assignment, student, _read_tree(course_folder(course, "submitted", student, assignment)),
                                feedback, kept_by_hand(gradebook, assignment, student))
                    for student in students]
