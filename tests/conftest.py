@@ -45,7 +45,8 @@ def _submissions(assignment, kind):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: grades a class or runs a whole workflow (left out by make quick)")
-    config.addinivalue_line("markers", "reads(*names): the catalog submissions a test reads (the rest need not be graded)")
+    config.addinivalue_line("markers", "reads(*names, assignment=None, kind=None): catalog submissions a test reads "
+                            "from the session's grading (the rest need not be graded)")
     for assignment in ASSIGNMENTS:
         config.addinivalue_line("markers", f"{assignment}: a test of {assignment} (make test A={assignment})")
 
@@ -62,16 +63,24 @@ def pytest_collection_modifyitems(items):
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_finish(session):
     """Note which catalog submissions the selected tests read (CATALOG_NEEDS), so that
-    `-k one_bug` grades one bug, not the whole catalog."""
+    `-k one_bug` grades one bug, not the whole catalog. A test parametrized by an assignment reads
+    its ``name``, or what its ``reads`` marker names, or the whole kind; a test of no assignment
+    says what it reads in ``reads`` markers that name it: ``reads(*names, assignment=, kind=)``."""
     CATALOG_NEEDS.clear()
     for item in session.items:
+        if "graded" not in getattr(item, "fixturenames", ()):
+            continue
         params = getattr(getattr(item, "callspec", None), "params", {})
-        assignment = params.get("assignment")
-        if "graded" in getattr(item, "fixturenames", ()) and assignment:
-            kind = "cheats" if "cheat" in item.originalname else "catalog"
-            reads = item.get_closest_marker("reads")
-            CATALOG_NEEDS.setdefault((assignment, kind), set()).update(
-                [params["name"]] if "name" in params else reads.args if reads else _submissions(assignment, kind))
+        kind = "cheats" if "cheat" in item.originalname else "catalog"
+        if "name" in params:
+            CATALOG_NEEDS.setdefault((params["assignment"], kind), set()).add(params["name"])
+            continue
+        reads = list(item.iter_markers("reads"))
+        for marker in reads:
+            assignment = marker.kwargs.get("assignment", params.get("assignment"))
+            CATALOG_NEEDS.setdefault((assignment, marker.kwargs.get("kind", kind)), set()).update(marker.args)
+        if not reads and "assignment" in params:
+            CATALOG_NEEDS.setdefault((params["assignment"], kind), set()).update(_submissions(params["assignment"], kind))
 
 
 CATALOG_NEEDS = {}  # (assignment, kind) -> names of the submissions the selected tests read

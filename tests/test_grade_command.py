@@ -7,7 +7,7 @@ import pytest
 from conftest import FIXTURES, assert_feedback_hides_hidden_tests
 from coursekit.pipeline.grade import grade_class
 from coursekit.pipeline.grading import results
-from coursekit.tools.scratch import copy_course, grade_submissions, grade_submissions_stock
+from coursekit.tools.scratch import copy_course, grade_submissions, grade_submissions_stock, regrade_copy
 from coursekit.judge.solutions import source_notebook
 from coursekit.tools.submissions import Blank, RawFile, Solution, load_fixtures, submit
 from coursekit.pipeline.tamper import scan_code
@@ -19,11 +19,13 @@ BUGS = {bug.name: bug for bug in CATALOG.BUGS}
 TEST_CELLS = {cell.metadata.nbgrader.grade_id for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells
               if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")}
 # The sample's infinite loop costs every later cell its time limit: shorter ones (still far above
-# what an honest cell takes) make the tests that grade it twice quicker, and change no score.
+# what an honest cell takes) make stock nbgrader's grading of it quicker, and change no score.
 SHORT_LIMITS = "c.Execute.timeout = 4\nc.TimeLimitedExecute.timeout_after_timeout = 1\n"
-SAMPLE = {"solution": Solution(), "blank": Blank(), "cheat": CATALOG.CHEATS[0],
-          "loop": CATALOG.DEMO_CLASS["hana"][0],
-          **{name: BUGS[name] for name in ("linear_grad_biases_mean", "tanh_no_upstream", "mse_in_place")}}
+SAMPLE_BUGS = ("linear_grad_biases_mean", "tanh_no_upstream", "mse_in_place")
+CHEAT = CATALOG.CHEATS[0]
+# Named as the session's gradings name them (the catalog's, the cheats', broken_graded)
+SAMPLE = {"solution": Solution(), "blank": Blank(), CHEAT.name: CHEAT, "infinite_loop": CATALOG.BROKEN["infinite_loop"][0],
+          **{name: BUGS[name] for name in SAMPLE_BUGS}}
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +34,11 @@ def broken_graded(tmp_path_factory):
     return grade_submissions("ps1", submissions, tmp_path_factory.mktemp("broken"), jobs=2)
 
 
-def test_same_scores_as_stock_nbgrader_cell_by_cell(tmp_path):
+@pytest.mark.reads("solution", "blank", *SAMPLE_BUGS, assignment="ps1", kind="catalog")
+@pytest.mark.reads(CHEAT.name, assignment="ps1", kind="cheats")
+def test_same_scores_as_stock_nbgrader_cell_by_cell(graded, broken_graded, tmp_path):
     stock = grade_submissions_stock("ps1", SAMPLE, tmp_path / "stock", config=SHORT_LIMITS)
-    ours = grade_submissions("ps1", SAMPLE, tmp_path / "ours", jobs=2, config=SHORT_LIMITS)
+    ours = {**graded("ps1", "catalog"), **graded("ps1", "cheats"), "infinite_loop": broken_graded["infinite_loop"]}
     for student in SAMPLE:
         assert ours[student].cells, student
         assert ours[student].cells == stock[student].cells, student
@@ -123,14 +127,14 @@ def test_failed_regrade_keeps_what_a_ta_graded_by_hand(tmp_path):
     assert "zoe" not in results(course, "ps1"), "counted as graded, with zeros, in the report and the regrade diff"
 
 
-def test_regrading_gives_identical_scores(tmp_path):
-    course = copy_course("ps1", tmp_path, config=SHORT_LIMITS)
-    for name, submission in SAMPLE.items():
-        submit(course, name, "ps1", submission)
-    grade_class("ps1", course, jobs=2, progress=False)
-    first = {s: r.cells for s, r in results(course, "ps1").items()}
-    grade_class("ps1", course, jobs=2, progress=False)
-    assert {s: r.cells for s, r in results(course, "ps1").items()} == first
+@pytest.mark.reads("solution", "blank", *SAMPLE_BUGS, assignment="ps1", kind="catalog")
+def test_regrading_gives_identical_scores(graded, broken_graded, tmp_path):
+    first = {**graded("ps1", "catalog"), **broken_graded}
+    again = {**regrade_copy(graded("ps1", "catalog"), ["solution", "blank", *SAMPLE_BUGS], tmp_path / "catalog"),
+             **regrade_copy(broken_graded, ["deleted_test_cells", "reordered_cells"], tmp_path / "broken")}
+    assert len(again) == 7
+    for student, result in again.items():
+        assert result.cells and result.cells == first[student].cells, student
 
 
 def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
@@ -140,8 +144,8 @@ def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
 
     course = copy_course("ps1", tmp_path)
     shutil.copytree(FIXTURES.parent.parent / "release", course / "release")
-    for name in ("solution", "cheat"):
-        submit(course, name, "ps1", SAMPLE[name])
+    submit(course, "solution", "ps1", Solution())
+    submit(course, "cheat", "ps1", CHEAT)
     submit(course, "ivan", "ps1", RawFile("x", b"not a notebook"))
     output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course), "--jobs", "2"],
                             capture_output=True, text=True, check=True).stdout

@@ -170,9 +170,8 @@ def failure_messages(notebook_path: PathLike) -> dict[str, list[tuple[str, str]]
 
 def results(course_root: PathLike, assignment: str) -> dict[str, Result]:
     """{student: Result} for every student with an autograded submission of ``assignment``."""
-    url = f"sqlite:///{Path(course_root) / 'gradebook.db'}"
     found = {}
-    with Gradebook(url) as gradebook:
+    with Gradebook(f"sqlite:///{gradebook_file(course_root)}") as gradebook:
         for student in gradebook.students:
             try:
                 submission = gradebook.find_submission(assignment, student.id)

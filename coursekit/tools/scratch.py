@@ -64,3 +64,17 @@ def grade_submissions_stock(assignment, submissions, workdir, config=""):
     nbgrader(course, "generate_assignment", assignment, "--force")
     nbgrader(course, "autograde", assignment, "--force", check=False)
     return results(course, assignment)
+
+
+def regrade_copy(graded: dict, students, workdir):
+    """Grade again, the way `make grade` does, some students of a scratch course already graded:
+    in a copy of that course (its config, gradebook and secret, so the same hidden inputs) that
+    holds their submissions alone. ``graded``: {student: Result} of that course (from
+    grade_submissions). Returns {student: Result} of the copy."""
+    notebook = next(result.autograded for result in graded.values() if result.autograded)
+    course, assignment = notebook.parents[3], notebook.parent.name  # <course>/autograded/<student>/<assignment>/
+    workdir = Path(workdir)
+    shutil.copytree(course, workdir, ignore=lambda folder, names: [
+        name for name in names if Path(folder).name in ("submitted", "autograded", "feedback") and name not in students])
+    grade_class(assignment, workdir, jobs=2, progress=False, feedback=False)
+    return {student: result for student, result in results(workdir, assignment).items() if student in students}
