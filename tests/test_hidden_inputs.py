@@ -18,7 +18,7 @@ from coursekit.tools.scratch import grade_submissions
 from coursekit.judge import ps1
 from coursekit.tools.submissions import Solution, Variant, solution_answers
 
-HIDDEN = ["linear_forward", "linear_backward", "linear_update", "tanh_hidden", "mse_hidden"]
+HIDDEN = ["linear_forward", "linear_backward", "linear_update", "tanh_hidden", "mse_hidden", "training_hidden"]
 
 
 def test_a_student_key_is_the_students_the_assignments_the_codes_and_the_courses():

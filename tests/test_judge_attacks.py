@@ -1,5 +1,5 @@
-"""Attacks on the judged tests (JUDGE_ATTACKS in tests/fixtures/ps2_submissions.py and
-ps3_submissions.py), graded by `make grade` in one batch with honest students: each attack loses
+"""Attacks on the judged tests (JUDGE_ATTACKS in tests/fixtures/<assignment>_submissions.py),
+graded by `make grade` in one batch with honest students: each attack loses
 the points of the test cell it fakes (JUDGE_ATTACKED), and the honest students keep full marks."""
 import pytest
 
@@ -9,7 +9,7 @@ from coursekit.tools.submissions import Solution
 
 pytestmark = pytest.mark.slow
 
-ASSIGNMENTS = ["ps2", "ps3"]
+ASSIGNMENTS = ["ps1", "ps2", "ps3"]
 CASES = [(assignment, attack.name) for assignment in ASSIGNMENTS for attack in CATALOGS[assignment].JUDGE_ATTACKS]
 
 

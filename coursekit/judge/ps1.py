@@ -9,7 +9,7 @@ import numpy as np
 
 from coursekit.shipped.gradcheck import TestFailure, check_close
 from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_unchanged, judged, made_with,
-                             numerical_loss_gradient, quiet)
+                             numerical_loss_gradient, path, quiet)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -319,27 +319,29 @@ def mse_hidden(kernel):
 
 # --- 5. Training ---------------------------------------------------------------------------------
 
-def training_data(num_samples=100):
-    """The notebook's generate_data(): noisy samples of 2 x^2 + 3 on [-1, 1], shape (num_samples, 1)."""
-    rng = np.random.default_rng(4)
-    x = np.linspace(-1, 1, num_samples)
-    y = 2 * x ** 2 + 3 + 0.2 * rng.normal(size=num_samples)
+def training_data(num_samples=100, a=2.0, c=3.0, rng=None):
+    """Noisy samples of a x^2 + c on [-1, 1], shape (num_samples, 1): by default the notebook's
+    generate_data() (2 x^2 + 3 on a grid, noise from its seed); with ``rng``, at points drawn from it."""
+    if rng is None:
+        rng, x = np.random.default_rng(4), np.linspace(-1, 1, num_samples)
+    else:
+        x = np.sort(rng.uniform(-1, 1, num_samples))
+    y = a * x ** 2 + c + 0.2 * rng.normal(size=num_samples)
     return x[:, None], y[:, None]
 
 
 EPOCHS, LEARNING_RATE, LOSS_BELOW = 150, 0.1, 0.15
+NEW_POINTS = np.linspace(-0.95, 0.95, 39)[:, None]  # the visible check's; the hidden one draws its own
+PARAMETERS = [("linear1", "weights"), ("linear1", "biases"), ("linear2", "weights"), ("linear2", "biases")]
 
 
-@judged(CHECKS)
-def training_check(kernel):
-    """The notebook's training loop, run here on the student's classes: the loss the judge computes
-    from the network's final predictions must be below 0.15, on the training data and on new points."""
-    x, y = training_data()
+def _train(kernel, x, y, x_new):
+    """The notebook's loop on the student's MLP(1, 10, 1) and MSELoss, in one round trip: the
+    network's final predictions on ``x`` and on ``x_new``, and its parameters (PARAMETERS)."""
     kernel.seed(0)
     mlp = call("MLP(1, 10, 1)", kernel.new, "MLP", 1, 10, 1)
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
-    # the notebook's loop, in one round trip; only the final predictions come back
-    operations = [quiet(["array", x]), quiet(["array", y])]
+    operations = [quiet(["array", x]), quiet(["array", y])]  # only the results after training come back
     x_kept, y_kept = Earlier(0), Earlier(1)
     for _ in range(EPOCHS):
         start = len(operations)
@@ -348,13 +350,53 @@ def training_check(kernel):
                        quiet(["call", loss_fn, "backward", [], {}]),
                        quiet(["call", mlp, "backward", [Earlier(start + 2)], {}]),
                        quiet(["call", mlp, "update_params", [LEARNING_RATE], {}])]
-    x_new = np.linspace(-0.95, 0.95, 39)[:, None]
     operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}]]
-    *_, fitted, predicted = call("the training loop", kernel.run, *operations)
-    for name, value, expected in [("on the training data", fitted, y), ("on new points", predicted, 2 * x_new ** 2 + 3)]:
-        value = np.asarray(value, dtype=np.float64)
-        if value.shape != expected.shape or not np.all(np.isfinite(value)):
-            raise TestFailure(f"after training, MLP.forward returned shape {value.shape} or non-finite values {name}")
+    operations += [["fetch", mlp, path(layer, name)] for layer, name in PARAMETERS]
+    *_, fitted, predicted, W1, b1, W2, b2 = call("the training loop", kernel.run, *operations)
+    return fitted, predicted, [W1, b1, W2, b2]
+
+
+def network(parameters, x):
+    """Linear -> tanh -> Linear with ``parameters`` [W1, b1, W2, b2] (as PARAMETERS), on ``x``."""
+    W1, b1, W2, b2 = (np.asarray(p, dtype=np.float64) for p in parameters)
+    return np.tanh(x @ W1.T + b1) @ W2.T + b2
+
+
+def _check_training(kernel, a, c, rng=None):
+    """Train on noisy samples of ``a`` x^2 + ``c``: MLP.forward must be the network that the
+    trained weights and biases make, and that network's loss must be below LOSS_BELOW on the
+    training data and on new points of the curve (so neither a forward that returns the curve
+    nor weights set from a table can pass)."""
+    x, y = training_data(a=a, c=c, rng=rng)
+    x_new = NEW_POINTS if rng is None else np.sort(rng.uniform(-0.95, 0.95, len(NEW_POINTS)))[:, None]
+    curve = f"{a:g} x^2 + {c:g}" if rng is None else f"{a:.2f} x^2 + {c:.2f}"
+    fitted, predicted, parameters = _train(kernel, x, y, x_new)
+    for (layer, name), value in zip(PARAMETERS, parameters):
+        if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            raise TestFailure(f"after training on {curve}, MLP.{layer}.{name} is not finite")
+    try:
+        by_weights = network(parameters, x), network(parameters, x_new)
+    except ValueError:
+        raise TestFailure(f"after training on {curve}, the layers' weights and biases have shapes "
+                          f"{[np.shape(p) for p in parameters]}, not those of MLP(1, 10, 1)") from None
+    for name, value, expected in zip(["x", "new points"], [fitted, predicted], by_weights):
+        check_close(f"after training on {curve}, MLP.forward({name}) vs the network of its layers' weights and biases",
+                    value, expected)
+    for name, value, expected in zip(["training data", "new points"], by_weights, [y, a * x_new ** 2 + c]):
         loss = float(np.mean((value - expected) ** 2))
         if not loss < LOSS_BELOW:
-            raise TestFailure(f"the final loss {name} is {loss:.4f}, not below {LOSS_BELOW}: check the parts above")
+            raise TestFailure(f"after training on {curve}, the loss on its {name} is {loss:.4f}, not below {LOSS_BELOW}: "
+                              "check the parts above")
+
+
+@judged(CHECKS)
+def training_check(kernel):
+    """The notebook's training loop on its curve, 2 x^2 + 3, run here on the student's classes."""
+    _check_training(kernel, 2.0, 3.0)
+
+
+@judged(CHECKS)
+def training_hidden(kernel):
+    """The same loop on the student's own curve a x^2 + c (1 <= a <= 3, 2 <= c <= 4), points and noise."""
+    rng = kernel.rng(5001)
+    _check_training(kernel, rng.uniform(1, 3), rng.uniform(2, 4), rng)
