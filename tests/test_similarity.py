@@ -47,7 +47,7 @@ def test_a_disguised_copy_tops_its_part(assignment):
         planted |= {(part, *sorted((student, copier))) for part in cells}
     found = similarity.class_pairs(answers, starters)
     judged = {(part, a, b) for part, a, b in planted
-              if min(len(found.cells[part][a].prints), len(found.cells[part][b].prints)) >= similarity.MIN_PRINTS}
+              if min(len(found.evidence[part][a]), len(found.evidence[part][b])) >= similarity.MIN_PRINTS}
     assert len(judged) >= 10
     listed = {(part, a, b) for part, pairs in found.pairs.items() for _, a, b in pairs}
     assert judged <= listed, f"copies not found: {sorted(judged - listed)}"
@@ -68,7 +68,7 @@ def test_followers_of_the_model_solution_are_listed_against_it_not_against_each_
     copier = {part: disguise(code, salt="cp") for part, code in own.items()}
     found = similarity.class_pairs({**followers, "writer": own, "copier": copier}, starters, model=model)
     listed = {(part, a, b) for part, pairs in found.pairs.items() for _, a, b in pairs}
-    judged = {part for part in own if min(len(found.cells[part][n].prints) for n in ("writer", "copier")) >= similarity.MIN_PRINTS}
+    judged = {part for part in own if min(len(found.evidence[part][n]) for n in ("writer", "copier")) >= similarity.MIN_PRINTS}
     assert listed == {(part, "copier", "writer") for part in judged} and judged
     for part in starters:
         close = {student for _, student in found.model[part]}
@@ -81,6 +81,39 @@ def test_the_side_by_side_view_marks_what_the_pair_shares():
     first, second = similarity.cell(without_markers(code)), similarity.cell(disguise(without_markers(code)))
     page = similarity.side_by_side("a", "b", first, second)
     assert page.count("<mark>") > 5 and "checked with the tests" not in page.split("<mark>")[1]
+
+
+OWN_HELPER = """
+
+
+def summary(layer, batch, steps=3, rate=0.01):
+    history = []
+    for step in range(steps):
+        produced = layer.forward(batch)
+        spread = float(np.std(produced)) + float(np.ptp(batch, axis=0).sum())
+        layer.backward(np.full_like(produced, spread / (step + 1)))
+        layer.update_params(rate * (1 + step % 2))
+        history.append((spread, np.linalg.norm(layer.grad_weights), np.abs(layer.grad_biases).max()))
+    worst = max(history, key=lambda entry: entry[1] - entry[2])
+    return {"history": history, "worst": worst, "ratio": worst[1] / (abs(worst[2]) + 1e-9)}
+"""
+
+
+def test_the_side_by_side_view_marks_only_what_the_score_counts(tmp_path):
+    """Two students who both wrote the model solution's Linear and share a helper of their own:
+    in the report's side-by-side view, only the helper's lines are marked (the model solution's
+    lines are no evidence between them)."""
+    model = without_markers(solution_answers("ps1")["linear"])
+    starter = answer_cells(release_notebook("ps1"))["linear"]
+    first = model + OWN_HELPER
+    answers = {"a": {"linear": first}, "b": {"linear": disguise(first, salt="b")}}
+    found = similarity.write_report(tmp_path, "ps1", answers, {"linear": starter}, model={"linear": model})
+    assert [(a, b) for _, a, b in found.pairs["linear"]] == [("a", "b")]
+    rows = (tmp_path / "similarity.html").read_text().split("<pre>")[1].split("</pre>")[0].splitlines()
+    assert len(rows) == len(first.splitlines())
+    helper = len(OWN_HELPER.strip().splitlines())
+    assert sum(row.startswith("<mark>") for row in rows[-helper:]) > helper // 2, "the helper is marked"
+    assert not any(row.startswith("<mark>") for row in rows[:len(model.splitlines()) - 1]), "the model's lines are not"
 
 
 def test_code_nested_too_deeply_for_the_parser_is_compared_without_crashing():

@@ -25,7 +25,7 @@ import io
 import keyword
 import tokenize
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 K = 8  # tokens per window: a short statement
@@ -107,34 +107,47 @@ def cell(source: str, starter: frozenset | set = frozenset()) -> Cell:
     return Cell(source, stream, {h: s for h, s in fingerprints(stream).items() if h not in starter})
 
 
-def similar_pairs(cells: dict[str, Cell], threshold: float = THRESHOLD, common: float = COMMON) -> list[tuple[float, str, str]]:
-    """[(score, a, b)] for the pairs of ``cells`` ({submission: Cell}, one part) whose shared
-    fingerprints are at least ``threshold`` of all they have, most similar first."""
-    index = defaultdict(set)
-    for name, found in cells.items():
+def evidence(cells: dict[str, Cell], common: float = COMMON) -> dict[str, set[int]]:
+    """{submission: the fingerprints of its Cell that count as evidence}: those that no more than
+    ``common`` of the class (and no more than COMMON_AT_LEAST students) have."""
+    holders = defaultdict(int)
+    for found in cells.values():
         for value in found.prints:
-            index[value].add(name)
+            holders[value] += 1
     limit = max(COMMON_AT_LEAST, common * len(cells))
+    return {name: {value for value in found.prints if holders[value] <= limit} for name, found in cells.items()}
+
+
+def similar_pairs(cells: dict[str, Cell], threshold: float = THRESHOLD, common: float = COMMON,
+                  counted: dict[str, set[int]] | None = None) -> list[tuple[float, str, str]]:
+    """[(score, a, b)] for the pairs of ``cells`` ({submission: Cell}, one part) whose shared
+    fingerprints are at least ``threshold`` of all they have, most similar first (``counted``:
+    their evidence, if already known)."""
+    counted = evidence(cells, common) if counted is None else counted
+    index = defaultdict(set)
+    for name, prints in counted.items():
+        for value in prints:
+            index[value].add(name)
     shared = defaultdict(int)
     for holders in index.values():
-        if len(holders) > limit:
-            continue
         ordered = sorted(holders)
         for i, a in enumerate(ordered):
             for b in ordered[i + 1:]:
                 shared[a, b] += 1
-    evidence = {name: {value for value in found.prints if len(index[value]) <= limit} for name, found in cells.items()}
     pairs = []
     for (a, b), count in shared.items():
-        union = len(evidence[a] | evidence[b])
-        if min(len(evidence[a]), len(evidence[b])) >= MIN_PRINTS and count / union >= threshold:
+        union = len(counted[a] | counted[b])
+        if min(len(counted[a]), len(counted[b])) >= MIN_PRINTS and count / union >= threshold:
             pairs.append((count / union, a, b))
     return sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2]))
 
 
-def shared_lines(first: Cell, second: Cell) -> tuple[set[int], set[int]]:
-    """The lines of each of two Cells that their shared fingerprints cover: (set, set)."""
+def shared_lines(first: Cell, second: Cell, counted: set[int] | None = None) -> tuple[set[int], set[int]]:
+    """The lines of each of two Cells that their shared fingerprints cover (of those, only the
+    ``counted`` ones, if given): (set, set)."""
     common = set(first.prints) & set(second.prints)
+    if counted is not None:
+        common &= counted
 
     def covered(found):
         return {found.tokens[i + j][1] for value in common for i in found.prints[value] for j in range(K)
@@ -143,9 +156,10 @@ def shared_lines(first: Cell, second: Cell) -> tuple[set[int], set[int]]:
     return covered(first), covered(second)
 
 
-def side_by_side(a: str, b: str, first: Cell, second: Cell) -> str:
-    """HTML: the two cells next to each other, with the regions they share marked."""
-    lines = shared_lines(first, second)
+def side_by_side(a: str, b: str, first: Cell, second: Cell, counted: set[int] | None = None) -> str:
+    """HTML: the two cells next to each other, with the regions they share marked (of those,
+    only the ones the ``counted`` fingerprints cover, if given: what the pair's score counted)."""
+    lines = shared_lines(first, second, counted)
 
     def column(name, found, marked):
         rows = "".join(f"<mark>{html.escape(line)}</mark>\n" if number in marked else f"{html.escape(line)}\n"
@@ -158,12 +172,15 @@ def side_by_side(a: str, b: str, first: Cell, second: Cell) -> str:
 @dataclass
 class Found:
     """What a class's comparison found, part by part: ``pairs`` {part: [(score, a, b)]} of
-    students, ``model`` {part: [(score, student)]} close to the model solution, and the Cells
-    compared, ``cells`` {part: {student or MODEL: Cell}}."""
+    students, ``model`` {part: [(score, student)]} close to the model solution, the Cells that
+    were compared with each other, ``cells`` {part: {student: Cell}} (the model solution's
+    fingerprints left out) and the model's own, under MODEL, and ``evidence`` {part: {student:
+    fingerprints}}, those of each student's Cell that the pairs' scores count."""
 
     pairs: dict
     model: dict
     cells: dict
+    evidence: dict = field(default_factory=dict)
 
 
 def class_pairs(answers: dict[str, dict[str, str]], starters: dict[str, str], model: dict[str, str] | None = None,
@@ -175,14 +192,17 @@ def class_pairs(answers: dict[str, dict[str, str]], starters: dict[str, str], mo
         subtract = set(fingerprints(tokens(starter)))
         cells = {student: cell(theirs[part], subtract) for student, theirs in answers.items()
                  if theirs.get(part, "").strip() and theirs[part].strip() != starter.strip()}
-        found.cells[part], found.model[part] = dict(cells), []
-        apart = cells
+        found.model[part], compared = [], cells
         if model and model.get(part, "").strip():
-            reference = found.cells[part][MODEL] = cell(model[part], subtract)
+            reference = cell(model[part], subtract)
             found.model[part] = close_to(reference, cells, threshold)
-            apart = {name: Cell(c.source, c.tokens, {h: at for h, at in c.prints.items() if h not in reference.prints})
-                     for name, c in cells.items()}
-        found.pairs[part] = similar_pairs(apart, threshold)
+            compared = {name: replace(c, prints={h: at for h, at in c.prints.items() if h not in reference.prints})
+                        for name, c in cells.items()}
+            found.cells[part] = {**compared, MODEL: reference}
+        else:
+            found.cells[part] = dict(compared)
+        found.evidence[part] = evidence(compared)
+        found.pairs[part] = similar_pairs(compared, threshold, counted=found.evidence[part])
     return found
 
 
@@ -214,7 +234,8 @@ def write_report(folder: Path, assignment: str, answers: dict[str, dict[str, str
     sections = []
     for part, pairs in found.pairs.items():
         views = "".join(f"<h3>{html.escape(a)} and {html.escape(b)}: {score:.0%}</h3>"
-                        + side_by_side(a, b, found.cells[part][a], found.cells[part][b]) for score, a, b in pairs[:shown])
+                        + side_by_side(a, b, found.cells[part][a], found.cells[part][b],
+                                       found.evidence[part][a] & found.evidence[part][b]) for score, a, b in pairs[:shown])
         close = ", ".join(f"{html.escape(student)} {score:.0%}" for score, student in found.model[part])
         if pairs or close:
             sections.append(f"<h2><code>{html.escape(part)}</code>: {len(pairs)} {'pair' if len(pairs) == 1 else 'pairs'}</h2>{views}"
@@ -229,7 +250,7 @@ pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; overflow-x: auto; }
 <p>Pairs of students whose answer to a part share at least {threshold:.0%} of their fingerprints,
 once comments, layout, the students' own names, the release's starter code, the lines written as
 the model solution writes them and the lines written the same way by most of the class are set
-aside (see coursekit/pipeline/similarity.py); the shared regions are marked. Then, per part, the students
+aside (see coursekit/pipeline/similarity.py); the shared regions that the score counts are marked. Then, per part, the students
 whose answer shares as much with the model solution. A high score is a reason to look, not a
 verdict: short answers are not compared at all.</p>
 {"".join(sections) or "<p>No pair above the threshold.</p>"}
