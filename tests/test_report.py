@@ -36,3 +36,22 @@ def test_a_mistake_is_the_message_hint_or_its_words_without_numbers():
                    "it equals the expected value divided by N") == "it equals the expected value divided by N"
     assert mistake("Tanh.forward(x) raised ValueError: shapes (2,) and (3,)") == "raised ValueError"
     assert mistake("the final loss is 13.86, not below 0.15") == mistake("the final loss is 0.31, not below 0.15")
+
+
+def test_the_grading_sheet_keeps_the_rubrics_nested_lists(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    from coursekit.judge.solutions import SOLUTION_BEGIN, SOLUTION_END
+    from coursekit.pipeline.report import grading_sheet
+
+    rubric = (f"{SOLUTION_BEGIN}\nThe gradient vanishes.\n\n- 2 points: says why\n    - 1 of them: names the derivative\n"
+              f"    - 1 of them: its bound, 1/4\n- 0 points: otherwise\n{SOLUTION_END}")
+    answer = new_markdown_cell(rubric, metadata={"nbgrader": {"grade": True, "solution": True, "grade_id": "why",
+                                                              "points": 2, "locked": False, "schema_version": 3}})
+    (tmp_path / "source" / "psx").mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_markdown_cell("Why does a deep sigmoid network learn slowly?"), answer]),
+                   tmp_path / "source" / "psx" / "psx.ipynb")
+    sheet = grading_sheet(tmp_path, "psx")
+    nested = sheet[sheet.index("says why"):sheet.index("0 points")]
+    assert "<ul>" in nested and "names the derivative" in nested, sheet

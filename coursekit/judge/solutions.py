@@ -50,9 +50,10 @@ def written_cells(notebook):
     return cells
 
 
-def marked_lines(source, begin, end, inside=True):
+def marked_lines(source, begin, end, inside=True, strip=True):
     """The lines of ``source`` between ``begin`` and ``end`` marker lines (or, with
-    ``inside=False``, the lines outside every such region), stripped, markers left out."""
+    ``inside=False``, the lines outside every such region), markers left out; stripped unless
+    ``strip`` is False (markdown, whose indentation nests its lists)."""
     within, lines = False, []
     for line in source.splitlines():
         if line.strip() == begin:
@@ -60,7 +61,7 @@ def marked_lines(source, begin, end, inside=True):
         elif line.strip() == end:
             within = False
         elif within == inside:
-            lines.append(line.strip())
+            lines.append(line.strip() if strip else line)
     return lines
 
 

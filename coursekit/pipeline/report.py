@@ -136,7 +136,7 @@ def grading_sheet(course: PathLike, assignment: str) -> str | None:
     for question, answer in zip(cells, cells[1:]):
         meta = answer.metadata.get("nbgrader", {})
         if answer.cell_type == "markdown" and meta.get("solution") and meta.get("grade"):
-            model = "\n".join(marked_lines(answer.source, SOLUTION_BEGIN, SOLUTION_END))
+            model = "\n".join(marked_lines(answer.source, SOLUTION_BEGIN, SOLUTION_END, strip=False))
             points = meta.get("points", 0)
             sections.append(f"<h2><code>{html.escape(meta['grade_id'])}</code> ({points:g} point{'' if points == 1 else 's'})</h2>"
                             f"<div class=\"question\">{markdown_with_mathml(question.source)}</div>"
