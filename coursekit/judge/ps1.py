@@ -337,12 +337,14 @@ PARAMETERS = [("linear1", "weights"), ("linear1", "biases"), ("linear2", "weight
 
 def _train(kernel, x, y, x_new):
     """The notebook's loop on the student's MLP(1, 10, 1) and MSELoss, in one round trip: the
-    network's final predictions on ``x`` and on ``x_new``, and its parameters (PARAMETERS)."""
+    network's parameters (PARAMETERS) before training, its final predictions on ``x`` and on
+    ``x_new``, and its parameters after."""
     kernel.seed(0)
     mlp = call("MLP(1, 10, 1)", kernel.new, "MLP", 1, 10, 1)
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
-    operations = [quiet(["array", x]), quiet(["array", y])]  # only the results after training come back
-    x_kept, y_kept = Earlier(0), Earlier(1)
+    fetch_parameters = [["fetch", mlp, path(layer, name)] for layer, name in PARAMETERS]
+    operations = [*fetch_parameters, quiet(["array", x]), quiet(["array", y])]  # only the start and the end come back
+    x_kept, y_kept = Earlier(len(PARAMETERS)), Earlier(len(PARAMETERS) + 1)
     for _ in range(EPOCHS):
         start = len(operations)
         operations += [quiet(["call", mlp, "forward", [x_kept], {}]),
@@ -350,10 +352,10 @@ def _train(kernel, x, y, x_new):
                        quiet(["call", loss_fn, "backward", [], {}]),
                        quiet(["call", mlp, "backward", [Earlier(start + 2)], {}]),
                        quiet(["call", mlp, "update_params", [LEARNING_RATE], {}])]
-    operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}]]
-    operations += [["fetch", mlp, path(layer, name)] for layer, name in PARAMETERS]
-    *_, fitted, predicted, W1, b1, W2, b2 = call("the training loop", kernel.run, *operations)
-    return fitted, predicted, [W1, b1, W2, b2]
+    operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}], *fetch_parameters]
+    results = call("the training loop", kernel.run, *operations)
+    n = len(PARAMETERS)
+    return results[:n], results[-n - 2], results[-n - 1], results[-n:]
 
 
 def network(parameters, x):
@@ -362,26 +364,44 @@ def network(parameters, x):
     return np.tanh(x @ W1.T + b1) @ W2.T + b2
 
 
+def gradient_descent(parameters, x, y, epochs=EPOCHS, learning_rate=LEARNING_RATE):
+    """[W1, b1, W2, b2] after ``epochs`` steps of full-batch gradient descent on the mean squared
+    error of ``network`` from ``parameters``: what the notebook's loop does with correct parts."""
+    W1, b1, W2, b2 = (np.array(p, dtype=np.float64) for p in parameters)
+    for _ in range(epochs):
+        hidden = np.tanh(x @ W1.T + b1)
+        grad_output = 2 * (hidden @ W2.T + b2 - y) / y.size
+        grad_hidden = (grad_output @ W2) * (1 - hidden ** 2)
+        W1, b1 = W1 - learning_rate * grad_hidden.T @ x, b1 - learning_rate * grad_hidden.sum(axis=0)
+        W2, b2 = W2 - learning_rate * grad_output.T @ hidden, b2 - learning_rate * grad_output.sum(axis=0)
+    return [W1, b1, W2, b2]
+
+
 def _check_training(kernel, a, c, rng=None):
-    """Train on noisy samples of ``a`` x^2 + ``c``: MLP.forward must be the network that the
-    trained weights and biases make, and that network's loss must be below LOSS_BELOW on the
-    training data and on new points of the curve (so neither a forward that returns the curve
-    nor weights set from a table can pass)."""
+    """Train on noisy samples of ``a`` x^2 + ``c``. The trained weights and biases must be those
+    of EPOCHS steps of gradient descent from the network's first ones (the judge replays them),
+    MLP.forward must be the network they make, and its loss must be below LOSS_BELOW on the
+    training data and on new points of the curve. (So weights fitted another way, or a forward
+    that returns the curve or fits the targets it has seen, cannot pass.)"""
     x, y = training_data(a=a, c=c, rng=rng)
     x_new = NEW_POINTS if rng is None else np.sort(rng.uniform(-0.95, 0.95, len(NEW_POINTS)))[:, None]
     curve = f"{a:g} x^2 + {c:g}" if rng is None else f"{a:.2f} x^2 + {c:.2f}"
-    fitted, predicted, parameters = _train(kernel, x, y, x_new)
+    first, fitted, predicted, parameters = _train(kernel, x, y, x_new)
     for (layer, name), value in zip(PARAMETERS, parameters):
         if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
             raise TestFailure(f"after training on {curve}, MLP.{layer}.{name} is not finite")
     try:
         by_weights = network(parameters, x), network(parameters, x_new)
+        replayed = gradient_descent(first, x, y)
     except ValueError:
         raise TestFailure(f"after training on {curve}, the layers' weights and biases have shapes "
                           f"{[np.shape(p) for p in parameters]}, not those of MLP(1, 10, 1)") from None
     for name, value, expected in zip(["x", "new points"], [fitted, predicted], by_weights):
         check_close(f"after training on {curve}, MLP.forward({name}) vs the network of its layers' weights and biases",
                     value, expected)
+    for (layer, name), value, expected in zip(PARAMETERS, parameters, replayed):
+        check_close(f"after training on {curve}, MLP.{layer}.{name} vs {EPOCHS} steps of gradient descent from "
+                    "its first value (check the parts above)", value, expected, rtol=1e-6, atol=1e-9)
     for name, value, expected in zip(["training data", "new points"], by_weights, [y, a * x_new ** 2 + c]):
         loss = float(np.mean((value - expected) ** 2))
         if not loss < LOSS_BELOW:
