@@ -9,6 +9,12 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
+# Collect takes no student's word for who handed a folder in and when: a folder owned by someone
+# else than the student it names is left, and a timestamp.txt older than its files' last change is
+# replaced by that change (see coursekit/pipeline/exchange.py; where all students share one OS
+# user, set c.ExchangeCollect.check_owner = False).
+c.ExchangeFactory.collect = "coursekit.pipeline.exchange.CheckedCollect"
+
 # Every grading kernel runs in a sandbox: a user of its own, its own namespaces, a read-only view
 # of what it needs, one scratch folder, limits (see coursekit/kernel/sandbox.py). `make grade` forks its
 # kernels from a warm zygote in the same sandbox instead (coursekit/kernel/warm_kernels.py).

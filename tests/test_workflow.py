@@ -1,17 +1,20 @@
 """The course's whole workflow as nbgrader documents it, on a temporary exchange, with `make
 grade` in the place of `nbgrader autograde` + `generate_feedback`, and stock nbgrader as the control.
 
-nbgrader's exchange names a student by the OS user of the process. The grading machine's Python
-is reachable by root only, so each student's commands run as root under the student's name
-(nbgrader.utils.get_osusername answers it): the same files and the same exchange steps, without
-the exchange's per-user file permissions.
+nbgrader's exchange names a student by the OS user of the process, and its folders'
+permissions keep students apart: each student runs their commands as an OS user of their own
+(coursekit.tools.os_users), on the exchange and in a home of theirs, and the instructor as root
+in a course folder that students cannot enter.
 """
 import csv
 import datetime
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -20,24 +23,24 @@ from nbgrader.utils import parse_utc
 
 from coursekit import COURSE_ROOT
 from coursekit.pipeline.grading import _environment, nbgrader
+from coursekit.tools.os_users import Students
 from coursekit.tools.scratch import copy_course
 from coursekit.tools.submissions import Bug, Solution
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
-AS_STUDENT = ("import sys, nbgrader.utils; student = sys.argv.pop(1); "
-              "nbgrader.utils.get_osusername = lambda: student; "
-              "from nbgrader.apps.nbgraderapp import main; main()")
-# alice and carol submit before the due date, bob after it; carol's Linear.backward has a bug
+NBGRADER = "from nbgrader.apps.nbgraderapp import main; main()"
+COURSE_ID = "dl-from-scratch"
+# alice and carol submit before the due date, bob and dave after it; carol's Linear.backward has
+# a bug; dave then dates his submission before the due date and hands in a blank one as alice's
 STUDENTS = {"alice": Solution(),
             "carol": Bug("linear_grad_biases_mean", "linear", "grad_output.sum(axis=0)", "grad_output.mean(axis=0)")}
 
 
-def as_student(student, home, *args):
-    """`nbgrader ARGS` run by ``student`` in their home folder, which holds nbgrader's cache of
-    their submissions (checked: it must exit 0)."""
-    result = subprocess.run([sys.executable, "-c", AS_STUDENT, student, *args], cwd=home,
-                            env={**_environment(), "HOME": str(home)}, capture_output=True, text=True)
+def as_student(term, student, *args):
+    """`nbgrader ARGS` run by ``student``, as their OS user, in their home folder, which holds
+    nbgrader's cache of their submissions (checked: it must exit 0)."""
+    result = term["students"].run(student, sys.executable, "-c", NBGRADER, *args, env=_environment())
     assert result.returncode == 0, f"{student}: nbgrader {' '.join(args)}\n{result.stderr[-3000:]}"
     return result
 
@@ -48,21 +51,16 @@ def instructor(course, *args):
     return result
 
 
-def student_setup(home, exchange):
-    """student/setup.sh in a new home folder: the course's student config, no instructor menus."""
-    home.mkdir(parents=True)
-    env = {**_environment(), "HOME": str(home), "EXCHANGE": str(exchange)}
-    subprocess.run(["sh", str(COURSE_ROOT / "student" / "setup.sh")], env=env, check=True, capture_output=True)
-    return home
-
-
-def student_submits(student, submission, exchange, homes):
-    home = student_setup(homes / student, exchange)
-    as_student(student, home, "fetch_assignment", "ps1")  # the course and exchange from setup.sh's config
-    path = home / "ps1" / "ps1.ipynb"
+def student_submits(term, student, submission):
+    """student/setup.sh (the course's student config, no instructor menus), then fetch, answer, submit."""
+    setup = term["students"].run(student, "sh", str(COURSE_ROOT / "student" / "setup.sh"),
+                                 env={**_environment(), "EXCHANGE": str(term["exchange"])})
+    assert setup.returncode == 0, setup.stderr
+    as_student(term, student, "fetch_assignment", "ps1")  # the course and exchange from setup.sh's config
+    path = term["homes"] / student / "ps1" / "ps1.ipynb"
     release = nbformat.read(path, as_version=4)
     path.write_bytes(submission.content("ps1", release))
-    as_student(student, home, "submit", "ps1")
+    as_student(term, student, "submit", "ps1")
 
 
 def make_grade(course):
@@ -72,26 +70,54 @@ def make_grade(course):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+# dave's attack on the exchange, as dave: his own submission's timestamp.txt moved before the due
+# date, and the blank release handed in as alice's, later than hers (inbound takes anyone's folder)
+FORGE = """
+import os, shutil, sys
+own, exchange, early = sys.argv[1:4]
+with open(os.path.join(own, "timestamp.txt"), "w") as f:
+    f.write(early)
+forged = os.path.join(exchange, "inbound", "alice+ps1+2099-01-01 00:00:00.000000 UTC+forgedbydave")
+shutil.copytree(os.path.join(exchange, "outbound", "ps1"), forged)
+with open(os.path.join(forged, "timestamp.txt"), "w") as f:
+    f.write("2099-01-01 00:00:00.000000 UTC")
+"""
+
+
 @pytest.fixture(scope="module")
 def term(tmp_path_factory):
     """A course after its students submitted through the exchange and the instructor collected:
-    {"course", "exchange", "homes", "due"}."""
-    root = tmp_path_factory.mktemp("term")
-    course, exchange, homes = copy_course("ps1", root / "course"), root / "exchange", root / "homes"
-    exchange.mkdir(mode=0o777)
+    {"course", "exchange", "homes", "students", "due"}. The exchange and the students' homes are
+    in a folder that everyone may enter, as /srv/nbgrader/exchange and /home are; the course is
+    in pytest's folder, which only root may enter, as an instructor's home."""
+    shared = Path(tempfile.mkdtemp(prefix="coursekit-term-"))
+    shared.chmod(0o755)
+    exchange = shared / "exchange"
+    exchange.mkdir(mode=0o755)
+    students = Students(shared, ["alice", "bob", "carol", "dave"])
+    course = copy_course("ps1", tmp_path_factory.mktemp("term") / "course")
     with open(course / "nbgrader_config.py", "a") as config:
         config.write(f"\nc.Exchange.root = {str(exchange)!r}\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
     instructor(course, "generate_assignment", "ps1")
     instructor(course, "release_assignment", "ps1")
+    found = {"course": course, "exchange": exchange, "homes": shared / "homes", "students": students}
     for student, submission in STUDENTS.items():
-        student_submits(student, submission, exchange, homes)
+        student_submits(found, student, submission)
     time.sleep(1.1)  # the due date falls between the on-time submissions and the late one
     due = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     time.sleep(1.1)
-    student_submits("bob", Solution(), exchange, homes)
+    student_submits(found, "bob", Solution())
+    student_submits(found, "dave", Solution())
+    inbound = exchange / COURSE_ID / "inbound"
+    (own,) = inbound.glob("dave+ps1+*")  # (nbgrader submit prints it to him)
+    early = (due - datetime.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    forged = students.run("dave", sys.executable, "-c", FORGE, str(own), str(exchange / COURSE_ID), early)
+    assert forged.returncode == 0, forged.stderr
     instructor(course, "db", "assignment", "add", "ps1", f"--duedate={due.isoformat()}")
-    instructor(course, "collect", "ps1")
-    return {"course": course, "exchange": exchange, "homes": homes, "due": due}
+    collected = students.run(None, sys.executable, "-c", NBGRADER, "collect", "ps1", cwd=course, env=_environment())
+    assert collected.returncode == 0, collected.stderr
+    yield {**found, "due": due, "collect_log": collected.stdout + collected.stderr}
+    shutil.rmtree(shared)
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +146,29 @@ def _exported(course):
 def test_submission_times_and_late_penalties_as_nbgrader_records_them(term, graded_terms, how):
     course = graded_terms[how]
     rows = _exported(course)
-    assert set(rows) == {"alice", "bob", "carol"}
+    assert set(rows) == {"alice", "bob", "carol", "dave"}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         for student in rows:
             submitted = (course / "submitted" / student / "ps1" / "timestamp.txt").read_text().strip()
             found = gradebook.find_submission("ps1", student)
             assert found.timestamp == parse_utc(submitted).replace(tzinfo=None), student
-            assert (found.total_seconds_late > 0) == (student == "bob"), student
+            assert (found.total_seconds_late > 0) == (student in ("bob", "dave")), student
     full = float(rows["alice"]["max_score"])
     assert float(rows["alice"]["score"]) == full
-    assert float(rows["bob"]["raw_score"]) == full and float(rows["bob"]["score"]) == 0  # late: "zero"
+    for late in ("bob", "dave"):  # dave's timestamp.txt says he was early
+        assert float(rows[late]["raw_score"]) == full and float(rows[late]["score"]) == 0, late  # late: "zero"
     assert 0 < float(rows["carol"]["score"]) < full
+
+
+def test_collect_takes_no_students_word_for_who_handed_in_and_when(term):
+    """dave's forged folder is left in the exchange, alice's own submission is collected, and
+    dave's submission is dated by when its files last changed (coursekit.pipeline.exchange)."""
+    log = term["collect_log"]
+    assert "claims to be alice's submission, but dave owns it" in log, log
+    assert "timestamp.txt says" in log and "dave+ps1+" in log, log
+    submitted = term["course"] / "submitted"
+    assert (submitted / "alice" / "ps1" / "timestamp.txt").read_text().startswith(term["due"].strftime("%Y-%m-%d"))
+    assert parse_utc((submitted / "dave" / "ps1" / "timestamp.txt").read_text()) > term["due"].replace(tzinfo=None)
 
 
 def test_make_grade_exports_what_stock_nbgrader_does(graded_terms):
@@ -142,8 +180,8 @@ def test_make_grade_exports_what_stock_nbgrader_does(graded_terms):
 def test_every_student_fetches_feedback_and_honest_ones_are_not_in_the_tamper_report(term, graded_terms):
     course = graded_terms["make grade"]
     instructor(course, "release_feedback", "ps1")
-    for student in ("alice", "bob", "carol"):
-        as_student(student, term["homes"] / student, "fetch_feedback", "ps1")
+    for student in ("alice", "bob", "carol"):  # (dave's, re-dated, is not where his copy of the submission says)
+        as_student(term, student, "fetch_feedback", "ps1")
         pages = list((term["homes"] / student / "ps1" / "feedback").glob("*/ps1.html"))
         assert len(pages) == 1, student
     with open(course / "reports" / "ps1" / "tamper.csv", newline="") as f:
@@ -173,6 +211,34 @@ def test_a_tas_hand_grade_and_comment_survive_a_regrade_and_reach_the_feedback(g
         assert gradebook.find_comment("linear", "ps1", "ps1", "carol").manual_comment.startswith("Right idea")
     page = (course / "feedback" / "carol" / "ps1" / "ps1.html").read_text()
     assert "once too often" in page and f"{grade.max_score - 0.5:g}" in page
+
+
+SNOOP = """
+import json, os, sys
+exchange, course, home = sys.argv[1:4]
+attempts = {
+    "list the submissions in the exchange": lambda: os.listdir(os.path.join(exchange, "inbound")),
+    "change the released notebook": lambda: open(os.path.join(exchange, "outbound", "ps1", "ps1.ipynb"), "a"),
+    "add a file to the release": lambda: open(os.path.join(exchange, "outbound", "ps1", "helper.py"), "w"),
+    "read the course's gradebook": lambda: open(os.path.join(course, "gradebook.db"), "rb"),
+    "list another student's home": lambda: os.listdir(home),
+}
+denied = {}
+for what, attempt in attempts.items():
+    try:
+        attempt()
+        denied[what] = False
+    except PermissionError:
+        denied[what] = True
+print(json.dumps(denied))
+"""
+
+
+def test_a_student_cannot_list_submissions_change_the_release_or_reach_the_course(term):
+    found = term["students"].run("bob", sys.executable, "-c", SNOOP, str(term["exchange"] / COURSE_ID), str(term["course"]),
+                                 str(term["homes"] / "alice"), env=_environment())
+    denied = json.loads(found.stdout)
+    assert all(denied.values()), f"bob may {[what for what, no in denied.items() if not no]}"
 
 
 def test_students_see_no_instructor_menus(term):

@@ -78,7 +78,7 @@ def _read_only_view():
     return [path for path in dict.fromkeys(paths) if os.path.exists(path)]
 
 
-def _directories(argv, path, made):
+def parent_directories(argv, path, made):
     """bwrap arguments that create the parents of ``path`` readable by everyone (bwrap's own are not)."""
     for parent in reversed(Path(path).parents):
         if str(parent) != "/" and str(parent) not in made:
@@ -105,9 +105,9 @@ def bwrap_argv(folder, *, own_pid_namespace=True):
             argv += ["--ro-bind", link, link]
     made = set()
     for path in _read_only_view():
-        _directories(argv, path, made)
+        parent_directories(argv, path, made)
         argv += ["--ro-bind", path, path]
-    _directories(argv, folder, made)
+    parent_directories(argv, folder, made)
     argv += ["--bind", str(folder), str(folder), "--perms", "0755", "--dir", "/sandbox"]
     if own_pid_namespace:
         argv += ["--size", str(SCRATCH_BYTES), "--perms", "0700", "--tmpfs", SCRATCH]
