@@ -7,6 +7,7 @@ import pytest
 from coursekit import COURSE_ROOT
 from coursekit.tools.scratch import grade_submissions
 from coursekit.judge.solutions import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, marked_lines, source_notebook
+from coursekit.tools.scaffold import PLACEHOLDERS
 from coursekit.tools.submissions import Blank, Solution, load_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,12 +24,15 @@ def catalog_written(assignment):
 
 
 def pytest_terminal_summary(terminalreporter):
-    to_write = [a for a in ASSIGNMENTS if getattr(CATALOGS[a], "TO_WRITE", False)]
+    to_write = [f"{a}: tests/fixtures/{a}_submissions.py is marked TO_WRITE (the tests that need a whole catalog, its "
+                "size, cheats and planted copy, were skipped; its bugs and variants were graded)"
+                for a in ASSIGNMENTS if getattr(CATALOGS[a], "TO_WRITE", False)]
+    to_write += [f"{a}: source/{a}/{a}.ipynb still has the scaffold's {placeholder!r}" for a in ASSIGNMENTS
+                 for placeholder in PLACEHOLDERS if placeholder in source_notebook(a).read_text()]
     if to_write:
-        terminalreporter.write_sep("=", "catalogs to write", yellow=True)
-        for assignment in to_write:
-            terminalreporter.write_line(f"{assignment}: tests/fixtures/{assignment}_submissions.py has no bugs, variants or "
-                                        "cheats yet; the tests that need them were skipped")
+        terminalreporter.write_sep("=", "still to write", yellow=True)
+        for line in to_write:
+            terminalreporter.write_line(line)
 
 
 def _submissions(assignment, kind):

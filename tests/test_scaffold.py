@@ -47,7 +47,8 @@ def test_a_new_assignment_passes_its_tests_and_its_catalog_is_to_write(course):
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", "ps9", "-q", "-rs", "-p", "no:cacheprovider"],
                           cwd=course, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "catalogs to write" in done.stdout and "ps9: tests/fixtures/ps9_submissions.py" in done.stdout
+    assert "still to write" in done.stdout and "ps9: tests/fixtures/ps9_submissions.py is marked TO_WRITE" in done.stdout
+    assert "ps9: source/ps9/ps9.ipynb still has the scaffold's '(title)'" in done.stdout
     assert "ps9's catalog is to write" in done.stdout
     summary = done.stdout.strip().splitlines()[-1]
     passed = int(summary.split(" passed")[0].split()[-1])

@@ -21,7 +21,7 @@ def run_notebook(notebook, folder, assignment, kernel_manager_class=None, timeou
     from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
 
     execute = TimeLimitedExecute(kernel_manager_class=kernel_manager_class or AsyncKernelManager, timeout=timeout,
-                                 notebook_timeout=20 * timeout, allow_errors=True)
+                                 notebook_timeout=20 * timeout, allow_errors=True, shutdown_kernel="immediate")
     return execute.preprocess(notebook, {"metadata": {"path": str(folder)}, "nbgrader": {"assignment": assignment}})[0]
 
 
