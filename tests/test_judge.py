@@ -230,3 +230,21 @@ def test_uncounted_loops_are_found_in_the_class_and_what_it_uses_only():
                                                                    "threading (line 5)"]
     assert judge.uncounted_loops([honest, patched_later], "ReLU") == ["frompyfunc (line 1)"]
     assert judge.uncounted_loops([honest, "def broken(:\n"], "Tanh") == []
+
+
+class ListWeights:
+    """A layer whose weights are a list: the finite differences cannot move one entry."""
+
+    def __init__(self):
+        self.weights = [[1.0, 2.0]]
+
+    def forward(self, x):
+        return x @ np.array(self.weights).T
+
+
+def test_a_parameter_the_test_cannot_move_is_named_not_forward(monkeypatch):
+    monkeypatch.setitem(sys.modules["__main__"].__dict__, "ListWeights", ListWeights)
+    kernel = judge.Kernel(agent.handle)
+    with pytest.raises(judge.TestFailure, match=r"^ListWeights\.weights \(the test moves one entry by a small step"):
+        judge.check_gradients_numerically("ListWeights", lambda: kernel.new("ListWeights"), np.ones((2, 2)), (2, 1),
+                                          params=[("weights", "grad_weights")])

@@ -532,7 +532,13 @@ def check_gradients_numerically(name, make, x, output_shape, params=(), rtol=1e-
     operations = [quiet(["array", x])] + _input_steps(probed, x, eps)
     for (param, _), shape in zip(params, shapes):
         operations += _parameter_steps(probed, param, Copy(0), shape, eps)
-    results = call_each(kernel, *[(f"{name}.forward(x)", operation) for operation in operations])[1:]
+
+    def step(operation):  # how a step that raised is named
+        if operation[0] == "nudge":
+            return f"{name}.{_shown(operation[2])} (the test moves one entry by a small step: is it a float array?)"
+        return f"{name}.forward(x)"
+
+    results = call_each(kernel, *[(step(operation), operation) for operation in operations])[1:]
     start = 2 * np.size(x)
     numeric, no_upstream = _input_differences(results[:start], x, [grad_output, np.ones_like(grad_output)], eps)
     expected = []

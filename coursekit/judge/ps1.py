@@ -54,6 +54,9 @@ def linear_forward(kernel):
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
         expected, _ = vjp("linear", (x, W, b), np.zeros((n, d_out)))
         layer = _linear(kernel, W, b)
+        if not np.array_equal(W, layer.weights):
+            raise TestFailure(f"Linear({d_in}, {d_out}, initial_weights=W).weights is not W: keep the initial weights "
+                              "as given (a float64 array)")
         x_given = kernel.array(x)
         y = call("Linear.forward(x)", layer.forward, x_given)
         check_close(f"Linear({d_in}, {d_out}).forward(x) for x of shape {x.shape}", y, expected,
