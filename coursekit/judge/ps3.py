@@ -512,49 +512,117 @@ def network_predict(kernel):
 
 # --- 6. Training, replayed here on the student's classes ----------------------------------------
 
-def _train(kernel, network, data, lr, epochs, batch_size=16):
-    """The notebook's train(): minibatch gradient descent, one round trip per epoch. The training
-    data is sent once; each minibatch is taken from it in the kernel."""
+# classifier()'s parameters: its two FullyConnected layers' W and b
+PARAMETERS = [(layer, key) for layer in (0, 1) for key in ("W", "b")]
+
+
+def _network_parameters(network):
+    return [["fetch", network, path("layers", [layer], "parameters", [key])] for layer, key in PARAMETERS]
+
+
+def _train(kernel, network, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+    """The notebook's train(): minibatch gradient descent, one round trip per epoch, its batches
+    drawn with ``seed(epoch)``. The training data is sent once; each minibatch is taken from it in
+    the kernel. Returns the network's parameters (PARAMETERS) after its first forward call (its
+    layers initialise on their first input) and after training."""
     X_train, Y_train = kernel.run(["array", data.X_train], ["array", data.Y_train])
+    first = None
     for epoch in range(epochs):
-        operations = []
-        for rows in batch_rows(len(data.X_train), batch_size, seed=epoch):
+        operations, fetched = [], None
+        for rows in batch_rows(len(data.X_train), batch_size, seed=seed(epoch)):
             start = len(operations)
             operations += [quiet(["take", X_train, rows]), quiet(["take", Y_train, rows]),
-                           quiet(["call", network, "forward", [Earlier(start)], {}]),
-                           quiet(["call", network, "backward", [Earlier(start + 1), Earlier(start + 2)], {}]),
+                           quiet(["call", network, "forward", [Earlier(start)], {}])]
+            if first is None and fetched is None:
+                fetched = len(operations)
+                operations += _network_parameters(network)
+            operations += [quiet(["call", network, "backward", [Earlier(start + 1), Earlier(start + 2)], {}]),
                            quiet(["call", network, "step", [lr], {}])]
-        call("training", kernel.run, *operations)
+        results = call("training", kernel.run, *operations)
+        if fetched is not None:
+            first = results[fetched:fetched + len(PARAMETERS)]
+    return first, call("training", kernel.run, *_network_parameters(network))
 
 
-def _accuracy(kernel, network, X, y, which="test"):
-    """The fraction of the rows of X whose largest output is the class y, from network.forward."""
+def classify(parameters, X):
+    """classifier()'s output for X: ReLU(X W1 + b1), then SoftMax(H W2 + b2)."""
+    W1, b1, W2, b2 = (np.asarray(p, dtype=np.float64) for p in parameters)
+    scores = np.maximum(X @ W1 + b1, 0.0) @ W2 + b2
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def gradient_descent(parameters, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+    """classifier()'s parameters after the notebook's train() from ``parameters``, in NumPy: what
+    the student's classes give when each part is right."""
+    W1, b1, W2, b2 = (np.array(p, dtype=np.float64) for p in parameters)
+    for epoch in range(epochs):
+        for rows in batch_rows(len(data.X_train), batch_size, seed=seed(epoch)):
+            X, Y = data.X_train[rows], data.Y_train[rows]
+            Z1 = X @ W1 + b1
+            H = np.maximum(Z1, 0.0)
+            dZ2 = (classify([W1, b1, W2, b2], X) - Y) / len(X)  # SoftMax and cross-entropy together
+            dZ1 = (dZ2 @ W2.T) * (Z1 > 0)
+            W1, b1, W2, b2 = (W1 - lr * X.T @ dZ1, b1 - lr * dZ1.sum(axis=0, keepdims=True),
+                              W2 - lr * H.T @ dZ2, b2 - lr * dZ2.sum(axis=0, keepdims=True))
+    return [W1, b1, W2, b2]
+
+
+def _trained(kernel, network, data, what, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+    """Train, then check that the parameters are those of the same gradient descent replayed
+    here from the network's first ones; returns them."""
+    first, parameters = _train(kernel, network, data, lr, epochs, batch_size, seed)
+    for (layer, key), value in zip(PARAMETERS, [*first, *parameters]):
+        if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            raise TestFailure(f"{what}: layer {layer}'s parameters['{key}'] is not finite")
+    try:
+        replayed = gradient_descent(first, data, lr, epochs, batch_size, seed)
+    except ValueError:
+        raise TestFailure(f"{what}: the layers' parameters have shapes {[np.shape(p) for p in first]}, "
+                          "not those of classifier()") from None
+    for (layer, key), value, expected in zip(PARAMETERS, parameters, replayed):
+        check_close(f"{what}: layer {layer}'s parameters['{key}'] vs the same gradient descent from its first value "
+                    "(check the parts above)", value, expected, rtol=1e-5, atol=1e-8)
+    return parameters
+
+
+def _accuracy(kernel, network, parameters, X, y, which="test"):
+    """The fraction of the rows of X whose largest output is the class y, from the network that
+    ``parameters`` make, once network.forward is seen to be that network."""
     out = np.asarray(call(f"NeuralNetwork.forward(X_{which[:4]})", network.forward, X))
-    if out.ndim != 2 or out.shape[0] != len(X):
+    expected = classify(parameters, X)
+    if out.shape != expected.shape:
         raise TestFailure(f"after training, NeuralNetwork.forward returned shape {out.shape} for {len(X)} {which} samples")
-    return float(np.mean(out.argmax(axis=1) == y))
+    check_close(f"after training, NeuralNetwork.forward(X_{which[:4]}) vs the network its layers' parameters make",
+                out, expected)
+    return float(np.mean(expected.argmax(axis=1) == y))
 
 
 @judged(CHECKS)
 def training_check(kernel):
     """The notebook's training cells, run here: the iris setting chosen on the validation set and
-    the digits network must reach 90% test accuracy, measured by the judge from the network's outputs."""
+    the digits network must reach 90% test accuracy, measured by the judge from the network that
+    the trained parameters make. Every network's parameters must be those of gradient descent
+    from its first ones (replayed here), and the digits network's minibatches are the student's
+    own (drawn with their key), so neither a network that recognises the shipped test rows nor
+    parameters from a table can pass."""
     iris = load("iris", validation_fraction=0.2)
     searched = {}  # (validation accuracy, -order) -> network: the first of equal settings wins, as max() does
     for order, (lr, num_hidden) in enumerate((lr, h) for lr in (0.01, 0.1, 0.5) for h in (4, 16)):
         kernel.seed(0)  # the same initial weights for every setting
         network = call(f"classifier({num_hidden}, {iris.num_classes})", kernel.new, "classifier", num_hidden, iris.num_classes)
-        _train(kernel, network, iris, lr, epochs=40)
-        searched[_accuracy(kernel, network, iris.X_val, iris.y_val, "validation"), -order] = network
-    accuracy = _accuracy(kernel, searched[max(searched)], iris.X_test, iris.y_test)
+        parameters = _trained(kernel, network, iris, f"iris, lr {lr}, {num_hidden} hidden", lr, epochs=40)
+        searched[_accuracy(kernel, network, parameters, iris.X_val, iris.y_val, "validation"), -order] = network, parameters
+    accuracy = _accuracy(kernel, *searched[max(searched)], iris.X_test, iris.y_test)
     if not accuracy >= 0.9:
         raise TestFailure(f"the test accuracy of the iris setting chosen on the validation set is {accuracy:.3f}, "
                           "not above 0.9 (chance is 0.333): check the parts above")
     digits = load("digits")
     kernel.seed(0)
     network = call("classifier(64, 10)", kernel.new, "classifier", 64, digits.num_classes)
-    _train(kernel, network, digits, lr=0.1, epochs=15, batch_size=32)
-    accuracy = _accuracy(kernel, network, digits.X_test, digits.y_test)
+    own = (lambda epoch: [6000 + epoch, *kernel.key]) if kernel.key else (lambda epoch: epoch)
+    parameters = _trained(kernel, network, digits, "digits", lr=0.1, epochs=15, batch_size=32, seed=own)
+    accuracy = _accuracy(kernel, network, parameters, digits.X_test, digits.y_test)
     if not accuracy >= 0.9:
         raise TestFailure(f"the test accuracy on digits is {accuracy:.3f}, not above 0.9 (chance is 0.1): check the parts above")
 
