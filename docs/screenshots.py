@@ -1,5 +1,6 @@
 """Remake the README's pictures of the report's sections from a graded demo class (`make demo`):
-``.venv/bin/python docs/screenshots.py`` (needs Debian's chromium and chromium-driver)."""
+``.venv/bin/python docs/screenshots.py [picture.png ...]`` (all of them by default; needs Debian's
+chromium and chromium-driver)."""
 import io
 import sys
 from pathlib import Path
@@ -29,9 +30,9 @@ return [top, bottom];
 """
 
 
-def main():
+def main(pictures=()):
     with chromium(width=1100, height=6000) as browser:
-        for picture, page, heading in SECTIONS:
+        for picture, page, heading in [section for section in SECTIONS if not pictures or section[0] in pictures]:
             browser.open((ROOT / page).as_uri())
             top, bottom = browser.run(BOX, heading)
             path = ROOT / "docs" / "images" / picture
@@ -42,4 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
