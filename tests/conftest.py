@@ -76,7 +76,7 @@ def pytest_collection_finish(session):
             continue
         params = getattr(getattr(item, "callspec", None), "params", {})
         kind = "cheats" if "cheat" in item.originalname else "catalog"
-        if "name" in params:
+        if "name" in params and "assignment" in params:
             CATALOG_NEEDS.setdefault((params["assignment"], kind), set()).add(params["name"])
             continue
         reads = list(item.iter_markers("reads"))

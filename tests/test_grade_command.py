@@ -18,8 +18,9 @@ CATALOG = load_fixtures(FIXTURES / "ps1_submissions.py")
 BUGS = {bug.name: bug for bug in CATALOG.BUGS}
 TEST_CELLS = {cell.metadata.nbgrader.grade_id for cell in nbformat.read(source_notebook("ps1"), as_version=4).cells
               if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")}
-# The sample's infinite loop costs every later cell its time limit: shorter ones (still far above
-# what an honest cell takes) make stock nbgrader's grading of it quicker, and change no score.
+# The infinite loop costs every later cell its time limit: shorter ones (still far above what an
+# honest cell takes) make its gradings quicker (broken_graded's and stock nbgrader's of the sample,
+# compared under the same limits), and change no score.
 SHORT_LIMITS = "c.Execute.timeout = 4\nc.TimeLimitedExecute.timeout_after_timeout = 1\n"
 SAMPLE_BUGS = ("linear_grad_biases_mean", "tanh_no_upstream", "mse_in_place")
 CHEAT = CATALOG.CHEATS[0]
@@ -31,7 +32,7 @@ SAMPLE = {"solution": Solution(), "blank": Blank(), CHEAT.name: CHEAT, "infinite
 @pytest.fixture(scope="module")
 def broken_graded(tmp_path_factory):
     submissions = {name: submission for name, (submission, _) in CATALOG.BROKEN.items()}
-    return grade_submissions("ps1", submissions, tmp_path_factory.mktemp("broken"), jobs=2)
+    return grade_submissions("ps1", submissions, tmp_path_factory.mktemp("broken"), jobs=2, config=SHORT_LIMITS)
 
 
 @pytest.mark.reads("solution", "blank", *SAMPLE_BUGS, assignment="ps1", kind="catalog")

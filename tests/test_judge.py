@@ -248,3 +248,21 @@ def test_a_parameter_the_test_cannot_move_is_named_not_forward(monkeypatch):
     with pytest.raises(judge.TestFailure, match=r"^ListWeights\.weights \(the test moves one entry by a small step"):
         judge.check_gradients_numerically("ListWeights", lambda: kernel.new("ListWeights"), np.ones((2, 2)), (2, 1),
                                           params=[("weights", "grad_weights")])
+
+
+@pytest.mark.ps3
+def test_a_network_must_start_from_an_initialisation_before_its_training_is_replayed():
+    """A table of trained parameters, scaled until every gradient vanishes, would pass the replay
+    (training would move nothing): ps3's training check first requires init_weights' spread."""
+    from coursekit.judge import ps3
+
+    names = [f"layer {layer}'s parameters['{key}']" for layer, key in ps3.PARAMETERS]
+    np.random.seed(0)
+    start = [np.random.normal(0, np.sqrt(2 / 68), (64, 4)), np.zeros((1, 4)), np.random.normal(0, np.sqrt(2 / 7), (4, 3)),
+             np.zeros((1, 3))]
+    ps3._check_first("digits", names, start)
+    for changed, says in [(0, "standard deviation"), (1, "other than 0"), (2, "standard deviation")]:
+        table = list(start)
+        table[changed] = 50 * start[changed] if changed != 1 else start[changed] + 3.0
+        with pytest.raises(judge.TestFailure, match=says):
+            ps3._check_first("digits", names, table)

@@ -115,7 +115,7 @@ def term(tmp_path_factory):
     assert forged.returncode == 0, forged.stderr
     instructor(course, "db", "assignment", "add", "ps1", f"--duedate={due.isoformat()}")
     collected = students.run(None, sys.executable, "-c", NBGRADER, "collect", "ps1", cwd=course, env=_environment())
-    assert collected.returncode == 0, collected.stderr
+    assert collected.returncode != 0, "collect must fail loudly when it refuses a folder"
     yield {**found, "due": due, "collect_log": collected.stdout + collected.stderr}
     shutil.rmtree(shared)
 
@@ -162,13 +162,20 @@ def test_submission_times_and_late_penalties_as_nbgrader_records_them(term, grad
 
 def test_collect_takes_no_students_word_for_who_handed_in_and_when(term):
     """dave's forged folder is left in the exchange, alice's own submission is collected, and
-    dave's submission is dated by when its files last changed (coursekit.pipeline.exchange)."""
+    dave's submission is dated by when its files last changed (coursekit.pipeline.exchange);
+    collect fails at the end, naming the folder it refused."""
     log = term["collect_log"]
-    assert "claims to be alice's submission, but dave owns it" in log, log
+    assert "it claims to be alice's submission, but dave owns it" in log and "forgedbydave" in log, log
     assert "timestamp.txt says" in log and "dave+ps1+" in log, log
     submitted = term["course"] / "submitted"
-    assert (submitted / "alice" / "ps1" / "timestamp.txt").read_text().startswith(term["due"].strftime("%Y-%m-%d"))
-    assert parse_utc((submitted / "dave" / "ps1" / "timestamp.txt").read_text()) > term["due"].replace(tzinfo=None)
+    assert {path.name for path in submitted.iterdir()} == {"alice", "bob", "carol", "dave"}
+    due = term["due"].replace(tzinfo=None)
+    assert parse_utc((submitted / "alice" / "ps1" / "timestamp.txt").read_text()) < due
+    assert parse_utc((submitted / "dave" / "ps1" / "timestamp.txt").read_text()) > due
+    assert parse_utc((submitted / "dave" / "ps1" / "timestamp.claimed.txt").read_text()) < due  # his claim, kept
+    alice = nbformat.read(submitted / "alice" / "ps1" / "ps1.ipynb", as_version=4)
+    assert "raise NotImplementedError()" not in "".join(cell.source for cell in alice.cells if cell.cell_type == "code"), \
+        "alice's own work, not the blank release"
 
 
 def test_make_grade_exports_what_stock_nbgrader_does(graded_terms):
@@ -180,7 +187,7 @@ def test_make_grade_exports_what_stock_nbgrader_does(graded_terms):
 def test_every_student_fetches_feedback_and_honest_ones_are_not_in_the_tamper_report(term, graded_terms):
     course = graded_terms["make grade"]
     instructor(course, "release_feedback", "ps1")
-    for student in ("alice", "bob", "carol"):  # (dave's, re-dated, is not where his copy of the submission says)
+    for student in ("alice", "bob", "carol", "dave"):
         as_student(term, student, "fetch_feedback", "ps1")
         pages = list((term["homes"] / student / "ps1" / "feedback").glob("*/ps1.html"))
         assert len(pages) == 1, student

@@ -495,6 +495,33 @@ def numerical_loss_gradient(kernel, loss, *args, at=0, eps=1e-6):
 
 # --- checks that several assignments share ----------------------------------------------------
 
+def parameter_arrays(what, names, values):
+    """``values`` (parameters fetched from the kernel, named ``names``) as float arrays; a
+    TestFailure names the first that is not an array of finite numbers."""
+    arrays = []
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            raise TestFailure(f"{what}: {name} is None")
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TestFailure(f"{what}: {name} is not an array of numbers") from None
+        if not np.all(np.isfinite(array)):
+            raise TestFailure(f"{what}: {name} is not finite (it overflowed?)")
+        arrays.append(array)
+    return arrays
+
+
+def check_replayed(what, names, values, replayed, rtol=1e-6, atol=1e-9):
+    """Trained parameters ``values`` against ``replayed``, those of the same gradient descent that
+    the judge ran from the same start (a value of another shape but the same size, (n,) for
+    (1, n), is compared as the replay's in its shape: its part's own tests say so)."""
+    for name, value, expected in zip(names, values, replayed, strict=True):
+        expected = np.reshape(expected, np.shape(value)) if np.size(value) == np.size(expected) else expected
+        check_close(f"{what}: {name} vs the same gradient descent from its first value (check the parts above)",
+                    value, expected, rtol=rtol, atol=atol)
+
+
 def check_unchanged(name, before, kept):
     """``kept`` (an array kept in the kernel and passed to a call) still equals ``before``."""
     gradcheck.check_unchanged(name, before, kept.value())

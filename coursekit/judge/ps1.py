@@ -9,7 +9,7 @@ import numpy as np
 
 from coursekit.shipped.gradcheck import TestFailure, check_close
 from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_unchanged, judged, made_with,
-                             numerical_loss_gradient, path, quiet)
+                             check_replayed, numerical_loss_gradient, parameter_arrays, path, quiet)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -390,21 +390,19 @@ def _check_training(kernel, a, c, rng=None):
     x_new = NEW_POINTS if rng is None else np.sort(rng.uniform(-0.95, 0.95, len(NEW_POINTS)))[:, None]
     curve = f"{a:g} x^2 + {c:g}" if rng is None else f"{a:.2f} x^2 + {c:.2f}"
     first, fitted, predicted, parameters = _train(kernel, x, y, x_new)
-    for (layer, name), value in zip(PARAMETERS, parameters):
-        if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
-            raise TestFailure(f"after training on {curve}, MLP.{layer}.{name} is not finite")
+    names = [f"MLP.{layer}.{name}" for layer, name in PARAMETERS]
+    first = parameter_arrays(f"before training on {curve}", names, first)
+    parameters = parameter_arrays(f"after training on {curve}", names, parameters)
     try:
         by_weights = network(parameters, x), network(parameters, x_new)
         replayed = gradient_descent(first, x, y)
     except ValueError:
-        raise TestFailure(f"after training on {curve}, the layers' weights and biases have shapes "
-                          f"{[np.shape(p) for p in parameters]}, not those of MLP(1, 10, 1)") from None
+        raise TestFailure(f"the layers' weights and biases have shapes {[np.shape(p) for p in first]} before training on "
+                          f"{curve} and {[np.shape(p) for p in parameters]} after, not those of MLP(1, 10, 1)") from None
     for name, value, expected in zip(["x", "new points"], [fitted, predicted], by_weights):
         check_close(f"after training on {curve}, MLP.forward({name}) vs the network of its layers' weights and biases",
                     value, expected)
-    for (layer, name), value, expected in zip(PARAMETERS, parameters, replayed):
-        check_close(f"after training on {curve}, MLP.{layer}.{name} vs {EPOCHS} steps of gradient descent from "
-                    "its first value (check the parts above)", value, expected, rtol=1e-6, atol=1e-9)
+    check_replayed(f"after training on {curve}", names, parameters, replayed)
     for name, value, expected in zip(["training data", "new points"], by_weights, [y, a * x_new ** 2 + c]):
         loss = float(np.mean((value - expected) ** 2))
         if not loss < LOSS_BELOW:

@@ -12,8 +12,9 @@ import numpy as np
 
 from coursekit.shipped.datasets import batch_rows, load
 from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Earlier, call, call_each, calls_in_order, check_gradients_numerically, check_unchanged, check_vectorised,
-                             fetch, judged, numerical_input_gradients, numerical_loss_gradient, path, put, quiet, unseen)
+from coursekit.judge import (Earlier, call, call_each, calls_in_order, check_gradients_numerically, check_replayed, check_unchanged,
+                             check_vectorised, fetch, judged, numerical_input_gradients, numerical_loss_gradient, parameter_arrays,
+                             path, put, quiet, unseen)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -568,21 +569,33 @@ def gradient_descent(parameters, data, lr, epochs, batch_size=16, seed=lambda ep
     return [W1, b1, W2, b2]
 
 
+def _check_first(what, names, first):
+    """The parameters a network starts from are those of an initialisation (init_weights' spread
+    for W, zeros for b): so training must move them, not a table of trained ones."""
+    for name, value in zip(names, first):
+        if name.endswith("['b']") and np.any(value != 0):
+            raise TestFailure(f"{what}: {name} starts at values other than 0: FullyConnected initialises b with zeros")
+        if name.endswith("['W']") and value.ndim == 2:
+            spread = math.sqrt(2.0 / sum(value.shape))
+            if not 0.5 * spread < float(np.std(value)) < 2 * spread:
+                raise TestFailure(f"{what}: {name} starts with a standard deviation of {np.std(value):.3g}, not about "
+                                  f"{spread:.3g}: FullyConnected initialises W with init_weights")
+
+
 def _trained(kernel, network, data, what, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
     """Train, then check that the parameters are those of the same gradient descent replayed
-    here from the network's first ones; returns them."""
+    here from the network's first ones (an initialisation); returns them."""
     first, parameters = _train(kernel, network, data, lr, epochs, batch_size, seed)
-    for (layer, key), value in zip(PARAMETERS, [*first, *parameters]):
-        if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
-            raise TestFailure(f"{what}: layer {layer}'s parameters['{key}'] is not finite")
+    names = [f"layer {layer}'s parameters['{key}']" for layer, key in PARAMETERS]
+    first = parameter_arrays(f"{what}, before training", names, first)
+    parameters = parameter_arrays(f"{what}, after training", names, parameters)
+    _check_first(what, names, first)
     try:
         replayed = gradient_descent(first, data, lr, epochs, batch_size, seed)
     except ValueError:
         raise TestFailure(f"{what}: the layers' parameters have shapes {[np.shape(p) for p in first]}, "
                           "not those of classifier()") from None
-    for (layer, key), value, expected in zip(PARAMETERS, parameters, replayed):
-        check_close(f"{what}: layer {layer}'s parameters['{key}'] vs the same gradient descent from its first value "
-                    "(check the parts above)", value, expected, rtol=1e-5, atol=1e-8)
+    check_replayed(what, names, parameters, replayed, rtol=1e-5, atol=1e-8)
     return parameters
 
 
@@ -602,10 +615,10 @@ def _accuracy(kernel, network, parameters, X, y, which="test"):
 def training_check(kernel):
     """The notebook's training cells, run here: the iris setting chosen on the validation set and
     the digits network must reach 90% test accuracy, measured by the judge from the network that
-    the trained parameters make. Every network's parameters must be those of gradient descent
-    from its first ones (replayed here), and the digits network's minibatches are the student's
-    own (drawn with their key), so neither a network that recognises the shipped test rows nor
-    parameters from a table can pass."""
+    the trained parameters make. Every network must start from an initialisation and end with
+    the parameters of gradient descent from there (replayed here), and the digits network's
+    minibatches are the student's own (drawn with their key), so neither a network that
+    recognises the shipped test rows nor parameters from a table can pass."""
     iris = load("iris", validation_fraction=0.2)
     searched = {}  # (validation accuracy, -order) -> network: the first of equal settings wins, as max() does
     for order, (lr, num_hidden) in enumerate((lr, h) for lr in (0.01, 0.1, 0.5) for h in (4, 16)):

@@ -7,11 +7,16 @@ can hand in a folder named as a classmate's, later than theirs, which stock coll
 its place (it only warns that the owner differs), or date their late work before the due date.
 
 ``CheckedCollect`` (``c.ExchangeFactory.collect`` in nbgrader_config.py) is stock collect except:
-- a folder owned by another user than the student it names is not collected (an error names the
-  folder and its owner), and the student's own latest submission is collected instead;
-- a submission whose `timestamp.txt` is earlier than the last change of its files (their ctime,
-  which no user can set back) by more than SLACK is dated by that change: a late submission
-  stays late, and so does one changed in the exchange after it was handed in.
+- a folder owned by another user than the student it names (or than the one collecting, who may
+  drop a submission in by hand) is not collected, nor is one that holds a symbolic link (nbgrader
+  submit never makes one, and what it points to can change after the due date); the student's own
+  latest submission is collected instead, and collect fails at the end, naming each folder;
+- a submission that `timestamp.txt` dates by the due date but whose files last changed after it
+  (their ctime, which no user can set back), and more than SLACK after that claim, is dated by
+  that change, the student's claim kept in `timestamp.claimed.txt`: late work stays late, and so
+  does work changed in the exchange after it was handed in. (So set the due date before collecting, and collect
+  before anything rewrites the exchange's metadata after the due date: a chmod, an ACL or a
+  restore moves every ctime; ``c.CheckedCollect.redate = False`` turns this off.)
 
 Where every student runs as one OS user (JupyterHub with DockerSpawner), owners say nothing:
 set ``c.ExchangeCollect.check_owner = False`` there, as nbgrader's own warning says.
@@ -21,19 +26,27 @@ import os
 import pwd
 from pathlib import Path
 
+from dateutil.tz import gettz
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.exchange.default.collect import ExchangeCollect
 from nbgrader.utils import parse_utc
+from traitlets import Bool
 
 # nbgrader submit writes timestamp.txt after copying the files: the gap its own work may take
 SLACK = datetime.timedelta(seconds=120)
-FORGED = "forged_by"
+CLAIMED = "timestamp.claimed.txt"
 
 
 def _owner(path):
     try:
-        return pwd.getpwuid(os.stat(path).st_uid).pw_name
+        return pwd.getpwuid(os.lstat(path).st_uid).pw_name
     except KeyError:
         return None
+
+
+def _links(folder):
+    return [Path(root, name) for root, folders, files in os.walk(folder) for name in folders + files
+            if Path(root, name).is_symlink()]
 
 
 def last_change(folder) -> datetime.datetime:
@@ -46,32 +59,59 @@ def last_change(folder) -> datetime.datetime:
 class CheckedCollect(ExchangeCollect):
     """nbgrader's collect, with each submission's owner and time checked (see the module)."""
 
+    redate = Bool(True, help="Date a submission by its files' last change when timestamp.txt puts it before "
+                             "the due date and that change after it.").tag(config=True)
+
+    def init_src(self):
+        self.refused, self.redated = [], {}
+        with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gradebook:
+            try:
+                self.due = gradebook.find_assignment(self.coursedir.assignment_id).duedate
+            except MissingEntry:
+                self.due = None
+        super().init_src()
+
+    def _stamp(self, moment):
+        """``moment`` as nbgrader writes a timestamp: in the exchange's time zone and format."""
+        return moment.astimezone(gettz(self.timezone)).strftime(self.timestamp_format)
+
     def _path_to_record(self, path):
         record = super()._path_to_record(path)
-        owner = _owner(path)
-        if self.check_owner and owner is not None and owner != record["username"]:
-            record[FORGED] = owner
-            record["username"] += f" (forged by {owner})"  # its own group: never chosen for the student
+        owner, student = _owner(path), record["username"]
+        why = None
+        if self.check_owner and owner is not None and owner not in (student, pwd.getpwuid(os.getuid()).pw_name):
+            why = f"it claims to be {student}'s submission, but {owner} owns it"
+        elif _links(path):
+            why = f"it holds a symbolic link ({_links(path)[0].relative_to(path)}), which nbgrader submit never makes"
+        if why:
+            self.refused.append(f"{path}: {why}")
+            record["username"] += " (refused)"  # its own group: never chosen for the student
+            return record
+        if self.redate and self.due is not None:
+            try:
+                claimed = parse_utc((Path(path) / "timestamp.txt").read_text().strip())
+            except (OSError, ValueError, OverflowError):
+                claimed = None
+            changed = self._stamp(last_change(path))
+            if claimed is not None and claimed <= self.due < parse_utc(changed) and parse_utc(changed) - claimed > SLACK:
+                self.redated[str(path)] = changed
+                record["timestamp"] = parse_utc(changed)  # also what collect chooses and updates by
         return record
 
     def copy_files(self):
-        for record in self.src_records:
-            if FORGED in record:
-                self.log.error("Not collected: %s claims to be %s's submission, but %s owns it",
-                               Path(self.inbound_path) / record["filename"], record["username"].split(" (")[0],
-                               record[FORGED])
-        self.src_records = [record for record in self.src_records if FORGED not in record]
+        self.src_records = [record for record in self.src_records if not record["username"].endswith(" (refused)")]
         super().copy_files()
+        if self.refused:
+            self.fail("Not collected (each student's own latest submission was, if they have one):\n"
+                      + "\n".join(self.refused))
 
     def do_copy(self, src, dest, log=None):
         super().do_copy(src, dest, log)
-        stamp = Path(dest) / "timestamp.txt"
-        changed = last_change(src)
-        try:
-            claimed = parse_utc(stamp.read_text().strip())
-        except (OSError, ValueError, OverflowError):
-            claimed = None
-        if claimed is None or claimed.replace(tzinfo=datetime.timezone.utc) < changed - SLACK:
-            self.log.warning("%s: timestamp.txt says %s, but its files last changed at %s: dated %s",
-                             src, claimed, changed, changed)
-            stamp.write_text(changed.strftime(self.timestamp_format))
+        if str(src) in self.redated:
+            stamp = Path(dest) / "timestamp.txt"
+            claimed = stamp.read_text()
+            (Path(dest) / CLAIMED).write_text(claimed)
+            stamp.write_text(self.redated[str(src)])
+            self.log.error("%s: timestamp.txt says %s, by the due date, but its files last changed at %s: dated "
+                           "%s (the claim is kept in %s)", src, claimed.strip(), self.redated[str(src)],
+                           self.redated[str(src)], CLAIMED)

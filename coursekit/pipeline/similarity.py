@@ -109,7 +109,7 @@ def cell(source: str, starter: frozenset | set = frozenset()) -> Cell:
 
 def evidence(cells: dict[str, Cell], common: float = COMMON) -> dict[str, set[int]]:
     """{submission: the fingerprints of its Cell that count as evidence}: those that no more than
-    ``common`` of the class (and no more than COMMON_AT_LEAST students) have."""
+    ``common`` of the class have, or no more than COMMON_AT_LEAST students (a small class counts all)."""
     holders = defaultdict(int)
     for found in cells.values():
         for value in found.prints:

@@ -15,7 +15,7 @@ from pathlib import Path
 from coursekit import COURSE_ROOT
 from coursekit.kernel.sandbox import bwrap, parent_directories
 
-FIRST_UID = 1_700_000_001  # far above any real account, below the grading kernels' (sandbox.UIDS)
+FIRST_UID = 1_700_000_001  # far above any real account, and above the grading kernels' (sandbox.UIDS)
 HIDDEN = "/root"  # root's home, which holds the interpreter on the course machine
 
 
@@ -55,7 +55,8 @@ class Students:
         """``command`` run by ``student`` in their home (HOME, USER and LOGNAME theirs), or with
         ``student`` None by root (in ``cwd``), who then knows the students as users."""
         env = dict(env or os.environ)
-        if student is not None:
+        if student is not None:  # their own Jupyter settings, from their home, not the caller's
+            env = {name: value for name, value in env.items() if not name.startswith("JUPYTER")}
             env.update(HOME=str(self.homes[student]), USER=student, LOGNAME=student)
             cwd = self.homes[student]
         return subprocess.run(self.argv(student, *command), cwd=cwd, env=env, capture_output=True, text=True)
