@@ -534,7 +534,7 @@ def _train(kernel, network, data, lr, epochs, batch_size=16, seed=lambda epoch: 
             start = len(operations)
             operations += [quiet(["take", X_train, rows]), quiet(["take", Y_train, rows]),
                            quiet(["call", network, "forward", [Earlier(start)], {}])]
-            if first is None and fetched is None:
+            if epoch == 0 and fetched is None:
                 fetched = len(operations)
                 operations += _network_parameters(network)
             operations += [quiet(["call", network, "backward", [Earlier(start + 1), Earlier(start + 2)], {}]),
@@ -545,12 +545,15 @@ def _train(kernel, network, data, lr, epochs, batch_size=16, seed=lambda epoch: 
     return first, call("training", kernel.run, *_network_parameters(network))
 
 
+def _softmax(scores):
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 def classify(parameters, X):
     """classifier()'s output for X: ReLU(X W1 + b1), then SoftMax(H W2 + b2)."""
     W1, b1, W2, b2 = (np.asarray(p, dtype=np.float64) for p in parameters)
-    scores = np.maximum(X @ W1 + b1, 0.0) @ W2 + b2
-    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
+    return _softmax(np.maximum(X @ W1 + b1, 0.0) @ W2 + b2)
 
 
 def gradient_descent(parameters, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
@@ -562,7 +565,7 @@ def gradient_descent(parameters, data, lr, epochs, batch_size=16, seed=lambda ep
             X, Y = data.X_train[rows], data.Y_train[rows]
             Z1 = X @ W1 + b1
             H = np.maximum(Z1, 0.0)
-            dZ2 = (classify([W1, b1, W2, b2], X) - Y) / len(X)  # SoftMax and cross-entropy together
+            dZ2 = (_softmax(H @ W2 + b2) - Y) / len(X)  # SoftMax and cross-entropy together
             dZ1 = (dZ2 @ W2.T) * (Z1 > 0)
             W1, b1, W2, b2 = (W1 - lr * X.T @ dZ1, b1 - lr * dZ1.sum(axis=0, keepdims=True),
                               W2 - lr * H.T @ dZ2, b2 - lr * dZ2.sum(axis=0, keepdims=True))

@@ -35,6 +35,7 @@ from traitlets import Bool
 # nbgrader submit writes timestamp.txt after copying the files: the gap its own work may take
 SLACK = datetime.timedelta(seconds=120)
 CLAIMED = "timestamp.claimed.txt"
+REFUSED = "refused"  # a record's key: why its folder is not collected
 
 
 def _owner(path):
@@ -44,16 +45,14 @@ def _owner(path):
         return None
 
 
-def _links(folder):
-    return [Path(root, name) for root, folders, files in os.walk(folder) for name in folders + files
-            if Path(root, name).is_symlink()]
+def _entries(folder):
+    """The folder and everything in it (symbolic links not followed)."""
+    return [Path(folder), *(Path(root, name) for root, folders, files in os.walk(folder) for name in folders + files)]
 
 
-def last_change(folder) -> datetime.datetime:
-    """When the folder or anything in it last changed (the latest ctime), in UTC."""
-    paths = [Path(folder), *Path(folder).rglob("*")]
-    newest = max(path.lstat().st_ctime for path in paths)
-    return datetime.datetime.fromtimestamp(newest, datetime.timezone.utc)
+def last_change(entries) -> datetime.datetime:
+    """When any of ``entries`` last changed (the latest ctime), in UTC."""
+    return datetime.datetime.fromtimestamp(max(path.lstat().st_ctime for path in entries), datetime.timezone.utc)
 
 
 class CheckedCollect(ExchangeCollect):
@@ -64,6 +63,7 @@ class CheckedCollect(ExchangeCollect):
 
     def init_src(self):
         self.refused, self.redated = [], {}
+        self.collector = pwd.getpwuid(os.getuid()).pw_name  # who may drop a submission in by hand
         with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gradebook:
             try:
                 self.due = gradebook.find_assignment(self.coursedir.assignment_id).duedate
@@ -77,14 +77,14 @@ class CheckedCollect(ExchangeCollect):
 
     def _path_to_record(self, path):
         record = super()._path_to_record(path)
-        owner, student = _owner(path), record["username"]
-        why = None
-        if self.check_owner and owner is not None and owner not in (student, pwd.getpwuid(os.getuid()).pw_name):
-            why = f"it claims to be {student}'s submission, but {owner} owns it"
-        elif _links(path):
-            why = f"it holds a symbolic link ({_links(path)[0].relative_to(path)}), which nbgrader submit never makes"
-        if why:
-            self.refused.append(f"{path}: {why}")
+        owner, student, entries = _owner(path), record["username"], _entries(path)
+        links = [entry for entry in entries if entry.is_symlink()]
+        if self.check_owner and owner is not None and owner not in (student, self.collector):
+            record[REFUSED] = f"it claims to be {student}'s submission, but {owner} owns it"
+        elif links:
+            record[REFUSED] = f"it holds a symbolic link ({links[0].relative_to(path)}), which nbgrader submit never makes"
+        if REFUSED in record:
+            self.refused.append(f"{path}: {record[REFUSED]}")
             record["username"] += " (refused)"  # its own group: never chosen for the student
             return record
         if self.redate and self.due is not None:
@@ -92,14 +92,15 @@ class CheckedCollect(ExchangeCollect):
                 claimed = parse_utc((Path(path) / "timestamp.txt").read_text().strip())
             except (OSError, ValueError, OverflowError):
                 claimed = None
-            changed = self._stamp(last_change(path))
-            if claimed is not None and claimed <= self.due < parse_utc(changed) and parse_utc(changed) - claimed > SLACK:
+            changed = self._stamp(last_change(entries))
+            at = parse_utc(changed)
+            if claimed is not None and claimed <= self.due < at and at - claimed > SLACK:
                 self.redated[str(path)] = changed
-                record["timestamp"] = parse_utc(changed)  # also what collect chooses and updates by
+                record["timestamp"] = at  # also what collect chooses and updates by
         return record
 
     def copy_files(self):
-        self.src_records = [record for record in self.src_records if not record["username"].endswith(" (refused)")]
+        self.src_records = [record for record in self.src_records if REFUSED not in record]
         super().copy_files()
         if self.refused:
             self.fail("Not collected (each student's own latest submission was, if they have one):\n"
@@ -112,6 +113,6 @@ class CheckedCollect(ExchangeCollect):
             claimed = stamp.read_text()
             (Path(dest) / CLAIMED).write_text(claimed)
             stamp.write_text(self.redated[str(src)])
-            self.log.error("%s: timestamp.txt says %s, by the due date, but its files last changed at %s: dated "
-                           "%s (the claim is kept in %s)", src, claimed.strip(), self.redated[str(src)],
+            self.log.error("%s: timestamp.txt says %s, by the due date, but its files last changed at %s, "
+                           "which it is now dated by (the claim is kept in %s)", src, claimed.strip(),
                            self.redated[str(src)], CLAIMED)
