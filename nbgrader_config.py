@@ -1,13 +1,22 @@
 """nbgrader configuration for the course (read by every nbgrader command run here)."""
 import os
 
+from coursekit.pipeline.ownership import hand_back_at_exit
+
 c = get_config()  # noqa: F821 - provided by nbgrader
 
 c.CourseDirectory.course_id = "dl-from-scratch"
 # Commands work from any directory of the course, and tests can copy the course elsewhere.
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+# What root writes here (sudo, a cron job) is handed to the course's owner when the command ends.
+hand_back_at_exit(c.CourseDirectory.root)
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# The exchange, where release_assignment puts the student version and students submit (nbgrader
+# 0.9.6's default, said here so that student/nbgrader_config.py can say the same: a test checks it).
+# It must exist, world-writable with the sticky bit (`doctor` says how to make it).
+c.Exchange.root = "/usr/local/share/nbgrader/exchange"
 
 # Collect takes no student's word for who handed a folder in and when: a folder owned by someone
 # else than the student it names is left, and a timestamp.txt older than its files' last change is
@@ -19,6 +28,10 @@ c.ExchangeFactory.collect = "coursekit.pipeline.exchange.CheckedCollect"
 # of what it needs, one scratch folder, limits (see coursekit/kernel/sandbox.py). `make grade` forks its
 # kernels from a warm zygote in the same sandbox instead (coursekit/kernel/warm_kernels.py).
 c.TimeLimitedExecute.kernel_manager_class = "coursekit.kernel.sandbox.SandboxedKernelManager"
+# As root, each kernel is a host user of its own; as an ordinary user (an instructor on a hub), a user
+# namespace of its own. Where neither works, autograde stops before it touches a submission or an
+# earlier grading, in one line that says what is missing.
+c.Autograde.exporter_class = "coursekit.pipeline.nbgrader_plugins.SandboxCheckedExporter"
 # Each student's hidden inputs are drawn under the course's secret, made here on the first grading
 # (owner-only, outside every kernel's view; keep it for the term, never in git): see coursekit.judge.
 c.TimeLimitedExecute.hidden_inputs_secret_file = os.path.join(c.CourseDirectory.root, "hidden_inputs.key")

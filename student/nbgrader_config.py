@@ -4,4 +4,4 @@
 the course and its exchange."""
 c = get_config()  # noqa: F821 - provided by nbgrader
 c.CourseDirectory.course_id = "dl-from-scratch"
-c.Exchange.root = "/srv/nbgrader/exchange"  # the instructor's Exchange.root
+c.Exchange.root = "/usr/local/share/nbgrader/exchange"  # the course's Exchange.root (nbgrader's default)

@@ -6,7 +6,7 @@
 # --sys-prefix nbgrader.server_extensions.formgrader` also removes the formgrader's pages.)
 set -eu
 mkdir -p "$HOME/.jupyter"
-sed "s|/srv/nbgrader/exchange|${EXCHANGE:-/srv/nbgrader/exchange}|" "$(dirname "$0")/nbgrader_config.py" \
+sed "s|/usr/local/share/nbgrader/exchange|${EXCHANGE:-/usr/local/share/nbgrader/exchange}|" "$(dirname "$0")/nbgrader_config.py" \
     > "$HOME/.jupyter/nbgrader_config.py"
 for extension in formgrader create-assignment; do
     jupyter labextension disable --level=user "@jupyter/nbgrader:$extension"

@@ -6,6 +6,7 @@ every part after it.)"""
 import base64
 import hashlib
 import html
+import os
 import re
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from coursekit import COURSE_ROOT
 from coursekit.pipeline.grade import grade_class
 from coursekit.pipeline.grading import nbgrader, results
 from coursekit.tools.scratch import copy_course
+from coursekit.kernel import warm_kernels
 from coursekit.kernel.sandbox import UIDS
 from coursekit.tools.submissions import Solution, submit
 
@@ -53,14 +55,26 @@ def _schema(course):
         return sorted(row for row in db.execute("SELECT type, name, sql FROM sqlite_master"))
 
 
+def _user_namespace(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user")
+    except OSError:
+        return None
+
+
 def _sandbox_processes(since):
-    """Processes of sandbox users started after ``since`` (a time.time()), except kernels of another
-    checkout's grader that may run on the same machine (their interpreter is another one)."""
+    """Processes of sandboxes started after ``since`` (a time.time()): of a sandbox uid (root mode),
+    or in another user namespace than this process's but the zygotes' own (rootless), except kernels
+    of another checkout's grader that may run on the same machine (their interpreter is another one)."""
+    zygotes = {child.pid for warm in warm_kernels._zygotes.values() if warm.process.poll() is None
+               for child in psutil.Process(warm.process.pid).children()}
+    ours = _user_namespace(os.getpid())
     found = []
     for p in psutil.process_iter(["uids", "create_time", "cmdline"]):
         uids, command = p.info["uids"], " ".join(p.info["cmdline"] or [])
-        if uids and UIDS[0] <= uids.real < UIDS[1] and p.info["create_time"] >= since \
-                and (sys.prefix in command or ".venv" not in command):
+        sandboxed = uids and UIDS[0] <= uids.real < UIDS[1] or (
+            _user_namespace(p.pid) not in (ours, None) and p.pid not in zygotes)
+        if sandboxed and p.info["create_time"] >= since and (sys.prefix in command or ".venv" not in command):
             found.append(p)
     return found
 

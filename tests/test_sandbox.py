@@ -1,7 +1,10 @@
 """Grading kernels run in a sandbox (coursekit.kernel.sandbox): launched by bubblewrap, or forked from the zygote."""
 import asyncio
 import json
+import os
+import secrets
 import socket
+import subprocess
 import time
 
 import psutil
@@ -87,16 +90,17 @@ def test_two_kernels_get_different_users(tmp_path, manager):
 
 
 def test_no_process_of_a_kernel_outlives_its_notebook(tmp_path, manager):
-    code = ("import os, subprocess, time\n"
-            "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+    marker = f"{300 + secrets.randbelow(10 ** 6) / 10 ** 6:.6f}"  # (rootless, the kernel's host uid is the grader's)
+    code = ("import os, subprocess\n"
+            f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
-            "    time.sleep(300)\n"
-            "print(os.getuid())")
+            f"    os.execvp('sleep', ['sleep', '{marker}'])\n"
+            "print('started')")
     (outputs,) = run(tmp_path, code, kernel_manager_class=manager)
-    uid = int(text(outputs))
-    left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
-    assert not left, f"processes of the kernel's user outlived its notebook: {left}"
+    assert text(outputs) == "started\n"
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]
+    assert not left, f"processes of the kernel outlived its notebook: {left}"
 
 
 def test_a_fork_bomb_is_bounded(tmp_path, manager):
@@ -115,6 +119,51 @@ def test_a_fork_bomb_is_bounded(tmp_path, manager):
     assert int(text(outputs)) < 256
     (outputs,) = run(tmp_path, "print('next kernel')", kernel_manager_class=manager)
     assert text(outputs) == "next kernel\n"
+
+
+def _fork_to_the_cap_and_hold(folder, seconds):
+    code = ("import os, time\n"
+            "count = 0\n"
+            "try:\n"
+            "    while count < 5000:\n"
+            "        if os.fork() == 0:\n"
+            f"            time.sleep({seconds})\n"
+            "            os._exit(0)\n"
+            "        count += 1\n"
+            "except OSError:\n"
+            "    pass\n"
+            f"time.sleep({seconds})\n"
+            "print(count)")
+    return text(run(folder, code, timeout=40)[0])
+
+
+def _start_processes_after(folder, delay):
+    code = ("import subprocess, time\n"
+            f"time.sleep({delay})\n"
+            "print(sum(subprocess.run(['true']).returncode == 0 for _ in range(20)))")
+    return text(run(folder, code, timeout=40)[0])
+
+
+def test_a_fork_bomb_does_not_stop_a_neighbour_or_the_grader(tmp_path):
+    """Rootless, every kernel has the grader's host uid: its process limit must count its own
+    processes only (its user namespace's), not the grader's or its neighbours'."""
+    import concurrent.futures
+    import multiprocessing
+
+    warm_kernels.zygote()  # one zygote for both, as make grade's workers share it
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        bomb = pool.submit(_fork_to_the_cap_and_hold, tmp_path, 8)
+        neighbour = pool.submit(_start_processes_after, tmp_path, 4)
+        assert neighbour.result(timeout=90) == "20\n", "the neighbour could not start its processes"
+        assert [subprocess.run(["true"]).returncode for _ in range(20)] == [0] * 20, "the grader could not"
+        assert 200 < int(bomb.result(timeout=90)) < 256
+
+
+def test_the_sandbox_mode_is_the_one_this_user_gets():
+    """Root grades in root mode, anyone else rootless (test_rootless.py runs this file as an instructor)."""
+    from coursekit.kernel.sandbox import sandbox_mode
+
+    assert sandbox_mode() == os.environ.get("COURSEKIT_EXPECT_SANDBOX", "root" if os.geteuid() == 0 else "rootless")
 
 
 def _signal_everything_then_sleep(folder, delay):

@@ -88,7 +88,7 @@ with open(os.path.join(forged, "timestamp.txt"), "w") as f:
 def term(tmp_path_factory):
     """A course after its students submitted through the exchange and the instructor collected:
     {"course", "exchange", "homes", "students", "due"}. The exchange and the students' homes are
-    in a folder that everyone may enter, as /srv/nbgrader/exchange and /home are; the course is
+    in a folder that everyone may enter, as /usr/local/share/nbgrader/exchange and /home are; the course is
     in pytest's folder, which only root may enter, as an instructor's home."""
     shared = Path(tempfile.mkdtemp(prefix="coursekit-term-"))
     shared.chmod(0o755)

@@ -1,4 +1,6 @@
-"""Inside the sandbox, as root with a few capabilities, before any student code runs (see coursekit.kernel.sandbox).
+"""Inside the sandbox, before any student code runs (see coursekit.kernel.sandbox): as root with a
+few capabilities (root mode, and the rootless zygote inside its user namespace), or already as the
+kernel's user (a rootless launched kernel).
 
 This module runs in the sandbox, so it imports nothing of the grader: bubblewrap starts
 ``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND`` for a launched kernel, and the
@@ -31,11 +33,20 @@ KEPT_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME", "MPLBA
 KEPT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "NBGRADER_")  # NBGRADER_EXECUTION: autograding skips the plots
 
 _libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
-    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 38, 47, 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
 def _call(function, *args):
@@ -69,8 +80,10 @@ def kernel_environment(inherited):
 
 
 def confine(folder, uid):
-    """Become the kernel's user in the scratch folder, with the limits: the last step before the kernel."""
+    """Become the kernel's user in the scratch folder, with the limits and no capability: the last
+    step before the kernel."""
     _populate_scratch(folder, uid)
+    # (in a user namespace the process limit counts that namespace's processes: see sandbox's docstring)
     for limit, value in LIMITS.items():
         resource.setrlimit(limit, (value, value))
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -79,15 +92,34 @@ def confine(folder, uid):
         os.dup2(devnull, 2)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)  # every capability is gone with root
+    for capability in range(64):  # none can come back, whatever runs later (fails harmlessly without CAP_SETPCAP)
+        _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    if os.getuid() != uid:  # root mode: the kernel's own host uid
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    # a fork that made its user namespace is its user already and still holds every capability in it
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    _call(_libc.capset, ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), (_CapData * 2)())
     _call(_libc.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.chdir(SCRATCH)
 
 
-def enter_forked_sandbox(folder, uid, report_fd):
-    """In a child of the zygote (coursekit.kernel.warm_kernels): give this kernel namespaces of its own.
+def _own_user_namespace(uid):
+    """Rootless: enter a new user namespace as ``uid``, mapped to the zygote's root (the grader's
+    uid on the host), in which the kernel can make no user namespace of its own."""
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    _call(_libc.unshare, CLONE_NEWUSER)
+    for name, text in [("uid_map", f"{uid} {outer_uid} 1"), ("setgroups", "deny"), ("gid_map", f"{uid} {outer_gid} 1")]:
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(text)
+    with open("/proc/sys/user/max_user_namespaces", "w") as file:  # this namespace's own limit
+        file.write("0")
+
+
+def enter_forked_sandbox(folder, uid, report_fd, rootless=False):
+    """In a child of the zygote (coursekit.kernel.warm_kernels): give this kernel namespaces of its
+    own (``rootless``: a user namespace too, which owns the others).
 
     Returns in the kernel process only, confined. The processes in between wait for the kernel
     and end with it. The zygote's child writes to ``report_fd`` the process id that the grader
@@ -97,6 +129,8 @@ def enter_forked_sandbox(folder, uid, report_fd):
     folder = str(folder)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote lets the system reap; these wait
     die_with_parent()
+    if rootless:
+        _own_user_namespace(uid)
     _call(_libc.unshare, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWUTS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_BYTES},mode=0700")
@@ -106,6 +140,7 @@ def enter_forked_sandbox(folder, uid, report_fd):
     os.mkdir(folder)
     _mount(STAGING, folder, None, MS_BIND)
     _call(_libc.umount2, STAGING.encode(), MNT_DETACH)
+    _mount(None, os.path.dirname(folder), None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     init = os.fork()
     if init:
         os.write(report_fd, f"{init}\n".encode())
@@ -136,7 +171,7 @@ def _wait_for(pid):
 
 
 def main(argv):
-    """``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap as root.
+    """``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap.
 
     A kernel command of this interpreter (``python -m ipykernel_launcher ...``) runs in this
     process once it is confined, as the zygote's forks do: one Python start-up per kernel, not two.

@@ -18,13 +18,23 @@ Launched kernels (every grading kernel of stock ``nbgrader autograde`` in this c
 under bubblewrap (coursekit.kernel.warm_kernels); each fork enters namespaces of its own
 (enter_forked_sandbox) before it becomes a kernel, so kernels of one zygote cannot see each other.
 
-The grader must run as root (it gives each kernel its own uid); Debian's ``bubblewrap`` package
-provides ``bwrap`` (``make`` installs it).
+Two modes, picked by what the machine offers (sandbox_mode(); the run's output and report say which):
+- ``root``: the grader is root, and each kernel runs as a host uid of its own.
+- ``rootless``: the grader is an ordinary user (an instructor on a JupyterHub), and each kernel
+  runs in a user namespace of its own, as a uid of its own inside it (the instructor's on the
+  host). It has every namespace above, the same view and limits and no capability; its process
+  limit counts the processes of its own namespace (Linux counts RLIMIT_NPROC per user namespace),
+  so one kernel's fork bomb does not reach a neighbour or the instructor. It cannot make user
+  namespaces of its own.
+Where neither is possible (not root, and no unprivileged user namespaces: many Kubernetes pods),
+grading stops before it touches anything, with SandboxUnavailable's one line.
+Debian's ``bubblewrap`` package provides ``bwrap`` (``make`` installs it where it runs as root).
 """
 import functools
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,16 +62,56 @@ SEND_TIMEOUT_MS = 2000
 RECONNECT_MS = 5
 
 
+ROOT, ROOTLESS = "root", "rootless"
+# Where to read how to make a machine gradable (the refusal names it).
+RUN_A_COURSE = "docs/run-a-course.md"
+
+
+class SandboxUnavailable(RuntimeError):
+    """Grading kernels cannot be sandboxed on this machine; the message is one line with the remedies."""
+
+
 def bwrap():
-    """The bubblewrap executable, or a clear error saying how to get it."""
+    """The bubblewrap executable, or SandboxUnavailable saying how to get it."""
     found = shutil.which("bwrap")
     if found is None:
-        raise RuntimeError("grading kernels run in a bubblewrap sandbox, and `bwrap` is not installed: "
-                           "install Debian's bubblewrap package (make does it when run as root)")
-    if os.geteuid() != 0:
-        raise RuntimeError("grading kernels run as users of their own, which needs root: "
-                           "run the grader as root (in a container or with sudo)")
+        raise SandboxUnavailable("grading kernels run in a bubblewrap sandbox, and `bwrap` is not installed: "
+                                 f"install Debian's bubblewrap package (make does it when run as root; see {RUN_A_COURSE})")
     return found
+
+
+@functools.cache
+def sandbox_mode():
+    """``ROOT`` or ``ROOTLESS``: how this process's grading kernels are sandboxed (see the module's
+    docstring). Raises SandboxUnavailable (one line: what is missing, and the remedies)."""
+    executable = bwrap()
+    if os.geteuid() == 0:
+        return ROOT
+    why = user_namespaces_refused(executable)
+    if why:
+        raise SandboxUnavailable(
+            f"cannot sandbox grading kernels: this process is not root and cannot make user namespaces ({why}); "
+            "grade as root, or allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; "
+            "on Kubernetes, a grading pod whose security profile allows them), or grade on Dask workers "
+            f"that can (make grade DASK=...): see {RUN_A_COURSE}")
+    return ROOTLESS
+
+
+def describe(mode):
+    """What ``mode`` means, for a run's output and its report."""
+    if mode == ROOT:
+        return "root mode (each kernel runs as a host user of its own)"
+    return f"rootless mode (each kernel runs in a user namespace of its own, as uid {os.getuid()} on the host)"
+
+
+def user_namespaces_refused(executable=None):
+    """Why bubblewrap cannot give an ordinary user a sandbox of nested user namespaces here ("" if it can)."""
+    try:
+        probe = subprocess.run([executable or bwrap(), "--unshare-user", "--disable-userns", "--ro-bind", "/", "/",
+                                "--", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    return "" if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["bwrap failed"])[-1]
 
 
 # What a kernel sees of the course package: the helpers the visible tests use, the judge's agent
@@ -86,16 +136,24 @@ def parent_directories(argv, path, made):
             argv += ["--perms", "0755", "--dir", str(parent)]
 
 
-def bwrap_argv(folder, *, own_pid_namespace=True):
+def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
     """bwrap's arguments up to the command, for a sandbox whose writable host folder is ``folder``.
 
     ``own_pid_namespace`` is False for the zygote, whose forks make one each (the grader must see
-    their process ids to stop them).
+    their process ids to stop them). ``uid``: the kernel's uid, which it has from the start in
+    rootless mode (in root mode it becomes that uid later, in coursekit.kernel.confine).
     """
+    rootless = sandbox_mode() == ROOTLESS
     argv = [bwrap(), "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
+    if rootless and own_pid_namespace:  # a launched kernel: its own user namespace, and none of its own after it
+        argv += ["--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid)]
+    elif rootless:  # the zygote: root of a user namespace, whose forks each make one of their own
+        argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
     if own_pid_namespace:
         argv += ["--unshare-pid", "--proc", "/proc"]
+    elif rootless:  # the forks write their uid maps there; each mounts a /proc of its own over it
+        argv += ["--bind", "/proc", "/proc"]
     else:
         argv += ["--dir", "/proc"]
     for link in ("/bin", "/lib", "/lib64", "/sbin"):
@@ -113,9 +171,16 @@ def bwrap_argv(folder, *, own_pid_namespace=True):
         argv += ["--size", str(SCRATCH_BYTES), "--perms", "0700", "--tmpfs", SCRATCH]
     else:
         argv += ["--dir", SCRATCH, "--dir", STAGING]
+    # the sandbox's own root and the folders made on it are read-only (rootless, they belong to the
+    # kernel's uid: writable, and the zygote's shared by its kernels), and so is the zygote's /dev
+    argv += ["--remount-ro", "/"] + ([] if own_pid_namespace else ["--remount-ro", "/dev"])
+    argv += ["--cap-drop", "ALL"]
+    if rootless and own_pid_namespace:  # the kernel is already its own user: it needs no capability
+        return argv
     # root inside keeps only what it needs to set the sandbox up; the kernel itself keeps nothing
     capabilities = ["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"] + ([] if own_pid_namespace else ["SYS_ADMIN"])
-    argv += ["--cap-drop", "ALL"]
+    if rootless:  # a fork maps its uid to the zygote's root, which takes SETFCAP (user_namespaces(7))
+        capabilities.append("SETFCAP")
     for capability in capabilities:
         argv += ["--cap-add", f"CAP_{capability}"]
     return argv
@@ -124,7 +189,7 @@ def bwrap_argv(folder, *, own_pid_namespace=True):
 class KernelFolder:
     """The host folder of one kernel: its connection file and sockets, and in ``src/`` a copy of
     the files of the notebook's working folder (not the notebooks), which the sandbox copies into
-    its scratch folder. Owned by the kernel's uid."""
+    its scratch folder. Owned by the kernel's uid (rootless: by the grader's, which is the kernel's on the host)."""
 
     def __init__(self, base=KERNELS_BASE):
         self.uid = secrets.randbelow(UIDS[1] - UIDS[0]) + UIDS[0]
@@ -147,8 +212,9 @@ class KernelFolder:
         if fonts is not None:  # else every kernel that plots builds it anew (0.4 s of CPU)
             (source / ".matplotlib").mkdir()
             shutil.copyfile(fonts, source / ".matplotlib" / fonts.name)
-        for path in [self.path, *self.path.rglob("*")]:
-            os.chown(path, self.uid, self.uid)
+        if sandbox_mode() == ROOT:  # (rootless, the kernel's uid is this process's own on the host)
+            for path in [self.path, *self.path.rglob("*")]:
+                os.chown(path, self.uid, self.uid)
 
     def remove(self):
         shutil.rmtree(self.path, ignore_errors=True)
@@ -182,7 +248,7 @@ class SandboxProvisioner(LocalProvisioner):
         folder.prepare(kwargs.pop("cwd", None))
         kwargs["env"] = course_environment(kwargs.get("env") or os.environ)
         inner = [sys.executable, "-m", "coursekit.kernel.confine", str(folder.path), str(folder.uid), "--", *cmd]
-        argv = bwrap_argv(folder.path)
+        argv = bwrap_argv(folder.path, uid=folder.uid)
         return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)
 
 

@@ -28,8 +28,8 @@ from traitlets import List
 
 from coursekit import IN_THE_KERNEL
 from coursekit.kernel.confine import enter_forked_sandbox, kernel_environment
-from coursekit.kernel.sandbox import (KERNELS_BASE, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
-                               course_environment)
+from coursekit.kernel.sandbox import (KERNELS_BASE, ROOTLESS, KernelFolder, SandboxedKernelManager, SandboxProvisioner,
+                                     bwrap_argv, course_environment, sandbox_mode)
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
@@ -170,7 +170,8 @@ class Zygote:
         if not self.lock.acquire(timeout=LOCK_TIMEOUT):
             raise OSError("the zygote is busy")
         try:
-            request = {"argv": argv, "folder": str(folder.path), "uid": folder.uid, "env": env}
+            request = {"argv": argv, "folder": str(folder.path), "uid": folder.uid, "env": env,
+                       "rootless": sandbox_mode() == ROOTLESS}
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             answered, _, _ = select.select([self.process.stdout], [], [], REPLY_TIMEOUT)
@@ -277,7 +278,7 @@ def _become_kernel(request, requests, replies, reported):
     try:
         requests.close()
         replies.close()
-        enter_forked_sandbox(request["folder"], request["uid"], reported)
+        enter_forked_sandbox(request["folder"], request["uid"], reported, request["rootless"])
         os.setsid()
         os.environ.clear()
         os.environ.update(kernel_environment(request["env"]))

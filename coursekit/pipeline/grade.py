@@ -136,6 +136,7 @@ class Outcome:
     - timestamp (datetime), late_penalty ({notebook: points}): nbgrader's submission record.
     - grades [(notebook, cell, auto_score, needs_manual_grade)], comments [(notebook, cell, auto_comment)].
     - autograded, feedback ({path: bytes}): the files of autograded/ and feedback/.
+    - sandbox: the sandbox mode its kernel ran in (coursekit.kernel.sandbox.describe), "" if none started.
     """
 
     student: str
@@ -148,6 +149,7 @@ class Outcome:
     comments: list = field(default_factory=list)
     autograded: dict = field(default_factory=dict)
     feedback: dict = field(default_factory=dict)
+    sandbox: str = ""
 
     def needs_manual_grading(self) -> bool:
         return any(needs_manual for *_, needs_manual in self.grades)
@@ -185,6 +187,8 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
             return outcome
         if kept:
             _restore(course, assignment, student, kept)
+        with contextlib.suppress(sandbox.SandboxUnavailable):  # (autograde fails with its one line)
+            outcome.sandbox = sandbox.describe(sandbox.sandbox_mode())
         graded = api.autograde(assignment, student, force=True, create=True)
         if not graded["success"]:
             outcome.error = "autograding failed: " + _last_line(graded.get("error") or graded.get("log"))
@@ -338,7 +342,13 @@ def _dask_pool(address):
 
 def grade_class(assignment: str, course: PathLike = COURSE_ROOT, jobs: int | None = None, dask: str | None = None,
                 progress: bool = True, feedback: bool = True) -> dict[str, Outcome]:
-    """Grade every submission of ``assignment``; returns the workers' results by student."""
+    """Grade every submission of ``assignment``; returns the workers' results by student.
+
+    Raises coursekit.kernel.sandbox.SandboxUnavailable, before it touches the course, where this
+    machine cannot sandbox the kernels (Dask workers check for themselves).
+    """
+    if not dask:
+        sandbox.sandbox_mode()
     course = Path(course)
     students = sorted(p.parent.name for p in course_folder(course, "submitted").glob(f"*/{assignment}") if p.is_dir())
     kit = grading_kit(course, assignment)
@@ -408,9 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="grade a copy of the course and print what would "
                         "change; the gradebook, autograded/ and feedback/ stay as they are")
     args = parser.parse_args(argv)
-    from coursekit.pipeline import regrade, report
+    from coursekit.pipeline import ownership, regrade, report
 
     course, assignment = Path(args.course), args.assignment
+    if not args.dask:
+        try:
+            print(f"Grading kernels are sandboxed: {sandbox.describe(sandbox.sandbox_mode())}", file=sys.stderr)
+        except sandbox.SandboxUnavailable as error:
+            print(f"make grade: {error}", file=sys.stderr)
+            return 2
     before = regrade.snapshot(course, assignment) if gradebook_file(course).exists() else {}
     if args.dry_run:
         with tempfile.TemporaryDirectory() as scratch:
@@ -419,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             found = regrade.changes(before, regrade.snapshot(copy, assignment))
         print(regrade.as_text(found, version=regrade.tests_version(course, assignment)))
         return 0
+    ownership.hand_back_at_exit(course)  # (a no-op but for root grading someone's course)
     outcomes = grade_class(assignment, course, args.jobs, args.dask)
     graded = results(course, assignment)  # the gradebook read once, each autograded notebook once
     after = regrade.snapshot(course, assignment, graded)

@@ -19,7 +19,7 @@ import zmq
 from jinja2 import pass_context as contextfilter
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
-from nbconvert.exporters import HTMLExporter, TemplateExporter
+from nbconvert.exporters import HTMLExporter, NotebookExporter, TemplateExporter
 from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
@@ -34,7 +34,9 @@ from traitlets import Bool, Float, Integer, Unicode
 
 from coursekit import judge
 from coursekit.pipeline import tamper
+from coursekit.kernel import sandbox
 from coursekit.kernel.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES
+from nbgrader.converters.base import NbGraderException
 
 
 DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself, e.g. replace builtins?)"
@@ -42,6 +44,22 @@ DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself
 
 def _error(name, message):
     return new_output("error", ename=name, evalue=message, traceback=[f"{name}: {message}"])
+
+
+class SandboxCheckedExporter(NotebookExporter):
+    """Autograde's exporter (``Autograde.exporter_class``), made once before any submission is
+    touched: where grading kernels cannot be sandboxed (coursekit.kernel.sandbox.sandbox_mode),
+    autograde stops here with one line, before nbgrader removes an earlier grading (``--force``)
+    or starts a kernel. Otherwise the log says which mode grades."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        try:
+            mode = sandbox.sandbox_mode()
+        except sandbox.SandboxUnavailable as error:
+            self.log.error("%s", error)
+            raise NbGraderException(str(error)) from None
+        self.log.info("Grading kernels are sandboxed: %s", sandbox.describe(mode))
 
 
 class TimeLimitedExecute(Execute):

@@ -235,6 +235,7 @@ def write(course: PathLike, assignment: str, outcomes: dict, changes: list[tuple
               for f in scan_folder(course_folder(course, "submitted", s, assignment), source)
               + scan_notebook(course_folder(course, "submitted", s, assignment) / f"{assignment}.ipynb")]
     manual = sorted(s for s, o in outcomes.items() if o.needs_manual_grading())
+    modes = sorted({o.sandbox for o in outcomes.values() if o.sandbox})
     rates = _plots(folder, graded)
 
     found = mistakes(graded)
@@ -262,6 +263,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }} pre {{ 
 <h1>{assignment}: grading report</h1>
 <p>{len(students)} submissions, {len(students) - len(errors)} graded, {len(errors)} not graded,
 {len(manual)} needing manual grading.</p>
+<p>Grading kernels: {html.escape("; ".join(modes) or "none started")}.</p>
 <h2>Scores</h2><pre>{html.escape(table)}</pre>
 <img src="score_histogram.png" alt="score histogram">
 <h2>Failure rate per test cell</h2><img src="failure_rates.png" alt="failure rate per test cell">
@@ -285,7 +287,7 @@ human to look at).</p>
 {'<p>The <a href="grading_sheet.html">grading sheet</a> has each written question with its model answer and rubric.</p>' if sheet else ""}
 </body></html>
 """)
-    summary = [table, ""]
+    summary = [table, "", f"Grading kernels: {'; '.join(modes) or 'none started'}"]
     if tamper:
         summary.append(f"Tamper report ({len(tamper)} findings):")
         summary += [f"  {s}: {f'cell {c}, line {line}' if line else c}: {what}" for s, c, line, what in tamper]

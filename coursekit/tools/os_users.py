@@ -39,7 +39,8 @@ class Students:
     def argv(self, student, *command):
         """The command line that runs ``command`` as ``student`` (None: as root, on a machine
         whose users they are)."""
-        argv = [bwrap(), "--die-with-parent", "--bind", "/", "/", "--dev", "/dev", "--ro-bind", str(self.passwd), "/etc/passwd"]
+        argv = [bwrap(), "--die-with-parent", "--bind", "/", "/", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                "--ro-bind", str(self.passwd), "/etc/passwd"]  # (a /dev/shm as the machine's, for multiprocessing's locks)
         if student is None:
             return [*argv, *command]
         argv += ["--perms", "0755", "--tmpfs", HIDDEN]
