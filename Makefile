@@ -1,11 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-VENV := .venv
+# (a course hub's instructor has the hub's environment: VENV=/opt/coursekit-hub/venv, set by the hub)
+VENV ?= .venv
 PY := $(VENV)/bin/python
 ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test quick lint release grade new-assignment venv sandbox browser clean-grading
+.PHONY: demo test quick lint release grade new-assignment venv sandbox browser clean-grading doctor hub
 
 venv: $(VENV)/.installed sandbox
 
@@ -27,8 +28,23 @@ demo: release
 	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.tools.demo $$a || exit 1; done
 
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
-grade: venv
+grade: | $(VENV)/.installed sandbox
 	$(PY) -m coursekit.pipeline.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
+
+## What this machine offers for grading and for a course hub (root or user namespaces, bubblewrap, the
+## exchange, an interpreter every user can run, private homes), and what to do about what is missing
+doctor: | $(VENV)/.installed
+	$(PY) -m coursekit.tools.doctor
+
+## A course hub on this server for the demo class, as root: system users (an instructor, three students;
+## passwords printed), the exchange, the instructor's course in their home, JupyterHub on http://127.0.0.1:8000
+HUB_PREFIX ?= /opt/coursekit-hub
+hub: venv sandbox $(HUB_PREFIX)/.installed
+	$(PY) -m coursekit.tools.hub --prefix $(HUB_PREFIX)
+
+$(HUB_PREFIX)/.installed: requirements.txt hub/requirements.txt hub/package-lock.json
+	$(PY) -m coursekit.tools.hub --prefix $(HUB_PREFIX) --install
+	touch $@
 
 ## Start an assignment: its notebook with one worked example part, its judge module and an empty
 ## catalog (reported as to write), then the release: make new-assignment A=ps4

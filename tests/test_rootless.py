@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
 NBGRADER = "from nbgrader.apps.nbgraderapp import main; main()"
 BUGS = {bug.name: bug for bug in CATALOGS["ps1"].BUGS}
-CLASS = {"solution": Solution(), "variant": CATALOGS["ps1"].VARIANTS[0],
-         "tanh_no_upstream": BUGS["tanh_no_upstream"], "linear_grad_biases_mean": BUGS["linear_grad_biases_mean"]}
+CLASS = {"solution": Solution(), **{submission.name: submission for submission in (
+    CATALOGS["ps1"].VARIANTS[0], BUGS["tanh_no_upstream"], BUGS["linear_grad_biases_mean"])}}
 
 
 def _prober(paths):
@@ -59,6 +59,11 @@ def as_instructor(hub, *command, check=True, **env):
     return done
 
 
+def in_course(hub, course, arguments, check=True, prefix=()):
+    """`nbgrader ARGUMENTS` run by the instructor in ``course`` (``prefix``: a command it runs under)."""
+    return as_instructor(hub, *prefix, "sh", "-c", f"cd {course} && {sys.executable} -c '{NBGRADER}' {arguments}", check=check)
+
+
 def instructors_course(hub, name, students):
     """A copy of ps1 in the instructor's home, owned by them, with ``students`` handed in."""
     course = copy_course("ps1", hub["home"] / name)
@@ -77,19 +82,20 @@ def _foreign_files(course, uid):
 @pytest.fixture(scope="module")
 def graded_by_instructor(hub):
     """The class and a prober, graded by the instructor with `make grade` and with stock nbgrader."""
-    courses, outputs = {}, {}
+    courses, outputs, probed = {}, {}, {}
     for how in ("make grade", "stock"):
         course = hub["home"] / how.replace(" ", "_")
         paths = [course / "gradebook.db", course / SECRET_FILE, course / "source" / "ps1" / "ps1.ipynb",
                  COURSE_ROOT / "coursekit" / "judge" / "ps1.py", COURSE_ROOT / "source" / "ps1" / "ps1.ipynb"]
         course = instructors_course(hub, course.name, {**CLASS, "prober": _prober(paths)})
+        probed[how] = paths
         if how == "make grade":
             done = as_instructor(hub, sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course))
         else:
-            as_instructor(hub, sys.executable, "-c", NBGRADER, "generate_assignment", "ps1", cwd=course)
-            done = as_instructor(hub, "sh", "-c", f"cd {course} && {sys.executable} -c '{NBGRADER}' autograde ps1 --force")
+            in_course(hub, course, "generate_assignment ps1")
+            done = in_course(hub, course, "autograde ps1 --force")
         courses[how], outputs[how] = course, done.stdout + done.stderr
-    return {"courses": courses, "outputs": outputs, "paths": paths}
+    return {"courses": courses, "outputs": outputs, "probed": probed}
 
 
 @pytest.mark.reads(*CLASS, assignment="ps1", kind="catalog")
@@ -108,7 +114,7 @@ def test_a_kernel_cannot_read_the_course_or_the_judge_by_absolute_path(graded_by
     course = graded_by_instructor["courses"][how]
     notebook = nbformat.read(course / "autograded" / "prober" / "ps1" / "ps1.ipynb", as_version=4)
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
-    for path in graded_by_instructor["paths"]:
+    for path in graded_by_instructor["probed"][how]:
         assert f"DENIED {path}" in printed and f"READ {path}" not in printed, (path, printed[:2000])
 
 
@@ -127,7 +133,7 @@ def test_what_root_grades_in_an_instructors_course_is_handed_back_to_them(hub):
     assert "root mode" in done.stderr and (course / "gradebook.db").exists()
     assert not _foreign_files(course, hub["uid"])
     # and the instructor's own nbgrader goes on working in it
-    as_instructor(hub, "sh", "-c", f"cd {course} && {sys.executable} -c '{NBGRADER}' generate_feedback ps1 --force")
+    in_course(hub, course, "generate_feedback ps1 --force")
 
 
 def test_without_user_namespaces_grading_stops_in_one_line_and_deletes_nothing(hub):
@@ -143,8 +149,7 @@ def test_without_user_namespaces_grading_stops_in_one_line_and_deletes_nothing(h
     assert grade.returncode == 2 and grade.stdout == "", grade.stdout
     (line,) = grade.stderr.strip().splitlines()
     assert "cannot make user namespaces" in line and "grade as root" in line and "run-a-course" in line, line
-    stock = as_instructor(hub, *poorer, "sh", "-c", f"cd {course} && {sys.executable} -c '{NBGRADER}' autograde ps1 --force",
-                          check=False)
+    stock = in_course(hub, course, "autograde ps1 --force", check=False, prefix=poorer)
     assert stock.returncode != 0
     errors = [line for line in stock.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot make user namespaces" in errors[0] and "Traceback" not in stock.stderr, stock.stderr

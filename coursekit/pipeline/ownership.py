@@ -23,9 +23,9 @@ def hand_back(course: str | os.PathLike) -> list[Path]:
     - list: the paths handed back.
     """
     course = Path(course)
-    owner = course.stat()
-    if os.geteuid() != 0 or owner.st_uid == 0:
+    if os.geteuid() != 0 or not course.is_dir() or course.stat().st_uid == 0:
         return []
+    owner = course.stat()
     handed = []
     for folder, folders, files in os.walk(course):
         folders[:] = [name for name in folders if name not in SKIPPED]
@@ -38,6 +38,12 @@ def hand_back(course: str | os.PathLike) -> list[Path]:
 
 
 def hand_back_at_exit(course: str | os.PathLike) -> None:
-    """Register hand_back(course) for when this process ends (a no-op unless it runs as root)."""
-    if os.geteuid() == 0:
+    """Register hand_back(course) for when this process ends (a no-op unless it runs as root),
+    once per course however often its config is read."""
+    course = os.path.realpath(course)
+    if os.geteuid() == 0 and course not in _REGISTERED:
+        _REGISTERED.add(course)
         atexit.register(hand_back, course)
+
+
+_REGISTERED = set()
