@@ -20,7 +20,8 @@ ENVIRONMENT = Path(SETUP["environment"])  # its venv/ and proxy/
 
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = int(SETUP["port"])
-c.JupyterHub.hub_port = int(SETUP["port"]) + 81  # (8081, its default, beside 8000; the proxy API takes port + 1)
+c.JupyterHub.hub_port = int(SETUP["port"]) + 81  # (8081, its default, beside 8000)
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{int(SETUP['port']) + 1}"
 c.JupyterHub.authenticator_class = "pam"
 c.Authenticator.allowed_users = INSTRUCTORS | STUDENTS
 c.JupyterHub.db_url = f"sqlite:///{PREFIX / 'state' / 'jupyterhub.sqlite'}"

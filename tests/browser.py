@@ -60,6 +60,12 @@ class Browser:
             time.sleep(0.3)
         raise TimeoutError(f"waited {timeout} s for: {script[:200]}")
 
+    def click(self, script, timeout=90):
+        """Click, as a user does, the element that ``script`` returns (waiting until it returns one)."""
+        element = self.wait_for(script, timeout)
+        (element_id,) = element.values()
+        self._call("POST", f"/element/{element_id}/click")
+
     def screenshot(self, path):
         path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
 

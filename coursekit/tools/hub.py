@@ -97,38 +97,43 @@ def clone_course(home: Path, owner: str) -> Path:
     return course
 
 
-def write_role_config(prefix: Path, courses: dict[str, Path]) -> None:
+def write_role_config(prefix: Path, courses: dict[str, Path], exchange: Path = EXCHANGE) -> None:
     """Each role's Jupyter configuration folder (JUPYTER_CONFIG_DIR of its servers; root's, so a
-    student cannot turn the instructor's extensions back on)."""
+    student cannot turn the instructor's extensions back on). ``exchange``: another exchange than
+    the course's (the tests' hubs have their own)."""
     student, instructor = prefix / "jupyter" / "student", prefix / "jupyter" / "instructor"
     for folder in (student / "labconfig", instructor):
         folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(COURSE_ROOT / "student" / "nbgrader_config.py", student / "nbgrader_config.py")
-    (student / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
+    elsewhere = f"c.Exchange.root = {str(exchange)!r}\n" if exchange != EXCHANGE else ""
+    (student / "nbgrader_config.py").write_text((COURSE_ROOT / "student" / "nbgrader_config.py").read_text() + elsewhere)
+    quiet = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}  # (no internet to ask)
+    (student / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet, "ServerApp": {"jpserver_extensions": {
         f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}, indent=1))
+    (instructor / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet}, indent=1))
     (student / "labconfig" / "page_config.json").write_text(json.dumps({"disabledExtensions": {
         f"@jupyter/nbgrader:{name}": True for name in INSTRUCTOR_LAB_PLUGINS}}, indent=1))
     # an instructor's server starts in their home: nbgrader reads the course's config from there
     (course,) = courses.values()
     (instructor / "nbgrader_config.py").write_text(
-        f'c = get_config()  # noqa: F821\nload_subconfig({str(course / "nbgrader_config.py")!r})  # noqa: F821\n')
+        f'c = get_config()  # noqa: F821\nload_subconfig({str(course / "nbgrader_config.py")!r})  # noqa: F821\n' + elsewhere)
     for folder in (student, instructor):  # (else jupyter_core tries to write it there, and formgrader fails to load)
         (folder / "migrated").write_text("")
     for path in [prefix / "jupyter", *(prefix / "jupyter").rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def setup(prefix: Path, port: int, instructor: str = INSTRUCTOR, students=STUDENTS, environment: Path | None = None) -> dict:
+def setup(prefix: Path, port: int, instructor: str = INSTRUCTOR, students=STUDENTS, environment: Path | None = None,
+          exchange: Path = EXCHANGE) -> dict:
     """Users, exchange, course and configuration of a hub whose files are in ``prefix`` (its
     environment in ``environment``, by default the prefix's own: see install()); returns
     ``prefix/hub.json``'s contents with the users' new passwords."""
     homes = {name: add_user(name) for name in (instructor, *students)}
     passwords = set_passwords(homes)
-    make_exchange()
+    make_exchange(exchange)
     courses = {instructor: clone_course(homes[instructor], instructor)}
     prefix.mkdir(parents=True, exist_ok=True)
     prefix.chmod(0o755)
-    write_role_config(prefix, courses)
+    write_role_config(prefix, courses, exchange)
     state = prefix / "state"
     state.mkdir(exist_ok=True)
     state.chmod(0o700)
