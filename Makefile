@@ -1,6 +1,8 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-# (a course hub's instructor has the hub's environment: VENV=/opt/coursekit-hub/venv, set by the hub)
+# (a course hub's instructor has the hub's environment: VENV=/opt/coursekit-hub/venv, set by the hub,
+# which grade and doctor use as it is: it is root's to install)
 VENV ?= .venv
+OWN_VENV := $(if $(filter .venv,$(VENV)),venv)
 PY := $(VENV)/bin/python
 ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
@@ -28,12 +30,12 @@ demo: release
 	for a in $(ASSIGNMENTS); do $(PY) -m coursekit.tools.demo $$a || exit 1; done
 
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
-grade: | $(VENV)/.installed sandbox
+grade: $(OWN_VENV) sandbox
 	$(PY) -m coursekit.pipeline.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
 
 ## What this machine offers for grading and for a course hub (root or user namespaces, bubblewrap, the
 ## exchange, an interpreter every user can run, private homes), and what to do about what is missing
-doctor: | $(VENV)/.installed
+doctor: $(OWN_VENV)
 	$(PY) -m coursekit.tools.doctor
 
 ## A course hub on this server for the demo class, as root: system users (an instructor, three students;

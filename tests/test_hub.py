@@ -90,6 +90,7 @@ class Session:
 
 
 def log_in(browser, url, name, password):
+    browser.open(f"{url}/hub/logout")  # (whoever was logged in before)
     browser.open(f"{url}/hub/login")
     browser.wait_for("return document.querySelector('#username_input')")
     browser.run("document.querySelector('#username_input').value = arguments[0];"
@@ -184,7 +185,7 @@ def hub(tmp_path_factory):
 
 def as_user(name, *command):
     """``command`` run by the system user ``name`` in their home, as in their server's terminal."""
-    return subprocess.run(["runuser", "-u", name, "--", "sh", "-c", " ".join(command)], capture_output=True, text=True,
+    return subprocess.run([course_hub.system_command("runuser"), "-u", name, "--", "sh", "-c", " ".join(command)], capture_output=True, text=True,
                           cwd="/", env={"HOME": f"/home/{name}", "PATH": f"{course_hub.PREFIX}/venv/bin:/usr/bin:/bin"})
 
 
@@ -254,8 +255,10 @@ def _student_works(browser, hub, student, submission):
     shot(browser, hub["shots"], f"{student}-visible-test")
     open_menu(browser, "Nbgrader", "Assignment List")
     click_in_assignments(browser, "Submit")
-    browser.wait_for("return [...document.querySelectorAll('.lm-DockPanel .list_item')].some(i => /submitted/i.test(i.textContent)"
-                     " && /\\d{4}-\\d\\d-\\d\\d/.test(i.textContent))", timeout=120)
+    # (the Submitted assignments list gets a row with the submission's time)
+    browser.wait_for("return [...document.querySelectorAll('.lm-DockPanel .nested_list_item')]"
+                     ".some(i => /\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d/.test(i.textContent))", timeout=120)
+    shot(browser, hub["shots"], f"{student}-submitted")
     seen["formgrader"] = api.get("formgrader").status_code
     seen["other server"] = api.http.get(f"{hub['url']}/user/{INSTRUCTOR}/api/contents").status_code
     return seen
@@ -268,7 +271,7 @@ def _student_reads_feedback(browser, hub, student):
     click_in_assignments(browser, "Fetch Feedback")
     browser.wait_for("return document.querySelector('.lm-DockPanel').innerText.includes('(view feedback)')", timeout=120)
     listed = Session(hub["url"], student, hub["passwords"][student]).get(f"assignments?course_id={COURSE_ID}").json()
-    (folder,) = set(re.findall(r'"local_feedback_path": "([^"]+)"', json.dumps(listed)))
+    folder = max(re.findall(r'"local_feedback_path": "([^"]+)"', json.dumps(listed)))  # (the latest submission's)
     browser.open(f"{hub['url']}/user/{student}/files/{folder}/ps1.html")
     page = browser.wait_for("return document.body && document.body.innerText.includes('Score') && document.body.innerText")
     shot(browser, hub["shots"], f"{student}-feedback")

@@ -80,7 +80,7 @@ def check_same_exchange(course: Path) -> Check:
 
 def exchange_root(config_file: Path) -> str:
     """The Exchange.root that an nbgrader config file sets (nbgrader's default if it sets none)."""
-    from nbgrader.exchange.abc.exchange import Exchange
+    from nbgrader.exchange.default.exchange import Exchange
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
