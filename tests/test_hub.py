@@ -135,11 +135,14 @@ def find_output(browser, texts):
     renders only the cells in view)."""
     browser.run("document.querySelector('.jp-WindowedPanel-outer').scrollTop = 0")
     for _ in range(200):
-        found = browser.run("const outputs = [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText);"
-                            "for (const text of arguments[0]) { const hit = outputs.find(o => o.includes(text)); if (hit) return hit; }"
-                            "const pane = document.querySelector('.jp-WindowedPanel-outer');"
-                            "if (pane.scrollTop + pane.clientHeight >= pane.scrollHeight) return 'END';"
-                            "pane.scrollTop += pane.clientHeight / 2; return null;", list(texts))
+        found = browser.run(
+            "const outputs = [...document.querySelectorAll('.jp-OutputArea-output')];"
+            "for (const text of arguments[0]) {"
+            "  const hit = outputs.find(o => o.innerText.includes(text));"
+            "  if (hit) { hit.scrollIntoView({block: 'center'}); return hit.innerText; } }"
+            "const pane = document.querySelector('.jp-WindowedPanel-outer');"
+            "if (pane.scrollTop + pane.clientHeight >= pane.scrollHeight) return 'END';"
+            "pane.scrollTop += pane.clientHeight / 2; return null;", list(texts))
         if found == "END":
             break
         if found:
@@ -185,8 +188,9 @@ def hub(tmp_path_factory):
 
 def as_user(name, *command):
     """``command`` run by the system user ``name`` in their home, as in their server's terminal."""
-    return subprocess.run([course_hub.system_command("runuser"), "-u", name, "--", "sh", "-c", " ".join(command)], capture_output=True, text=True,
-                          cwd="/", env={"HOME": f"/home/{name}", "PATH": f"{course_hub.PREFIX}/venv/bin:/usr/bin:/bin"})
+    return subprocess.run([course_hub.system_command("runuser"), "-u", name, "--", "sh", "-c", " ".join(command)],
+                          capture_output=True, text=True, cwd="/",
+                          env={"HOME": f"/home/{name}", "PATH": f"{course_hub.PREFIX}/venv/bin:/usr/bin:/bin"})
 
 
 @pytest.fixture(scope="module")

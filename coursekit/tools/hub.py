@@ -61,6 +61,11 @@ def install(prefix: Path) -> None:
                                     if not line.startswith("-e")))
     _run(str(venv / "bin" / "pip"), "install", "--quiet", "-r", str(requirements),
          "-r", str(COURSE_ROOT / "hub" / "requirements.txt"))
+    # JupyterLab asks every user whether to fetch news from the internet, which the hub may not reach
+    settings = venv / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "overrides.json").write_text(json.dumps({"@jupyterlab/apputils-extension:notification": {
+        "fetchNews": "false", "checkForUpdates": False}}, indent=1))
     (venv / ".installed").touch()  # the Makefile's mark: an instructor's `make grade VENV=...` uses it as it is
     proxy = prefix / "proxy"
     proxy.mkdir(exist_ok=True)
