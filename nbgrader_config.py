@@ -1,6 +1,7 @@
 """nbgrader configuration for the course (read by every nbgrader command run here)."""
 import os
 
+from coursekit.pipeline.formgrader import render_math_offline
 from coursekit.pipeline.ownership import hand_back_at_exit
 
 c = get_config()  # noqa: F821 - provided by nbgrader
@@ -65,6 +66,9 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "coursekit.pipeline.nbgrader_plugins.CheckCellMetadata",
 ]
+
+# formgrader's pages render written answers' math with MathJax from this Jupyter server, not a CDN.
+render_math_offline()
 
 # Feedback shows each test's score and one-line message, never hidden test code.
 c.GenerateFeedback.exporter_class = "coursekit.pipeline.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster

@@ -66,6 +66,12 @@ class Browser:
         (element_id,) = element.values()
         self._call("POST", f"/element/{element_id}/click")
 
+    def type(self, script, text, timeout=90):
+        """Type ``text`` into the element that ``script`` returns, as a user does."""
+        element = self.wait_for(script, timeout)
+        (element_id,) = element.values()
+        self._call("POST", f"/element/{element_id}/value", {"text": text})
+
     def screenshot(self, path):
         path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
 

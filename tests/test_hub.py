@@ -282,6 +282,50 @@ def _student_reads_feedback(browser, hub, student):
     return {"feedback": page}
 
 
+@pytest.fixture(scope="module")
+def hand_graded(hub, term):
+    """ps3, which ckt-ada hands in through her server's API, graded with `make grade`; then the
+    instructor grades her written answer relu_written by hand on formgrader's page."""
+    instructor = Session(hub["url"], INSTRUCTOR, hub["passwords"][INSTRUCTOR])
+    for step in ("assign", "release"):
+        assert instructor.post(f"formgrader/api/assignment/ps3/{step}").json()["success"]
+    ada = Session(hub["url"], "ckt-ada", hub["passwords"]["ckt-ada"])
+    ada.start()
+    ids = {"assignment_id": "ps3", "course_id": COURSE_ID}
+    assert ada.post("assignments/fetch", data=ids).json()["success"]
+    release = nbformat.from_dict(ada.get("api/contents/ps3/ps3.ipynb").json()["content"])
+    answered = json.loads(Solution().content("ps3", release))
+    assert ada.put("api/contents/ps3/ps3.ipynb", json={"type": "notebook", "format": "json", "content": answered}).ok
+    assert ada.post("assignments/submit", data=ids).json()["success"]
+    assert instructor.post("formgrader/api/assignment/ps3/collect").json()["success"]
+    graded = as_user(INSTRUCTOR, f"cd {hub['course']} && make grade A=ps3 VENV={course_hub.PREFIX}/venv")
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    (notebook,) = instructor.get("formgrader/api/submitted_notebooks/ps3/ps3").json()
+    with chromium(width=1300, height=900) as browser:
+        log_in(browser, hub["url"], INSTRUCTOR, hub["passwords"][INSTRUCTOR])
+        browser.open(f"{hub['url']}/user/{INSTRUCTOR}/formgrader/submissions/{notebook['id']}/")
+        cell = "document.querySelector('#relu_written').closest('.nbgrader_cell')"
+        browser.wait_for(f"return {cell} && {cell}.querySelectorAll('.MathJax, .MathJax_Display').length > 0", timeout=60)
+        seen = {"answer": browser.run(f"{cell}.scrollIntoView(); return {cell}.innerText")}
+        browser.type("return document.querySelector('#relu_written')", "1")
+        browser.run("document.querySelector('#relu_written').blur()")  # formgrader saves on change
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            grades = instructor.get(f"formgrader/api/grades?submission_id={notebook['id']}").json()
+            seen["manual score"] = {grade["name"]: grade["manual_score"] for grade in grades}.get("relu_written")
+            if seen["manual score"] is not None:
+                break
+            time.sleep(0.5)
+        shot(browser, hub["shots"], "formgrader-written-answer")
+    return seen
+
+
+def test_a_written_answer_is_graded_by_hand_in_formgrader_with_its_math_rendered(hand_graded):
+    assert hand_graded["manual score"] == 1
+    answer = hand_graded["answer"]
+    assert "elementwise" in answer and "$" not in answer and "\\frac" not in answer, answer[:500]
+
+
 def test_students_fetch_run_and_submit_in_jupyterlab(term):
     assert term["ckt-ada"]["visible test"].startswith("Visible tests for Linear passed")
     failure = term["ckt-chen"]["visible test"]
