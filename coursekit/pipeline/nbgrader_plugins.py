@@ -695,7 +695,8 @@ class CourseExport(CsvExportPlugin):
             submission = gradebook.find_submission(assignment.name, student.id)
         except MissingEntry:
             submission = None
-        if failure is not None and (submission is None or all(grade.auto_score is None for grade in submission.grades)):
+        if failure is not None and (submission is None or all(grade.auto_score is None for notebook in submission.notebooks
+                                                              for grade in notebook.grades)):
             row["status"] = f"not graded: {failure}"  # (what a TA graded by hand stays in the gradebook)
         elif submission is not None:
             penalty = submission.late_submission_penalty or 0.0
