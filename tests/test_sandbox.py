@@ -64,7 +64,8 @@ def test_a_kernel_sees_only_its_own_files_processes_and_no_network(tmp_path, man
             "/root/.bashrc", "/work/main/.git", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"),
             str(COURSE_ROOT / "coursekit" / "judge" / "__init__.py"), str(COURSE_ROOT / "coursekit" / "pipeline" / "grade.py")]
     writes = ["scratch.txt", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"), str(COURSE_ROOT / "coursekit" / "new.py"),
-              str(COURSE_ROOT / "coursekit" / "judge" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new"]
+              str(COURSE_ROOT / "coursekit" / "judge" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new",
+              "/dev/shm/new", "/dev/new"]
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -164,6 +165,86 @@ def test_the_sandbox_mode_is_the_one_this_user_gets():
     from coursekit.kernel.sandbox import sandbox_mode
 
     assert sandbox_mode() == os.environ.get("COURSEKIT_EXPECT_SANDBOX", "root" if os.geteuid() == 0 else "rootless")
+
+
+LEAVES_A_SETUID_PROGRAM = """
+import glob, os, shutil
+mine = [path for path in glob.glob("/tmp/**/ck-*", recursive=True) if os.access(path, os.W_OK)]
+for folder in mine:
+    os.mkdir(folder + "/keep")
+    shutil.copy("/usr/bin/true", folder + "/keep/program")
+    os.chmod(folder + "/keep/program", 0o4755)
+    os.chmod(folder + "/keep", 0o111)
+print(mine)
+"""
+
+
+def test_what_a_kernel_leaves_in_its_folder_no_one_else_can_reach_and_it_goes_with_the_kernel(tmp_path, manager):
+    """Rootless, a kernel's files are the grader's on the host: a setuid program left in its
+    folder would run as the grader for whoever reaches it."""
+    import ast
+
+    from coursekit.kernel.sandbox import kernels_base
+
+    (outputs,) = run(tmp_path, LEAVES_A_SETUID_PROGRAM, kernel_manager_class=manager)
+    folders = ast.literal_eval(text(outputs))
+    assert folders and all(folder.startswith(kernels_base() + "/") for folder in folders), folders
+    info = os.stat(kernels_base())
+    assert info.st_uid == os.getuid() and info.st_mode & 0o777 == 0o700
+    assert not any(os.path.exists(folder + "/keep") for folder in folders if os.path.exists(folder)), "it outlived the kernel"
+
+
+def test_a_kernel_reads_none_of_the_graders_environment_or_keys(tmp_path, manager, monkeypatch):
+    import ctypes
+
+    from coursekit.kernel.confine import SYS_KEYCTL
+
+    monkeypatch.setenv("HUB_API_TOKEN_PROBE", "grader-secret-6b1f")
+    if SYS_KEYCTL is not None:  # a session keyring of this process's, with a key in it
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(SYS_KEYCTL, 1, b"coursekit-test")
+        add_key = {250: 248, 219: 217}[SYS_KEYCTL]
+        assert libc.syscall(add_key, b"user", b"coursekit-probe", b"key-secret-6b1f", 15, -3) > 0
+    # (rootless, a key of the grader's uid may still be listed in /proc/keys, as its owner's: its
+    # payload is what a kernel must not read, through a keyring it would possess)
+    code = ("import ctypes, glob, os\n"
+            "seen = [open(path, 'rb').read().decode('latin-1') for path in glob.glob('/proc/*/environ')"
+            " if os.access(path, os.R_OK)]\n"
+            "libc, keys = ctypes.CDLL(None), []\n"
+            "for line in open('/proc/keys'):\n"
+            "    buffer = ctypes.create_string_buffer(256)\n"
+            f"    if libc.syscall({SYS_KEYCTL or 0}, 11, int(line.split()[0], 16), buffer, 256) > 0:\n"
+            "        keys.append(buffer.value.decode('latin-1'))\n"
+            "print(repr(dict(os.environ)), seen, keys)")
+    (outputs,) = run(tmp_path, code, kernel_manager_class=manager)
+    printed = text(outputs)
+    assert printed and "grader-secret-6b1f" not in printed and "key-secret-6b1f" not in printed, printed[:3000]
+
+
+def _hold_inotify_instances(folder, seconds):
+    code = ("import ctypes, time\n"
+            "libc = ctypes.CDLL(None)\n"
+            "held = [fd for fd in (libc.inotify_init1(0) for _ in range(500)) if fd >= 0]\n"
+            f"time.sleep({seconds})\n"
+            "print(len(held))")
+    return text(run(folder, code, timeout=40)[0])
+
+
+def test_a_kernel_cannot_take_every_inotify_instance_of_the_grader(tmp_path):
+    import concurrent.futures
+    import ctypes
+    import multiprocessing
+
+    warm_kernels.zygote()
+    libc = ctypes.CDLL(None, use_errno=True)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        held = pool.submit(_hold_inotify_instances, tmp_path, 6)
+        time.sleep(4)
+        mine = [libc.inotify_init1(0) for _ in range(8)]
+        assert all(fd >= 0 for fd in mine), "the grader could not watch files while a kernel held its instances"
+        for fd in mine:
+            os.close(fd)
+        assert int(held.result(timeout=60)) > 0
 
 
 def _signal_everything_then_sleep(folder, delay):

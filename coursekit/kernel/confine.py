@@ -39,6 +39,13 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+KEYCTL_JOIN_SESSION_KEYRING = 1
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+# What a kernel's user namespace may hold (/proc/sys/user/, per namespace): rootless, what it uses
+# counts against the grader's own quotas too, so one kernel must not take them all.
+NAMESPACE_QUOTAS = {"max_user_namespaces": 0, "max_mnt_namespaces": 0, "max_pid_namespaces": 0, "max_net_namespaces": 0,
+                    "max_ipc_namespaces": 0, "max_uts_namespaces": 0, "max_cgroup_namespaces": 0,
+                    "max_inotify_instances": 16, "max_inotify_watches": 4096, "max_fanotify_groups": 0}
 
 
 class _CapHeader(ctypes.Structure):
@@ -92,6 +99,10 @@ def confine(folder, uid):
         os.dup2(devnull, 2)
     os.dup2(devnull, 0)
     os.close(devnull)
+    if SYS_KEYCTL is not None:  # a session keyring of its own: not the grader's, whose keys it would possess
+        _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
+    if os.getuid() == uid:  # rootless: a user namespace of its own, whose quotas it may still lower
+        limit_user_namespace()
     for capability in range(64):  # none can come back, whatever runs later (fails harmlessly without CAP_SETPCAP)
         _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
     if os.getuid() != uid:  # root mode: the kernel's own host uid
@@ -113,8 +124,19 @@ def _own_user_namespace(uid):
     for name, text in [("uid_map", f"{uid} {outer_uid} 1"), ("setgroups", "deny"), ("gid_map", f"{uid} {outer_gid} 1")]:
         with open(f"/proc/self/{name}", "w") as file:
             file.write(text)
-    with open("/proc/sys/user/max_user_namespaces", "w") as file:  # this namespace's own limit
+    with open("/proc/sys/user/max_user_namespaces", "w") as file:  # (bubblewrap's --disable-userns, for forks)
         file.write("0")
+    limit_user_namespace()
+
+
+def limit_user_namespace():
+    """Lower this user namespace's quotas (NAMESPACE_QUOTAS), those it has the right to lower."""
+    for name, value in NAMESPACE_QUOTAS.items():
+        try:
+            with open(f"/proc/sys/user/{name}", "w") as file:
+                file.write(str(value))
+        except OSError:  # (a kernel without that quota)
+            pass
 
 
 def enter_forked_sandbox(folder, uid, report_fd, rootless=False):

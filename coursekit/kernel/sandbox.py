@@ -30,6 +30,7 @@ Where neither is possible (not root, and no unprivileged user namespaces: many K
 grading stops before it touches anything, with SandboxUnavailable's one line.
 Debian's ``bubblewrap`` package provides ``bwrap`` (``make`` installs it where it runs as root).
 """
+import atexit
 import functools
 import os
 import secrets
@@ -48,9 +49,10 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Type, default
 
 from coursekit import COURSE_ROOT, IN_THE_KERNEL, SANDBOX_SETUP
-from coursekit.kernel.confine import SCRATCH, SCRATCH_BYTES, STAGING
+from coursekit.kernel.confine import SCRATCH, SCRATCH_BYTES, STAGING, kernel_environment
 
-# Unix socket paths are limited to 107 bytes: kernel folders live in a short directory.
+# Unix socket paths are limited to 107 bytes: kernel folders live in a short directory, in a
+# folder of the grader's own (kernels_base()).
 KERNELS_BASE = os.environ.get("COURSEKIT_KERNELS_BASE", "/tmp")
 # Each kernel gets a random uid from this range (no passwd entry needed): two kernels that
 # run at the same time almost never share one, and if they did they still could not see each other.
@@ -148,6 +150,8 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
             "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
     if rootless and own_pid_namespace:  # a launched kernel: its own user namespace, and none of its own after it
         argv += ["--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid)]
+    if own_pid_namespace:  # the kernel is the namespace's init: bwrap's own process, outside, is out of its reach
+        argv += ["--as-pid-1"]
     elif rootless:  # the zygote: root of a user namespace, whose forks each make one of their own
         argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
     if own_pid_namespace:
@@ -173,10 +177,9 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
         argv += ["--dir", SCRATCH, "--dir", STAGING]
     # the sandbox's own root and the folders made on it are read-only (rootless, they belong to the
     # kernel's uid: writable, and the zygote's shared by its kernels), and so is the zygote's /dev
-    argv += ["--remount-ro", "/"] + ([] if own_pid_namespace else ["--remount-ro", "/dev"])
-    argv += ["--cap-drop", "ALL"]
-    if rootless and own_pid_namespace:  # the kernel is already its own user: it needs no capability
-        return argv
+    argv += ["--remount-ro", "/", "--remount-ro", "/dev", "--cap-drop", "ALL"]
+    if rootless and own_pid_namespace:  # its own user already; confine lowers its namespace's quotas, then drops these
+        return argv + ["--cap-add", "CAP_SYS_RESOURCE", "--cap-add", "CAP_SETPCAP"]
     # root inside keeps only what it needs to set the sandbox up; the kernel itself keeps nothing
     capabilities = ["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"] + ([] if own_pid_namespace else ["SYS_ADMIN"])
     if rootless:  # a fork maps its uid to the zygote's root, which takes SETFCAP (user_namespaces(7))
@@ -186,14 +189,41 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
     return argv
 
 
+@functools.cache
+def kernels_base():
+    """This grader's folder for its kernels' folders, which no other user may enter (mode 0700).
+
+    A kernel can write its own folder (its sockets are there), and rootless its files are the
+    grader's on the host: a program it leaves there with the setuid bit would run as the grader
+    for anyone who can reach it. The folder and what is in it go when the process that made it ends.
+    """
+    base = tempfile.mkdtemp(prefix="ck-", dir=KERNELS_BASE)
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and remove_tree(base))
+    return base
+
+
+def remove_tree(path):
+    """Remove ``path`` and everything in it, also folders a kernel made unreadable (mode 0111)."""
+    folders = [str(path)]
+    while folders:
+        folder = folders.pop()
+        try:
+            os.chmod(folder, 0o700)
+            folders += [entry.path for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class KernelFolder:
     """The host folder of one kernel: its connection file and sockets, and in ``src/`` a copy of
     the files of the notebook's working folder (not the notebooks), which the sandbox copies into
     its scratch folder. Owned by the kernel's uid (rootless: by the grader's, which is the kernel's on the host)."""
 
-    def __init__(self, base=KERNELS_BASE):
+    def __init__(self, base=None):
         self.uid = secrets.randbelow(UIDS[1] - UIDS[0]) + UIDS[0]
-        self.path = Path(tempfile.mkdtemp(prefix="ck-", dir=base))
+        self.path = Path(tempfile.mkdtemp(prefix="ck-", dir=base or kernels_base()))
         os.chmod(self.path, 0o755)
 
     def prepare(self, cwd):
@@ -217,7 +247,7 @@ class KernelFolder:
                 os.chown(path, self.uid, self.uid)
 
     def remove(self):
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
 
 
 @functools.cache
@@ -246,7 +276,8 @@ class SandboxProvisioner(LocalProvisioner):
     async def launch_kernel(self, cmd, **kwargs):
         folder = self.parent.folder
         folder.prepare(kwargs.pop("cwd", None))
-        kwargs["env"] = course_environment(kwargs.get("env") or os.environ)
+        # (bwrap's own environment too: nothing of the grader's that the kernel may not have)
+        kwargs["env"] = course_environment(kernel_environment(kwargs.get("env") or os.environ))
         inner = [sys.executable, "-m", "coursekit.kernel.confine", str(folder.path), str(folder.uid), "--", *cmd]
         argv = bwrap_argv(folder.path, uid=folder.uid)
         return await super().launch_kernel(argv + ["--", *inner], cwd="/", **kwargs)

@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,8 +27,8 @@ from traitlets import List
 
 from coursekit import IN_THE_KERNEL
 from coursekit.kernel.confine import enter_forked_sandbox, kernel_environment
-from coursekit.kernel.sandbox import (KERNELS_BASE, ROOTLESS, KernelFolder, SandboxedKernelManager, SandboxProvisioner,
-                                     bwrap_argv, course_environment, sandbox_mode)
+from coursekit.kernel.sandbox import (ROOTLESS, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
+                                     course_environment, kernels_base, remove_tree, sandbox_mode)
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
@@ -147,7 +146,7 @@ class Zygote:
 
     def __init__(self, preload):
         self.preload = preload
-        self.base = tempfile.mkdtemp(prefix="ck-z", dir=KERNELS_BASE)
+        self.base = tempfile.mkdtemp(prefix="ck-z", dir=kernels_base())
         os.chmod(self.base, 0o755)
         command = [sys.executable, "-m", "coursekit.kernel.warm_kernels", *preload]
         argv = bwrap_argv(self.base, own_pid_namespace=False)
@@ -194,7 +193,7 @@ class Zygote:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        shutil.rmtree(self.base, ignore_errors=True)
+        remove_tree(self.base)
 
 
 def zygote(preload=()):

@@ -35,7 +35,7 @@ from traitlets import Bool, Float, Integer, Unicode
 from coursekit import judge
 from coursekit.pipeline import tamper
 from coursekit.kernel import sandbox
-from coursekit.kernel.sandbox import KERNELS_BASE, MAX_MESSAGE_BYTES
+from coursekit.kernel.sandbox import MAX_MESSAGE_BYTES, kernels_base
 from nbgrader.converters.base import NbGraderException
 
 
@@ -208,7 +208,7 @@ class TimeLimitedExecute(Execute):
             if folder is not None:
                 directory, self._line_folder = folder.path, None
             else:  # a kernel outside the sandbox
-                directory = self._line_folder = tempfile.mkdtemp(prefix="ck-j", dir=KERNELS_BASE)
+                directory = self._line_folder = tempfile.mkdtemp(prefix="ck-j", dir=kernels_base())
             path = os.path.join(directory, f"judge-{secrets.token_hex(4)}")
             socket = self._line_context.socket(zmq.PAIR)
             socket.bind(f"ipc://{path}")
