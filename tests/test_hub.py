@@ -207,7 +207,11 @@ def term(hub):
             seen[student] = _student_works(browser, hub, student, submission)
     with chromium(width=1300, height=900) as browser:
         log_in(browser, hub["url"], INSTRUCTOR, hub["passwords"][INSTRUCTOR])
-        seen["instructor menu"] = open_menu(browser, "Nbgrader")
+        seen["instructor menu"] = open_menu(browser, "Nbgrader", "Formgrader")
+        seen["formgrader in jupyterlab"] = browser.wait_for(  # (in a frame of JupyterLab's, same origin)
+            "const frame = document.querySelector('.lm-DockPanel iframe');"
+            "return frame && frame.contentDocument && frame.contentDocument.body && frame.contentDocument.body.innerText")
+        shot(browser, hub["shots"], "formgrader-in-jupyterlab")
         base = f"{hub['url']}/user/{INSTRUCTOR}/formgrader"
         browser.open(f"{base}/manage_assignments")
         browser.click(ROW.format(name=json.dumps("ps1"), cell="collect"))
@@ -226,6 +230,7 @@ def term(hub):
     with chromium(width=1300, height=900) as browser:
         for student in SUBMISSIONS:
             seen[student].update(_student_reads_feedback(browser, hub, student))
+    seen["students"] = {s["id"]: s["first_name"] for s in instructor.get("formgrader/api/students").json()}
     seen["course files"] = [str(p) for p in [hub["course"], *hub["course"].rglob("*")]
                             if p.lstat().st_uid != _uid(INSTRUCTOR)]
     return seen
@@ -334,11 +339,13 @@ def test_students_fetch_run_and_submit_in_jupyterlab(term):
 
 def test_the_instructor_grades_from_formgrader_and_with_make_grade_without_root(term):
     assert "ckt-ada" in term["collect"] and "ckt-chen" in term["collect"], term["collect"]
+    assert "Manage Assignments" in term["formgrader in jupyterlab"], term["formgrader in jupyterlab"][:500]
     assert term["formgrader scores"] == {"ckt-ada": 18.0, "ckt-chen": 12.0}
     assert term["make grade"].returncode == 0, term["make grade"].stderr[-3000:]
     assert "rootless mode" in term["make grade"].stderr
     assert term["make grade scores"] == term["formgrader scores"]
     assert not term["course files"], f"files in the course that are not the instructor's: {term['course files'][:5]}"
+    assert term["students"] == {"ckt-ada": "Ada", "ckt-chen": "Chen"}, "make hub names the demo class in the gradebook"
 
 
 def test_each_student_reads_their_feedback_in_the_browser(term):
@@ -348,7 +355,7 @@ def test_each_student_reads_their_feedback_in_the_browser(term):
 
 
 def test_students_reach_neither_formgrader_nor_another_home_nor_the_course(hub, term):
-    assert term["instructor menu"][:2] == ["Assignment List", "Formgrader"] or "Formgrader" in term["instructor menu"]
+    assert "Formgrader" in term["instructor menu"] and "Create assignment" in " ".join(term["instructor menu"])
     for student in SUBMISSIONS:
         assert term[student]["menu"] == ["Assignment List"], term[student]["menu"]
         assert term[student]["formgrader"] == 404

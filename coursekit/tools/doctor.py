@@ -125,7 +125,8 @@ def check_homes(base: Path = Path("/home")) -> Check:
     homes = [path for path in base.iterdir() if path.is_dir()] if base.is_dir() else []
     readable = [str(path) for path in homes if stat.S_IMODE(path.stat().st_mode) & 0o005]
     if readable:
-        return Check(WARN, f"{len(readable)} of {len(homes)} homes in {base} are open to other users ({readable[0]}, ...): "
+        return Check(WARN, f"{len(readable)} of {len(homes)} homes in {base} are open to other users "
+                     f"({', '.join(readable[:3])}{', ...' if len(readable) > 3 else ''}): "
                      "a student can read another's notebooks",
                      f"chmod 0700 {base}/*, and HOME_MODE 0700 in /etc/login.defs for new users")
     return Check(OK, f"the {len(homes)} homes in {base} are private")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from coursekit import COURSE_ROOT
 
+COURSE_ID = "dl-from-scratch"  # nbgrader_config.py's
 PREFIX = Path("/opt/coursekit-hub")
 INSTRUCTOR = "ck-instructor"
 STUDENTS = ("ck-ada", "ck-chen", "ck-eli")
@@ -91,10 +92,13 @@ def set_passwords(names) -> dict[str, str]:
     return passwords
 
 
-def make_exchange(root: Path = EXCHANGE) -> None:
-    """nbgrader's exchange: everyone may write into it, no one may remove another's files."""
+def make_exchange(root: Path = EXCHANGE) -> list[str]:
+    """nbgrader's exchange: everyone may write into it, no one may remove another's files.
+    Returns what it holds of the course already (a hub set up again finds an earlier term's work)."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o1777)
+    course = root / COURSE_ID
+    return sorted(str(path.relative_to(root)) for folder in ("outbound", "inbound") for path in (course / folder).glob("*"))
 
 
 def clone_course(home: Path, owner: str) -> Path:
@@ -120,7 +124,10 @@ def write_role_config(prefix: Path, courses: dict[str, Path], exchange: Path = E
     quiet = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}  # (no internet to ask)
     (student / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet, "ServerApp": {"jpserver_extensions": {
         f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}, indent=1))
-    (instructor / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet}, indent=1))
+    # JupyterHub forbids every frame on user servers; JupyterLab shows formgrader in one of its own
+    # (same origin). Students' servers, which the instructor cannot open, keep the ban.
+    frames = {"tornado_settings": {"headers": {"Content-Security-Policy": "frame-ancestors 'self'"}}}
+    (instructor / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet, "ServerApp": frames}, indent=1))
     (student / "labconfig" / "page_config.json").write_text(json.dumps({"disabledExtensions": {
         f"@jupyter/nbgrader:{name}": True for name in INSTRUCTOR_LAB_PLUGINS}}, indent=1))
     # an instructor's server starts in their home: nbgrader reads the course's config from there
@@ -140,8 +147,9 @@ def setup(prefix: Path, port: int, instructor: str = INSTRUCTOR, students=STUDEN
     ``prefix/hub.json``'s contents with the users' new passwords."""
     homes = {name: add_user(name) for name in (instructor, *students)}
     passwords = set_passwords(homes)
-    make_exchange(exchange)
+    earlier = make_exchange(exchange)
     courses = {instructor: clone_course(homes[instructor], instructor)}
+    name_students(instructor, courses[instructor], students, Path(environment or prefix))
     prefix.mkdir(parents=True, exist_ok=True)
     prefix.chmod(0o755)
     write_role_config(prefix, courses, exchange)
@@ -151,7 +159,16 @@ def setup(prefix: Path, port: int, instructor: str = INSTRUCTOR, students=STUDEN
     found = {"port": port, "environment": str(environment or prefix), "instructors": [instructor], "students": list(students),
              "courses": {name: str(path) for name, path in courses.items()}}
     (prefix / "hub.json").write_text(json.dumps(found, indent=1))
-    return {**found, "passwords": passwords}
+    return {**found, "passwords": passwords, "earlier": earlier, "exchange": str(exchange)}
+
+
+def name_students(instructor: str, course: Path, students, environment: Path) -> None:
+    """The students in the course's gradebook, with names (formgrader lists them), as the instructor."""
+    for name in students:
+        first = name.split("-")[-1].capitalize()
+        _run("runuser", "-u", instructor, "--", str(environment / "venv" / "bin" / "nbgrader"), "db", "student", "add", name,
+             f"--first-name={first}", "--last-name=Demo", cwd=course, capture_output=True,
+             env={"HOME": pwd.getpwnam(instructor).pw_dir, "PATH": f"{environment / 'venv' / 'bin'}:/usr/bin:/bin"})
 
 
 def remove_users(names) -> None:
@@ -188,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"The course hub: http://127.0.0.1:{args.port}/ (log: {args.prefix / 'state' / 'jupyterhub.log'})")
     for name, password in found["passwords"].items():
         print(f"  {'instructor' if name in found['instructors'] else 'student   '}  {name:16} password {password}")
-    print(f"The instructor's course: {found['courses'][INSTRUCTOR]}")
+    print(f"The instructor's course: {found['courses'][INSTRUCTOR]} (this repository's last commit)")
+    if found["earlier"]:
+        print(f"The exchange {found['exchange']} already holds this course's {', '.join(found['earlier'][:4])}"
+              f"{' ...' if len(found['earlier']) > 4 else ''}: an earlier hub's work (docs/run-a-course.md says how to clear it)")
     if args.no_start:
         return 0
     hub = start(args.prefix)
