@@ -54,7 +54,9 @@ def hub():
 
 
 def as_instructor(hub, *command, check=True, **env):
-    done = hub["users"].run("instructor", *command, env={**_environment(), **env})
+    # (none of this session's COURSEKIT_ variables: one names root's PyTorch process, which the instructor cannot reach)
+    inherited = {name: value for name, value in _environment().items() if not name.startswith("COURSEKIT_")}
+    done = hub["users"].run("instructor", *command, env={**inherited, **env})
     assert not check or done.returncode == 0, f"{' '.join(command)}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
