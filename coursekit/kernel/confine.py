@@ -126,7 +126,7 @@ def _own_user_namespace(uid):
             file.write(text)
     with open("/proc/sys/user/max_user_namespaces", "w") as file:  # (bubblewrap's --disable-userns, for forks)
         file.write("0")
-    limit_user_namespace()
+    # (its other quotas are lowered in confine(), once the fork has made the namespaces it needs)
 
 
 def limit_user_namespace():
