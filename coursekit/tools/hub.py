@@ -55,6 +55,7 @@ def install(prefix: Path) -> None:
     venv = prefix / "venv"
     if not (venv / "bin" / "python").exists():
         if subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--help"], capture_output=True).returncode:
+            _run("apt-get", "update", "-qq")
             _run("apt-get", "install", "-y", "-qq", "python3-venv")
         _run(SYSTEM_PYTHON, "-m", "venv", str(venv))
     requirements = prefix / "requirements.txt"  # the course's, but the course package: instructors import theirs
