@@ -7,6 +7,7 @@ import os
 import pytest
 
 from coursekit import COURSE_ROOT
+from coursekit.pipeline.exchange import exchange_root
 from coursekit.pipeline.ownership import hand_back
 from coursekit.tools import doctor
 
@@ -14,8 +15,8 @@ from coursekit.tools import doctor
 def test_the_course_and_its_students_name_the_same_exchange_nbgraders_default():
     from nbgrader.exchange.default.exchange import Exchange
 
-    ours = doctor.exchange_root(COURSE_ROOT / "nbgrader_config.py")
-    assert ours == doctor.exchange_root(COURSE_ROOT / "student" / "nbgrader_config.py") == Exchange.root.default_value
+    ours = exchange_root(COURSE_ROOT / "nbgrader_config.py")
+    assert ours == exchange_root(COURSE_ROOT / "student" / "nbgrader_config.py") == Exchange.root.default_value
     assert doctor.check_same_exchange(COURSE_ROOT).status == doctor.OK
 
 

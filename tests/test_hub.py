@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 INSTRUCTOR = "ckt-instructor"
 SUBMISSIONS = {"ckt-ada": Solution(),
                "ckt-chen": Bug("mean_bias", "linear", "grad_output.sum(axis=0)", "grad_output.mean(axis=0)")}
-COURSE_ID = "dl-from-scratch"
 SCREENSHOTS = os.environ.get("COURSEKIT_SCREENSHOTS")  # a folder to keep the screenshots in
 
 MENU = "return [...document.querySelectorAll('.lm-MenuBar-item')].find(e => e.textContent.trim() === arguments[0])"
@@ -190,7 +189,7 @@ def as_user(name, *command):
     """``command`` run by the system user ``name`` in their home, as in their server's terminal."""
     return subprocess.run([course_hub.system_command("runuser"), "-u", name, "--", "sh", "-c", " ".join(command)],
                           capture_output=True, text=True, cwd="/",
-                          env={"HOME": f"/home/{name}", "PATH": f"{course_hub.PREFIX}/venv/bin:/usr/bin:/bin"})
+                          env={"HOME": f"/home/{name}", "PATH": course_hub.search_path(course_hub.PREFIX)})
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +278,7 @@ def _student_reads_feedback(browser, hub, student):
     open_menu(browser, "Nbgrader", "Assignment List")
     click_in_assignments(browser, "Fetch Feedback")
     browser.wait_for("return document.querySelector('.lm-DockPanel').innerText.includes('(view feedback)')", timeout=120)
-    listed = Session(hub["url"], student, hub["passwords"][student]).get(f"assignments?course_id={COURSE_ID}").json()
+    listed = Session(hub["url"], student, hub["passwords"][student]).get(f"assignments?course_id={course_hub.COURSE_ID}").json()
     folder = max(re.findall(r'"local_feedback_path": "([^"]+)"', json.dumps(listed)))  # (the latest submission's)
     browser.open(f"{hub['url']}/user/{student}/files/{folder}/ps1.html")
     page = browser.wait_for("return document.body && document.body.innerText.includes('Score') && document.body.innerText")
@@ -296,7 +295,7 @@ def hand_graded(hub, term):
         assert instructor.post(f"formgrader/api/assignment/ps3/{step}").json()["success"]
     ada = Session(hub["url"], "ckt-ada", hub["passwords"]["ckt-ada"])
     ada.start()
-    ids = {"assignment_id": "ps3", "course_id": COURSE_ID}
+    ids = {"assignment_id": "ps3", "course_id": course_hub.COURSE_ID}
     assert ada.post("assignments/fetch", data=ids).json()["success"]
     release = nbformat.from_dict(ada.get("api/contents/ps3/ps3.ipynb").json()["content"])
     answered = json.loads(Solution().content("ps3", release))
@@ -365,5 +364,5 @@ def test_students_reach_neither_formgrader_nor_another_home_nor_the_course(hub, 
                  f"{hub['course']}/hidden_inputs.key"):
         tried = as_user(ada, f"cat {path}")
         assert tried.returncode != 0 and "Permission denied" in tried.stderr, (path, tried.stdout[:200], tried.stderr)
-    listed = as_user(ada, f"ls {hub['exchange']}/{COURSE_ID}/inbound")
+    listed = as_user(ada, f"ls {hub['exchange']}/{course_hub.COURSE_ID}/inbound")
     assert listed.returncode != 0, "a student listed the exchange's submissions"

@@ -22,10 +22,10 @@ from coursekit.pipeline.grading import _environment, results
 from coursekit.tools.os_users import Students
 from coursekit.tools.scratch import copy_course
 from coursekit.tools.submissions import Solution, Variant, solution_answers, submit
+from test_workflow import NBGRADER
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
-NBGRADER = "from nbgrader.apps.nbgraderapp import main; main()"
 BUGS = {bug.name: bug for bug in CATALOGS["ps1"].BUGS}
 CLASS = {"solution": Solution(), **{submission.name: submission for submission in (
     CATALOGS["ps1"].VARIANTS[0], BUGS["tanh_no_upstream"], BUGS["linear_grad_biases_mean"])}}

@@ -104,38 +104,32 @@ def test_no_process_of_a_kernel_outlives_its_notebook(tmp_path, manager):
     assert not left, f"processes of the kernel outlived its notebook: {left}"
 
 
-def test_a_fork_bomb_is_bounded(tmp_path, manager):
-    code = ("import os, time\n"
+def fork_bomb(children_live, then_wait=0):
+    """A cell that forks until the process limit stops it (children sleeping ``children_live``
+    seconds), waits ``then_wait`` seconds and prints how many it forked."""
+    return ("import os, time\n"
             "count = 0\n"
             "try:\n"
             "    while count < 5000:\n"
             "        if os.fork() == 0:\n"
-            "            time.sleep(60)\n"
+            f"            time.sleep({children_live})\n"
             "            os._exit(0)\n"
             "        count += 1\n"
             "except OSError:\n"
             "    pass\n"
+            f"time.sleep({then_wait})\n"
             "print(count)")
-    (outputs,) = run(tmp_path, code, kernel_manager_class=manager, timeout=20)
+
+
+def test_a_fork_bomb_is_bounded(tmp_path, manager):
+    (outputs,) = run(tmp_path, fork_bomb(60), kernel_manager_class=manager, timeout=20)
     assert int(text(outputs)) < 256
     (outputs,) = run(tmp_path, "print('next kernel')", kernel_manager_class=manager)
     assert text(outputs) == "next kernel\n"
 
 
 def _fork_to_the_cap_and_hold(folder, seconds):
-    code = ("import os, time\n"
-            "count = 0\n"
-            "try:\n"
-            "    while count < 5000:\n"
-            "        if os.fork() == 0:\n"
-            f"            time.sleep({seconds})\n"
-            "            os._exit(0)\n"
-            "        count += 1\n"
-            "except OSError:\n"
-            "    pass\n"
-            f"time.sleep({seconds})\n"
-            "print(count)")
-    return text(run(folder, code, timeout=40)[0])
+    return text(run(folder, fork_bomb(seconds, then_wait=seconds), timeout=40)[0])
 
 
 def _start_processes_after(folder, delay):

@@ -148,16 +148,13 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
     rootless = sandbox_mode() == ROOTLESS
     argv = [bwrap(), "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox", "--dev", "/dev"]
-    if rootless and own_pid_namespace:  # a launched kernel: its own user namespace, and none of its own after it
-        argv += ["--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid)]
-    if own_pid_namespace:  # the kernel is the namespace's init: bwrap's own process, outside, is out of its reach
-        argv += ["--as-pid-1"]
-    elif rootless:  # the zygote: root of a user namespace, whose forks each make one of their own
-        argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
-    if own_pid_namespace:
-        argv += ["--unshare-pid", "--proc", "/proc"]
-    elif rootless:  # the forks write their uid maps there; each mounts a /proc of its own over it
-        argv += ["--bind", "/proc", "/proc"]
+    if own_pid_namespace:  # a launched kernel, its namespace's init: bwrap's own process, outside, is out of its reach
+        if rootless:  # its own user namespace, and none of its own after it
+            argv += ["--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid)]
+        argv += ["--as-pid-1", "--unshare-pid", "--proc", "/proc"]
+    elif rootless:  # the zygote: root of a user namespace whose forks each make one of their own (they
+        # write their uid maps in this /proc, then mount one of their own over it)
+        argv += ["--unshare-user", "--uid", "0", "--gid", "0", "--bind", "/proc", "/proc"]
     else:
         argv += ["--dir", "/proc"]
     for link in ("/bin", "/lib", "/lib64", "/sbin"):

@@ -29,8 +29,10 @@ from pathlib import Path
 from dateutil.tz import gettz
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.exchange.default.collect import ExchangeCollect
+from nbgrader.exchange.default.exchange import Exchange
 from nbgrader.utils import parse_utc
 from traitlets import Bool
+from traitlets.config.loader import PyFileConfigLoader
 
 # nbgrader submit writes timestamp.txt after copying the files: the gap its own work may take
 SLACK = datetime.timedelta(seconds=120)
@@ -116,3 +118,15 @@ class CheckedCollect(ExchangeCollect):
             self.log.error("%s: timestamp.txt says %s, by the due date, but its files last changed at %s, "
                            "which it is now dated by (the claim is kept in %s)", src, claimed.strip(),
                            self.redated[str(src)], CLAIMED)
+
+
+def read_config(config_file):
+    """The settings that an nbgrader config file makes (a traitlets Config)."""
+    config_file = Path(config_file)
+    return PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
+
+
+def exchange_root(config_file):
+    """The Exchange.root that an nbgrader config file sets (nbgrader's default if it sets none)."""
+    config = read_config(config_file)
+    return config.Exchange.root if "root" in config.Exchange else Exchange.root.default_value

@@ -23,9 +23,11 @@ def hand_back(course: str | os.PathLike) -> list[Path]:
     - list: the paths handed back.
     """
     course = Path(course)
-    if os.geteuid() != 0 or not course.is_dir() or course.stat().st_uid == 0:
+    if os.geteuid() != 0 or not course.is_dir():
         return []
     owner = course.stat()
+    if owner.st_uid == 0:
+        return []
     handed = []
     for folder, folders, files in os.walk(course):
         folders[:] = [name for name in folders if name not in SKIPPED]

@@ -20,6 +20,7 @@ from pathlib import Path
 from coursekit import COURSE_ROOT
 from coursekit.kernel import sandbox
 from coursekit.kernel.confine import LIMITS
+from coursekit.pipeline.exchange import exchange_root
 from coursekit.pipeline.grade import DEFAULT_JOBS
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -76,15 +77,6 @@ def check_same_exchange(course: Path) -> Check:
         return Check(FAIL, f"the course's exchange is {ours} but the students' config says {theirs}",
                      "set c.Exchange.root to the same folder in nbgrader_config.py and student/nbgrader_config.py")
     return Check(OK, f"the course and its students use the same exchange ({ours})")
-
-
-def exchange_root(config_file: Path) -> str:
-    """The Exchange.root that an nbgrader config file sets (nbgrader's default if it sets none)."""
-    from nbgrader.exchange.default.exchange import Exchange
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
-    return config.Exchange.root if "root" in config.Exchange else Exchange.root.default_value
 
 
 def check_interpreter() -> Check:

@@ -26,12 +26,15 @@ import sys
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
+from coursekit.pipeline.exchange import exchange_root, read_config
 
-COURSE_ID = "dl-from-scratch"  # nbgrader_config.py's
+# (the students' config, which names the course and the exchange as the course's does: tests/test_doctor.py)
+STUDENT_CONFIG = COURSE_ROOT / "student" / "nbgrader_config.py"
+COURSE_ID = read_config(STUDENT_CONFIG).CourseDirectory.course_id
 PREFIX = Path("/opt/coursekit-hub")
 INSTRUCTOR = "ck-instructor"
 STUDENTS = ("ck-ada", "ck-chen", "ck-eli")
-EXCHANGE = Path("/usr/local/share/nbgrader/exchange")  # the course's Exchange.root
+EXCHANGE = Path(exchange_root(STUDENT_CONFIG))
 # The system's interpreter, which every user can run (this machine's own may sit in root's home).
 SYSTEM_PYTHON = "/usr/bin/python3"
 # nbgrader's instructor pages and menus, absent from students' servers.
@@ -42,6 +45,11 @@ INSTRUCTOR_SERVER_EXTENSIONS = ("formgrader", "course_list")
 def system_command(name: str) -> str:
     """A system administration command (useradd, chpasswd, runuser), also where PATH lacks sbin."""
     return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or name
+
+
+def search_path(environment: Path) -> str:
+    """PATH for a hub's processes: its environment's programs first."""
+    return f"{environment / 'venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin"
 
 
 def _run(*command, **options):
@@ -121,7 +129,7 @@ def write_role_config(prefix: Path, courses: dict[str, Path], exchange: Path = E
     for folder in (student / "labconfig", instructor):
         folder.mkdir(parents=True, exist_ok=True)
     elsewhere = f"c.Exchange.root = {str(exchange)!r}\n" if exchange != EXCHANGE else ""
-    (student / "nbgrader_config.py").write_text((COURSE_ROOT / "student" / "nbgrader_config.py").read_text() + elsewhere)
+    (student / "nbgrader_config.py").write_text(STUDENT_CONFIG.read_text() + elsewhere)
     quiet = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}  # (no internet to ask)
     (student / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet, "ServerApp": {"jpserver_extensions": {
         f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}, indent=1))
@@ -146,18 +154,19 @@ def setup(prefix: Path, port: int, instructor: str = INSTRUCTOR, students=STUDEN
     """Users, exchange, course and configuration of a hub whose files are in ``prefix`` (its
     environment in ``environment``, by default the prefix's own: see install()); returns
     ``prefix/hub.json``'s contents with the users' new passwords."""
+    environment = Path(environment or prefix)
     homes = {name: add_user(name) for name in (instructor, *students)}
     passwords = set_passwords(homes)
     earlier = make_exchange(exchange)
     courses = {instructor: clone_course(homes[instructor], instructor)}
-    name_students(instructor, courses[instructor], students, Path(environment or prefix))
+    name_students(instructor, courses[instructor], students, environment)
     prefix.mkdir(parents=True, exist_ok=True)
     prefix.chmod(0o755)
     write_role_config(prefix, courses, exchange)
     state = prefix / "state"
     state.mkdir(exist_ok=True)
     state.chmod(0o700)
-    found = {"port": port, "environment": str(environment or prefix), "instructors": [instructor], "students": list(students),
+    found = {"port": port, "environment": str(environment), "instructors": [instructor], "students": list(students),
              "courses": {name: str(path) for name, path in courses.items()}}
     (prefix / "hub.json").write_text(json.dumps(found, indent=1))
     return {**found, "passwords": passwords, "earlier": earlier, "exchange": str(exchange)}
@@ -169,7 +178,7 @@ def name_students(instructor: str, course: Path, students, environment: Path) ->
         first = name.split("-")[-1].capitalize()
         _run("runuser", "-u", instructor, "--", str(environment / "venv" / "bin" / "nbgrader"), "db", "student", "add", name,
              f"--first-name={first}", "--last-name=Demo", cwd=course, capture_output=True,
-             env={"HOME": pwd.getpwnam(instructor).pw_dir, "PATH": f"{environment / 'venv' / 'bin'}:/usr/bin:/bin"})
+             env={"HOME": pwd.getpwnam(instructor).pw_dir, "PATH": search_path(environment)})
 
 
 def remove_users(names) -> None:
@@ -185,7 +194,7 @@ def start(prefix: Path) -> subprocess.Popen:
     return subprocess.Popen([str(environment / "venv" / "bin" / "jupyterhub"), "-f", str(COURSE_ROOT / "hub" / "jupyterhub_config.py")],
                             cwd=prefix / "state", stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "COURSEKIT_HUB_PREFIX": str(prefix),
-                                 "PATH": f"{environment / 'venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin"})
+                                 "PATH": search_path(environment)})
 
 
 def main(argv: list[str] | None = None) -> int:
