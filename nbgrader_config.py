@@ -2,6 +2,7 @@
 import os
 
 from coursekit.pipeline.formgrader import render_math_offline
+from coursekit.pipeline.markup import render_markup_inert
 from coursekit.pipeline.ownership import hand_back_at_exit
 
 c = get_config()  # noqa: F821 - provided by nbgrader
@@ -69,6 +70,9 @@ c.Autograde.autograde_preprocessors = [
 
 # formgrader's pages render written answers' math with MathJax from this Jupyter server, not a CDN.
 render_math_offline()
+# Students' markup is inert on every page staff open: formgrader's pages clean it (and feedback pages, which
+# no script runs on at all): see coursekit/pipeline/markup.py.
+render_markup_inert()
 
 # Feedback shows each test's score and one-line message, never hidden test code.
 c.GenerateFeedback.exporter_class = "coursekit.pipeline.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
@@ -76,5 +80,6 @@ c.GenerateFeedback.preprocessors = [
     "coursekit.pipeline.nbgrader_plugins.GetGrades",  # and which answers are still to be graded by hand
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "coursekit.pipeline.nbgrader_plugins.HideHiddenTests",
+    "coursekit.pipeline.nbgrader_plugins.BoundedFeedback",  # a page of bounded size, whatever was handed in
 ]
 c.ExportApp.plugin_class = "coursekit.pipeline.nbgrader_plugins.CourseExport"  # a status column: "not graded" is not a zero

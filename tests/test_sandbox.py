@@ -255,7 +255,7 @@ def _signal_everything_then_sleep(folder, delay):
             "        except OSError:\n"
             "            pass\n"
             "print('done')")
-    return text(run(folder, code, timeout=20)[0])
+    return text(run(folder, code, timeout=5)[0])
 
 
 def _sleep_then_answer(folder, delay):

@@ -103,8 +103,8 @@ def verdict(check, kernel):
         return "NoReply", str(silent)
     except StudentError as error:
         return "TestFailure", f"your code raised {error.name}: {error.message}"
-    except MissingValue:  # the recorded PyTorch values are incomplete: the course's fault, not the student's
-        raise
+    except (MissingValue, MemoryError):  # the recorded PyTorch values are incomplete: the course's fault,
+        raise  # not the student's; a check's memory budget is said by whoever set it (coursekit.pipeline.limits)
     except Exception as error:  # noqa: BLE001 - what the kernel sent, of the wrong kind or shape, broke the check
         return "TestFailure", f"the test could not use what your code returned ({type(error).__name__}: {error})"[:500]
     return None
@@ -495,17 +495,21 @@ def numerical_loss_gradient(kernel, loss, *args, at=0, eps=1e-6):
 
 # --- checks that several assignments share ----------------------------------------------------
 
-def parameter_arrays(what, names, values):
+def parameter_arrays(what, names, values, shapes):
     """``values`` (parameters fetched from the kernel, named ``names``) as float arrays; a
-    TestFailure names the first that is not an array of finite numbers."""
+    TestFailure names the first that is not an array of finite numbers, or whose size is not
+    that of its shape in ``shapes`` (the task's network: (n,) and (1, n) are both accepted).
+    The judge computes with them only once they pass, whatever a submission sends."""
     arrays = []
-    for name, value in zip(names, values, strict=True):
+    for name, value, shape in zip(names, values, shapes, strict=True):
         if value is None:
             raise TestFailure(f"{what}: {name} is None")
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise TestFailure(f"{what}: {name} is not an array of numbers") from None
+        if array.size != math.prod(shape) or array.ndim > 2:
+            raise TestFailure(f"{what}: {name} has shape {array.shape}, where the task's network has {shape}")
         if not np.all(np.isfinite(array)):
             raise TestFailure(f"{what}: {name} is not finite (it overflowed?)")
         arrays.append(array)

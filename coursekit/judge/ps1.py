@@ -336,6 +336,7 @@ def training_data(num_samples=100, a=2.0, c=3.0, rng=None):
 EPOCHS, LEARNING_RATE, LOSS_BELOW = 150, 0.1, 0.15
 NEW_POINTS = np.linspace(-0.95, 0.95, 39)[:, None]  # the visible check's; the hidden one draws its own
 PARAMETERS = [("linear1", "weights"), ("linear1", "biases"), ("linear2", "weights"), ("linear2", "biases")]
+SHAPES = [(10, 1), (10,), (1, 10), (1,)]  # MLP(1, 10, 1)'s
 
 
 def _train(kernel, x, y, x_new):
@@ -391,8 +392,8 @@ def _check_training(kernel, a, c, rng=None):
     curve = f"{a:g} x^2 + {c:g}" if rng is None else f"{a:.2f} x^2 + {c:.2f}"
     first, fitted, predicted, parameters = _train(kernel, x, y, x_new)
     names = [f"MLP.{layer}.{name}" for layer, name in PARAMETERS]
-    first = parameter_arrays(f"before training on {curve}", names, first)
-    parameters = parameter_arrays(f"after training on {curve}", names, parameters)
+    first = parameter_arrays(f"before training on {curve}", names, first, SHAPES)
+    parameters = parameter_arrays(f"after training on {curve}", names, parameters, SHAPES)
     try:
         by_weights = network(parameters, x), network(parameters, x_new)
         replayed = gradient_descent(first, x, y)

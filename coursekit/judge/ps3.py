@@ -585,13 +585,19 @@ def _check_first(what, names, first):
                                   f"{spread:.3g}: FullyConnected initialises W with init_weights")
 
 
-def _trained(kernel, network, data, what, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+def _shapes(inputs, num_hidden, num_classes):
+    """The shapes of classifier(num_hidden, num_classes)'s PARAMETERS, for inputs of ``inputs`` features."""
+    return [(inputs, num_hidden), (1, num_hidden), (num_hidden, num_classes), (1, num_classes)]
+
+
+def _trained(kernel, network, data, what, lr, epochs, num_hidden, batch_size=16, seed=lambda epoch: epoch):
     """Train, then check that the parameters are those of the same gradient descent replayed
     here from the network's first ones (an initialisation); returns them."""
     first, parameters = _train(kernel, network, data, lr, epochs, batch_size, seed)
     names = [f"layer {layer}'s parameters['{key}']" for layer, key in PARAMETERS]
-    first = parameter_arrays(f"{what}, before training", names, first)
-    parameters = parameter_arrays(f"{what}, after training", names, parameters)
+    shapes = _shapes(data.X_train.shape[1], num_hidden, data.num_classes)
+    first = parameter_arrays(f"{what}, before training", names, first, shapes)
+    parameters = parameter_arrays(f"{what}, after training", names, parameters, shapes)
     _check_first(what, names, first)
     try:
         replayed = gradient_descent(first, data, lr, epochs, batch_size, seed)
@@ -627,7 +633,7 @@ def training_check(kernel):
     for order, (lr, num_hidden) in enumerate((lr, h) for lr in (0.01, 0.1, 0.5) for h in (4, 16)):
         kernel.seed(0)  # the same initial weights for every setting
         network = call(f"classifier({num_hidden}, {iris.num_classes})", kernel.new, "classifier", num_hidden, iris.num_classes)
-        parameters = _trained(kernel, network, iris, f"iris, lr {lr}, {num_hidden} hidden", lr, epochs=40)
+        parameters = _trained(kernel, network, iris, f"iris, lr {lr}, {num_hidden} hidden", lr, 40, num_hidden)
         searched[_accuracy(kernel, network, parameters, iris.X_val, iris.y_val, "validation"), -order] = network, parameters
     accuracy = _accuracy(kernel, *searched[max(searched)], iris.X_test, iris.y_test)
     if not accuracy >= 0.9:
@@ -637,7 +643,7 @@ def training_check(kernel):
     kernel.seed(0)
     network = call("classifier(64, 10)", kernel.new, "classifier", 64, digits.num_classes)
     own = (lambda epoch: [6000 + epoch, *kernel.key]) if kernel.key else (lambda epoch: epoch)
-    parameters = _trained(kernel, network, digits, "digits", lr=0.1, epochs=15, batch_size=32, seed=own)
+    parameters = _trained(kernel, network, digits, "digits", 0.1, 15, 64, batch_size=32, seed=own)
     accuracy = _accuracy(kernel, network, parameters, digits.X_test, digits.y_test)
     if not accuracy >= 0.9:
         raise TestFailure(f"the test accuracy on digits is {accuracy:.3f}, not above 0.9 (chance is 0.1): check the parts above")

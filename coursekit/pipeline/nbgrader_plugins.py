@@ -1,4 +1,5 @@
 """nbgrader preprocessors of the course, enabled in nbgrader_config.py for every autograde."""
+import asyncio
 import copy
 import csv
 import json
@@ -30,10 +31,10 @@ from nbgrader.api import MissingEntry
 from nbgrader.nbgraderformat import common as nbgraderformat_common
 from nbgrader.plugins import CsvExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from coursekit import judge
-from coursekit.pipeline import tamper
+from coursekit.pipeline import limits, markup, tamper
 from coursekit.kernel import sandbox
 from coursekit.kernel.sandbox import MAX_MESSAGE_BYTES, kernels_base
 from nbgrader.converters.base import NbGraderException
@@ -63,21 +64,26 @@ class SandboxCheckedExporter(NotebookExporter):
 
 
 class TimeLimitedExecute(Execute):
-    """nbgrader's Execute with a time limit per notebook, so that an infinite loop costs seconds.
+    """nbgrader's Execute with time limits that load cannot move, and one per notebook, so that
+    an infinite loop costs seconds.
 
-    Once the notebook has run for ``notebook_timeout`` seconds, the remaining cells are not run
-    and their tests fail with that reason. After a cell times out, the remaining cells get
-    ``timeout_after_timeout`` seconds each. (A cell whose error the notebook hides from IPython's
-    display still fails: nbgrader's Execute adds the error the kernel reported.)
+    ``timeout`` (a cell's) and ``notebook_timeout`` count CPU time of the kernel's process tree,
+    each with a backstop for a kernel that waits (coursekit.pipeline.limits): a busy machine grades slower,
+    never differently. A cell past its limit is interrupted and fails with the limit and what it
+    used; once the notebook is past its own, the remaining cells are not run and their tests fail
+    with that reason. After a cell times out, the remaining cells get ``timeout_after_timeout``
+    seconds each. (A cell whose error the notebook hides from IPython's display still fails:
+    nbgrader's Execute adds the error the kernel reported.)
 
     A kernel that dies before the first cell runs is replaced, up to ``kernel_starts`` times: no
     student code has run yet, so the cause is the machine (kernels started in parallel can race
     for the same free TCP port), and a student must not lose a grade to it. The notebook's clock
     starts with its first cell, not with the kernel.
 
-    A cell keeps at most ``max_output_bytes`` of output (an error is always kept, shortened):
-    nbgrader's LimitOutput counts lines, and a few lines of 20 MB each would cost the grader
-    gigabytes and the student a feedback page nobody can open.
+    A cell keeps at most ``max_output_bytes`` of output, and the notebook at most
+    ``max_notebook_output_bytes`` whatever its number of cells (an error is always kept,
+    shortened; a cut says so in the cell): nbgrader's LimitOutput counts lines, and a few lines
+    of 20 MB each would cost the grader gigabytes and the student a feedback page nobody can open.
 
     In an assignment with judged tests (coursekit.judge.<assignment>), a test cell with a check
     is judged: a hidden one (``judge("<grade_id>")``) does not run in the kernel at all, a visible
@@ -87,10 +93,12 @@ class TimeLimitedExecute(Execute):
 
     # a kernel that a submission broke must not stop the grading of the notebook
     raise_on_iopub_timeout = Bool(False).tag(config=True)
-    notebook_timeout = Float(60, help="Seconds a whole notebook may run.").tag(config=True)
-    timeout_after_timeout = Float(3, help="Cell timeout once a cell has timed out.").tag(config=True)
+    timeout = Float(30, allow_none=True, help="CPU seconds a cell may use.").tag(config=True)
+    notebook_timeout = Float(60, help="CPU seconds a whole notebook may use.").tag(config=True)
+    timeout_after_timeout = Float(3, help="A cell's CPU seconds once a cell has timed out.").tag(config=True)
     kernel_starts = Integer(3, help="Kernels to try when one dies before the first cell.").tag(config=True)
     max_output_bytes = Integer(2 * 2 ** 20, help="Bytes of output a cell keeps.").tag(config=True)
+    max_notebook_output_bytes = Integer(8 * 2 ** 20, help="Bytes of output a notebook keeps.").tag(config=True)
     hidden_inputs_secret_file = Unicode("", help="The course's secret for the hidden inputs (judge.course_secret)."
                                         ).tag(config=True)
     hidden_inputs_secret = Unicode("", help="The secret itself, in hex (make grade's workers get it so).").tag(config=True)
@@ -110,6 +118,9 @@ class TimeLimitedExecute(Execute):
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead = False
         self._cell_timeout = self.timeout
+        self._clock = limits.KernelClock(self._kernel_pid)
+        # nbclient's own wait is the last resort: the cell's Limit stops it first (async_execute_cell)
+        self.timeout_func = lambda cell: limits.BACKSTOP * (self.timeout + self.timeout_after_timeout) + 5
         self._line, self._line_folder = None, None
         self._line_context = zmq.Context()
         # (sends to the agent never block: see _send_agent)
@@ -117,7 +128,7 @@ class TimeLimitedExecute(Execute):
             self._line_context.setsockopt(option, value)
         try:
             for attempt in range(1, self.kernel_starts + 1):
-                self._started, self._reached_cells = None, False
+                self._notebook, self._reached_cells, self._notebook_output_bytes = None, False, 0
                 try:
                     return super().preprocess(nb, resources, km)
                 except Exception as error:  # noqa: BLE001 - jupyter_client raises RuntimeError, zmq its own
@@ -135,11 +146,10 @@ class TimeLimitedExecute(Execute):
         self._reached_cells = True
         if cell.cell_type != "code":
             return cell, resources
-        self._started = self._started or time.monotonic()
+        self._notebook = self._notebook or limits.Limit(self._clock, self.notebook_timeout, "the notebook")
         self._output_bytes, self._truncated = 0, False
-        if time.monotonic() - self._started > self.notebook_timeout:
-            cell.outputs = [_error("NotebookTimeout", f"not run: the notebook used up its "
-                                   f"{self.notebook_timeout:g} s time limit (an infinite loop above?)")]
+        if over := self._notebook.exceeded():
+            cell.outputs = [_error("NotebookTimeout", f"not run: {over} (an infinite loop above?)")]
             return cell, resources
         if self._kernel_dead:
             cell.outputs = [_error("DeadKernel", f"not run: {DEAD_KERNEL} in an earlier cell")]
@@ -148,22 +158,51 @@ class TimeLimitedExecute(Execute):
         visible, called = judge.split_call(cell.source)
         if called is not None or grade_id in self._checks:
             return self._judge_cell(cell, resources, index, grade_id, called, visible), resources
-        cell, resources = self._run_in_kernel(cell, resources, index)
-        timed_out = [o for o in cell.outputs if o.output_type == "error" and o.ename == "CellTimeoutError"]
-        for output in timed_out:
-            output.evalue = f"the cell ran longer than {self.timeout:g} s and was stopped (an infinite loop?)"
-        if timed_out:
+        return self._run_in_kernel(cell, resources, index)
+
+    def _run_in_kernel(self, cell, resources, index):
+        """Execute's preprocess_cell under the cell's Limit; a kernel that dies fails this cell and
+        every later one."""
+        self._stopped = None
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            if self._stopped is None or not run_sync(self.km.is_alive)():
+                self._kernel_dead = True
+                cell.outputs = [_error("DeadKernel", f"{DEAD_KERNEL} while running this cell")]
+                return cell, resources
+        if self._stopped is not None:  # its interrupt's KeyboardInterrupt, or nothing if it caught it
+            cell.outputs = [o for o in cell.outputs if o.output_type != "error"]
+            cell.outputs.append(_error("CellTimeoutError", f"{self._stopped} and was stopped (an infinite loop?)"))
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell, resources
 
-    def _run_in_kernel(self, cell, resources, index):
-        """Execute's preprocess_cell; a kernel that dies fails this cell and every later one."""
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        watchdog = asyncio.ensure_future(self._async_watch(limits.Limit(self._clock, self.timeout)))
         try:
-            return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError:
-            self._kernel_dead = True
-            cell.outputs = [_error("DeadKernel", f"{DEAD_KERNEL} while running this cell")]
-            return cell, resources
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            watchdog.cancel()
+
+    execute_cell = run_sync(async_execute_cell)  # nbclient binds the name to its own, not to an override
+
+    async def _async_watch(self, limit):
+        """Interrupt the cell once it is past ``limit``; if it has not ended ``timeout_after_timeout``
+        CPU seconds later (it caught the interrupt), stop waiting for it (the next cell queues
+        behind it, and its own limit runs)."""
+        while not (over := limit.exceeded()):
+            await asyncio.sleep(limits.POLL_SECONDS)
+        self._stopped = over
+        await ensure_async(self.km.interrupt_kernel())
+        grace = limits.Limit(self._clock, self.timeout_after_timeout)
+        while not grace.exceeded():
+            await asyncio.sleep(limits.POLL_SECONDS)
+        self.task_poll_for_reply.cancel()  # nbclient raises DeadKernelError: see _run_in_kernel
+
+    def _kernel_pid(self):
+        """The host pid at the root of the kernel's process tree (bubblewrap's, or the fork's), or None."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
 
     def _judge_cell(self, cell, resources, index, grade_id, called, visible):
         """Judge a test cell: its outputs become what its visible tests printed and the verdict."""
@@ -182,12 +221,19 @@ class TimeLimitedExecute(Execute):
             if self._kernel_dead:
                 return cell
             printed = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
-        deadline = time.monotonic() + self.timeout
+        limit = limits.Limit(self._clock, self.timeout, "your code")
+
+        def ask(request):  # (the kernel's backstop runs while it is asked, not while the check computes)
+            limit.resume()
+            try:
+                return run_sync(self._async_ask)(request, limit)
+            finally:
+                limit.pause()
+
         try:
-            run_sync(self._async_open_agent)(deadline)
-            kernel = judge.Kernel(lambda request: run_sync(self._async_ask)(request, deadline), self._student_code,
-                                  self._key)
-            outcome = judge.verdict(check, kernel)
+            run_sync(self._async_open_agent)(limit)
+            limit.pause()
+            outcome = limits.bounded_verdict(check, self._student_code, self._key, ask)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))
         finally:
@@ -224,33 +270,31 @@ class TimeLimitedExecute(Execute):
             shutil.rmtree(self._line_folder, ignore_errors=True)
             self._line_folder = None
 
-    async def _async_open_agent(self, deadline):
+    async def _async_open_agent(self, limit):
         if self._agent_lost:
             raise judge.KernelSilent("the kernel stopped answering the judge in an earlier cell")
         _, address = self._judge_line()
         self._session, self._agent_ended, self._agent_answered = secrets.token_hex(8), False, False
         self._agent = self.kc.execute(f"__import__('coursekit.kernel.agent').kernel.agent.serve({address!r}, {self._session!r})",
                                       silent=True, store_history=False)
-        await self._async_agent_reply(deadline)
+        await self._async_agent_reply(limit)
 
-    async def _async_ask(self, request, deadline):
+    async def _async_ask(self, request, limit):
         """Send the judge's request to the kernel's agent; its reply (see coursekit.kernel.agent)."""
         self._agent_answered = False
         self._send_agent(request)
         if self._agent_lost:
             raise judge.KernelSilent("the kernel stopped reading the judge's requests")
-        return await self._async_agent_reply(deadline)
+        return await self._async_agent_reply(limit)
 
-    async def _async_agent_reply(self, deadline):
+    async def _async_agent_reply(self, limit):
         """The agent's next message of this cell's session, or KernelSilent if it stopped or is too late."""
         socket, prefix = self._line[0], self._session + " "
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if over := limit.exceeded():
                 await ensure_async(self.km.interrupt_kernel())
-                raise judge.KernelSilent(f"your code ran longer than {self.timeout:g} s and was stopped "
-                                         "(an infinite loop?)")
-            if socket.poll(1000 * min(remaining, 0.05)):
+                raise judge.KernelSilent(f"{over} and was stopped (an infinite loop?)")
+            if socket.poll(50):
                 message = socket.recv().decode("utf-8", "replace")
                 if message.startswith(prefix):
                     self._agent_answered = True
@@ -280,15 +324,16 @@ class TimeLimitedExecute(Execute):
         An agent that answered every request returns as soon as it reads the end: the next cell
         runs after it (nbclient ignores the agent's messages), so the grader need not wait.
         """
-        deadline = time.monotonic() + self.timeout_after_timeout
+        grace = limits.Limit(self._clock, self.timeout_after_timeout)
         if not self._agent_ended:
             self._send_agent("")
             if self._agent_answered:
                 return
-        while not self._agent_ended and not self._agent_lost and time.monotonic() < deadline:
+        while not self._agent_ended and not self._agent_lost and not grace.exceeded():
             await self._async_agent_ended(0.05)  # (returns as soon as the reply comes)
         if not self._agent_ended:
             self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
+        deadline = time.monotonic() + self.timeout_after_timeout
         while time.monotonic() < deadline:  # (a kernel that floods its output does not hold the grader here)
             try:
                 await ensure_async(self.kc.iopub_channel.get_msg(timeout=0))
@@ -304,15 +349,19 @@ class TimeLimitedExecute(Execute):
             self._agent_lost = True
 
     def output(self, outs, msg, display_id, cell_index):
-        self._output_bytes += _size(msg["content"])
-        if self._output_bytes <= self.max_output_bytes:
+        size = _size(msg["content"])
+        self._output_bytes += size
+        self._notebook_output_bytes += size
+        if self._output_bytes <= self.max_output_bytes and self._notebook_output_bytes <= self.max_notebook_output_bytes:
             return super().output(outs, msg, display_id, cell_index)
         if msg["msg_type"] == "error":  # it decides the cell's score: keep it, shortened
             content = msg["content"]
             outs.append(_error(str(content.get("ename"))[:100], str(content.get("evalue"))[:1000]))
         elif not self._truncated:  # on stdout: stderr would fail the cell
-            outs.append(new_output("stream", name="stdout", text=f"\n[output truncated: the cell printed more "
-                                   f"than {self.max_output_bytes // 2 ** 20} MB]\n"))
+            cut = (f"the cell printed more than {self.max_output_bytes / 2 ** 20:g} MB"
+                   if self._output_bytes > self.max_output_bytes else
+                   f"the notebook's outputs passed {self.max_notebook_output_bytes / 2 ** 20:g} MB")
+            outs.append(new_output("stream", name="stdout", text=f"\n[output truncated: {cut}]\n"))
         self._truncated = True
         return None
 
@@ -363,6 +412,36 @@ class HideHiddenTests(ClearHiddenTests):
                 if output.output_type == "error":
                     output.traceback = [f"{output.ename}: {output.evalue}"]
         return cell, resources
+
+
+class BoundedFeedback(nbgrader_preprocessors.NbGraderPreprocessor):
+    """For feedback: a page of bounded size, whatever a submission holds. A cell shows at most
+    ``max_cell_bytes`` of its source, and the page at most ``max_page_bytes`` of sources and
+    outputs; what is cut says so where it was."""
+
+    max_cell_bytes = Integer(64 * 2 ** 10, help="Bytes of a cell's source a feedback page shows.").tag(config=True)
+    max_page_bytes = Integer(12 * 2 ** 20, help="Bytes of sources and outputs a feedback page shows.").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        left = self.max_page_bytes
+        for cell in nb.cells:
+            if len(cell.source) > min(self.max_cell_bytes, left):
+                shown = max(0, min(self.max_cell_bytes, left))
+                cell.source = cell.source[:shown] + (f"\n\n[cut: this cell is {len(cell.source) / 2 ** 10:.0f} KB; "
+                                                     f"the page shows {shown / 2 ** 10:.0f} KB of it]\n")
+            left -= len(cell.source)
+            outputs = []
+            for output in cell.get("outputs", []):
+                size = _size(output)
+                if size > left:
+                    outputs.append(new_output("stream", name="stdout", text="\n[cut: the page shows no more outputs]\n"))
+                    left = 0
+                    break
+                outputs.append(output)
+                left -= size
+            if "outputs" in cell:
+                cell.outputs = outputs
+        return nb, resources
 
 
 class DeduplicateIds(nbgrader_preprocessors.DeduplicateIds):
@@ -502,6 +581,7 @@ class FeedbackHTMLExporter(HTMLExporter):
     """
 
     def __init__(self, config=None, **kwargs):
+        self._formulas_left = MAX_FORMULAS
         # nbgrader's generate_feedback configures its "feedback" template; the course's replaces it
         if config is not None and config.HTMLExporter.get("template_name") == "feedback":
             config = copy.deepcopy(config)
@@ -522,7 +602,21 @@ class FeedbackHTMLExporter(HTMLExporter):
         # scratch course has its own, and the release's cells are the same in all of them)
         key = None if self.embed_images else (
             "markdown", source, json.dumps({**options, "path": None}, sort_keys=True, default=str))
-        return _remembered(key, lambda: MarkdownWithMath(renderer=_MathMLRenderer(escape=False, **options)).render(source))
+        if self._formulas_left <= 0:  # the page's math budget is spent: LaTeX stays as it was written
+            key = None if key is None else (*key, "no math")
+        renderer = _MathMLRenderer(escape=False, page=self, **options)
+        html = _remembered(key, lambda: markup.clean_html(MarkdownWithMath(renderer=renderer).render(source)))
+        if renderer.budget_ran_out:  # (its math is converted up to a point that depends on the page)
+            _remembered.forget(key)
+        return html
+
+    @default("sanitize_html")
+    def _sanitize_html_default(self):
+        return True  # (nbconvert's templates then pass outputs through the clean_html filter: the course's)
+
+    def default_filters(self):
+        for name, function in super().default_filters():
+            yield name, markup.clean_html if name == "clean_html" else function
 
     def _create_environment(self):
         environment = super()._create_environment()
@@ -536,6 +630,8 @@ class FeedbackHTMLExporter(HTMLExporter):
         highlight = self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
         self.register_filter("highlight_code", _RememberedHighlight(highlight) if isinstance(highlight, Highlight2HTML) else highlight)
         resources = self._init_resources(resources)
+        resources["content_security_policy"] = markup.FEEDBACK_POLICY
+        self._formulas_left = MAX_FORMULAS
         self.register_filter("filter_data_type", WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self,
                                                                        resources=resources))
         html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
@@ -548,6 +644,10 @@ class _Remembered:
 
     def __init__(self, limit):
         self.found, self.bytes, self.limit = {}, 0, limit
+
+    def forget(self, key):
+        if key in self.found:
+            self.bytes -= len(key[1]) + len(self.found.pop(key))
 
     def __call__(self, key, render):
         """``render()``, or what it returned the last time for ``key`` (None: not to be remembered)."""
@@ -582,18 +682,35 @@ class _RememberedHighlight:
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
+# A feedback page converts at most this many formulas to MathML, each of at most MAX_FORMULA characters:
+# the rest stays LaTeX, as written (latex2mathml has no limit of its own on time or size).
+MAX_FORMULAS, MAX_FORMULA = 2000, 2000
+
+
 class _MathMLRenderer(IPythonRenderer):
     """nbconvert's Markdown renderer, with LaTeX math as MathML; what latex2mathml cannot
-    convert stays LaTeX, as it was written."""
+    convert, and what is past the ``page``'s budget (FeedbackHTMLExporter), stays LaTeX, as it was written."""
+
+    def __init__(self, *args, page=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.page, self.budget_ran_out = page, False
+
+    def _converted(self, latex, display):
+        if self.page is not None:
+            if self.page._formulas_left <= 0 or len(latex) > MAX_FORMULA:
+                self.budget_ran_out = self.budget_ran_out or self.page._formulas_left <= 0
+                return None
+            self.page._formulas_left -= 1
+        return _mathml(latex, display)
 
     def inline_math(self, body):
-        return _mathml(body, "inline") or super().inline_math(body)
+        return self._converted(body, "inline") or super().inline_math(body)
 
     def block_math(self, body):
-        return _mathml(body, "block") or super().block_math(body)
+        return self._converted(body, "block") or super().block_math(body)
 
     def latex_environment(self, name, body):
-        return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block") or super().latex_environment(name, body)
+        return self._converted(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block") or super().latex_environment(name, body)
 
 
 def markdown_with_mathml(source):

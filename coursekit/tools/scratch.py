@@ -1,7 +1,11 @@
 """Scratch courses for the tests, the demo's checks and the benchmarks: a copy of one assignment
 of this course, fictional submissions handed in, graded by `make grade`'s code or by stock
 nbgrader, and their results."""
+import contextlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
@@ -78,3 +82,17 @@ def regrade_copy(graded: dict, students, workdir):
         name for name in names if Path(folder).name in ("submitted", "autograded", "feedback") and name not in students])
     grade_class(assignment, workdir, jobs=2, progress=False, feedback=False)
     return {student: result for student, result in results(workdir, assignment).items() if student in students}
+
+
+@contextlib.contextmanager
+def cpu_hogs(count=None):
+    """A busy machine: ``count`` processes (three per core by default) that compute until the block ends."""
+    # (each in a session of its own: the scheduler shares a CPU between sessions first)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(count or 3 * os.cpu_count())]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

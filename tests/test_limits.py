@@ -1,0 +1,144 @@
+"""Limits that load cannot move (coursekit.pipeline.limits): a kernel's time is the CPU time of its
+process tree, backstopped by the wall clock, and every check runs in a process of its own, with
+its own CPU time and memory."""
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+
+import nbformat
+import numpy as np
+import pytest
+
+from coursekit import judge
+from coursekit.judge.torch_reference import MissingValue
+from coursekit.pipeline import limits
+from coursekit.tools.release import run_notebook
+from coursekit.tools.scratch import cpu_hogs
+
+BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end:\n    pass\n"
+
+
+def test_a_process_trees_cpu_time_counts_its_threads_and_its_children_living_or_ended():
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys, threading, time
+        burn = {BURN!r}
+        threads = [threading.Thread(target=exec, args=(burn.format(seconds=0.4),)) for _ in range(2)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        subprocess.run([sys.executable, "-c", burn.format(seconds=0.4)])  # ended, and reaped
+        subprocess.Popen([sys.executable, "-c", burn.format(seconds=0.4) + "time.sleep(60)"])  # living
+        time.sleep(60)
+    """)
+    tree = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        time.sleep(3)  # (the threads' 0.4 s each, and the children's, are done by then, even on a busy machine)
+        used, _ = limits.tree_usage(tree.pid)
+    finally:
+        tree.kill()
+        tree.wait()
+    # each thread's 0.4 s only burns CPU time of its own when the other yields the GIL: 0.4 s of
+    # the process at least, then each child's 0.4 s
+    assert 1.2 <= used < 3, used
+    assert limits.tree_usage(tree.pid) == (0, 0)  # ended: no tree
+
+
+def test_the_time_a_busy_machine_holds_a_kernel_back_is_not_counted_as_waiting():
+    tree = subprocess.Popen([sys.executable, "-c", BURN.format(seconds=60)])
+    try:
+        with cpu_hogs():
+            time.sleep(0.5)  # (the hogs start)
+            started, (_, delayed) = time.monotonic(), limits.tree_usage(tree.pid)
+            time.sleep(3)
+            took, (_, delay) = time.monotonic() - started, limits.tree_usage(tree.pid)
+    finally:
+        tree.kill()
+        tree.wait()
+    assert delay - delayed > took / 2  # (three hogs a core beside it: it waits most of the time)
+
+
+def _notebook(*sources):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+
+
+def test_a_busy_machine_makes_a_cell_slower_not_stopped(tmp_path):
+    """1.5 s of computing under a 2.5 s limit, beside three hogs a core: it takes several times
+    longer on the wall clock (a wall-clock limit stopped it), and it is not stopped."""
+    with cpu_hogs():
+        started = time.monotonic()
+        cell, after = run_notebook(_notebook(BURN.format(seconds=1.5), "print('next')"), tmp_path, None,
+                                   timeout=2.5).cells
+        took = time.monotonic() - started
+    assert not [o for o in cell.outputs if o.output_type == "error"], cell.outputs
+    assert after.outputs[0].text == "next\n"
+    assert took > 2.5  # the load was real: the old wall-clock limit would have stopped the cell
+
+
+def test_a_cell_past_its_cpu_time_is_stopped_and_says_what_it_used(tmp_path):
+    loop, caught, after = run_notebook(_notebook(
+        "while True:\n    pass",
+        "while True:\n    try:\n        sum(range(10 ** 9))\n    except KeyboardInterrupt:\n        pass",  # ignores interrupts
+        "print('next')"), tmp_path, None, timeout=1).cells
+    assert [o.ename for o in loop.outputs] == ["CellTimeoutError"]
+    assert "used more than its 1 s of CPU time" in loop.outputs[0].evalue
+    assert [o.ename for o in caught.outputs] == ["CellTimeoutError"]
+    assert [o.ename for o in after.outputs] == ["CellTimeoutError"]  # behind the loop that never ends
+
+
+def test_a_cell_that_waits_is_stopped_by_the_wall_clock_backstop(tmp_path):
+    started = time.monotonic()
+    sleeper, after = run_notebook(_notebook("import time\ntime.sleep(600)", "print('next')"), tmp_path, None,
+                                  timeout=0.5).cells
+    assert time.monotonic() - started < 30
+    assert "ran for more than 1.5 s without finishing" in sleeper.outputs[-1].evalue
+    assert after.outputs[0].text == "next\n"
+
+
+def _kernel_that_answers(reply):
+    return lambda request: reply
+
+
+def test_a_check_that_allocates_past_its_budget_fails_its_cell_and_the_grader_keeps_its_memory():
+    def greedy(kernel):
+        kernel.run(["seed", 1])
+        np.ones((4, 2 ** 30 // 8))  # 4 GB
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome = limits.bounded_verdict(greedy, [], (), _kernel_that_answers('[{"ok": null}]'))
+    assert outcome[0] == "TestFailure" and "more than 1 GB of memory" in outcome[1]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 2 ** 10  # KB: the check's own process took it
+
+
+def test_a_check_that_computes_past_its_budget_fails_its_cell():
+    def endless(kernel):
+        while True:
+            pass
+
+    started = time.monotonic()
+    outcome = limits.bounded_verdict(endless, [], (), _kernel_that_answers(""), cpu_seconds=1)
+    assert outcome[0] == "TestFailure" and "more than 1 s of CPU time" in outcome[1]
+    assert time.monotonic() - started < 10
+
+
+def test_a_checks_verdict_and_its_kernels_silence_cross_from_its_process():
+    def check(kernel):
+        (value,) = kernel.run(["seed", 3])
+        if value != 2.5:
+            raise AssertionError("wrong")
+
+    assert limits.bounded_verdict(check, [], (), _kernel_that_answers('[{"ok": {"f": 2.5}}]')) is None
+    assert limits.bounded_verdict(check, [], (), _kernel_that_answers('[{"ok": {"f": 1.0}}]')) == \
+        ("AssertionError", "wrong")
+
+    def silent(request):
+        raise judge.KernelSilent("the kernel is gone")
+
+    assert limits.bounded_verdict(check, [], (), silent) == ("NoReply", "the kernel is gone")
+
+
+def test_the_courses_own_faults_still_stop_the_grading():
+    def incomplete(kernel):
+        raise MissingValue("no cached PyTorch value")
+
+    with pytest.raises(MissingValue, match="no cached PyTorch value"):
+        limits.bounded_verdict(incomplete, [], (), _kernel_that_answers(""))
