@@ -2,27 +2,37 @@
 with honest students, by `make grade` and by stock nbgrader: every attack loses the Tanh points it
 tries to fake, the honest students keep theirs exactly, and nothing outside the attackers' own
 sandboxes changes. (An attack may cost its author more: one that stops its own kernel loses
-every part after it.)"""
+every part after it.) Submissions that try to stall, swell or script the grader (OVERLOADS) are
+graded in the same batch: in bounded time, files and grader memory, with no script of theirs
+running on the pages staff and students open."""
 import base64
 import hashlib
 import html
 import os
 import re
+import secrets
 import sqlite3
 import sys
 import time
+
+import subprocess
+import threading
 
 import psutil
 import pytest
 
 from conftest import CATALOGS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
+from coursekit.pipeline import report
 from coursekit.pipeline.grade import grade_class
 from coursekit.pipeline.grading import nbgrader, results
 from coursekit.tools.scratch import copy_course
 from coursekit.kernel import warm_kernels
 from coursekit.kernel.sandbox import UIDS
 from coursekit.tools.submissions import Solution, submit
+from browser import chromium, free_port, wait_for_http
+from coursekit.pipeline.grading import _environment
+from nbgrader.api import Gradebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
 
@@ -31,6 +41,7 @@ BUGS = {bug.name: bug for bug in CATALOG.BUGS}
 HONEST = {"solution": Solution(), "variant": CATALOG.VARIANTS[0],
           "tanh_no_upstream": BUGS["tanh_no_upstream"], "linear_grad_biases_mean": BUGS["linear_grad_biases_mean"]}
 ATTACKS = {attack.name: attack for attack in CATALOG.ATTACKS}
+OVERLOADS = {name: submission for name, (submission, _) in CATALOG.OVERLOADS.items()}
 PROTECTED = [COURSE_ROOT / "coursekit", COURSE_ROOT / "source", COURSE_ROOT / "release"]
 
 
@@ -42,7 +53,7 @@ def _tree(*folders):
 
 def _grade(course, how):
     if how == "make grade":
-        grade_class("ps1", course, jobs=4, progress=False)
+        report.write(course, "ps1", grade_class("ps1", course, jobs=4, progress=False))  # (as make grade's main does)
     else:
         nbgrader(course, "generate_assignment", "ps1", "--force")
         nbgrader(course, "autograde", "ps1", "--force", check=False)
@@ -89,19 +100,48 @@ def reference(tmp_path_factory):
     return {name: graded[name].cells for name in HONEST}, _schema(course)
 
 
+class _PeakMemory(threading.Thread):
+    """The largest resident size of a grading process (this one and its nbgrader commands, make grade's
+    workers and the checks' processes; not kernels, the zygote or the PyTorch process) while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.stopped = 0, threading.Event()
+
+    def run(self):
+        me = psutil.Process()
+        while not self.stopped.wait(0.1):
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    command = " ".join(process.cmdline())
+                    if "pytest" in command or "nbgrader" in command:
+                        self.peak = max(self.peak, process.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.join()
+
+
 @pytest.fixture(scope="module", params=["make grade", "stock"])
 def batch(request, tmp_path_factory):
     course = copy_course("ps1", tmp_path_factory.mktemp(request.param.replace(" ", "_")))
-    for name, submission in {**HONEST, **ATTACKS}.items():
+    for name, submission in {**HONEST, **ATTACKS, **OVERLOADS}.items():
         submit(course, name, "ps1", submission)
     protected = _tree(*PROTECTED)
     course_files = _tree(course / "source", course / "submitted")
     since, started = time.time(), time.monotonic()
-    graded = _grade(course, request.param)
+    with _PeakMemory() as memory:
+        graded = _grade(course, request.param)
     elapsed = time.monotonic() - started
     time.sleep(2)  # anything an attack left running would be writing now
     return {"how": request.param, "course": course, "graded": graded, "elapsed": elapsed, "since": since,
-            "protected": protected, "course_files": course_files}
+            "protected": protected, "course_files": course_files, "peak_memory": memory.peak}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -131,7 +171,76 @@ def test_nothing_outside_the_sandboxes_changes(batch, reference):
 
 def test_no_process_of_a_submission_outlives_it_and_the_batch_ends(batch):
     assert not _sandbox_processes(batch["since"]), "a submission's processes are still running"
-    assert batch["elapsed"] < 20 * (len(HONEST) + len(ATTACKS)), f"the batch took {batch['elapsed']:.0f} s"
+    assert batch["elapsed"] < 20 * (len(HONEST) + len(ATTACKS) + len(OVERLOADS)), f"the batch took {batch['elapsed']:.0f} s"
+
+
+@pytest.mark.parametrize("name", sorted(OVERLOADS))
+def test_an_overload_is_graded_and_loses_only_what_its_answers_break(batch, name):
+    result = batch["graded"][name]
+    assert result.cells, f"{name} was not graded under {batch['how']}"
+    assert result.lost() == CATALOG.OVERLOADS[name][1], f"{name} lost {result.lost()} under {batch['how']}"
+
+
+def test_every_file_and_the_graders_memory_stay_bounded(batch):
+    """A notebook keeps 8 MB of outputs and a feedback page shows 12 MB, whatever was handed in
+    (thirty cells of 1.9 MB each, a cell of 150,000 formulas); no grading process grows past 1.5 GB."""
+    course = batch["course"]
+    for student in {**HONEST, **ATTACKS, **OVERLOADS}:
+        submitted = (course / "submitted" / student / "ps1" / "ps1.ipynb").stat().st_size
+        autograded = (course / "autograded" / student / "ps1" / "ps1.ipynb").stat().st_size
+        assert autograded < submitted + 9 * 2 ** 20, f"{student}'s autograded notebook is {autograded} bytes"
+        page = course / "feedback" / student / "ps1" / "ps1.html"
+        assert page.stat().st_size < 13 * 2 ** 20, f"{student}'s feedback page is {page.stat().st_size} bytes"
+    assert "the notebook's outputs passed 8 MB" in (course / "autograded" / "floods_many_cells" / "ps1" / "ps1.ipynb").read_text()
+    assert 0 < batch["peak_memory"] < 1.5 * 2 ** 30, f"a grading process reached {batch['peak_memory'] / 2 ** 20:.0f} MB"
+
+
+MARKS = "return window.pwned || ''"
+
+
+def test_no_script_of_a_student_runs_on_the_feedback_page_or_the_report(batch):
+    course = batch["course"]
+    pages = {"feedback": course / "feedback" / "stored_markup" / "ps1" / "ps1.html"}
+    if batch["how"] == "make grade":  # (stock nbgrader writes no report)
+        pages.update(report=course / "reports" / "ps1" / "report.html",
+                     similarity=course / "reports" / "ps1" / "similarity.html")
+    with chromium() as browser:
+        for name, page in pages.items():
+            browser.open(page.as_uri())
+            browser.wait_for("return document.readyState === 'complete'")
+            time.sleep(0.5)  # (an image's error handler runs once its load fails)
+            assert browser.run(MARKS) == "", f"a student's script ran on the {name} page ({batch['how']})"
+        assert browser.run("return document.body.innerText.length > 0")
+        browser.open(pages["feedback"].as_uri())
+        assert browser.run("return document.body.innerText.includes('My notes')"), "the student's notes are shown"
+    if "report" in pages:
+        assert "stored_markup" in pages["report"].read_text() and "&lt;script&gt;" in pages["report"].read_text()
+
+
+def test_no_script_of_a_student_runs_on_formgraders_page(batch, tmp_path):
+    """The page a TA grades on, in the Jupyter server's own origin, as formgrader renders it."""
+    course, port, token = batch["course"], free_port(), secrets.token_hex(8)
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
+                               f"--ServerApp.token={token}", f"--ServerApp.root_dir={course}",
+                               "--ServerApp.jpserver_extensions={'nbgrader.server_extensions.formgrader': True}"],
+                              cwd=course, env={**_environment(), "HOME": str(tmp_path)}, stdout=log, stderr=log)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api?token={token}")
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            submission = gradebook.find_submission_notebook("ps1", "ps1", "stored_markup").id
+        with chromium() as browser:
+            browser.open(f"http://127.0.0.1:{port}/formgrader/submissions/{submission}/?token={token}")
+            browser.wait_for("return document.readyState === 'complete' && document.body.innerText.includes('My notes')")
+            time.sleep(0.5)
+            marks = browser.run(MARKS)
+            own_scripts = browser.run("return typeof $ === 'function' && typeof MathJax === 'object'")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert marks == "", f"a student's script ran on formgrader's page: {marks}"
+    assert own_scripts, "formgrader's own scripts run"
 
 
 def _decoded(text):
@@ -157,6 +266,20 @@ def test_no_hidden_test_or_unwritten_solution_reaches_a_feedback_page(batch):
         for text in _decoded(page.read_text(errors="replace")):
             leaked = [line for line in hidden | (tanh_solution - written) if line in text]
             assert not leaked, f"{name}'s feedback shows {leaked[:2]}"
+
+
+def test_the_tamper_report_names_each_overload(batch):
+    from coursekit.pipeline.tamper import scan_graded, scan_notebook
+
+    course, expected = batch["course"], {"stored_markup": "Markdown with <script>, a javascript: URL, an onerror handler",
+                                         "formula_bomb": "a cell of 4",  # (KB)
+                                         "floods_many_cells": "its outputs passed the notebook's budget"}
+    for name, finding in expected.items():
+        found = scan_notebook(course / "submitted" / name / "ps1" / "ps1.ipynb") + \
+            scan_graded(course / "autograded" / name / "ps1" / "ps1.ipynb")
+        assert any(f.what.startswith(finding) for f in found), f"{name}: {found}"
+    honest = scan_graded(course / "autograded" / "solution" / "ps1" / "ps1.ipynb")
+    assert honest == [] and scan_notebook(course / "submitted" / "solution" / "ps1" / "ps1.ipynb") == []
 
 
 # Plain NumPy that games the finite differences: the judge's verdict catches it, no scan of the code can.

@@ -202,13 +202,6 @@ def _lookup(name, arrays, grad_output, differentiate, options=None):
 _server = None  # (pid, writer, reader, process or None for the shared one): a forked child makes its own
 _lock = threading.Lock()  # one request and its reply at a time (a Dask worker grades in threads)
 
-
-def _after_fork():  # a lock held by another thread when this process forked is never released in the child
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork)
 TIMEOUT = 120  # seconds the shared process may take to answer (it imports torch first)
 MAX_REPLY_BYTES = 2 ** 30
 

@@ -7,21 +7,19 @@ that runs it. A busy machine makes grading slower, never different. Each limit h
 process): wall-clock time less what the kernel spent waiting for a CPU that others had, so that
 load alone never reaches it either.
 
-Every check runs in a process of its own, forked from the grader (``bounded_verdict``), with its
-own CPU-time and memory limits: what a submission hands the judge can cost that check its cell,
-never the grader its memory or the class its time.
+Every check runs under a budget of its own (``bounded_verdict``): CPU time of its thread, a
+backstop on the wall clock, and at most CHECK_MEMORY_BYTES more of the grader's memory. What a
+submission hands the judge can cost that check its cell, never the grader its memory or the
+class its time.
 """
+import ctypes
 import os
-import pickle
 import resource
-import select
-import signal
+import threading
 import time
 from collections import defaultdict
 
 from coursekit import judge
-from coursekit.judge import torch_reference
-from coursekit.judge.torch_reference import MissingValue
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BACKSTOP = 3  # a limit's backstop, in multiples of its CPU time, counted in seconds the load did not take
@@ -30,33 +28,55 @@ CHECK_MEMORY_BYTES = 2 ** 30  # what a check may allocate beyond the grader's ow
 POLL_SECONDS = 0.1  # how often a kernel's clock is read (a read scans /proc)
 
 
+SCAN_SECONDS = 1.0  # how often a kernel's clock looks for new processes in its tree (a look reads all of /proc)
+
+
 def tree_usage(root):
-    """(CPU seconds, delay seconds) of process ``root`` and its descendants. CPU: their threads'
-    and their reaped children's (children reaped without a wait, by SIGCHLD ignored, are not
-    counted: the backstop bounds them). Delay: the longest that any of them (its main thread)
-    has waited, runnable, for a CPU the machine gave others: the load's share of its time."""
-    processes, children = {}, defaultdict(list)
+    """(CPU seconds, delay seconds) of process ``root`` and its descendants (see usage)."""
+    return usage(tree(root))
+
+
+def tree(root):
+    """Process ``root`` and its descendants, by pid (none if it has ended)."""
+    parents = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:  # it ended meanwhile
-            continue
-        fields = data[data.rindex(b")") + 2:].split()  # (the name in parentheses may hold spaces)
-        pid = int(name)
-        processes[pid] = sum(int(ticks) for ticks in fields[11:15])  # utime stime cutime cstime
-        children[int(fields[1])].append(pid)
-    cpu, delay, stack = 0, 0, [root]
+        if name.isdigit():
+            stat = _stat(name)
+            if stat is not None:
+                parents[int(name)] = int(stat[1])
+    children = defaultdict(list)
+    for pid, parent in parents.items():
+        children[parent].append(pid)
+    found, stack = [], [root] if root in parents else []
     while stack:
         pid = stack.pop()
-        if pid not in processes:
-            continue
-        cpu += processes[pid]
-        delay = max(delay, _run_delay(pid))
+        found.append(pid)
         stack.extend(children.get(pid, ()))
+    return found
+
+
+def usage(pids):
+    """(CPU seconds, delay seconds) of processes ``pids``. CPU: their threads' and their reaped
+    children's (children reaped without a wait, by SIGCHLD ignored, are not counted: the
+    backstop bounds them). Delay: the longest that any of them (its main thread) has waited,
+    runnable, for a CPU the machine gave others: the load's share of its time."""
+    cpu, delay = 0, 0
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            cpu += sum(int(ticks) for ticks in stat[11:15])  # utime stime cutime cstime
+            delay = max(delay, _run_delay(pid))
     return cpu / TICKS, delay / 1e9
+
+
+def _stat(pid):
+    """The fields of /proc/PID/stat after the process's name, or None once it has ended."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()  # (the name in parentheses may hold spaces)
 
 
 def _run_delay(pid):
@@ -69,18 +89,24 @@ def _run_delay(pid):
 
 class KernelClock:
     """A kernel's clocks: ``cpu()``, the CPU seconds it has used, and ``delay()``, the seconds
-    the machine's load has held it back (tree_usage; never decreasing). ``pid()`` names its
-    tree's root (None: no kernel, and the clocks stand still). Read at most every POLL_SECONDS."""
+    the machine's load has held it back (usage; never decreasing). ``pid()`` names its tree's
+    root (None: no kernel, and the clocks stand still). Read at most every POLL_SECONDS; the
+    tree is looked for every SCAN_SECONDS (a child's time is not lost meanwhile: it counts once
+    it is found, or in its parent's once it has ended)."""
 
     def __init__(self, pid):
         self._pid, self._read_at, self._cpu, self._delay = pid, -1.0, 0.0, 0.0
+        self._root, self._tree, self._scanned_at = None, [], -1.0
 
     def _read(self):
-        if time.monotonic() - self._read_at >= POLL_SECONDS:
-            pid = self._pid()
-            cpu, delay = tree_usage(pid) if pid else (0.0, 0.0)
-            self._cpu, self._delay = max(self._cpu, cpu), max(self._delay, delay)
-            self._read_at = time.monotonic()
+        now = time.monotonic()
+        if now - self._read_at < POLL_SECONDS:
+            return
+        pid = self._pid()
+        if pid != self._root or now - self._scanned_at >= SCAN_SECONDS:
+            self._root, self._tree, self._scanned_at = pid, tree(pid) if pid else [], now
+        cpu, delay = usage(self._tree)
+        self._cpu, self._delay, self._read_at = max(self._cpu, cpu), max(self._delay, delay), now
 
     def cpu(self):
         self._read()
@@ -125,56 +151,69 @@ class Limit:
         return None
 
 
-# --- checks in a process of their own --------------------------------------------------------------
+# --- a check's own budget ----------------------------------------------------------------------------
+
+class OverBudget(BaseException):
+    """Raised in a check's thread once it has computed past its budget (a BaseException: no
+    ``except Exception`` in a check stops it)."""
+
 
 def bounded_verdict(check, sources, key, ask, cpu_seconds=CHECK_CPU_SECONDS, memory_bytes=CHECK_MEMORY_BYTES):
-    """``judge.verdict(check, kernel)`` run in a forked process whose kernel handle sends its
-    requests through ``ask`` (which raises judge.KernelSilent when the kernel cannot answer): None
-    or (error name, message), as verdict returns. The process may compute for ``cpu_seconds`` of
-    CPU time and allocate ``memory_bytes`` beyond what the grader has mapped; past either, the
-    cell fails with a message that says so. judge.MissingValue is raised here, as verdict would."""
-    torch_reference.share_server()  # one PyTorch process for every check's process, started once
-    check_reads, grader_writes = os.pipe()
-    grader_reads, check_writes = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the check's process: it never returns
-        os.close(grader_reads), os.close(grader_writes)
-        _run_check(check, sources, key, check_reads, check_writes, cpu_seconds, memory_bytes)
-    os.close(check_reads), os.close(check_writes)
-    try:
-        return _serve_check(pid, grader_reads, grader_writes, ask, cpu_seconds)
-    finally:
-        os.close(grader_reads), os.close(grader_writes)
-        _end(pid)
+    """``judge.verdict(check, kernel)``, its kernel handle sending requests through ``ask`` (which
+    raises judge.KernelSilent when the kernel cannot answer): None or (error name, message).
 
+    The check may compute for ``cpu_seconds`` of this thread's CPU time, and, on the wall clock,
+    BACKSTOP times as long as it spends outside ``ask``; past either, it is stopped at its next
+    Python step. Meanwhile the process may map at most ``memory_bytes`` more (its address-space
+    limit, lowered for the check and put back after it: grading runs one check at a time per
+    process). A check past a budget fails its cell with a message that says so; the grader goes
+    on. judge.MissingValue is raised here, as verdict would."""
+    thread, clock, asked = threading.get_ident(), time.pthread_getcpuclockid(threading.get_ident()), [0.0]
+    cpu_start, wall_start, done, over = time.clock_gettime(clock), time.monotonic(), threading.Event(), []
+    lock = threading.Lock()  # (no exception is raised in the check's thread once it is done)
 
-def _run_check(check, sources, key, reader, writer, cpu_seconds, memory_bytes):
-    code = 0
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_seconds) + 1, int(cpu_seconds) + 2))
-        mapped = _mapped_bytes()
-        resource.setrlimit(resource.RLIMIT_AS, (mapped + memory_bytes, mapped + memory_bytes))
-
-        def send(request):
-            _write(writer, ("ask", request))
-            kind, value = _read(reader)
-            if kind == "silent":
-                raise judge.KernelSilent(value)
-            return value
-
+    def send(request):
+        started = time.monotonic()
         try:
-            outcome = ("verdict", judge.verdict(check, judge.Kernel(send, sources, key)))
-        except MissingValue as missing:
-            outcome = ("missing", str(missing))
+            return ask(request)
+        finally:
+            asked[0] += time.monotonic() - started
+
+    def watch():
+        while not done.wait(POLL_SECONDS):
+            with lock:
+                if done.is_set():
+                    return
+                if time.clock_gettime(clock) - cpu_start > cpu_seconds:
+                    over.append(f"took more than {cpu_seconds:g} s of CPU time")
+                elif time.monotonic() - wall_start - asked[0] > BACKSTOP * cpu_seconds:
+                    over.append(f"took more than {BACKSTOP * cpu_seconds:g} s")
+                if over:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(OverBudget))
+                    return
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _mapped_bytes() + memory_bytes
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+        watcher.start()
+        try:
+            outcome = judge.verdict(check, judge.Kernel(send, sources, key))
         except MemoryError:
-            outcome = ("verdict", _too_big(memory_bytes))
-        _write(writer, outcome)
-    except BaseException:  # noqa: BLE001 - a broken pipe: the grader stopped waiting
-        code = 1
+            outcome = _too_big(memory_bytes)
+        with lock:
+            done.set()
+        watcher.join()  # (a Python call: an exception raised before ``done`` arrives here at the latest)
+    except OverBudget:
+        outcome = None
     finally:
-        os._exit(code)
+        done.set()
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    if over:
+        return "TestFailure", (f"checking what your code returned {over[0]} and was stopped "
+                               "(arrays of a shape the task does not ask for?)")
+    return outcome
 
 
 def _too_big(memory_bytes):
@@ -182,75 +221,6 @@ def _too_big(memory_bytes):
             "memory (arrays of a shape the task does not ask for?)")
 
 
-def _serve_check(pid, reader, writer, ask, cpu_seconds):
-    """Answer the check's requests until it sends its outcome, or ends, or runs past its backstop."""
-    deadline = time.monotonic() + BACKSTOP * cpu_seconds  # (only the check's own turns count)
-    while True:
-        ready, _, _ = select.select([reader], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            return "TestFailure", (f"checking what your code returned took more than {BACKSTOP * cpu_seconds:g} s "
-                                   "and was stopped")
-        message = _read(reader)
-        if message is None:
-            return _ended(pid, cpu_seconds)
-        kind, value = message
-        if kind == "verdict":
-            return value
-        if kind == "missing":
-            raise MissingValue(value)
-        started = time.monotonic()
-        try:
-            reply = ("reply", ask(value))
-        except judge.KernelSilent as silent:
-            reply = ("silent", str(silent))
-        deadline += time.monotonic() - started
-        _write(writer, reply)
-
-
-def _ended(pid, cpu_seconds):
-    """The outcome of a check's process that ended without sending one."""
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
-        return "TestFailure", (f"checking what your code returned took more than {cpu_seconds:g} s of CPU time "
-                               "and was stopped (arrays of a shape the task does not ask for?)")
-    return "TestFailure", f"the check stopped without a verdict (exit status {status}): tell your instructor"
-
-
-def _end(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):  # already reaped by _ended
-        pass
-
-
 def _mapped_bytes():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _write(fd, message):
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    data = len(data).to_bytes(8, "little") + data
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _read(fd):
-    """A message, or None once the other end has closed."""
-    header = _read_exactly(fd, 8)
-    if header is None:
-        return None
-    body = _read_exactly(fd, int.from_bytes(header, "little"))
-    return None if body is None else pickle.loads(body)
-
-
-def _read_exactly(fd, size):
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 2 ** 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)

@@ -12,6 +12,8 @@ scripts, event handlers, styles, forms, frames and URLs other than http(s) and m
   calls ``render_markup_inert()``, which has every HTMLExporter of the process clean the same
   fragments (formgrader's own scripts are its template's, not cells', and still run).
 """
+from html.parser import HTMLParser
+
 import nh3
 from jinja2 import pass_context
 from nbconvert.exporters import HTMLExporter
@@ -36,6 +38,8 @@ ATTRIBUTES = {
     "menclose": {"notation"}, "mpadded": {"width", "height", "depth", "lspace", "voffset"}, "annotation": {"encoding"},
 }
 URL_SCHEMES = {"http", "https", "mailto"}
+# What a feedback page shows of one cell's source (pipeline.nbgrader_plugins.BoundedFeedback).
+FEEDBACK_CELL_BYTES = 64 * 2 ** 10
 # The feedback page needs no script at all: its math is MathML, its styles are inline, its images data: URLs.
 FEEDBACK_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data: http: https:; font-src data:; "
                    "form-action 'none'; base-uri 'none'")
@@ -63,9 +67,13 @@ def render_markup_inert():
                 function = clean_html
             yield name, function
 
-    HTMLExporter.default_filters = inert_filters
-    # nbconvert's templates pass outputs through clean_html only when the exporter sanitizes
-    HTMLExporter.class_traits()["sanitize_html"].default_value = True
+    from_notebook_node = HTMLExporter.from_notebook_node
+
+    def sanitizing(self, nb, resources=None, **kw):
+        self.sanitize_html = True  # nbconvert's templates pass outputs through clean_html only then
+        return from_notebook_node(self, nb, resources, **kw)
+
+    HTMLExporter.default_filters, HTMLExporter.from_notebook_node = inert_filters, sanitizing
     HTMLExporter._renders_markup_inert = True
 
 
@@ -74,3 +82,29 @@ def _cleaned(markdown2html):
     def inert(context, source):
         return clean_html(markdown2html(context, source))
     return inert
+
+
+ACTIVE_TAGS = {"script", "iframe", "frame", "object", "embed", "applet", "base", "meta", "form", "link", "style"}
+
+
+def active_markup(html):
+    """What in ``html`` would run or restyle a page if nobody cleaned it (for the tamper report):
+    a list of short descriptions, empty for inert markup."""
+    found = []
+
+    class Scan(HTMLParser):
+        def handle_starttag(self, tag, attributes):
+            if tag in ACTIVE_TAGS:
+                found.append(f"<{tag}>")
+            for name, value in attributes:
+                url = "".join((value or "").split()).lower()
+                if name.startswith("on"):
+                    found.append(f"an {name} handler")
+                elif url.startswith(("javascript:", "vbscript:", "data:text/html")):
+                    found.append(f"a {url.split(':')[0]}: URL")
+
+    try:
+        Scan().feed(html)
+    except Exception:  # noqa: BLE001 - html.parser gives up on some malformed input: so would we
+        found.append("markup the parser cannot read")
+    return sorted(set(found))

@@ -183,6 +183,10 @@ class TimeLimitedExecute(Execute):
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         finally:
             watchdog.cancel()
+            if self._stopped is not None:  # nbclient leaves its kernel-alive poll running when its wait is cancelled
+                for task in asyncio.all_tasks():
+                    if task.get_coro().__name__ == "_async_poll_kernel_alive":
+                        task.cancel()
 
     execute_cell = run_sync(async_execute_cell)  # nbclient binds the name to its own, not to an override
 
@@ -419,7 +423,7 @@ class BoundedFeedback(nbgrader_preprocessors.NbGraderPreprocessor):
     ``max_cell_bytes`` of its source, and the page at most ``max_page_bytes`` of sources and
     outputs; what is cut says so where it was."""
 
-    max_cell_bytes = Integer(64 * 2 ** 10, help="Bytes of a cell's source a feedback page shows.").tag(config=True)
+    max_cell_bytes = Integer(markup.FEEDBACK_CELL_BYTES, help="Bytes of a cell's source a feedback page shows.").tag(config=True)
     max_page_bytes = Integer(12 * 2 ** 20, help="Bytes of sources and outputs a feedback page shows.").tag(config=True)
 
     def preprocess(self, nb, resources):

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from coursekit.pipeline.grading import ERRORS, PathLike, Result, course_folder, results as gradebook_results
-from coursekit.pipeline.tamper import scan_folder, scan_notebook
+from coursekit.pipeline.tamper import scan_folder, scan_graded, scan_notebook
 
 
 def score_table(graded: dict[str, Result], students: list[str], errors: dict[str, str]) -> str:
@@ -233,7 +233,8 @@ def write(course: PathLike, assignment: str, outcomes: dict, changes: list[tuple
     source = course_folder(course, "source", assignment=assignment)
     tamper = [(s, f.cell, f.line, f.what) for s in students
               for f in scan_folder(course_folder(course, "submitted", s, assignment), source)
-              + scan_notebook(course_folder(course, "submitted", s, assignment) / f"{assignment}.ipynb")]
+              + scan_notebook(course_folder(course, "submitted", s, assignment) / f"{assignment}.ipynb")
+              + scan_graded(course_folder(course, "autograded", s, assignment) / f"{assignment}.ipynb")]
     manual = sorted(s for s, o in outcomes.items() if o.needs_manual_grading())
     modes = sorted({o.sandbox for o in outcomes.values() if o.sandbox})
     rates = _plots(folder, graded)

@@ -1,9 +1,11 @@
-"""The tamper report: code cells that import forbidden modules or touch the test machinery.
+"""The tamper report: code cells that import forbidden modules or touch the test machinery,
+Markdown that would run script, and submissions that ran into the grader's budgets.
 
 Grading already keeps such code from changing verdicts (the sandbox and the judge: see
-coursekit.kernel.sandbox and coursekit.judge); this report tells the instructor who tried, with cell
-and line, so a human can look. It reads every code cell a student could write: the answer cells
-and any cell the student added.
+coursekit.kernel.sandbox and coursekit.judge), markup from running (coursekit.pipeline.markup) and
+outputs, pages and checks from growing (coursekit.pipeline.limits); this report tells the instructor
+who tried, with cell and line, so a human can look. It reads every cell a student could write:
+the answer cells, the written answers and any cell the student added, and what grading cut.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 import nbformat
 
 from coursekit import IN_THE_KERNEL
-from coursekit.judge.solutions import answer_cells
+from coursekit.judge.solutions import answer_cells, written_cells
 from coursekit.pipeline.grading import PathLike
+from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
 
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
@@ -98,8 +101,8 @@ def student_cells(notebook) -> dict[str, str]:
 
 
 def scan_notebook(path: PathLike) -> list[Finding]:
-    """Findings in every answer cell and every added code cell of a submitted notebook (none if
-    it cannot be read)."""
+    """Findings in every answer cell and every added code cell of a submitted notebook, and in
+    every Markdown cell its student could write (none if it cannot be read)."""
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception:  # noqa: BLE001 - unreadable files are reported as grading errors instead
@@ -107,7 +110,43 @@ def scan_notebook(path: PathLike) -> list[Finding]:
     findings = []
     for cell, code in student_cells(notebook).items():
         findings += scan_code(cell, code)
-    return findings
+    return findings + scan_markdown(notebook)
+
+
+def scan_markdown(notebook) -> list[Finding]:
+    """Markdown cells a student wrote (written answers and added cells) that hold active markup,
+    and cells too large for a feedback page to show whole."""
+    written = {**written_cells(notebook), **{f"(added cell {index})": cell.source for index, cell in enumerate(notebook.cells)
+                                             if cell.cell_type == "markdown" and not cell.metadata.get("nbgrader")}}
+    findings = [Finding(cell, 0, f"Markdown with {', '.join(found)} (shown inert)")
+                for cell, source in written.items() if (found := active_markup(source))]
+    return findings + [Finding(cell, 0, f"a cell of {len(source) // 2 ** 10} KB (its feedback shows "
+                                        f"{FEEDBACK_CELL_BYTES // 2 ** 10} KB)")
+                       for cell, source in {**student_cells(notebook), **written}.items()
+                       if len(source) > FEEDBACK_CELL_BYTES]
+
+
+# What grading writes in a notebook when a submission runs into a budget (coursekit.pipeline.limits
+# and TimeLimitedExecute), and how the report says it.
+BUDGETS = {"the notebook's outputs passed": "its outputs passed the notebook's budget (cut)",
+           "checking what your code returned": "a check ran out of its time or memory budget",
+           "used more than its": "a cell ran out of CPU time",
+           "without finishing (while it used": "a cell waited past its time limit"}
+
+
+def scan_graded(path: PathLike) -> list[Finding]:
+    """What grading cut or stopped in an autograded notebook (none if there is none)."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - none yet, or a grading error reported elsewhere
+        return []
+    findings = set()
+    for cell in notebook.cells:
+        label = cell.metadata.get("nbgrader", {}).get("grade_id", "(added cell)")
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.output_type == "stream" else output.get("evalue", "")
+            findings.update(Finding(label, 0, what) for phrase, what in BUDGETS.items() if phrase in text[:300])
+    return sorted(findings, key=lambda f: (f.what, f.cell))
 
 
 def scan_folder(folder: PathLike, shipped: PathLike | None = None) -> list[Finding]:
