@@ -14,6 +14,7 @@ import pytest
 from coursekit import judge
 from coursekit.judge.torch_reference import MissingValue
 from coursekit.pipeline import limits
+from coursekit.pipeline.nbgrader_plugins import UNRESPONSIVE
 from coursekit.tools.release import run_notebook
 from coursekit.tools.scratch import cpu_hogs
 
@@ -83,7 +84,8 @@ def test_a_cell_past_its_cpu_time_is_stopped_and_says_what_it_used(tmp_path):
     assert [o.ename for o in loop.outputs] == ["CellTimeoutError"]
     assert "used more than its 1 s of CPU time" in loop.outputs[0].evalue
     assert [o.ename for o in caught.outputs] == ["CellTimeoutError"]
-    assert [o.ename for o in after.outputs] == ["CellTimeoutError"]  # behind the loop that never ends
+    # the kernel that does not stop when asked is given up: what follows fails at once, saying why
+    assert [(o.ename, o.evalue) for o in after.outputs] == [("DeadKernel", f"not run: {UNRESPONSIVE} in an earlier cell")]
 
 
 def test_a_cell_that_waits_is_stopped_by_the_wall_clock_backstop(tmp_path):

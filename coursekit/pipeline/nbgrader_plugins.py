@@ -41,6 +41,7 @@ from nbgrader.converters.base import NbGraderException
 
 
 DEAD_KERNEL = "the kernel died (out of memory? did your code break Python itself, e.g. replace builtins?)"
+UNRESPONSIVE = "the kernel stopped answering after a cell ran past its time limit (it was stopped)"
 
 
 def _error(name, message):
@@ -91,6 +92,7 @@ class TimeLimitedExecute(Execute):
     alone, so nothing the kernel displays, raises or hides decides the score.
     """
 
+    _stopped = None  # why the running cell was stopped (its limit), or None
     # a kernel that a submission broke must not stop the grading of the notebook
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     timeout = Float(30, allow_none=True, help="CPU seconds a cell may use.").tag(config=True)
@@ -116,7 +118,7 @@ class TimeLimitedExecute(Execute):
         student = resources.get("nbgrader", {}).get("student")
         self._key = judge.student_key(assignment, student, self._student_code, self._secret()) if student else ()
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
-        self._kernel_dead = False
+        self._kernel_dead, self._dead_reason = False, DEAD_KERNEL
         self._cell_timeout = self.timeout
         self._clock = limits.KernelClock(self._kernel_pid)
         # nbclient's own wait is the last resort: the cell's Limit stops it first (async_execute_cell)
@@ -152,7 +154,7 @@ class TimeLimitedExecute(Execute):
             cell.outputs = [_error("NotebookTimeout", f"not run: {over} (an infinite loop above?)")]
             return cell, resources
         if self._kernel_dead:
-            cell.outputs = [_error("DeadKernel", f"not run: {DEAD_KERNEL} in an earlier cell")]
+            cell.outputs = [_error("DeadKernel", f"not run: {self._dead_reason} in an earlier cell")]
             return cell, resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id") if utils.is_grade(cell) else None
         visible, called = judge.split_call(cell.source)
@@ -167,7 +169,7 @@ class TimeLimitedExecute(Execute):
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
-            if self._stopped is None or not run_sync(self.km.is_alive)():
+            if self._stopped is None:
                 self._kernel_dead = True
                 cell.outputs = [_error("DeadKernel", f"{DEAD_KERNEL} while running this cell")]
                 return cell, resources
@@ -192,8 +194,8 @@ class TimeLimitedExecute(Execute):
 
     async def _async_watch(self, limit):
         """Interrupt the cell once it is past ``limit``; if it has not ended ``timeout_after_timeout``
-        CPU seconds later (it caught the interrupt), stop waiting for it (the next cell queues
-        behind it, and its own limit runs)."""
+        CPU seconds later (it caught the interrupt, or stopped its own process), the kernel is
+        given up: the cell fails with its limit, every later one without running."""
         while not (over := limit.exceeded()):
             await asyncio.sleep(limits.POLL_SECONDS)
         self._stopped = over
@@ -201,7 +203,13 @@ class TimeLimitedExecute(Execute):
         grace = limits.Limit(self._clock, self.timeout_after_timeout)
         while not grace.exceeded():
             await asyncio.sleep(limits.POLL_SECONDS)
+        await self._async_abandon_kernel()
         self.task_poll_for_reply.cancel()  # nbclient raises DeadKernelError: see _run_in_kernel
+
+    async def _async_abandon_kernel(self):
+        """Stop a kernel that no longer answers: the remaining cells fail at once (UNRESPONSIVE)."""
+        self._kernel_dead, self._agent_lost, self._dead_reason = True, True, UNRESPONSIVE
+        await ensure_async(self.km.shutdown_kernel(now=True))
 
     def _kernel_pid(self):
         """The host pid at the root of the kernel's process tree (bubblewrap's, or the fork's), or None."""
@@ -335,8 +343,10 @@ class TimeLimitedExecute(Execute):
                 return
         while not self._agent_ended and not self._agent_lost and not grace.exceeded():
             await self._async_agent_ended(0.05)  # (returns as soon as the reply comes)
-        if not self._agent_ended:
-            self._agent_lost = True  # later judged cells fail at once instead of waiting in turn
+        if not self._agent_ended and not self._agent_lost and not await ensure_async(self.km.is_alive()):
+            self._agent_lost = True
+        elif not self._agent_ended and not self._agent_lost:  # it neither ended nor died: it no longer answers
+            await self._async_abandon_kernel()
         deadline = time.monotonic() + self.timeout_after_timeout
         while time.monotonic() < deadline:  # (a kernel that floods its output does not hold the grader here)
             try:
