@@ -1,8 +1,8 @@
 """Limits that the machine's load cannot move, and a judge that no submission can stall or swell.
 
 Time is counted as CPU time: a cell's and a notebook's as the CPU time of the kernel's process
-tree (its threads, and its children, living or ended), a check's as the CPU time of the process
-that runs it. A busy machine makes grading slower, never different. Each limit has a backstop,
+tree (its threads, and its children, living or ended), a check's as the CPU time of the grader's
+thread that runs it. A busy machine makes grading slower, never different. Each limit has a backstop,
 ``BACKSTOP`` times as long, for code that waits instead of computing (``time.sleep``, a stopped
 process): wall-clock time less what the kernel spent waiting for a CPU that others had, so that
 load alone never reaches it either.
@@ -25,9 +25,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 BACKSTOP = 3  # a limit's backstop, in multiples of its CPU time, counted in seconds the load did not take
 CHECK_CPU_SECONDS = 20  # a check's own computing, beside its kernel's
 CHECK_MEMORY_BYTES = 2 ** 30  # what a check may allocate beyond the grader's own
-POLL_SECONDS = 0.1  # how often a kernel's clock is read (a read scans /proc)
-
-
+POLL_SECONDS = 0.1  # how often a kernel's clock is read (its known processes' /proc files)
 SCAN_SECONDS = 1.0  # how often a kernel's clock looks for new processes in its tree (a look reads all of /proc)
 
 

@@ -60,6 +60,9 @@ def render_markup_inert():
     default_filters = HTMLExporter.default_filters
 
     def inert_filters(self):
+        if getattr(self, "cleans_markup", False):  # (the feedback exporter: its filters clean already)
+            yield from default_filters(self)
+            return
         for name, function in default_filters(self):
             if name == "markdown2html":
                 function = _cleaned(function)

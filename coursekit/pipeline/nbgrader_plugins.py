@@ -594,6 +594,8 @@ class FeedbackHTMLExporter(HTMLExporter):
     adds without parsing the whole page with BeautifulSoup (a twelfth of a second a page).
     """
 
+    cleans_markup = True  # (markup.render_markup_inert leaves it as it is: it cleans its own)
+
     def __init__(self, config=None, **kwargs):
         self._formulas_left = MAX_FORMULAS
         # nbgrader's generate_feedback configures its "feedback" template; the course's replaces it
@@ -742,14 +744,10 @@ def _mathml(latex, display):
         return None
     for element in tree.iter():
         name = element.tag.rsplit("}", 1)[-1]
-        if name not in MATHML or any(key.lower().startswith("on") or "href" in key.lower() for key in element.attrib):
+        if name not in markup.MATHML or any(key.lower().startswith("on") or "href" in key.lower() for key in element.attrib):
             return None
     return mathml
 
-
-MATHML = {"math", "mi", "mn", "mo", "ms", "mtext", "mspace", "mrow", "mfrac", "msqrt", "mroot", "mstyle", "merror",
-          "mpadded", "mphantom", "menclose", "msub", "msup", "msubsup", "munder", "mover", "munderover",
-          "mmultiscripts", "mprescripts", "none", "mtable", "mtr", "mtd", "mlabeledtr", "semantics", "annotation"}
 
 
 MISSING_ALT = "No description has been provided for this image"
