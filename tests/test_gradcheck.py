@@ -195,7 +195,7 @@ def test_check_vectorised_tells_whole_array_code_from_element_loops():
         return out
 
     for slow in (np.vectorize(lambda h: max(0.0, h)), loop):
-        with pytest.raises(TestFailure, match="element by element"):
+        with pytest.raises(TestFailure, match="loops in Python"):
             check_vectorised("relu(H)", slow, H)
 
 
@@ -290,6 +290,53 @@ def test_check_einsum_needs_the_value_and_an_einsum_call():
     with pytest.raises(TestFailure, match="trace.A. is wrong"):
         check_einsum("trace(A)", namespace["trace"], (A,), 13.0, namespace)
     assert namespace["np"] is np, "NumPy is put back"
+
+
+EINSUM_ANSWERS = """
+from numpy import einsum as contract
+import numpy
+
+
+def matmul_renamed(A, B):
+    return contract('ij,jk->ik', A, B)
+
+
+def matmul_module(A, B):
+    return numpy.einsum('ji,jk->ik', A.T, B)
+
+
+def matmul_interleaved(A, B):
+    return np.einsum(A, [0, 1], B, [1, 2], [0, 2])
+
+
+def matmul_through_identity(A, B):
+    return np.einsum('ij->ij', A @ B)
+
+
+def matmul_token_call(A, B):
+    np.einsum('ij,jk->ik', A, B)
+    return A @ B + 0.0
+
+
+def matmul_times_identity(A, B):
+    return np.einsum('ik,kj->ij', A @ B, np.eye(B.shape[1]))
+"""
+
+
+def test_einsum_is_recognised_by_the_function_and_must_work_on_the_inputs():
+    namespace = {"np": np}
+    exec(EINSUM_ANSWERS, namespace)
+    rng = np.random.default_rng(5)
+    A, B = rng.normal(size=(3, 4)), rng.normal(size=(4, 2))
+    for name in ("matmul_renamed", "matmul_module", "matmul_interleaved"):  # einsum however it is named
+        check_einsum("matmul(A, B)", namespace[name], (A, B), A @ B, namespace)
+    for name in ("matmul_through_identity", "matmul_token_call", "matmul_times_identity"):
+        with pytest.raises(TestFailure, match="not what a call of np.einsum on its arguments returned"):
+            check_einsum("matmul(A, B)", namespace[name], (A, B), A @ B, namespace)
+    assert np.einsum is numpy_einsum and namespace["contract"] is numpy_einsum, "einsum is put back"
+
+
+numpy_einsum = np.einsum
 
 
 def test_require_torch_explains_a_missing_pytorch():

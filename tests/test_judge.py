@@ -94,6 +94,40 @@ def test_an_object_met_twice_has_one_reference(kernel):
     assert [object.__getattribute__(layer, "_ref") for layer in holder.layers] == [object.__getattribute__(made, "_ref")] * 2
 
 
+class Model:
+    """A student's model that inspects the layers it is given, as one that looked for the judge would."""
+
+    def __init__(self):
+        import __main__
+        Linear = __main__.Linear
+        self.layer = Linear(3, 2)
+        self.seen = [isinstance(Linear, type), Linear.__name__, Linear.__module__, isinstance(self.layer, Linear),
+                     type(self.layer).__name__, hasattr(self.layer, "calls"), hasattr(Linear, "forward"),
+                     sorted(vars(self.layer))]
+
+    def run(self, x):
+        return self.layer.forward(A=x)
+
+
+def test_stand_ins_look_like_the_notebooks_classes_and_take_keywords(kernel, monkeypatch):
+    monkeypatch.setitem(sys.modules["__main__"].__dict__, "Model", Model)
+    made = kernel.standin("Linear", {"W": np.zeros((3, 2)), "b": np.zeros(2)}, {"forward": ["A"], "backward": ["dLdO"]},
+                          forward=[np.ones((1, 2))], backward=[np.zeros((1, 3))])
+    Linear = kernel.factory([made], "Linear")
+    model = kernel.new("Model", substitutes={"Linear": Linear})
+    assert model.seen == [True, "Linear", "__main__", True, "Linear", False, True, ["W", "b"]]
+    assert model.run(np.full((1, 3), 4.0)).tolist() == [[1.0, 1.0]]
+    assert [(method, [a.tolist() for a in args]) for method, args in made.calls()] == [("forward", [[[4.0, 4.0, 4.0]]])]
+    assert judge.made_with(Linear, ["num_inputs", "num_outputs"]) == [{"num_inputs": 3, "num_outputs": 2}]
+    with pytest.raises(judge.StudentError, match="unexpected keyword argument 'x'"):
+        made.forward(x=np.ones((1, 3)))
+    with pytest.raises(judge.StudentError, match="takes 1 argument"):
+        made.backward()
+    scaler = kernel.scaler(2.0, 0.5, "ReLU", {"forward": ["Z"], "backward": ["Z", "dY"]})
+    assert scaler.backward(Z=np.ones(2), dY=np.array([1.0, 3.0])).tolist() == [2.0, 6.0]
+    assert scaler.forward(np.ones(2)).tolist() == [2.5, 2.5]
+
+
 def test_the_kernel_counts_the_python_steps_of_a_call(kernel):
     answers = kernel.new("Answers")
     (vectorised,) = kernel.run(["steps", answers, "forward", [np.ones(10_000)], {}])
@@ -226,10 +260,37 @@ def test_uncounted_loops_are_found_in_the_class_and_what_it_uses_only():
     elsewhere = "import sys\nsys.settrace = lambda f: None\n"  # changes nothing the class uses
     patched_later = "ReLU.forward = np.frompyfunc(max, 2, 1)\n"
     assert judge.uncounted_loops([honest, elsewhere], "ReLU") == []
-    assert judge.uncounted_loops([helper, uses_helper], "ReLU") == ["threading (line 1)", "Thread (line 5)",
-                                                                   "threading (line 5)"]
+    assert sorted(judge.uncounted_loops([helper, uses_helper], "ReLU")) == ["Thread (line 5)", "threading (line 1)",
+                                                                           "threading (line 5)"]
+    scratch = "H = np.array(list(map(float, '1 -2 3'.split())))\nprint(ReLU().forward(H))\n"  # not the class's code
+    assert judge.uncounted_loops([honest + scratch, scratch], "ReLU") == []
+    in_a_magic = "%%time\nclass ReLU:\n    def forward(self, H):\n        return np.frompyfunc(max, 2, 1)(H, 0.0)\n"
+    in_a_block = "if True:\n    class ReLU:\n        def forward(self, H):\n            return np.frompyfunc(max, 2, 1)(H, 0.0)\n"
+    assert judge.uncounted_loops([in_a_magic], "ReLU") == ["frompyfunc (line 3)"]  # (the line in the magic's code)
+    assert judge.uncounted_loops([in_a_block], "ReLU") == ["frompyfunc (line 4)"]
+    patches_elsewhere = "np.vectorize = lambda f: np.frompyfunc(f, 1, 1)\n"  # a NumPy name the class does not use
+    assert judge.uncounted_loops([honest, patches_elsewhere], "ReLU") == []
     assert judge.uncounted_loops([honest, patched_later], "ReLU") == ["frompyfunc (line 1)"]
     assert judge.uncounted_loops([honest, "def broken(:\n"], "Tanh") == []
+    from_c = ("class ReLU:\n    def forward(self, H):\n"
+              "        return np.array(list(itertools.starmap(max, zip(H.flat, itertools.repeat(0.0)))))\n")
+    assert sorted(judge.uncounted_loops([from_c], "ReLU")) == ["flat (line 3)", "itertools (line 3)", "itertools (line 3)",
+                                                               "starmap (line 3)"]
+    patches_numpy = "np.maximum = np.frompyfunc(max, 2, 1)\n"  # what the class uses, changed elsewhere
+    assert judge.uncounted_loops([honest, patches_numpy], "ReLU") == ["frompyfunc (line 1)"]
+    assert judge.uncounted_loops([honest, "setattr(np, 'maximum', np.vectorize(max))\n"], "ReLU") == ["vectorize (line 1)"]
+
+
+def test_inputs_of_the_students_own_are_extreme_and_loop_shapes_large():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        values = judge.extreme_values(rng, (3, 4))
+        assert np.all((710 <= np.abs(values)) & (np.abs(values) <= 1000))
+        assert np.all(values.max(axis=1) > 0) and np.all(values.min(axis=1) < 0), "both signs in every row"
+        shapes = judge.loop_shapes(rng)
+        assert [len(shape) for shape in shapes] == [1, 2, 3] and all(np.prod(shape) >= 1728 for shape in shapes)
+    assert not np.array_equal(judge.extreme_values(np.random.default_rng(1), (2, 5)),
+                              judge.extreme_values(np.random.default_rng(2), (2, 5)))
 
 
 class ListWeights:

@@ -187,7 +187,7 @@ def _encode(value):
 
 def _decode(data, kernel):
     """A value from the kernel, validated: only float64 arrays, floats, ints, strings, dicts, lists,
-    booleans, None and references ever come out."""
+    tuples, booleans, None and references ever come out."""
     if data is None or isinstance(data, bool):
         return data
     if isinstance(data, list):
@@ -210,6 +210,8 @@ def _decode(data, kernel):
             return int(data["i"])
         if "d" in data and isinstance(data["d"], dict):
             return {str(key): _decode(item, kernel) for key, item in data["d"].items()}
+        if "u" in data and isinstance(data["u"], list):
+            return tuple(_decode(item, kernel) for item in data["u"])
     raise KernelSilent(f"the kernel sent a value the judge does not accept ({type(data).__name__})")
 
 
@@ -249,10 +251,12 @@ class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
     coursekit.kernel.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
     the code cells the student could write (answer cells and added ones), for checks that read
-    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key)."""
+    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key);
+    ``passed`` the verdicts of the cells judged so far in this grading ({grade_id: bool})."""
 
-    def __init__(self, send, sources=(), key=()):
+    def __init__(self, send, sources=(), key=(), passed=None):
         self._send, self.sources, self.key = send, list(sources), tuple(key)
+        self.passed = {} if passed is None else passed  # shared with the grader: see ``passes``
 
     def rng(self, stream):
         """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
@@ -302,23 +306,28 @@ class Kernel:
         (obj,) = self.run(["array", np.asarray(values, dtype=np.float64)])
         return obj
 
-    def standin(self, name, attributes=None, **returns):
+    def standin(self, name, attributes=None, arguments=None, bases=(), **returns):
         """A layer in the kernel that records its calls; its method ``m`` returns the arrays
         ``returns[m]``, one per call (the last one again once they run out), and it has the
-        ``attributes`` ({name: value})."""
+        ``attributes`` ({name: value}). It is an instance of a class ``name``, the notebook's
+        class it stands for (and of the notebook's classes ``bases``, where it has them);
+        ``arguments`` ({method: [parameter names]}) makes its methods take the real ones'
+        parameters (keywords too), and no others."""
         (obj,) = self.run(["standin", name, {method: list(values) for method, values in returns.items()},
-                           attributes or {}])
+                           attributes or {}, arguments, list(bases)])
         return obj
 
-    def factory(self, made):
-        """A stand-in class for the notebook: its calls return the objects ``made``, in turn."""
-        (obj,) = self.run(["factory", list(made)])
+    def factory(self, made, name):
+        """A class named ``name`` for the notebook (see Kernel.new's substitutes): its calls return
+        the objects ``made``, in turn, now instances of it."""
+        (obj,) = self.run(["factory", list(made), name])
         return obj
 
-    def scaler(self, factor, offset=0.0):
-        """A layer or activation in the kernel, Z -> factor * Z + offset, that records its calls
-        (its backward multiplies the upstream gradient by ``factor``)."""
-        (obj,) = self.run(["scaler", float(factor), float(offset)])
+    def scaler(self, factor, offset=0.0, name="Layer", arguments=None, bases=()):
+        """A layer or activation in the kernel, Z -> factor * Z + offset, of the class ``name``,
+        that records its calls (its backward multiplies the upstream gradient, its last argument,
+        by ``factor``); ``arguments`` and ``bases`` as for ``standin``."""
+        (obj,) = self.run(["scaler", float(factor), float(offset), name, arguments, list(bases)])
         return obj
 
     def seed(self, seed):
@@ -368,6 +377,11 @@ class Remote:
 
     def __setattr__(self, name, value):
         object.__getattribute__(self, "_kernel").run(["set", self, name, value])
+
+    @staticmethod
+    def type_of(remote):
+        """The type's name of the object in the kernel (what gradcheck.kind says of it)."""
+        return object.__getattribute__(remote, "_type")
 
     def value(self):
         """The current contents of an array kept in the kernel."""
@@ -600,67 +614,141 @@ def _shown(steps):
     return "".join(f".{name}" if how == "attr" else f"[{name!r}]" for how, name in steps).lstrip(".")
 
 
-def check_vectorised(what, obj, method, *args, max_steps=300, name=None):
+def check_vectorised(what, obj, method, *args, max_steps=300):
     """``obj.<method>(*args)`` works on whole arrays, as gradcheck.check_vectorised checks: the
-    kernel counts the Python steps of the call (the one measurement only it can make), and the
-    code of the class ``name`` uses nothing that loops out of the count's sight."""
+    kernel counts the Python steps of the call (the one measurement only it can make)."""
     (steps,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
     if type(steps) is not int or not 0 < steps <= max_steps:
-        raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
-                          "or a loop?); use NumPy operations on the whole array")
-    hidden = uncounted_loops(kernel_of(obj).sources, name) if name else []
+        raise TestFailure(f"{what} ran {steps} Python steps: {gradcheck.LOOPS}")
+
+
+def check_no_hidden_loops(kernel, name):
+    """The code of the class ``name`` uses nothing that can loop out of the step count's sight
+    (see ``uncounted_loops``): checked after its calls' steps are counted."""
+    hidden = uncounted_loops(kernel.sources, name)
     if hidden:
-        raise TestFailure(f"{what}: {name} uses {hidden[0]}, which works element by element out of the test's "
-                          "sight; use NumPy operations on the whole array")
+        raise TestFailure(f"{name} uses {hidden[0]}, which can loop over the elements out of the test's sight; "
+                          "work on the whole array with NumPy operations")
 
 
-# Names with which code can loop over an array's elements unseen by the kernel's step count (which
-# traces Python calls in the main thread): other threads or processes, tracing switched off,
-# C-level loops over builtins, the course's own counter, and ways to reach them by a string.
+def loop_shapes(rng):
+    """The shapes at which a check measures "no loops", the student's own (``rng`` is a hidden
+    check's): one of each rank from 1 to 3, of 2,000 to 25,000 entries, where a loop over the
+    elements or the rows runs hundreds of Python steps at least."""
+    return [(int(rng.integers(2_000, 8_000)),), tuple(int(n) for n in rng.integers(60, 160, size=2)),
+            tuple(int(n) for n in rng.integers(12, 30, size=3))]
+
+
+def extreme_values(rng, shape, low=710.0, high=1000.0):
+    """Values of ``shape`` whose sizes lie between ``low`` and ``high`` (past 709.8, where e**x
+    overflows a float64), of both signs in every row of two entries or more, drawn from ``rng``:
+    inputs no table made before grading can hold."""
+    values = rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    rows = values.reshape(-1, shape[-1]) if len(shape) > 1 else values.reshape(1, -1)
+    if rows.shape[1] > 1:
+        rows[:, 0], rows[:, 1] = np.abs(rows[:, 0]), -np.abs(rows[:, 1])
+        for row in rows:
+            rng.shuffle(row)
+    return values
+
+
+# Names with which code can apply a function to an array's elements unseen by the kernel's step
+# count (which traces Python calls in the main thread): other threads or processes, tracing
+# switched off, iterators and reductions that C drives over a builtin (map, itertools, functools),
+# NumPy's element-by-element wrappers, an array's elements as Python objects, the course's own
+# counter, and ways to reach any of them by a string.
 UNCOUNTED = {"threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
-             "coursekit", "python_steps", "map", "filter", "vectorize", "frompyfunc", "fromiter", "eval", "exec",
-             "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__", "builtins"}
+             "coursekit", "python_steps", "map", "filter", "itertools", "starmap", "accumulate", "functools", "reduce",
+             "operator", "vectorize", "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "item", "flat",
+             "eval", "exec", "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__",
+             "builtins", "__dict__", "modules"}
 
 
 def uncounted_loops(sources, name):
     """Where the student's code cells ``sources`` use an UNCOUNTED name in the code of class
-    ``name``: the cells that define or change it, and those that define what they use, in turn.
+    ``name``: the statements that define or change it, and those that define or change what they
+    use (a helper function, ``np.maximum = ...``), in turn; not the rest of their cells (a scratch
+    line that reuses a variable's name, or calls map, is not the class's code).
     ["frompyfunc (line 3)", ...]."""
-    trees = []
-    for source in sources:
-        try:
-            trees.append(ast.parse(source))
-        except (SyntaxError, ValueError, RecursionError, MemoryError):  # (IPython magics, or nested too deeply)
-            pass
-    wanted, included, found = {name}, set(), []
+    statements = [statement for source in sources for statement in _statements(source)]
+    names, attributes, walked, found = {name}, set(), set(), []
     while True:
-        new = [i for i, tree in enumerate(trees) if i not in included and _defines(tree, name) & wanted]
+        new = [i for i, statement in enumerate(statements) if i not in walked
+               and _changes(statement, name, names, attributes)]
         if not new:
             return found
         for i in new:
-            included.add(i)
-            for node in ast.walk(trees[i]):
-                names = _names(node)
-                wanted |= set(names)
-                found += [f"{used} (line {node.lineno})" for used in names if used in UNCOUNTED]
+            walked.add(i)
+            free, attrs = _uses(statements[i])
+            names |= free
+            attributes |= attrs
+            found += [f"{used} (line {node.lineno})" for node in ast.walk(statements[i]) for used in _names(node)
+                      if used in UNCOUNTED]
 
 
-def _defines(tree, name):
-    """The names a cell defines at its top level (classes, functions, variables), and ``name`` if
-    it changes that class (``ReLU.forward = f``); not the modules it imports or changes."""
-    names = set()
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                if isinstance(target, ast.Name):
-                    names.add(target.id)
-                elif isinstance(target, (ast.Tuple, ast.List)):
-                    names |= {part.id for part in target.elts if isinstance(part, ast.Name)}
-                elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == name:
-                    names.add(name)
-    return names
+def _statements(source):
+    """The statements a cell runs at its top level, as the kernel runs them: IPython's syntax
+    (magics, ``!``) made Python, the code a magic runs (``%%time``, ``%time``) read too, and the
+    statements inside top-level blocks (if, for, with, try). [] if it does not parse."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, TypeError):  # (or nested too deeply)
+        return []
+    statements, pending = [], list(tree.body)
+    while pending:
+        statement = pending.pop(0)
+        if isinstance(statement, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)):
+            pending += [part for field in ("body", "orelse", "finalbody") for part in getattr(statement, field, [])]
+            pending += [part for handler in getattr(statement, "handlers", []) for part in handler.body]
+            continue
+        statements.append(statement)
+        for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr in ("run_cell_magic", "run_line_magic")):
+            code = [arg.value for arg in call.args[1:] if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+            statements += [part for text in code[-1:] for part in _statements(text)] if len(code) < 3 else []
+    return statements
+
+
+def _changes(statement, name, names, attributes):
+    """Whether a top-level statement defines or changes one of ``names`` (a class, a function, a
+    variable, an import) or an attribute of ``attributes`` (``np.maximum = f`` or setattr),
+    or the class ``name`` itself (``ReLU.forward = f``)."""
+    if isinstance(statement, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return statement.name in names
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return any((alias.asname or alias.name.split(".")[0]) in names for alias in statement.names)
+    targets = (statement.targets if isinstance(statement, ast.Assign) else
+               [statement.target] if isinstance(statement, (ast.AugAssign, ast.AnnAssign)) else [])
+    for target in [part for t in targets for part in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]:
+        root = target
+        while isinstance(root, (ast.Attribute, ast.Subscript)):
+            root = root.value
+        root = root.id if isinstance(root, ast.Name) else None
+        if (isinstance(target, ast.Attribute) and target.attr in attributes) or root == name or (
+                root in names and not isinstance(target, ast.Attribute)):
+            return True
+    for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call)):
+        if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) >= 2:
+            attr = call.args[1]
+            if not (isinstance(attr, ast.Constant) and attr.value not in attributes) or (
+                    isinstance(call.args[0], ast.Name) and call.args[0].id == name):
+                return True
+    return False
+
+
+def _uses(statement):
+    """The global names a statement's code reads (not its functions' parameters or local
+    variables) and the attribute names it uses."""
+    local = set()
+    for node in ast.walk(statement):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local |= {arg.arg for arg in ast.walk(node.args) if isinstance(arg, ast.arg)}
+            local |= {n.id for body in ([node.body] if isinstance(node, ast.Lambda) else node.body)
+                      for n in ast.walk(body) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    free = {n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+    return free, {n.attr for n in ast.walk(statement) if isinstance(n, ast.Attribute)}
 
 
 def _names(node):
@@ -673,6 +761,20 @@ def _names(node):
         names = [part for alias in node.names for part in alias.name.split(".")]
         return names + (node.module.split(".") if isinstance(node, ast.ImportFrom) and node.module else [])
     return []
+
+
+def passes(kernel, checks, *grade_ids):
+    """Whether the cells ``grade_ids`` pass their checks (of the registry ``checks``) in this
+    grading: their verdicts if judged already, else they are judged now (a notebook whose cells
+    were moved is judged the same). For checks that build on another part: a composite check
+    runs with the student's own parts where those pass their own tests."""
+    for grade_id in grade_ids:
+        if grade_id not in kernel.passed:
+            kernel.passed[grade_id] = False  # (while it runs: a check that asks for itself does not loop)
+            kernel.passed[grade_id] = verdict(checks[grade_id], kernel) is None
+        if not kernel.passed[grade_id]:
+            return False
+    return True
 
 
 def kernel_of(obj):

@@ -8,8 +8,8 @@ no MLP points.
 import numpy as np
 
 from coursekit.shipped.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_unchanged, judged, made_with,
-                             check_replayed, numerical_loss_gradient, parameter_arrays, path, quiet)
+from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_replayed, check_unchanged,
+                             extreme_values, judged, made_with, numerical_loss_gradient, parameter_arrays, path, quiet)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -35,16 +35,33 @@ def linear_visible(kernel):
     check_close("Linear.grad_weights", layer.grad_weights, [[1.0, 1.0], [2.0, 0.0], [0.0, 2.0]], factors={"N": 2})
     check_close("Linear.grad_biases", layer.grad_biases, [1.0, 1.0, 1.0], factors={"N": 2})
 
-    rng = np.random.default_rng(0)
-    W_random, b_random = rng.normal(size=(4, 3)), rng.normal(size=4)
-    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), (5, 4),
-                                params=[("weights", "grad_weights"), ("biases", "grad_biases")])
-
     layer = _linear(kernel, W, b)
     layer.grad_weights, layer.grad_biases = np.ones((3, 2)), np.array([1.0, 2.0, 3.0])
     call("Linear.update_params(0.5)", layer.update_params, 0.5)
     check_close("weights after update_params(0.5)", layer.weights, W - 0.5)
     check_close("biases after update_params(0.5)", layer.biases, b - [0.5, 1.0, 1.5])
+
+    # the same checks again on values of the student's own, of the same shapes: a layer that
+    # knows the notebook's numbers gains nothing from them
+    rng = kernel.rng(1000)
+    W, b, x, G = rng.normal(size=(3, 2)), rng.normal(size=3), rng.normal(size=(2, 2)), rng.normal(size=(2, 3))
+    layer = _linear(kernel, W, b)
+    check_close("Linear.forward(x) for another x", call("Linear.forward(x)", layer.forward, x), x @ W.T + b,
+                hints=[(x @ W.T, "the bias is missing")])
+    check_close("Linear.backward(G) for another G", call("Linear.backward(G)", layer.backward, G), G @ W)
+    check_close("Linear.grad_weights for another x and G", layer.grad_weights, G.T @ x, factors={"N": 2})
+    check_close("Linear.grad_biases for another G", layer.grad_biases, G.sum(axis=0), factors={"N": 2})
+    W_random, b_random = rng.normal(size=(4, 3)), rng.normal(size=4)
+    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), (5, 4),
+                                params=[("weights", "grad_weights"), ("biases", "grad_biases")])
+
+    layer, lr = _linear(kernel, W, b), float(np.round(rng.uniform(0.05, 0.95), 2))
+    gW, gb = rng.normal(size=(3, 2)), rng.normal(size=3)
+    layer.grad_weights, layer.grad_biases = gW, gb
+    call(f"Linear.update_params({lr})", layer.update_params, lr)
+    check_close(f"weights after update_params({lr})", layer.weights, W - lr * gW,
+                hints=[(W - 0.5 * gW, "it uses the learning rate 0.5 whatever it is given")])
+    check_close(f"biases after update_params({lr})", layer.biases, b - lr * gb)
 
 
 @judged(CHECKS)
@@ -104,16 +121,17 @@ def linear_update(kernel):
     rng = kernel.rng(3003)
     W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
     gW, gb = rng.normal(size=(4, 3)), rng.normal(size=4)
+    lr = float(np.round(rng.uniform(0.01, 0.5), 3))  # any learning rate the caller gives
     layer = _linear(kernel, W, b)
     layer.grad_weights, layer.grad_biases = gW, gb
-    call("Linear.update_params(0.05)", layer.update_params, 0.05)
+    call(f"Linear.update_params({lr})", layer.update_params, lr)
     for name, before, grad in [("weights", W, gW), ("biases", b, gb)]:
-        check_close(f"Linear.{name} after update_params(0.05)", getattr(layer, name), before - 0.05 * grad,
-                    hints=[(before + 0.05 * grad, "the step goes uphill: subtract the gradient"),
+        check_close(f"Linear.{name} after update_params({lr})", getattr(layer, name), before - lr * grad,
+                    hints=[(before + lr * grad, "the step goes uphill: subtract the gradient"),
                            (before - grad, "the learning rate is not used"),
                            (before, f"the {name} did not change")])
-    call("Linear.update_params(0.05)", layer.update_params, 0.05)
-    check_close("Linear.weights after two calls of update_params(0.05)", layer.weights, W - 0.1 * gW)
+    call(f"Linear.update_params({lr})", layer.update_params, lr)
+    check_close(f"Linear.weights after two calls of update_params({lr})", layer.weights, W - 2 * lr * gW)
 
 
 # --- 2. Tanh -----------------------------------------------------------------------------------
@@ -123,7 +141,11 @@ def tanh_visible(kernel):
     x = np.array([[0.0, 1.0, -2.0]])
     layer = call("Tanh()", kernel.new, "Tanh")
     check_close("Tanh.forward(x)", call("Tanh.forward(x)", layer.forward, x), [[0.0, 0.76159416, -0.96402758]])
-    rng = np.random.default_rng(0)
+    # the same checks again on values of the student's own, of the same shapes
+    rng = kernel.rng(4000)
+    x = 2 * rng.normal(size=(1, 3))
+    layer = call("Tanh()", kernel.new, "Tanh")
+    check_close("Tanh.forward(x) for another x", call("Tanh.forward(x)", layer.forward, x), np.tanh(x))
     check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), (3, 4))
 
 
@@ -137,19 +159,22 @@ def tanh_hidden(kernel):
         y = call("Tanh.forward(x)", layer.forward, x_given)
         check_close(f"Tanh.forward(x) for x of shape {shape}", y, y_ref)
         check_unchanged("Tanh.forward", x, x_given)
-        grad = call("Tanh.backward(grad_output)", layer.backward, G)
+        G_given = kernel.array(G)
+        grad = call("Tanh.backward(grad_output)", layer.backward, G_given)
+        check_unchanged("Tanh.backward", G, G_given)
         check_close(f"Tanh.backward(grad_output) for x of shape {shape}", grad, dx_ref,
                     hints=[(1 - np.tanh(x) ** 2, MISSING_UPSTREAM),
                            (G * (1 - x ** 2), "the derivative uses x where it needs tanh(x)"),
                            (G * (1 - np.tanh(x)) ** 2, "check where the square goes in the derivative")])
         check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), x, shape)
 
-    x = np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])
-    layer = call("Tanh()", kernel.new, "Tanh")
-    y = call("Tanh.forward(x) at x = +-1000", layer.forward, x)
-    check_close("Tanh.forward(x) at x = +-1000", y, np.tanh(x), rtol=0, atol=0)
-    grad = call("Tanh.backward(grad_output) at x = +-1000", layer.backward, np.full_like(x, 3.0))
-    check_close("Tanh.backward(grad_output) at x = +-1000", grad, [[0.0, 0.0, 3.0, 0.0, 0.0]], rtol=0, atol=1e-12)
+    # entries past +-709.8, where e**x overflows, of the student's own (so no table holds them)
+    x, G = extreme_values(rng, (2, 5)), rng.normal(size=(2, 5))
+    x[0, :2] = 0.0, rng.uniform(20, 40) * rng.choice([-1, 1])
+    layer, what = call("Tanh()", kernel.new, "Tanh"), "Tanh.forward(x) for x with entries near +-1000"
+    check_close(what, call(what, layer.forward, x), np.tanh(x), rtol=0, atol=1e-12)
+    what = "Tanh.backward(grad_output) for x with entries near +-1000"
+    check_close(what, call(what, layer.backward, G), G * (1 - np.tanh(x) ** 2), rtol=0, atol=1e-12)
 
     # backward must use the input of the latest forward call
     x1, x2, G = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
@@ -172,11 +197,14 @@ def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
     sizes = {"linear1": (d_hidden, d_in), "linear2": (d_out, d_hidden)}
     attributes = {role: {"weights": rng.normal(size=size), "biases": rng.normal(size=size[0])}
                   for role, size in sizes.items()}  # what a Linear layer has, for code that looks
-    layers = {role: kernel.standin(role, attributes.get(role), forward=[a["forward"]], backward=[a["backward"]],
-                                   update_params=[None])
+    signatures = {"forward": ["x"], "backward": ["grad_output"], "update_params": ["learning_rate"]}
+    layers = {role: kernel.standin("Linear" if role.startswith("linear") else "Tanh", attributes.get(role),
+                                   signatures if role.startswith("linear") else {"forward": ["x"], "backward": ["grad_output"]},
+                                   forward=[a["forward"]], backward=[a["backward"]],
+                                   **({"update_params": [None]} if role.startswith("linear") else {}))
               for role, a in arrays.items()}
-    linears = kernel.factory([layers["linear1"], layers["linear2"]])
-    activations = kernel.factory([layers["activation"]])
+    linears = kernel.factory([layers["linear1"], layers["linear2"]], "Linear")
+    activations = kernel.factory([layers["activation"]], "Tanh")
     mlp = call(f"MLP({d_in}, {d_hidden}, {d_out})", kernel.new, "MLP", d_in, d_hidden, d_out,
                substitutes={"Linear": linears, "Tanh": activations})
     made = [(sizes["input_dim"], sizes["output_dim"]) for sizes in made_with(linears, ["input_dim", "output_dim"])]
@@ -219,15 +247,16 @@ def _check_updates(layers, learning_rate):
 
 @judged(CHECKS)
 def mlp_visible(kernel):
-    rng = np.random.default_rng(0)
+    """The notebook's shapes, with the student's own values and learning rate."""
+    rng = kernel.rng(5000)
     mlp, layers, arrays = _mlp_of_standins(kernel, rng, 2, 1, 3, 1)
-    call("MLP.forward(x)", mlp.forward, np.ones((2, 1)))
-    G = np.array([[1.0], [-2.0]])
-    grad = call("MLP.backward(grad_output)", mlp.backward, G)
+    call("MLP.forward(x)", mlp.forward, rng.normal(size=(2, 1)))
+    grad = call("MLP.backward(grad_output)", mlp.backward, rng.normal(size=(2, 1)))
     _check_backward_order(calls_of(layers))
     check_close("MLP.backward(grad_output): what linear1.backward returned", grad, arrays["linear1"]["backward"])
-    call("MLP.update_params(0.1)", mlp.update_params, 0.1)
-    _check_updates(layers, 0.1)
+    lr = float(np.round(rng.uniform(0.05, 0.95), 2))
+    call(f"MLP.update_params({lr})", mlp.update_params, lr)
+    _check_updates(layers, lr)
 
 
 @judged(CHECKS)
@@ -237,7 +266,9 @@ def mlp_hidden(kernel):
         where = f" (MLP({d_in}, {d_hidden}, {d_out}), batch of {n})"
         mlp, layers, arrays = _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out)
         x, G = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
-        y = call("MLP.forward(x)", mlp.forward, x)
+        x_given, G_given = kernel.array(x), kernel.array(G)
+        y = call("MLP.forward(x)", mlp.forward, x_given)
+        check_unchanged("MLP.forward", x, x_given)
         received = _received(calls_of(layers), "forward")
         check_close("MLP.forward: the input of linear1.forward" + where, (received["linear1"] or [None])[-1], x)
         check_close("MLP.forward: the input of the activation's forward" + where, (received["activation"] or [None])[-1],
@@ -246,7 +277,8 @@ def mlp_hidden(kernel):
                     arrays["activation"]["forward"], hints=[(arrays["linear1"]["forward"], "the activation is skipped")])
         check_close("MLP.forward(x): what linear2.forward returned" + where, y, arrays["linear2"]["forward"])
 
-        grad = call("MLP.backward(grad_output)", mlp.backward, G)
+        grad = call("MLP.backward(grad_output)", mlp.backward, G_given)
+        check_unchanged("MLP.backward", G, G_given)
         logs = calls_of(layers)
         _check_backward_order(logs, where)
         received = _received(logs, "backward")
@@ -264,8 +296,9 @@ def mlp_hidden(kernel):
         check_close("MLP.backward: returned dL/dx" + where, grad, returned["linear1"],
                     hints=[(returned["activation"], "it returns the activation's gradient, not linear1's")])
 
-        call("MLP.update_params(0.1)", mlp.update_params, 0.1)
-        _check_updates(layers, 0.1)
+        lr = float(np.round(rng.uniform(0.01, 0.5), 3))
+        call(f"MLP.update_params({lr})", mlp.update_params, lr)
+        _check_updates(layers, lr)
 
 
 # --- 4. MSELoss ----------------------------------------------------------------------------------
@@ -280,7 +313,14 @@ def mse_visible(kernel):
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
     check_close("MSELoss.forward(y, t)", call("MSELoss.forward(y, t)", loss_fn.forward, y, t), 5.0, factors={"q": 4})
     check_close("MSELoss.backward()", call("MSELoss.backward()", loss_fn.backward), [[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
-    rng = np.random.default_rng(0)
+    # the same checks again on values of the student's own
+    rng = kernel.rng(6000)
+    y, t = rng.normal(size=(1, 4)), rng.normal(size=(1, 4))
+    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    check_close("MSELoss.forward(y, t) for another y and t", call("MSELoss.forward(y, t)", loss_fn.forward, y, t),
+                float(np.mean((y - t) ** 2)), factors={"q": 4})
+    check_close("MSELoss.backward() for another y and t", call("MSELoss.backward()", loss_fn.backward), (y - t) / 2,
+                factors={"q": 4})
     y, t = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
     loss_fn = call("MSELoss()", kernel.new, "MSELoss")
     call("MSELoss.forward(y, t)", loss_fn.forward, y, t)

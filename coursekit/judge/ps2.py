@@ -9,10 +9,12 @@ import contextlib
 
 import numpy as np
 
+from coursekit.shipped import gradcheck
 from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
 from coursekit.judge import (Earlier, Remote, StudentError, _remote, call, call_each, calls_in_order,
-                             check_gradients_numerically, check_unchanged, check_vectorised, judged, kernel_of,
-                             made_with, numerical_input_gradients, numerical_loss_gradient)
+                             check_gradients_numerically, check_no_hidden_loops, check_unchanged, check_vectorised, extreme_values, judged,
+                             kernel_of, loop_shapes, made_with, numerical_input_gradients, numerical_loss_gradient,
+                             passes, path)
 from coursekit.judge.torch_reference import value, vjp
 
 CHECKS = {}
@@ -29,23 +31,35 @@ def _linear(kernel, d, h, W=None, b=None):
 
 # --- 1. Linear ---------------------------------------------------------------------------------
 
+def _weights(kernel, d, h, count):
+    """The W of ``count`` new Linear(d, h) layers, in one round trip."""
+    made = call_each(kernel, *[(f"Linear({d}, {h})", ["new", "Linear", [d, h], {}, {}]) for _ in range(count)])
+    return call_each(kernel, *[(f"Linear({d}, {h}).W", ["get", layer, "W"]) for layer in made])
+
+
 @judged(CHECKS)
 def linear_init(kernel):
-    kernel.seed(0)
-    layer = _linear(kernel, 400, 300)
-    W = check_array("Linear(400, 300).W", layer.W, (400, 300))
-    check_close("Linear(400, 300).b", layer.b, np.zeros(300))
-    check_close("the variance of Linear(400, 300).W", float(np.var(W)), 0.01, rtol=0.05, atol=0,
+    """The distribution of W (normal, mean 0, variance 0.01) at sizes and seeds of the student's
+    own, for one large layer and pooled over many small ones; b is zeros; layers differ."""
+    rng = kernel.rng(1000)
+    d, h = (int(n) for n in rng.integers(250, 450, size=2))
+    _seed_somewhere(kernel, rng)
+    layer = _linear(kernel, d, h)
+    W = check_array(f"Linear({d}, {h}).W", layer.W, (d, h))
+    check_close(f"Linear({d}, {h}).b", layer.b, np.zeros(h))
+    check_close(f"the variance of Linear({d}, {h}).W", float(np.var(W)), 0.01, rtol=0.05, atol=0,
                 hints=[(0.0001, "the standard deviation is 0.01: a variance of 0.01 is a standard deviation of 0.1"),
                        (1.0, "it is the standard normal's: scale it to variance 0.01"),
                        (1 / 12, "it looks like np.random.rand, which is uniform on [0, 1): use a normal distribution")])
-    check_close("the mean of Linear(400, 300).W", float(np.mean(W)), 0.0, atol=0.002)
+    check_close(f"the mean of Linear({d}, {h}).W", float(np.mean(W)), 0.0, atol=0.002)
+    _check_normal(f"Linear({d}, {h}).W", W)
 
-    kernel.seed(7)
-    W = check_array("Linear(500, 400).W", _linear(kernel, 500, 400).W, (500, 400))
-    within = float(np.mean(np.abs(W) < 0.1))  # 68.3% of a normal distribution lies within one standard deviation
-    check_close("the fraction of Linear(500, 400).W within one standard deviation (0.1) of 0", within, 0.6827,
-                atol=0.01, hints=[(0.5774, "the entries look uniform: draw them from a normal distribution")])
+    # small layers, pooled: 8,000 entries or more
+    d, h = (int(n) for n in rng.integers(2, 9, size=2))
+    _seed_somewhere(kernel, rng)
+    pooled = [check_array(f"Linear({d}, {h}).W", W, (d, h)) for W in _weights(kernel, d, h, -(-8000 // (d * h)))]
+    _check_normal(f"the W of {len(pooled)} layers Linear({d}, {h})", np.concatenate([W.ravel() for W in pooled]),
+                  atol=0.025)
     for d, h in [(1, 1), (5, 1), (1, 6)]:
         layer = _linear(kernel, d, h)
         check_array(f"Linear({d}, {h}).W", layer.W, (d, h))
@@ -53,6 +67,21 @@ def linear_init(kernel):
     first, second = _linear(kernel, 4, 3).W, _linear(kernel, 4, 3).W
     if np.array_equal(first, second):
         raise TestFailure("two Linear(4, 3) layers got the same W: draw it at random for every layer")
+
+
+def _seed_somewhere(kernel, rng):
+    """Seed NumPy's generator in the kernel (a regrade draws the same), then draw a few layers:
+    the layer measured next starts wherever the student's seed leads, not right after a seed."""
+    kernel.seed(int(rng.integers(2 ** 31)))
+    _weights(kernel, int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 4)))
+
+
+def _check_normal(what, W, atol=0.01):
+    """68.3% of a normal distribution lies within one standard deviation (0.1) of its mean, 57.7% of a
+    uniform one of the same variance."""
+    within = float(np.mean(np.abs(W) < 0.1))
+    check_close(f"the fraction of {what} within one standard deviation (0.1) of 0", within, 0.6827, atol=atol,
+                hints=[(0.5774, "the entries look uniform: draw them from a normal distribution")])
 
 
 @judged(CHECKS)
@@ -109,6 +138,8 @@ def linear_backward(kernel):
         check_close("Linear.dLdb" + where, layer.dLdb, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every example's contribution")])
         check_unchanged("Linear.backward", G, G_given)
+        check_close("Linear.W after backward", layer.W, W)
+        check_close("Linear.b after backward", layer.b, b)
         check_gradients_numerically("Linear", lambda: _linear(kernel, d, h, W, b), A, G.shape,
                                     params=[("W", "dLdW"), ("b", "dLdb")])
 
@@ -191,7 +222,13 @@ def _targets(rng, n, q, probabilities):
     return softmax(rng.normal(size=(n, q))) if probabilities else np.eye(q)[rng.integers(q, size=n)]
 
 
-EXTREME_LOGITS = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]]), np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+def _extreme_logits(rng, n=3, q=4):
+    """Logits past +-709.8 (where e**O overflows) of the student's own, each row with a runner-up
+    within 2 of its largest (so the softmax is not all 0s and 1s), and one-hot targets."""
+    O = extreme_values(rng, (n, q))
+    top, other = O.argmax(axis=1), (O.argmax(axis=1) + 1 + rng.integers(q - 1, size=n)) % q
+    O[np.arange(n), other] = O[np.arange(n), top] - rng.uniform(0, 2, size=n)
+    return O, np.eye(q)[rng.integers(q, size=n)]
 
 
 @judged(CHECKS)
@@ -218,9 +255,9 @@ def crossentropy_forward(kernel):
         check_unchanged("CrossEntropyLoss.forward (O)", O, O_given)
         check_unchanged("CrossEntropyLoss.forward (Y)", Y, Y_given)
 
-    O, Y = EXTREME_LOGITS
+    O, Y = _extreme_logits(rng)
     expected, _ = vjp("cross_entropy", (O, Y))
-    what = "CrossEntropyLoss.forward(O, Y) for logits of +-1000"
+    what = "CrossEntropyLoss.forward(O, Y) for logits near +-1000"
     check_close(what, _loss(kernel, "CrossEntropyLoss", O, Y, what)[1], expected)
 
 
@@ -257,10 +294,10 @@ def crossentropy_backward(kernel):
                     call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
                     rtol=1e-5, atol=1e-7)
 
-    O, Y = EXTREME_LOGITS
+    O, Y = _extreme_logits(rng)
     _, (dO, _) = vjp("cross_entropy", (O, Y))
-    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y, "CrossEntropyLoss.forward(O, Y) for logits of +-1000")
-    what = "CrossEntropyLoss.backward() for logits of +-1000"
+    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y, "CrossEntropyLoss.forward(O, Y) for logits near +-1000")
+    what = "CrossEntropyLoss.backward() for logits near +-1000"
     check_close(what, call(what, loss_fn.backward), dO)
 
     # backward must use the arguments of the latest forward call
@@ -285,7 +322,7 @@ def _trajectory(theta, grads, lr, momentum, dampening=0.0):
 
 def _layer(kernel, **arrays):
     """A stand-in for a Linear layer: an object with the attributes W, b, dLdW and dLdb."""
-    return kernel.standin("layer", arrays)
+    return kernel.standin("Linear", arrays)
 
 
 @judged(CHECKS)
@@ -297,7 +334,7 @@ def sgd_tests(kernel):
     check_close("b after one step with lr=0.5", layer.b, [-0.5])
 
     hidden_layer = _layer(kernel, W=np.zeros((1, 2)), b=np.zeros(1), dLdW=np.array([[1.0, 2.0]]), dLdb=np.array([1.0]))
-    model = kernel.standin("model", {"layers": [hidden_layer]})
+    model = kernel.standin("MLP1", {"layers": [hidden_layer]})
     optimizer = call("SGD(model, lr=0.1, momentum=0.9)", kernel.new, "SGD", model, lr=0.1, momentum=0.9)
     call("SGD.step()", optimizer.step)
     call("SGD.step()", optimizer.step)
@@ -312,7 +349,7 @@ def sgd_tests(kernel):
     for lr, momentum in [(0.05, 0.8), (0.3, 0.0)]:
         start = [(0.1 * rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in [(3, 4), (4, 2)]]
         layers = [_layer(kernel, W=W, b=b, dLdW=None, dLdb=None) for W, b in start]  # as a new Linear has them
-        model = kernel.standin("model", {"layers": layers})
+        model = kernel.standin("MLP1", {"layers": layers})
         grads = [[(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in start] for _ in range(4)]
         optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
         for step_grads in grads:  # one round trip each: zero_grad(), the gradients it left, new ones, step()
@@ -392,12 +429,15 @@ def _check_activation(kernel, name):
     (numeric,) = call(f"{name}.forward(H)", numerical_input_gradients, new(), H, [np.ones_like(H)])
     check_close(f"{name}.backward() vs finite differences", derivative, numeric, rtol=1e-5, atol=1e-7)
 
-    act = new()
-    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100),
-                     name=name)
-    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward", name=name)
-
     rng = kernel.rng(spec["seed"])
+    act = new()
+    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
+    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward")
+    for shape in loop_shapes(rng):
+        check_vectorised(f"{name}.forward(H) for H of shape {shape}", act, "forward", 5 * rng.normal(size=shape))
+        check_vectorised(f"{name}.backward() for H of shape {shape}", act, "backward")
+    check_no_hidden_loops(kernel, name)
+
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:
         H = 3 * rng.normal(size=shape)
         if name == "ReLU":
@@ -409,13 +449,16 @@ def _check_activation(kernel, name):
         check_close(f"{name}.backward() for H of shape {shape}", call(f"{name}.backward()", act.backward), dAdH_ref,
                     hints=spec["hints"](H, A_ref))
 
-    H = np.array([[-1000.0, -50.0, 0.5, 50.0, 1000.0]])
-    A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones_like(H))
-    act = new()
-    what = f"{name}.forward(H) at H = +-1000"
-    check_close(what, call(what, act.forward, H), A_ref, atol=1e-12)
-    what = f"{name}.backward() at H = +-1000"
-    check_close(what, call(what, act.backward), dAdH_ref, atol=1e-12)
+    # entries past +-709.8, where e**H overflows, of the student's own (so no table holds them)
+    for shape in [(2, 5), (7,)]:
+        H = extreme_values(rng, shape)
+        H.flat[:2] = rng.uniform(-40, 40, size=2)  # and moderate ones beside them
+        A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones_like(H))
+        act = new()
+        what = f"{name}.forward(H) for H of shape {shape} with entries near +-1000"
+        check_close(what, call(what, act.forward, H), A_ref, atol=1e-12)
+        what = f"{name}.backward() for H of shape {shape} with entries near +-1000"
+        check_close(what, call(what, act.backward), dAdH_ref, atol=1e-12)
 
     # backward must use the input of the latest forward call: H2 differs from H1 in sign and size
     # everywhere, so no entry's derivative is the same for both (with two independent draws, a
@@ -462,16 +505,16 @@ class StandInMLP:
         # spares of every kind, so that a model made of the wrong layers still builds, and fails
         # here; the stand-ins and the classes that hand them out are made in one round trip
         operations = {"Linear": [["standin", "Linear", {"forward": [np.zeros(1)], "backward": [np.zeros(1)]},
-                                  {"W": np.zeros((a, b)), "b": np.zeros(b)}, {"forward": 1, "backward": 1}]
+                                  {"W": np.zeros((a, b)), "b": np.zeros(b)}, {"forward": ["A"], "backward": ["dLdO"]}]
                                  for a, b in list(zip(sizes, sizes[1:])) + [(1, 1)] * 2]}
         for kind in ("ReLU", "Identity"):
             operations[kind] = [["standin", kind, {"forward": [np.zeros(1)], "backward": [np.zeros(1)]}, {},
-                                 {"forward": 1, "backward": 0}]] * (depth + 2)
+                                 {"forward": ["H"], "backward": []}]] * (depth + 2)
         request, where = [], {}
         for kind, made in operations.items():
             where[kind] = range(len(request), len(request) + len(made))
             request += made
-        request += [["factory", [Earlier(i) for i in where[kind]]] for kind in operations]
+        request += [["factory", [Earlier(i) for i in where[kind]], kind] for kind in operations]
         results = kernel.run(*request)
         linears, kinds = [results[i] for i in where["Linear"]], {kind: [results[i] for i in where[kind]] for kind in ("ReLU", "Identity")}
         factories = dict(zip(operations, results[-len(operations):]))
@@ -500,7 +543,7 @@ class StandInMLP:
             if self.size[_ref(layer)] != expected[i]:
                 raise TestFailure(f"{name}.layers[{i}] is Linear{self.size[_ref(layer)]}, expected Linear{expected[i]}")
         kinds = ["ReLU"] * (len(expected) - 1) + ["Identity"]
-        found = [self.kind.get(_ref(a), "something else") if isinstance(a, Remote) else type(a).__name__ for a in f]
+        found = [self.kind.get(_ref(a), "something else") if isinstance(a, Remote) else gradcheck.kind(a) for a in f]
         if found != kinds:
             raise TestFailure(f"{name}.f holds {found}, expected {kinds}: ReLU after every hidden layer, "
                               "Identity at the output")
@@ -515,9 +558,8 @@ class StandInMLP:
     def give(self, returns):
         """Set what each stand-in returns from now on ({role: {method: array}}) and clear their logs."""
         standins = self.roles()
-        kernel_of(self.model).run(*[operation for role, methods in returns.items() for operation in
-                                    (["set", standins[role], "returns", {m: [a] for m, a in methods.items()}],
-                                     ["set", standins[role], "calls", []])])
+        kernel_of(self.model).run(*[["expect", standins[role], {m: [a] for m, a in methods.items()}]
+                                    for role, methods in returns.items()])
 
 
 @contextlib.contextmanager
@@ -568,8 +610,10 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
                 raise TestFailure(f"{name}.forward called forward in the order {order}, expected {expected_order}")
             continue
         G = rng.normal(size=(n, sizes[-1]))
+        G_given = kernel.array(G)
         with _order_explains_failure(mlp, "backward", list(reversed(expected_order))):
-            grad = call(f"{name}.backward(dLdA)", mlp.model.backward, G)
+            grad = call(f"{name}.backward(dLdA)", mlp.model.backward, G_given)
+        check_unchanged(f"{name}.backward", G, G_given)
         log = calls_in_order(mlp.roles())
         received = {role: arguments[0] if arguments else None for role, method, arguments in log if method == "backward"}
         upstream = G
@@ -591,15 +635,56 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
                               f"expected {expected_order}")
 
 
+def _check_mlp_of_own_layers(kernel, name, cls, args, sizes, part, rng):
+    """The MLP built with the student's own Linear and ReLU, where those pass their own tests, and
+    given weights of the judge's: its output, or the gradients its backward leaves in the layers
+    and returns, against the network those weights make. An MLP that behaves only when its layers are the judge's
+    stand-ins loses here what it kept there; one whose layers fail their tests is checked with
+    stand-ins alone (a bug in one part costs no points in another)."""
+    needed = ["linear_forward", "relu_tests"] + (["linear_backward"] if part == "backward" else [])
+    if not passes(kernel, CHECKS, *needed):
+        return
+    depth = len(sizes) - 1
+    kernel.seed(int(rng.integers(2 ** 31)))
+    model = call(name, kernel.new, cls, *args)
+    X, G = rng.normal(size=(5, sizes[0])), rng.normal(size=(5, sizes[-1]))
+    W = [rng.normal(size=(d, h)) / np.sqrt(d) for d, h in zip(sizes, sizes[1:])]
+    b = [rng.normal(size=h) for h in sizes[1:]]  # the judge's weights, so that a Linear's initialisation does not matter
+    call_each(kernel, *[(f"{name}.layers[{i}].{w}", ["put", model, path("layers", [i], w), value])
+                        for i in range(depth) for w, value in (("W", W[i]), ("b", b[i]))])
+    A, H = [X], []
+    for i in range(depth):
+        H.append(A[-1] @ W[i] + b[i])
+        A.append(np.maximum(H[-1], 0.0) if i < depth - 1 else H[-1])
+    where = " with your own Linear and ReLU layers (which pass their tests), vs the network of their weights"
+    out = call(f"{name}.forward(X)", model.forward, X)
+    check_close(f"{name}.forward(X)" + where, out, A[-1])
+    if part == "forward":
+        return
+    returned, *grads = call_each(kernel, (f"{name}.backward(dLdA)", ["call", model, "backward", [G], {}]),
+                                 *[(f"{name}.layers[{i}].{g}", ["fetch", model, path("layers", [i], g)])
+                                   for i in range(depth) for g in ("dLdW", "dLdb")])
+    upstream = G
+    for i in reversed(range(depth)):
+        dH = upstream * (H[i] > 0) if i < depth - 1 else upstream
+        check_close(f"{name}.layers[{i}].dLdW after {name}.backward(dLdA)" + where, grads[2 * i], A[i].T @ dH)
+        check_close(f"{name}.layers[{i}].dLdb after {name}.backward(dLdA)" + where, grads[2 * i + 1], dH.sum(axis=0))
+        upstream = dH @ W[i].T
+    check_close(f"{name}.backward(dLdA): returned dL/dX" + where, returned, upstream)
+
+
 def _mlp_checks(cls, visible, hidden, seed):
     """The forward and backward checks of one MLP class: ``visible`` and ``hidden`` are
-    (constructor arguments, layer sizes)."""
+    (constructor arguments, layer sizes). Each runs with stand-in layers, then with the
+    student's own (see _check_mlp_of_own_layers)."""
     def check(part):
         def run(kernel):
             rng = kernel.rng(seed)
             for (args, sizes), batches in [(visible, (2,)), (hidden, (6, 1))]:
                 name = f"{cls}({', '.join(str(a) for a in args)})"
                 _check_mlp(kernel, name, cls, args, sizes, part, rng, batches)
+            args, sizes = hidden
+            _check_mlp_of_own_layers(kernel, f"{cls}({', '.join(str(a) for a in args)})", cls, args, sizes, part, rng)
         run.__name__ = f"{cls.lower()}_{part}"
         return judged(CHECKS)(run)
     return check("forward"), check("backward")

@@ -11,10 +11,10 @@ import math
 import numpy as np
 
 from coursekit.shipped.datasets import batch_rows, load
-from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Earlier, call, call_each, calls_in_order, check_gradients_numerically, check_replayed, check_unchanged,
-                             check_vectorised, fetch, judged, numerical_input_gradients, numerical_loss_gradient, parameter_arrays,
-                             path, put, quiet, unseen)
+from coursekit.shipped.gradcheck import TestFailure, check_array, check_close, einsum_problem, kind
+from coursekit.judge import (Earlier, Remote, call, call_each, calls_in_order, check_gradients_numerically, check_replayed,
+                             check_no_hidden_loops, check_unchanged, check_vectorised, extreme_values, fetch, judged, loop_shapes,
+                             numerical_input_gradients, numerical_loss_gradient, parameter_arrays, passes, path, put, quiet, unseen)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -52,9 +52,14 @@ def relu_tests(kernel):
     rng = np.random.default_rng(0)
     check_activation_numerically("ReLU()", relu, 2 * rng.normal(size=(3, 4)))
     check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu(), "forward",
-                     np.linspace(-5.0, 5.0, 10_000).reshape(100, 100), name="ReLU")
+                     np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
 
     rng = kernel.rng(3001)
+    for shape in loop_shapes(rng):
+        Z = 5 * rng.normal(size=shape)
+        check_vectorised(f"ReLU().forward(Z) for Z of shape {shape}", relu(), "forward", Z)
+        check_vectorised(f"ReLU().backward(Z, dY) for Z of shape {shape}", relu(), "backward", Z, rng.normal(size=shape))
+    check_no_hidden_loops(kernel, "ReLU")
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
         Z, dY = 3 * rng.normal(size=shape), rng.normal(size=shape)
         Z.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
@@ -68,12 +73,12 @@ def relu_tests(kernel):
         check_unchanged("ReLU.forward and backward (Z)", Z, Z_given)
         check_unchanged("ReLU.backward (dY)", dY, dY_given)
 
-    Z = np.array([[-1000.0, -50.0, 0.5, 50.0, 1000.0]])
-    dY = np.array([[1.0, -2.0, 3.0, -4.0, 5.0]])
+    Z, dY = extreme_values(rng, (2, 5)), rng.normal(size=(2, 5))
     Y_ref, (dZ_ref,) = vjp("relu", (Z,), dY)
-    check_close("ReLU().forward(Z) at Z = +-1000", call("ReLU().forward(Z)", relu().forward, Z), Y_ref, atol=1e-12)
-    check_close("ReLU().backward(Z, dY) at Z = +-1000", call("ReLU().backward(Z, dY)", relu().backward, Z, dY), dZ_ref,
-                atol=1e-12)
+    what = "ReLU().forward(Z) for Z with entries near +-1000"
+    check_close(what, call(what, relu().forward, Z), Y_ref, atol=1e-12)
+    what = "ReLU().backward(Z, dY) for Z with entries near +-1000"
+    check_close(what, call(what, relu().backward, Z, dY), dZ_ref, atol=1e-12)
 
     # backward must use the Z it is given, not one kept from an earlier forward call
     act = relu()
@@ -88,6 +93,7 @@ def relu_tests(kernel):
 # The judge's activations are Z -> factor * Z + OFFSET: with the offset, what their forward
 # makes of the upstream gradient is not what their backward returns.
 OFFSET = 0.25
+ACTIVATION_ARGUMENTS = {"forward": ["Z"], "backward": ["Z", "dY"]}  # the parameters of the notebook's activations
 
 
 def _activated(factor, Z):
@@ -98,7 +104,7 @@ def _activated(factor, Z):
 def _fc(kernel, n_out, activation=None):
     """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
     activation of the judge's: Z -> factor * Z + OFFSET) or None (the layer's default)."""
-    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET)]
+    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS, ["Activation"])]
     return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
 
 
@@ -117,26 +123,30 @@ def _activation_name(factor):
 
 @judged(CHECKS)
 def fullyconnected_init(kernel):
-    kernel.seed(0)
-    layer = _fc(kernel, 200)
-    call("FullyConnected(200)._init_parameters((5, 300))", layer._init_parameters, (5, 300))
-    if layer.n_in != 300:
-        raise TestFailure(f"after _init_parameters((5, 300)), n_in is {layer.n_in}, expected 300 (the number of features)")
+    """The parameters' shapes and W's spread at sizes and a seed of the student's own."""
+    rng = kernel.rng(3000)
+    n_in, n_out = (int(n) for n in rng.integers(150, 400, size=2))
+    kernel.seed(int(rng.integers(2 ** 31)))
+    layer, shape = _fc(kernel, n_out), (int(rng.integers(1, 9)), n_in)
+    call(f"FullyConnected({n_out})._init_parameters({shape})", layer._init_parameters, shape)
+    if layer.n_in != n_in:
+        raise TestFailure(f"after _init_parameters({shape}), n_in is {layer.n_in}, expected {n_in} (the number of features)")
     parameters = layer.parameters
     if not isinstance(parameters, dict) or sorted(parameters) != ["W", "b"]:
         raise TestFailure(f"parameters should be a dict with the keys 'W' and 'b', got {parameters!r:.80}")
-    W = check_array("parameters['W']", parameters["W"], (300, 200))
-    check_close("parameters['b']", parameters["b"], np.zeros((1, 200)))
-    check_close("the standard deviation of parameters['W']", float(np.std(W)), np.sqrt(2 / 500), rtol=0.05,
+    W = check_array("parameters['W']", parameters["W"], (n_in, n_out))
+    check_close("parameters['b']", parameters["b"], np.zeros((1, n_out)))
+    check_close(f"the standard deviation of parameters['W'] of shape {(n_in, n_out)}", float(np.std(W)),
+                np.sqrt(2 / (n_in + n_out)), rtol=0.05,
                 hints=[(1.0, "it looks like np.random.randn: use init_weights"),
                        (np.sqrt(1 / 12), "it looks like np.random.rand: use init_weights")])
     gradients = layer.gradients
     if not isinstance(gradients, dict) or sorted(gradients) != ["W", "b"]:
         raise TestFailure("gradients should be a dict with the keys of parameters, 'W' and 'b'")
-    check_close("gradients['W'] before backward", gradients["W"], np.zeros((300, 200)))
-    check_close("gradients['b'] before backward", gradients["b"], np.zeros((1, 200)))
+    check_close("gradients['W'] before backward", gradients["W"], np.zeros((n_in, n_out)))
+    check_close("gradients['b'] before backward", gradients["b"], np.zeros((1, n_out)))
 
-    kernel.seed(3002)
+    kernel.seed(int(rng.integers(2 ** 31)))
     for n, d, h in [(1, 1, 1), (4, 7, 1), (1, 3, 6)]:
         layer = _fc(kernel, h)
         call(f"FullyConnected({h}).forward(X)", layer.forward, np.ones((n, d)))
@@ -183,6 +193,7 @@ def fullyconnected_forward(kernel):
         check_unchanged("FullyConnected.forward", X, X_given)
         check_close("parameters['W'] after forward", fetch(layer, W_PATH), W)
         check_close("parameters['b'] after forward", fetch(layer, B_PATH), b)
+    _check_fc_with_own_relu(kernel, "forward", rng)
 
 
 def check_backward_sets_gradients(kernel, name, layer, X, G):
@@ -259,6 +270,34 @@ def fullyconnected_backward(kernel):
     call("FullyConnected.backward(dLdY)", layer.backward, G)
     check_close("gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), X2.T @ G,
                 hints=[(X1.T @ G, "it uses X1: backward must use the input of the latest forward call")])
+    _check_fc_with_own_relu(kernel, "backward", rng)
+
+
+def _check_fc_with_own_relu(kernel, part, rng):
+    """FullyConnected with the student's own ReLU, where that passes its tests, and parameters of
+    the judge's: forward, or backward's gradients and result, against the layer they make. A
+    layer that behaves only with the judge's activations loses here what it kept with them."""
+    if not passes(kernel, CHECKS, "relu_tests"):
+        return
+    n, d, h = 5, *(int(m) for m in rng.integers(2, 6, size=2))
+    X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
+    relu, layer = call_each(kernel, ("ReLU()", ["new", "ReLU", [], {}, {}]),
+                            (f"FullyConnected({h}, ReLU())", ["new", "FullyConnected", [h, Earlier(0)], {}, {}]))
+    call(f"FullyConnected({h}, ReLU()).forward(X)", layer.forward, X)
+    put(layer, W_PATH, W)
+    put(layer, B_PATH, b)
+    Z = X @ W + b
+    where = f" (FullyConnected({h}, ReLU()) with your own ReLU, which passes its tests)"
+    check_close("FullyConnected.forward(X)" + where, call("FullyConnected.forward(X)", layer.forward, X), np.maximum(Z, 0.0),
+                hints=[(Z, "the activation is not applied")])
+    if part == "forward":
+        return
+    dZ = G * (Z > 0)
+    check_close("FullyConnected.backward(dLdY): returned dL/dX" + where, call("FullyConnected.backward(dLdY)", layer.backward, G),
+                dZ @ W.T, hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)])
+    check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
+                hints=[(X.T @ G, NO_ACTIVATION_BACKWARD)])
+    check_close("gradients['b']" + where, fetch(layer, DB_PATH), dZ.sum(axis=0, keepdims=True), factors={"N": n})
 
 
 # --- 3. SoftMax ----------------------------------------------------------------------------------
@@ -289,9 +328,21 @@ def softmax_forward(kernel):
         check_close(f"SoftMax().forward(Z) for Z of shape {shape}",
                     call("SoftMax().forward(Z)", _new(kernel, "SoftMax").forward, Z_given), expected, hints=_whole_batch_hints(Z))
         check_unchanged("SoftMax.forward", Z, Z_given)
-    Z = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0], [-1000.0, -1000.0, -1000.0]])
+    Z = _extreme_scores(rng, 4, 5)
     expected, _ = vjp("softmax", (Z,), np.zeros(Z.shape))
+    what = "SoftMax().forward(Z) for scores near +-1000"
     check_close(what, call(what, _new(kernel, "SoftMax").forward, Z), expected, atol=1e-12)
+
+
+def _extreme_scores(rng, n, k):
+    """Scores past +-709.8 (where e**z overflows) of the student's own, each row with a
+    runner-up within 2 of its largest (so the softmax is not all 0s and 1s), and a last row
+    of equal scores."""
+    Z = extreme_values(rng, (n, k))
+    rows, top = np.arange(n), Z.argmax(axis=1)
+    Z[rows, (top + 1 + rng.integers(k - 1, size=n)) % k] = Z[rows, top] - rng.uniform(0, 2, size=n)
+    Z[-1] = -rng.uniform(710, 1000)
+    return Z
 
 
 DIAGONAL_ONLY = "it uses only the diagonal of the Jacobian: each output depends on every input of its row"
@@ -321,10 +372,9 @@ def softmax_backward(kernel):
         check_unchanged("SoftMax.backward (Z)", Z, Z_given)
         check_unchanged("SoftMax.backward (dY)", dY, dY_given)
         check_activation_numerically(f"SoftMax() for Z of shape {shape}", new, Z)
-    Z = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]])
-    dY = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    Z, dY = _extreme_scores(rng, 3, 4), rng.normal(size=(3, 4))
     _, (expected,) = vjp("softmax", (Z,), dY)
-    what = "SoftMax().backward(Z, dY) for scores of +-1000"
+    what = "SoftMax().backward(Z, dY) for scores near +-1000"
     check_close(what, call(what, new().backward, Z, dY), expected, atol=1e-12)
     # backward must use the Z it is given
     act = new()
@@ -363,9 +413,12 @@ def crossentropy_forward(kernel):
                             "it adds log(1 - Y_hat) for the wrong classes: that is the binary cross-entropy")])
         check_unchanged("CrossEntropy.forward (Y)", Y, Y_given)
         check_unchanged("CrossEntropy.forward (Y_hat)", Y_hat, Y_hat_given)
-    Y, Y_hat = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1e-300, 1.0], [0.5, 0.5]])
+    tiny = 10.0 ** -rng.uniform(200, 300)  # the student's own, so no table holds it
+    Y, Y_hat = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[tiny, 1.0 - tiny], [0.5, 0.5]])
+    if rng.integers(2):
+        Y, Y_hat = Y[:, ::-1].copy(), Y_hat[:, ::-1].copy()
     expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
-    check_close(f"{what} for a probability of 1e-300", call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), expected)
+    check_close(f"{what} for a probability of {tiny:.3g}", call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), expected)
 
 
 @judged(CHECKS)
@@ -390,6 +443,7 @@ def crossentropy_backward(kernel):
                     expected, factors={"N": n, "K": k},
                     hints=[((Y_hat - Y) / n, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat"),
                            (np.full((n, k), -np.sum(Y / Y_hat) / n), "it is summed: the gradient has one entry per entry of Y_hat")])
+        check_unchanged("CrossEntropy.backward (Y)", Y, Y_given)
         check_unchanged("CrossEntropy.backward (Y_hat)", Y_hat, Y_hat_given)
 
 
@@ -399,7 +453,8 @@ def _scalers(kernel, factors, offsets=None):
     """Layers Z -> factor * Z + offset that record their calls: {"layers[i]": layer}. (With
     offsets they do not commute: the output shows the order they ran in.)"""
     offsets = offsets or [0.0] * len(factors)
-    made = kernel.run(*[["scaler", float(factor), float(offset)] for factor, offset in zip(factors, offsets)])
+    made = kernel.run(*[["scaler", float(factor), float(offset), "FullyConnected", {"forward": ["X"], "backward": ["dLdY"]}]
+                        for factor, offset in zip(factors, offsets)])
     return {f"layers[{i}]": layer for i, layer in enumerate(made)}
 
 
@@ -416,7 +471,8 @@ def _offsets(factors):
 
 def _loss(kernel, L, dY):
     """A loss whose forward(target, out) returns L and backward(target, out) returns dY."""
-    return kernel.standin("loss", forward=[float(L)], backward=[dY])
+    return kernel.standin("CrossEntropy", None, {"forward": ["Y", "Y_hat"], "backward": ["Y", "Y_hat"]}, ["Loss"],
+                          forward=[float(L)], backward=[dY])
 
 
 def _network(kernel, layers, loss):
@@ -431,6 +487,60 @@ def _check_loss_arguments(what, given, target, out, where):
     check_close(f"the output {what}{where}", given[1], out, hints=[(target, swapped)])
 
 
+# What a network of the student's own layers needs to pass, by the part of NeuralNetwork checked
+OWN_LAYERS_NEED = {"forward": ["relu_tests", "fullyconnected_forward", "softmax_forward"],
+                   "predict": ["relu_tests", "fullyconnected_forward", "softmax_forward", "crossentropy_forward"],
+                   "backward": ["relu_tests", "fullyconnected_forward", "fullyconnected_backward", "softmax_forward",
+                                "softmax_backward", "crossentropy_forward", "crossentropy_backward"]}
+OWN_LAYERS = " with your own layers and loss (which pass their tests), vs the network their parameters make"
+
+
+def _check_network_of_own_layers(kernel, part, rng):
+    """NeuralNetwork's ``part`` with the student's own FullyConnected, ReLU, SoftMax and
+    CrossEntropy, where those pass their own tests: against the network their parameters make
+    (classifier()'s). A network that behaves only when its layers and loss are the judge's loses
+    here what it kept there; one whose layers fail their tests is checked with the judge's alone."""
+    if not passes(kernel, CHECKS, *OWN_LAYERS_NEED[part]):
+        return
+    n, d, h, k = 6, *(int(m) for m in rng.integers(2, 7, size=3))
+    X, Y = rng.normal(size=(n, d)), np.eye(k)[rng.integers(k, size=n)]
+    kernel.seed(int(rng.integers(2 ** 31)))
+    *_, first, _, second, _, network = call_each(
+        kernel, ("ReLU()", ["new", "ReLU", [], {}, {}]),
+        (f"FullyConnected({h}, ReLU())", ["new", "FullyConnected", [h, Earlier(0)], {}, {}]),
+        ("SoftMax()", ["new", "SoftMax", [], {}, {}]),
+        (f"FullyConnected({k}, SoftMax())", ["new", "FullyConnected", [k, Earlier(2)], {}, {}]),
+        ("CrossEntropy()", ["new", "CrossEntropy", [], {}, {}]),
+        ("NeuralNetwork(layers, loss)", ["new", "NeuralNetwork", [[Earlier(1), Earlier(3)], Earlier(4)], {}, {}]))
+    method = {"forward": ["forward", [X]], "predict": ["predict", [X, Y]], "backward": ["forward", [X]]}[part]
+    result, *found = call_each(kernel, (f"NeuralNetwork.{method[0]}", ["call", network, method[0], method[1], {}]),
+                               *[(f"layer {i}'s parameters['{key}']", ["fetch", layer, path("parameters", [key])])
+                                 for i, layer in enumerate((first, second)) for key in ("W", "b")])
+    names = [f"layer {layer}'s parameters['{key}']" for layer, key in PARAMETERS]
+    W1, b1, W2, b2 = (np.reshape(p, shape) for p, shape in
+                      zip(parameter_arrays(f"NeuralNetwork{OWN_LAYERS}", names, found, _shapes(d, h, k)), _shapes(d, h, k)))
+    S = classify([W1, b1, W2, b2], X)
+    loss = float(-np.sum(Y * np.log(S)) / n)
+    if part == "forward":
+        check_close("NeuralNetwork.forward(X)" + OWN_LAYERS, result, S)
+    elif part == "predict":
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {kind(result)}")
+        check_close("the Y_hat NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[0], S)
+        check_close("the loss NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[1], loss)
+    else:
+        returned, *grads = call_each(kernel, ("NeuralNetwork.backward(Y, out)", ["call", network, "backward", [Y, result], {}]),
+                                     *[(f"layer {i}'s gradients['{key}']", ["fetch", layer, path("gradients", [key])])
+                                       for i, layer in enumerate((first, second)) for key in ("W", "b")])
+        check_close("the loss NeuralNetwork.backward(Y, out) returns" + OWN_LAYERS, returned, loss)
+        Z1 = X @ W1 + b1
+        dZ2 = (S - Y) / n
+        dZ1 = (dZ2 @ W2.T) * (Z1 > 0)
+        expected = [X.T @ dZ1, dZ1.sum(axis=0, keepdims=True), np.maximum(Z1, 0.0).T @ dZ2, dZ2.sum(axis=0, keepdims=True)]
+        for label, grad, value in zip([name.replace("parameters", "gradients") for name in names], grads, expected):
+            check_close(f"{label} after NeuralNetwork.backward(Y, out)" + OWN_LAYERS, grad, value, factors={"N": n})
+
+
 @judged(CHECKS)
 def network_forward(kernel):
     rng = kernel.rng(3009)
@@ -441,7 +551,9 @@ def network_forward(kernel):
         layers = _scalers(kernel, factors, offsets)
         where = (f" through {len(factors)} layers Z -> a Z + c, with a = {', '.join(f'{f:g}' for f in factors)} and "
                  f"c = {', '.join(f'{c:g}' for c in offsets)}")
-        out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X)
+        X_given = kernel.array(X)
+        out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X_given)
+        check_unchanged("NeuralNetwork.forward", X, X_given)
         check_close("NeuralNetwork.forward(X)" + where, out, _through(factors, offsets, X),
                     hints=[(_through(factors[-1:], offsets[-1:], X),
                             "every layer is given X: give each layer the output of the layer before"),
@@ -451,6 +563,7 @@ def network_forward(kernel):
         log = [(method, role) for role, method, _ in calls_in_order(layers)]
         if log != [("forward", role) for role in layers]:
             raise TestFailure(f"NeuralNetwork.forward made the calls {log}, expected each layer's forward once, in order")
+    _check_network_of_own_layers(kernel, "forward", rng)
 
 
 @judged(CHECKS)
@@ -464,7 +577,10 @@ def network_backward(kernel):
         L, D = float(np.sum((out - Y) ** 2) / 2), out - Y
         loss = _loss(kernel, L, D)
         where = f" ({len(factors)} layers, batch of {len(out)})"
-        returned = call("NeuralNetwork.backward(Y, out)", _network(kernel, layers, loss).backward, Y, out)
+        Y_given, out_given = kernel.array(Y), kernel.array(out)
+        returned = call("NeuralNetwork.backward(Y, out)", _network(kernel, layers, loss).backward, Y_given, out_given)
+        check_unchanged("NeuralNetwork.backward (Y)", Y, Y_given)
+        check_unchanged("NeuralNetwork.backward (out)", out, out_given)
         check_close("the loss NeuralNetwork.backward(Y, out) returns" + where, returned, L)
         log = calls_in_order(layers)
         received = {role: args[0] for role, method, args in log if method == "backward" and args}
@@ -487,6 +603,7 @@ def network_backward(kernel):
         order = [role for role, method, _ in log if method == "backward"]
         if order != list(reversed(layers)):
             raise TestFailure(f"NeuralNetwork.backward called {order}, expected {list(reversed(layers))}: the last layer first")
+    _check_network_of_own_layers(kernel, "backward", rng)
 
 
 @judged(CHECKS)
@@ -502,13 +619,14 @@ def network_predict(kernel):
         L = float(np.sum((Y_hat - Y) ** 2) / 2)
         loss = _loss(kernel, L, Y_hat - Y)
         result = call("NeuralNetwork.predict(X, Y)", _network(kernel, layers, loss).predict, X, Y)
-        if not isinstance(result, list) or len(result) != 2:
-            raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {type(result).__name__}")
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {kind(result)}")
         check_close("the Y_hat NeuralNetwork.predict(X, Y) returns", result[0], Y_hat)
         check_close("the loss NeuralNetwork.predict(X, Y) returns", result[1], L)
         asked = {method: args for method, args in loss.calls()}
         if "forward" in asked:
             _check_loss_arguments("NeuralNetwork.predict gives loss.forward", asked["forward"], Y, Y_hat, "")
+    _check_network_of_own_layers(kernel, "predict", rng)
 
 
 # --- 6. Training, replayed here on the student's classes ----------------------------------------
@@ -652,13 +770,16 @@ def training_check(kernel):
 # --- 7. einsum -----------------------------------------------------------------------------------
 
 def check_einsum(kernel, what, name, args, expected):
-    """``name(*args)`` equals ``expected`` and is what a call of np.einsum returned (the kernel
-    watches the calls)."""
-    result, calls, from_einsum = call(what, kernel.run, ["einsum", name, [np.asarray(a, dtype=np.float64) for a in args]])[0]
+    """``name(*args)`` equals ``expected`` and is what a call of NumPy's einsum on ``args``
+    themselves returned (the kernel records the calls: see gradcheck.einsum_problem)."""
+    args = [np.asarray(a, dtype=np.float64) for a in args]
+    result, calls = call(what, kernel.run, ["einsum", name, args])[0]
     check_close(what, result, expected)
-    if type(calls) is not int or calls < 1 or from_einsum is not True:
-        raise TestFailure(f"{what} gives the right value but {'not from' if calls else 'does not call'} np.einsum: "
-                          "this exercise is about writing it with np.einsum")
+    if not isinstance(calls, list) or not all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], list) for c in calls):
+        raise TestFailure(f"{what}: the record of its np.einsum calls was changed")
+    problem = einsum_problem(args, calls, np.asarray(result, dtype=np.float64))
+    if problem:
+        raise TestFailure(f"{what} gives the right value but {problem}")
 
 
 @judged(CHECKS)
@@ -720,9 +841,12 @@ def _options(**options):
 
 def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
     """The student's Conv2D with the given parameters (created by a first forward call);
-    ``activation`` is a factor (an activation of the judge's: Z -> factor * Z + OFFSET) or None."""
-    if activation is not None:
-        options["activation"] = kernel.scaler(activation, OFFSET)
+    ``activation`` is a factor (an activation of the judge's: Z -> factor * Z + OFFSET), one of
+    the student's (a Remote) or None."""
+    if isinstance(activation, Remote):  # the student's own
+        options["activation"] = activation
+    elif activation is not None:
+        options["activation"] = kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS, ["Activation"])
     layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
     call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
     put(layer, W_PATH, np.array(W, dtype=float))
@@ -771,6 +895,7 @@ def conv2d_forward(kernel):
     check_close(f"Conv2D(3, (2, 3){_activation_name(3.0)}, stride=2, pad=(0, 1)).forward(X)",
                 forward(_conv(kernel, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), _activated(3.0, expected),
                 hints=[(expected, "the activation is not applied")])
+    _check_conv_with_own_relu(kernel, "forward", rng)
 
 
 @judged(CHECKS)
@@ -824,6 +949,29 @@ def conv2d_backward(kernel):
     check_close("Conv2D.gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), dW,
                 hints=[(vjp("conv2d", (X1, W, b), G, stride=1, pad=[0, 0])[1][1],
                         "it uses X1: backward must use the input of the latest forward call")])
+    _check_conv_with_own_relu(kernel, "backward", rng)
+
+
+def _check_conv_with_own_relu(kernel, part, rng):
+    """Conv2D with the student's own ReLU, where that passes its tests: forward, or backward's
+    result and gradients, against the layer its parameters make (as _check_fc_with_own_relu)."""
+    if not passes(kernel, CHECKS, "relu_tests"):
+        return
+    shape, n_out, kernel_shape, stride, pad = CONV_CASES[int(rng.integers(len(CONV_CASES)))]
+    X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
+    G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
+    Z, _ = vjp("conv2d", (X, W, b), np.zeros(G.shape), stride=stride, pad=list(pad))
+    layer = _conv(kernel, n_out, kernel_shape, W, b, call("ReLU()", kernel.new, "ReLU"), stride=stride, pad=pad)
+    where = f" (Conv2D({n_out}, {kernel_shape}, ReLU(), stride={stride}, pad={pad}) with your own ReLU, which passes its tests)"
+    check_close("Conv2D.forward(X)" + where, call("Conv2D.forward(X)", layer.forward, X), np.maximum(Z, 0.0),
+                hints=[(Z, "the activation is not applied")])
+    if part == "forward":
+        return
+    _, (dX, dW, db) = vjp("conv2d", (X, W, b), G * (Z > 0), stride=stride, pad=list(pad))
+    check_close("Conv2D.backward(dLdY): returned dL/dX" + where, call("Conv2D.backward(dLdY)", layer.backward, G), dX,
+                hints=[(vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))[1][0], NO_ACTIVATION_BACKWARD)])
+    check_close("Conv2D.gradients['W']" + where, fetch(layer, DW_PATH), dW, factors={"N": shape[0]})
+    check_close("Conv2D.gradients['b']" + where, fetch(layer, DB_PATH), db, factors={"N": shape[0]})
 
 
 # --- 9. Pooling -------------------------------------------------------------------------------------
@@ -925,21 +1073,26 @@ def _parameters(kernel, what, model, shapes, rng):
     their fan-in and biases of either sign (a model whose biases keep its ReLUs always on would
     look linear-free otherwise). Matched to the expected ``shapes`` in order, or by shape when the
     shapes are all different; a TestFailure names what the model has instead."""
-    found = call(what, kernel.run, ["torch_state", model])[0]["parameters"]
-    have = [tuple(np.shape(p)) for p in found]
-    if have == list(shapes):
-        where = list(range(len(shapes)))
-    elif sorted(have) == sorted(shapes) and len(set(shapes)) == len(shapes):
-        where = [have.index(shape) for shape in shapes]
-    else:
-        raise TestFailure(f"{what} has parameters of shapes {have}, expected {list(shapes)}")
+    where = _order(what, call(what, kernel.run, ["torch_state", model])[0]["parameters"], shapes)
     values = [rng.normal(size=shape) / np.sqrt(math.prod(shape[1:])) if len(shape) > 1 else 0.5 * rng.normal(size=shape)
               for shape in shapes]
-    ordered = [None] * len(have)
+    ordered = [None] * len(shapes)
     for value, index in zip(values, where):
         ordered[index] = value
     call(what, kernel.run, ["torch_load", model, ordered])
     return values
+
+
+def _order(what, found, shapes):
+    """Where each of ``shapes`` is among a model's parameters ``found`` (in the order of
+    parameters()): in that order, or by shape when the shapes are all different; a TestFailure
+    names what the model has instead."""
+    have = [tuple(np.shape(p)) for p in found] if isinstance(found, list) else []
+    if have == list(shapes):
+        return list(range(len(shapes)))
+    if sorted(have) == sorted(shapes) and len(set(shapes)) == len(shapes):
+        return [have.index(shape) for shape in shapes]
+    raise TestFailure(f"{what} has parameters of shapes {have}, expected {list(shapes)}")
 
 
 def _relu(x):
@@ -962,30 +1115,55 @@ def _max_pool2(X):
     return X[:, :, :rows // 2 * 2, :cols // 2 * 2].reshape(n, c, rows // 2, 2, cols // 2, 2).max(axis=(3, 5))
 
 
+def _mlp_shapes(n_in, n_hidden, n_out):
+    return [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)]
+
+
+def mlp_logits(parameters, X):
+    """make_mlp's model in NumPy: Linear, ReLU, Linear (weights of shape (out, in), as PyTorch's)."""
+    W1, b1, W2, b2 = parameters
+    return _relu(X @ W1.T + b1) @ W2.T + b2
+
+
+def _cnn_shapes(n_classes, shape):
+    return [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (n_classes, 16 * (shape[0] // 4) * (shape[1] // 4)), (n_classes,)]
+
+
+def cnn_logits(parameters, X):
+    """make_cnn's model in NumPy: two 3x3 convolutions (padding 1), each with ReLU and 2x2 max
+    pooling, then Linear; ``X`` of shape (N, 1, rows, cols)."""
+    W1, b1, W2, b2, W3, b3 = parameters
+    hidden = _max_pool2(_relu(_conv_nchw(_max_pool2(_relu(_conv_nchw(X, W1, b1))), W2, b2)))
+    return hidden.reshape(len(X), -1) @ W3.T + b3
+
+
 def _check_mlp(kernel, n_in, n_hidden, n_out, rng):
     what = f"make_mlp({n_in}, {n_hidden}, {n_out})"
     mlp = call(what, kernel.new, "make_mlp", n_in, n_hidden, n_out)
-    W1, b1, W2, b2 = _parameters(kernel, what, mlp, [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)], rng)
-    X = rng.normal(size=(6, n_in))
-    out = _output(kernel, f"{what}(X)", mlp, X)
-    check_array(f"{what} applied to X of shape {X.shape}", out, (6, n_out))
-    check_close(f"{what}(X) against Linear, ReLU, Linear with parameters the test loaded into it", out,
-                _relu(X @ W1.T + b1) @ W2.T + b2, rtol=1e-4, atol=1e-5,
-                hints=[((X @ W1.T + b1) @ W2.T + b2, "the model is linear (f(-x) = -f(x)): put a ReLU between the two Linear layers")])
+    W1, b1, W2, b2 = parameters = _parameters(kernel, what, mlp, _mlp_shapes(n_in, n_hidden, n_out), rng)
+    for X in _inputs(rng, (6, n_in)):
+        out = _output(kernel, f"{what}(X)", mlp, X)
+        check_array(f"{what} applied to X of shape {X.shape}", out, (6, n_out))
+        check_close(f"{what}(X) against Linear, ReLU, Linear with parameters the test loaded into it", out,
+                    mlp_logits(parameters, X), rtol=1e-4, atol=1e-5,
+                    hints=[((X @ W1.T + b1) @ W2.T + b2, "the model is linear: put a ReLU between the two Linear layers")])
+
+
+def _inputs(rng, shape):
+    """Inputs of both kinds a model meets: of either sign, and in [0, 1] as images are."""
+    return [rng.normal(size=shape), rng.uniform(0.0, 1.0, size=shape)]
 
 
 def _check_cnn(kernel, n_classes, shape, rng):
     what = f"make_cnn({n_classes}, {shape})"
     cnn = call(what, kernel.new, "make_cnn", n_classes, tuple(shape))
-    features = 16 * (shape[0] // 4) * (shape[1] // 4)
     X = rng.normal(size=(3, 1, *shape))
     check_array(f"{what} applied to images of shape {X.shape}", _output(kernel, f"{what}(X)", cnn, X), (3, n_classes))
-    W1, b1, W2, b2, W3, b3 = _parameters(kernel, what, cnn, [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (n_classes, features),
-                                                             (n_classes,)], rng)
-    out = _output(kernel, f"{what}(X)", cnn, X)
-    hidden = _max_pool2(_relu(_conv_nchw(_max_pool2(_relu(_conv_nchw(X, W1, b1))), W2, b2)))
-    check_close(f"{what}(X) against two 3x3 convolutions (padding 1), each with ReLU and 2x2 max pooling, then Linear, "
-                "with parameters the test loaded into it", out, hidden.reshape(len(X), -1) @ W3.T + b3, rtol=1e-4, atol=1e-5)
+    parameters = _parameters(kernel, what, cnn, _cnn_shapes(n_classes, shape), rng)
+    for X in _inputs(rng, X.shape):
+        out = _output(kernel, f"{what}(X)", cnn, X)
+        check_close(f"{what}(X) against two 3x3 convolutions (padding 1), each with ReLU and 2x2 max pooling, then Linear, "
+                    "with parameters the test loaded into it", out, cnn_logits(parameters, X), rtol=1e-4, atol=1e-5)
 
 
 @judged(CHECKS)
@@ -1032,8 +1210,8 @@ def pytorch_loop(kernel):
     def evaluate(model, X, y, batch_size):
         result = call("evaluate(model, loader, loss_fn)", kernel.function, "evaluate", model, make("loader", X, y, batch_size),
                       make("cross_entropy"))
-        if not isinstance(result, list) or len(result) != 2:
-            raise TestFailure(f"evaluate should return a pair (mean loss, accuracy), got {type(result).__name__}")
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TestFailure(f"evaluate should return a pair (mean loss, accuracy), got {kind(result)}")
         return result
 
     def train_epoch(model, X, y, batch_size, lr):
@@ -1097,31 +1275,51 @@ EPOCHS, LEARNING_RATE, MOMENTUM, BATCH_SIZE, VALIDATION_FRACTION = 8, 0.05, 0.9,
 @judged(CHECKS)
 def pytorch_accuracy(kernel):
     """The notebook's training run, replayed on the student's make_mlp, make_cnn and train_epoch
-    with the judge's data, seeds and settings: both models reach 90% accuracy on the test set,
-    computed here from the trained model's outputs."""
+    with the judge's data, seeds and settings: both models reach 90% accuracy on the test set.
+    The test images never reach the kernel: the judge computes the models' outputs from their
+    trained parameters (make_mlp's and make_cnn's architectures, which pytorch_models checks),
+    so a model that recognises the shipped images has none to recognise. The models must start
+    from an initialisation (no better than chance), and the MLP's pixels come in an order of the
+    student's own (the same for training and test images: an MLP learns them as well), so
+    weights trained beforehand have nothing to classify."""
     _require_torch(kernel)
-    digits = load("digits")
+    digits, rng = load("digits"), kernel.rng(3021)
     n_train = int(round((1 - VALIDATION_FRACTION) * len(digits.X_train)))
+    pixels = rng.permutation(digits.num_features)
     for name, builder, args, shape in (
             ("MLP", "make_mlp", (digits.num_features, 64, digits.num_classes), None),
             ("CNN", "make_cnn", (digits.num_classes, digits.image_shape), digits.image_shape)):
         made = f"{builder}({', '.join(map(str, args))})"
-        model, loader, loss_fn, optimizer = Earlier(1), Earlier(2), Earlier(3), Earlier(4)
-        X_test = digits.X_test if shape is None else digits.X_test.reshape(len(digits.X_test), 1, *shape)
-        *_, logits = call_each(
+        X_train, X_test = (digits.X_train[:n_train], digits.X_test) if shape else (digits.X_train[:n_train, pixels],
+                                                                                    digits.X_test[:, pixels])
+        model, loader, loss_fn, optimizer = Earlier(1), Earlier(3), Earlier(4), Earlier(5)
+        _, _, first, *_, last = call_each(
             kernel, ("torch.manual_seed(0)", ["torch", "manual_seed", [0]]), (made, ["new", builder, list(args), {}, {}]),
-            ("the training loader", ["torch", "loader", [digits.X_train[:n_train], digits.y_train[:n_train], BATCH_SIZE, 0,
+            (f"the parameters of {made}", ["torch_state", model]),
+            ("the training loader", ["torch", "loader", [X_train, digits.y_train[:n_train], BATCH_SIZE, 0,
                                                          None if shape is None else tuple(shape)]]),
             ("nn.CrossEntropyLoss()", ["torch", "cross_entropy", []]),
             (f"torch.optim.SGD({builder}(...).parameters())", ["torch", "sgd", [model, LEARNING_RATE, MOMENTUM]]),
             *[(f"train_epoch (epoch {epoch + 1} of the {name})",
                quiet(["new", "train_epoch", [model, loader, loss_fn, optimizer], {}, {}])) for epoch in range(EPOCHS)],
-            (f"{made}.eval()", ["torch", "eval", [model]]),
-            (f"the trained {name} on the test images", ["module", model, [X_test]]))
-        logits = np.asarray(logits, dtype=np.float64)
-        if logits.shape != (len(X_test), digits.num_classes):
-            raise TestFailure(f"the trained {name} returned logits of shape {logits.shape} for {len(X_test)} test samples")
-        accuracy = float(np.mean(np.argmax(logits, axis=1) == digits.y_test))
-        if not accuracy >= 0.9:
-            raise TestFailure(f"after {EPOCHS} epochs of train_epoch, the {name}'s test accuracy is {accuracy:.3f}, "
+            (f"the parameters of the trained {name}", ["torch_state", model]))
+        shapes = _mlp_shapes(*args) if shape is None else _cnn_shapes(*args)
+        images = X_test if shape is None else X_test.reshape(len(X_test), 1, *shape)
+        logits = mlp_logits if shape is None else cnn_logits
+        before, after = (_accuracy_of(f"{made}, {when}", state, shapes, logits, images, digits.y_test)
+                         for when, state in (("before training", first), ("after training", last)))
+        if before > 0.5:
+            raise TestFailure(f"before training, the {name} already classifies {before:.0%} of the test images: "
+                              f"{builder} must start from PyTorch's initialisation, and train_epoch do the learning")
+        if not after >= 0.9:
+            raise TestFailure(f"after {EPOCHS} epochs of train_epoch, the {name}'s test accuracy is {after:.3f}, "
                               "below 0.9: check make_mlp / make_cnn and train_epoch")
+
+
+def _accuracy_of(what, state, shapes, logits, X, y):
+    """The accuracy on (X, y) of the model whose torch_state is ``state``, computed here."""
+    found = state.get("parameters") if isinstance(state, dict) else None
+    parameters = [np.asarray(found[i], dtype=np.float64) for i in _order(what, found, shapes)]
+    if not all(np.all(np.isfinite(p)) for p in parameters):
+        raise TestFailure(f"{what}: its parameters are not finite (the training diverged?)")
+    return float(np.mean(np.argmax(logits(parameters, X), axis=1) == y))

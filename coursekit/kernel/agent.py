@@ -20,14 +20,19 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   (``layer.parameters["W"] = value`` is the path [["attr", "parameters"], ["item", "W"]]);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
   ``["take", ref, rows]``: a copy of the rows (an array of row numbers) of an array kept there;
-- ``["standin", name, returns, attributes, arguments]``: a layer that records its calls, returns
-  the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
-  layer does); ``arguments`` (optional) is how many arguments each method takes;
-- ``["factory", [standins]]``: a stand-in class whose calls return those stand-ins in turn;
-- ``["scaler", factor, offset]``: a layer or activation Z -> factor * Z + offset (offset optional);
-- ``["einsum", name, args]``: the notebook's function ``name(*args)``, how many times it called
-  ``np.einsum`` and whether its result is the output of one of those calls (another
-  measurement only the kernel can make);
+- ``["standin", name, returns, attributes, arguments, bases]``: a layer that records its calls,
+  returns the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a
+  Linear layer does), an instance of a class ``name`` (the notebook's class it stands for), a
+  subclass of the notebook's classes ``bases`` where it has them; ``arguments`` (optional) names
+  each method's parameters, where the layer it stands for is strict (an activation's backward
+  takes none): a call binds them as Python would, keywords too;
+- ``["factory", [standins], name]``: a class ``name`` whose calls return those stand-ins in turn
+  (the notebook's class ``name``, replaced while a check runs: see "new");
+- ``["scaler", factor, offset, name, arguments, bases]``: a layer or activation Z -> factor * Z +
+  offset of the class ``name`` (all but factor optional);
+- ``["expect", ref, returns]``: a stand-in's answers from now on ({method: values}), its log cleared;
+- ``["einsum", name, args]``: the notebook's function ``name(*args)`` and the calls of NumPy's
+  einsum it made, each [its operands, its output] (another measurement only the kernel can make);
 - PyTorch: ``["module", ref, inputs]`` is the module's output for float32 tensors of the
   arrays ``inputs``; ``["torch_state", ref]`` its parameters, their gradients and its mode;
   ``["torch_load", ref, arrays]`` sets its parameters;
@@ -44,8 +49,7 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
 
 Values are encoded as JSON: ``{"a": base64, "s": shape}`` is a float64 array, ``{"f": x}`` a
 float, ``{"i": n}`` an int, ``{"t": text}`` a string, ``{"d": {key: value}}`` a dict with string
-keys, ``{"u": [values]}`` a tuple (from the judge), ``{"r": n}`` a reference; lists, booleans
-and null as themselves.
+keys, ``{"u": [values]}`` a tuple, ``{"r": n}`` a reference; lists, booleans and null as themselves.
 """
 import base64
 import itertools
@@ -55,7 +59,7 @@ import warnings
 
 import numpy as np
 
-from coursekit.shipped.gradcheck import EinsumRecorder, python_steps, substitute
+from coursekit.shipped.gradcheck import python_steps, recording_einsum, substitute
 
 _objects, _numbers = [], {}
 _order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
@@ -81,8 +85,8 @@ def _reference(value):
     if id(value) not in _numbers:  # (the object stays in _objects: its id is not reused)
         _objects.append(value)
         _numbers[id(value)] = len(_objects) - 1
-    if isinstance(value, StandIn):
-        methods = list(value.returns)
+    if id(value) in _records and isinstance(value, StandIn):
+        methods = list(_records[id(value)].returns)
     else:
         methods = [name for name in dir(type(value)) if not name.startswith("_")
                    and callable(getattr(type(value), name, None))][:100]
@@ -104,8 +108,10 @@ def encode(value):
         return {"t": value[:200]}
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):  # OrderedDict too
         return {"d": {key: encode(item) for key, item in value.items()}}
-    if type(value) in (list, tuple):
+    if type(value) is list:
         return [encode(item) for item in value]
+    if type(value) is tuple:  # (a pair the task asks for arrives as one: a list would not do)
+        return {"u": [encode(item) for item in value]}
     if isinstance(value, np.ndarray):
         try:
             array = np.array(value, dtype=np.float64, order="C")  # (a 0-d array stays 0-d)
@@ -143,80 +149,135 @@ def decode(data, earlier=()):
     return data
 
 
-class Factory:
-    """Stands in for a class: each call returns the next of ``made`` and records its arguments."""
+class Record:
+    """What the judge set for one of its objects (a stand-in, a stand-in class, a scaler) and the
+    calls it received. Kept here, not on the object: code that inspects the object finds what the
+    notebook's own would have (its class's name and module, the attributes the judge gave it)."""
 
-    def __init__(self, made):
+    def __init__(self, returns=None, arguments=None, made=(), scale=(1.0, 0.0)):
+        self.returns = {method: list(values) for method, values in (returns or {}).items()}
+        self.arguments = arguments or {}  # {method: its parameters' names}, where the real class is known
         self.made, self.calls = list(made), []
+        self.scale = scale  # a Scaler's (factor, offset)
 
-    def __call__(self, *args, **kwargs):
-        numbers = (int, float, np.integer, np.floating)
-        self.calls.append(["new", {"args": [a for a in args if isinstance(a, numbers)],
-                                   "kwargs": {k: a for k, a in kwargs.items() if isinstance(a, numbers)}}, next(_order)])
-        if not self.made:
-            raise RuntimeError("the judge expected fewer objects of this class to be made")
-        return self.made.pop(0)
+
+_records = {}  # id(object) -> its Record (the objects stay alive in _objects, so ids are not reused)
+
+
+def _bound(record, method, args, kwargs):
+    """A call's arguments in the order of the method's parameters (a keyword in its place), or a
+    TypeError worded as Python's when the real method would refuse them."""
+    names = record.arguments.get(method)
+    if names is None:
+        return [*args, *kwargs.values()]
+    given = list(args) + [kwargs[name] for name in names[len(args):] if name in kwargs]
+    unknown = [name for name in kwargs if name not in names[len(args):]]
+    if unknown:
+        raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
+    if len(given) != len(names) or len(args) > len(names):
+        raise TypeError(f"{method}() takes {len(names)} argument{'s' * (len(names) != 1)} "
+                        f"({', '.join(names)}) but {len(args) + len(kwargs)} were given")
+    return given
+
+
+def _log(obj, method, args, kwargs):
+    """Record a call of ``obj.method``; its arguments, bound (see _bound)."""
+    record = _records[id(obj)]
+    bound = _bound(record, method, args, kwargs)
+    record.calls.append([method, [np.array(a, dtype=np.float64) if _numeric(a) else None for a in bound], next(_order)])
+    return bound
+
+
+def _answer(obj, method, *args, **kwargs):
+    """A stand-in's method: records the call and returns the judge's next value for it."""
+    _log(obj, method, args, kwargs)
+    queue = _records[id(obj)].returns[method]
+    return queue.pop(0) if len(queue) > 1 else queue[0]
 
 
 class StandIn:
-    """A layer the judge controls: records each call's arguments and returns the judge's arrays.
+    """A layer the judge controls: records each call's arguments and returns the judge's arrays
+    (what ``returns`` of its Record says, one per call). Its class is made per stand-in, named
+    as the class it stands for, in the notebook's module."""
 
-    ``returns`` maps a method name to the list of values its successive calls return;
-    ``attributes`` are set on it; ``arguments`` ({method: n}) says how many arguments a method
-    takes, where the layer it stands for is strict (an activation's backward takes none).
-    """
-
-    def __init__(self, name, returns, attributes, arguments=None):
-        self.__dict__.update(attributes)
-        self.name, self.returns, self.calls = name, {key: list(values) for key, values in returns.items()}, []
-        self.arguments = arguments or {}
-
-    def __call__(self, *args, **kwargs):  # a layer or a loss may be called for its forward
-        return self.__getattr__("forward")(*args, **kwargs)
+    def __init__(self, *args, **kwargs):  # (a stand-in class, called as the notebook's, hands out made ones)
+        pass
 
     def __getattr__(self, method):
-        if method.startswith("__") or method not in self.__dict__.get("returns", {}):
-            raise AttributeError(method)
+        record = _records.get(id(self))
+        if method.startswith("__") or record is None or method not in record.returns:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {method!r}")
+        return lambda *args, **kwargs: _answer(self, method, *args, **kwargs)
 
-        def record(*args, **kwargs):
-            expected = self.arguments.get(method)
-            if expected is not None and len(args) + len(kwargs) != expected:
-                raise TypeError(f"{method}() takes {expected} argument{'s' * (expected != 1)} "
-                                f"but {len(args) + len(kwargs)} were given")
-            self.calls.append([method, [np.array(a, dtype=np.float64) if _numeric(a) else None for a in args],
-                               next(_order)])
-            queue = self.returns[method]
-            return queue.pop(0) if len(queue) > 1 else queue[0]
-        return record
+
+def _named_class(name, base, methods=(), namespace=None, bases=()):
+    """A subclass of ``base`` named ``name`` in the notebook's module, whose ``methods`` answer as
+    stand-ins' do (so they exist on the class, as a real layer's do), and a subclass too of the
+    notebook's classes named ``bases`` (its ``Activation``, its ``Loss``) where it has them."""
+    def method_of(method):
+        def answer(self, *args, **kwargs):
+            return _answer(self, method, *args, **kwargs)
+        answer.__name__, answer.__qualname__ = method, f"{name}.{method}"
+        return answer
+
+    body = {"__module__": "__main__", "__qualname__": name, **{m: method_of(m) for m in methods}, **(namespace or {})}
+    parents = tuple(cls for cls in (_namespace().get(b) for b in bases or ()) if isinstance(cls, type))
+    try:
+        return type(str(name)[:60] or "Layer", (base, *parents), body)
+    except TypeError:  # (a notebook class that cannot be mixed in: its layout, its metaclass)
+        return type(str(name)[:60] or "Layer", (base,), body)
+
+
+def _standin(name, returns, attributes, arguments=None, bases=()):
+    obj = StandIn.__new__(_named_class(name, StandIn, sorted(returns), bases=bases))
+    _records[id(obj)] = Record(returns, arguments)
+    obj.__dict__.update(attributes)
+    return obj
+
+
+def _factory(made, name="Layer"):
+    """A class named ``name`` (the notebook's, which it replaces while a check runs): each call
+    returns the next stand-in of ``made``, now an instance of it, and records its numeric arguments."""
+    def new(cls, *args, **kwargs):
+        numbers = (int, float, np.integer, np.floating)
+        record = _records[id(cls)]
+        record.calls.append(["new", {"args": [a for a in args if isinstance(a, numbers)],
+                                     "kwargs": {k: a for k, a in kwargs.items() if isinstance(a, numbers)}}, next(_order)])
+        if not record.made:
+            raise RuntimeError(f"{name}() was called more times than the test expected")
+        return record.made.pop(0)
+
+    methods = sorted({method for obj in made for method in _records[id(obj)].returns})
+    cls = _named_class(name, StandIn, methods, {"__new__": new})
+    _records[id(cls)] = Record(made=made)
+    for obj in made:  # (each is a StandIn: its class can change to this subclass)
+        obj.__class__ = cls
+    return cls
 
 
 class Scaler:
     """A layer or activation the judge controls: forward(Z) = factor * Z + offset, and backward
     returns factor times its last argument (a layer's backward(dY), an activation's backward(Z,
     dY)); records its calls as a stand-in does. (With an offset, forward(dY) is not backward's
-    result, and two such layers do not commute: the output shows their order.)"""
+    result, and two such layers do not commute: the output shows their order.) Its class is named
+    as the one it stands for; its factor and offset are in its Record, not on it."""
 
-    def __init__(self, factor, offset=0.0):
-        self.factor, self.offset, self.calls = factor, offset, []
+    def forward(self, *args, **kwargs):
+        (Z,) = _log(self, "forward", args, kwargs)[-1:]
+        factor, offset = _records[id(self)].scale
+        return factor * Z + offset
 
-    def forward(self, Z):
-        self.calls.append(["forward", [np.array(Z, dtype=np.float64)], next(_order)])
-        return self.factor * Z + self.offset
+    def backward(self, *args, **kwargs):
+        return _records[id(self)].scale[0] * _log(self, "backward", args, kwargs)[-1]
 
-    def backward(self, *args):
-        self.calls.append(["backward", [np.array(a, dtype=np.float64) for a in args], next(_order)])
-        return self.factor * args[-1]
-
-    def __call__(self, Z):
-        return self.forward(Z)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
 
-def _same(a, b):
-    """Whether two results hold the same numbers."""
-    try:
-        return bool(np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
-    except (TypeError, ValueError):
-        return False
+def _scaler(factor, offset=0.0, name="Layer", arguments=None, bases=()):
+    obj = Scaler.__new__(_named_class(name, Scaler, bases=bases))
+    _records[id(obj)] = Record(arguments=arguments, scale=(factor, offset))
+    return obj
 
 
 def _numeric(value):
@@ -369,22 +430,25 @@ def _run(operation, earlier):
     if kind == "take":
         return np.array(np.asarray(rest[0])[np.asarray(rest[1]).astype(int)], dtype=np.float64)
     if kind == "standin":
-        return StandIn(*rest)
+        return _standin(*rest)
     if kind == "factory":
-        return Factory(rest[0])
+        return _factory(*rest)
     if kind == "scaler":
-        return Scaler(*rest)
+        return _scaler(*rest)
+    if kind == "expect":  # a stand-in's next answers ({method: values}), its calls forgotten
+        record = _records[id(rest[0])]
+        record.returns.update({method: list(values) for method, values in rest[1].items()})
+        record.calls = []
+        return None
     if kind in TORCH_OPERATIONS:
         return TORCH_OPERATIONS[kind](*rest)
     if kind == "einsum":
         name, args = rest
-        namespace = _namespace()
-        recorder = EinsumRecorder(namespace.get("np", np))
-        with substitute(namespace, np=recorder):
-            result = namespace[name](*args)
-        return [result, recorder.calls, any(_same(output, result) for output in recorder.outputs)]
+        with recording_einsum() as calls:
+            result = _namespace()[name](*args)
+        return [result, [[operands, output] for operands, output in calls[:20]]]
     if kind == "log":
-        return rest[0].calls
+        return _records[id(rest[0])].calls
     if kind == "global":
         return _namespace().get(rest[0])
     if kind == "seed":

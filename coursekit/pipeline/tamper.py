@@ -23,7 +23,7 @@ from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
                      "inspect", "IPython", "ipykernel", "coursekit", *(name.split(".")[-1] for name in IN_THE_KERNEL), "shutil", "pathlib",
-                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq"}
+                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq", "traceback"}
 # Answer cells whose task needs one of those modules, by grade_id (ps3's PyTorch part).
 PERMITTED_MODULES = {"pytorch": {"torch"}}
 # Names whose use in an answer reaches into the interpreter or the tests.
@@ -37,6 +37,15 @@ IMPORTABLE = {".py", ".pyc", ".pyd", ".so", ".pth"}
 # Methods that let an answer's value pass comparisons it should fail.
 REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
              "__sub__", "__rsub__", "__abs__", "__array__", "__array_ufunc__", "__getattr__"}
+
+
+# What the judge's stand-ins and records are made of (coursekit.kernel.agent): code that looks
+# for them tries to tell the judge's objects from the notebook's.
+JUDGE_NAMES = {"StandIn", "Factory", "Scaler", "Kept", "calls", "returns", "made", "factor", "offset", "arguments"}
+# Ways to compare an input with values or shapes known in advance (a table of the tests' inputs).
+EQUALITY_TESTS = {"array_equal", "array_equiv", "allclose", "isclose"}
+KEYS_OF_ARRAYS = {"tobytes", "tostring", "hash"}
+SIZE_TESTED = 100  # a size compared with a literal this large is a test's, not the task's
 
 
 @dataclass(frozen=True)
@@ -81,12 +90,64 @@ def scan_code(cell: str, code: str) -> list[Finding]:
             findings.append(Finding(cell, node.lineno, f"defines {node.name}"))
         elif isinstance(node, ast.ClassDef) and any(_root_name(b) in NUMPY_NAMES for b in node.bases):
             findings.append(Finding(cell, node.lineno, f"subclasses {ast.unparse(node.bases[0])}"))
+        elif (inspected := _inspects_the_judge(node)):
+            findings.append(Finding(cell, node.lineno, inspected))
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Attribute) and _root_name(target) in NUMPY_NAMES:
                     findings.append(Finding(cell, node.lineno, f"changes {ast.unparse(target)}"))
     return sorted(set(findings), key=lambda f: (f.line, f.what))
+
+
+def _literal_numbers(node):
+    """Whether ``node`` is a literal list or tuple of numbers (nested or not), of two or more."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    flat = list(value) if isinstance(value, (list, tuple)) else []
+    while any(isinstance(v, (list, tuple)) for v in flat):
+        flat = [w for v in flat for w in (v if isinstance(v, (list, tuple)) else [v])]
+    return len(flat) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat)
+
+
+def _inspects_the_judge(node):
+    """What ``node`` does to tell the judge's objects or inputs from others, or None: looks for
+    the stand-ins' names, asks whether a name is a class, compares an input with literal values
+    or a test's shape, or keys a table by an array's bytes."""
+    if isinstance(node, ast.Constant) and node.value in JUDGE_NAMES:
+        return f"looks for {node.value!r} (a name of the judge's stand-ins)"
+    if isinstance(node, ast.Attribute) and node.attr in {"StandIn", "Factory", "Scaler", "Kept"}:
+        return f"uses .{node.attr} (a name of the judge's stand-ins)"
+    if isinstance(node, ast.Attribute) and node.attr in KEYS_OF_ARRAYS:
+        return f"uses .{node.attr} (a table keyed by an array's contents?)"
+    if not isinstance(node, (ast.Call, ast.Compare)):
+        return None
+    if isinstance(node, ast.Call):
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name == "isinstance" and len(node.args) == 2 and isinstance(node.args[1], ast.Name) and node.args[1].id == "type":
+            return f"asks whether {ast.unparse(node.args[0])} is a class (the judge's stand-ins?)"
+        if name == "type" and len(node.args) == 1:
+            return f"inspects type({ast.unparse(node.args[0])})"
+        if name in KEYS_OF_ARRAYS:
+            return f"uses {name}() (a table keyed by an array's contents?)"
+        if name in EQUALITY_TESTS and any(_literal_numbers(arg) for arg in node.args):
+            return f"compares an array with literal values ({name})"
+        return None
+    sides = [node.left, *node.comparators]
+    if any(_literal_numbers(side) for side in sides) and any(
+            isinstance(side, ast.Attribute) and side.attr == "shape" for side in sides):
+        return f"compares a shape with a literal one ({ast.unparse(node)[:60]})"
+    sized = any((isinstance(side, ast.Attribute) and side.attr == "size") or
+                (isinstance(side, ast.Call) and getattr(side.func, "id", "") == "len") for side in sides)
+    if sized and any(isinstance(side, ast.Constant) and isinstance(side.value, int) and side.value >= SIZE_TESTED
+                     for side in sides):
+        return f"compares a size with a test's ({ast.unparse(node)[:60]})"
+    if any(_literal_numbers(side) for side in sides) and len(sides) == 2 and any(
+            isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops):
+        return f"compares a value with literal ones ({ast.unparse(node)[:60]})"
+    return None
 
 
 def _added_cells(notebook):

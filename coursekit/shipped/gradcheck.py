@@ -51,7 +51,7 @@ def _snapshot(module, *submodules):
 
 
 np = _snapshot(numpy, "random", "linalg", "testing")
-_settrace, _gettrace = sys.settrace, sys.gettrace
+_settrace, _gettrace, _setprofile = sys.settrace, sys.gettrace, sys.setprofile
 
 
 class TestFailure(AssertionError):
@@ -133,7 +133,7 @@ def check_array(name, actual, shape):
     if actual is None:
         raise TestFailure(f"{name} is None: compute it and assign / return it")
     if type(actual) is not np.ndarray:  # exactly: a subclass could redefine comparisons
-        raise TestFailure(f"{name} should be a NumPy array, got {type(actual).__name__}")
+        raise TestFailure(f"{name} should be a NumPy array, got {kind(actual)}")
     if actual.shape != tuple(shape):
         raise TestFailure(f"{name} has shape {actual.shape}, expected {tuple(shape)}"
                           + _describe_shape_mistake(actual.shape, tuple(shape)))
@@ -156,6 +156,13 @@ def _constant_ratio(actual, expected, rtol):
     return None
 
 
+def kind(value):
+    """What ``value`` is, as messages name it: its type (an object the grader holds for the
+    notebook by the notebook's own type), and a tuple's or a list's length."""
+    name = getattr(type(value), "type_of", lambda v: type(v).__name__)(value)
+    return f"a {name} of {len(value)}" if isinstance(value, (tuple, list)) else name
+
+
 def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), factors=None):
     """Check ``actual`` against ``expected`` (float arrays or scalars); one-line message on failure.
 
@@ -173,7 +180,7 @@ def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), facto
         if isinstance(actual, np.ndarray) and actual.size == 1 and actual.ndim > 0:
             raise TestFailure(f"{name} should be a single number, got an array of shape {actual.shape}")
         if type(actual) not in (float, int, np.float64, np.float32, np.int64):
-            raise TestFailure(f"{name} should be a float, got {type(actual).__name__}")
+            raise TestFailure(f"{name} should be a float, got {kind(actual)}")
         actual = float(actual)
     else:
         check_array(name, actual, expected.shape)
@@ -221,7 +228,7 @@ def _single_number(value):
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise TestFailure(f"a loss returned {type(value).__name__} where a single number is expected") from None
+        raise TestFailure(f"a loss returned {kind(value)} where a single number is expected") from None
 
 
 def numerical_gradient(f, x, eps=1e-6):
@@ -313,23 +320,66 @@ def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7)
         check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
 
 
-class EinsumRecorder:
-    """Stands in for NumPy in a notebook's globals and records calls to ``einsum``."""
+@contextlib.contextmanager
+def recording_einsum():
+    """While the block runs, record every call of NumPy's einsum in this thread, however the code
+    names it (``np.einsum``, ``numpy.einsum``, ``from numpy import einsum as e``, this module's
+    ``np``): yields the list of calls, each (its operands, its output). (A profile function sees
+    each call of einsum's implementation: the function is recognised, not a name.)"""
+    code = getattr(getattr(numpy.einsum, "_implementation", numpy.einsum), "__code__", None)
+    calls, started = [], {}
 
-    def __init__(self, module):
-        self._module, self.calls, self.outputs = module, 0, []
+    def watch(frame, event, arg):
+        if frame.f_code is not code:
+            return
+        if event == "call":
+            args = frame.f_locals.get("operands", ())
+            operands = args[1:] if args and isinstance(args[0], str) else args[0::2][:len(args) // 2]
+            started[id(frame)] = [numpy.asarray(operand) for operand in operands]
+        elif event == "return" and id(frame) in started:
+            calls.append((started.pop(id(frame)), arg))
 
-    def __getattr__(self, name):
-        value = getattr(self._module, name)
-        if name != "einsum":
-            return value
+    previous = sys.getprofile()
+    _setprofile(watch)
+    try:
+        yield calls
+    finally:
+        _setprofile(previous)
 
-        def einsum(*args, **kwargs):
-            self.calls += 1
-            self.outputs.append(value(*args, **kwargs))
-            return self.outputs[-1]
 
-        return einsum
+def einsum_problem(inputs, calls, result):
+    """None if ``result`` is the output of one of the einsum ``calls`` (see recording_einsum)
+    whose operands are the ``inputs`` themselves, each used once, in any layout (``A`` or
+    ``A.T``), so that einsum did the product or the sum, not code before it; else what is wrong.
+
+    Args:
+    - inputs: the arrays the function was given; result: what it returned.
+    - calls: [(operands, output)] of the calls it made.
+    """
+    def values(a):
+        return np.sort(np.asarray(a, dtype=np.float64).ravel())
+
+    if not calls:
+        return "does not call np.einsum: this exercise is about writing it with np.einsum"
+    wanted = [values(a) for a in inputs]
+    for operands, output in calls:
+        if (np.shape(output) == np.shape(result) and np.array_equal(np.asarray(output, dtype=np.float64), result)
+                and _same_arrays([values(a) for a in operands], wanted)):
+            return None
+    return "is not what a call of np.einsum on its arguments returned: let einsum do the product or the sum"
+
+
+def _same_arrays(given, wanted):
+    """Whether two lists of sorted value arrays hold the same arrays, in any order."""
+    left = list(wanted)
+    if len(given) != len(left):
+        return False
+    for values in given:
+        match = next((i for i, other in enumerate(left) if len(other) == len(values) and np.array_equal(other, values)), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return True
 
 
 class SpyLayer:
@@ -393,6 +443,9 @@ def python_steps(fn, *args, **kwargs):
         _settrace(previous)
 
 
+LOOPS = "it loops in Python (over the elements or the rows, or with np.vectorize); work on the whole array with NumPy operations"
+
+
 def check_vectorised(what, fn, *args, max_steps=300):
     """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
 
@@ -407,6 +460,5 @@ def check_vectorised(what, fn, *args, max_steps=300):
     """
     result, steps = call(what, python_steps, fn, *args)
     if steps > max_steps:
-        raise TestFailure(f"{what} ran {steps} Python steps: it works element by element (np.vectorize "
-                          "or a loop?); use NumPy operations on the whole array")
+        raise TestFailure(f"{what} ran {steps} Python steps: {LOOPS}")
     return result

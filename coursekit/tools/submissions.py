@@ -8,7 +8,9 @@ the kinds below, for every assignment:
 - ``Blank()``: the release notebook, untouched.
 - ``Bug(name, cell, find, replace)``: the model solution with one realistic mistake.
 - ``Mistakes(name, bugs)``: the model solution with several of those mistakes.
-- ``Variant(name, cells)``: answer cells rewritten in another correct (or incorrect) way.
+- ``Variant(name, cells)``: answer cells rewritten in another correct (or incorrect) way;
+  ``rewritten(name, assignment, cell, *edits)`` makes one (a ``Rewritten``) from the solution's
+  cell by small edits.
 - ``RawFile(name, content)``: a file that is handed in as the notebook, whatever it holds.
 - ``Edited(name, base, edit)``: another submission with its notebook changed by a function.
 - ``Folder(name, files)``: several files handed in, each one of the above.
@@ -125,6 +127,18 @@ class Variant(Solution):
 
     def answers(self, assignment):
         return {**solution_answers(assignment), **self.cells}
+
+
+@dataclass(frozen=True)
+class Rewritten(Variant):
+    """A Variant that is the model solution's code with small edits: a correct answer written a
+    little differently, but no independent one (the similarity tests leave it out)."""
+
+
+def rewritten(name, assignment, cell, *edits):
+    """A Rewritten whose ``cell`` is the model solution's with each (find, replace) of ``edits``
+    made (each ``find`` once)."""
+    return Rewritten(name, {cell: Bug(name, cell, *edits[0], also=tuple(edits[1:])).apply(solution_answers(assignment)[cell])})
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """ps3's own visible checks, next to its notebook (the checks every problem set uses are in
 gradcheck.py): layers that keep their parameters in dictionaries, functions written with
 np.einsum, and the part that needs PyTorch."""
-from gradcheck import EinsumRecorder, TestFailure, call, check_backward, check_close, np, numerical_gradient, substitute
+from gradcheck import (TestFailure, call, check_backward, check_close, einsum_problem, np, numerical_gradient,
+                       recording_einsum)
 
 
 def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
@@ -30,21 +31,22 @@ def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
 
 
 def check_einsum(what, fn, args, expected, namespace):
-    """Check that ``fn(*args)`` equals ``expected`` and is computed with ``np.einsum``.
+    """Check that ``fn(*args)`` equals ``expected`` and is what a call of ``np.einsum`` on
+    ``args`` themselves returned.
 
     Args:
     - what (str): the call as named in messages, e.g. "trace(A)".
-    - fn (callable): the student's function; it must use the name ``np`` of ``namespace``.
+    - fn (callable): the student's function.
     - args (tuple): its arguments; expected: the NumPy equivalent's value.
-    - namespace (dict): the notebook's globals(), whose ``np`` is watched during the call.
+    - namespace (dict): the notebook's globals() (no longer needed: einsum is recognised however it is named).
     """
-    recorder = EinsumRecorder(namespace.get("np", np))
-    with substitute(namespace, np=recorder):
-        result = call(what, fn, *(np.array(a, dtype=np.float64) for a in args))
+    args = [np.array(a, dtype=np.float64) for a in args]
+    with recording_einsum() as calls:
+        result = call(what, fn, *args)
     check_close(what, result, expected)
-    if recorder.calls == 0:
-        raise TestFailure(f"{what} gives the right value but does not call np.einsum: this exercise is "
-                          "about writing it with np.einsum")
+    problem = einsum_problem(args, calls, result)
+    if problem:
+        raise TestFailure(f"{what} gives the right value but {problem}")
 
 
 def require_torch(torch):
