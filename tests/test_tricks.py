@@ -9,14 +9,18 @@ per assignment (both run the same judge: the second proves the stock path the sa
 import pytest
 
 from conftest import CATALOGS, FIXTURES
+from coursekit.pipeline.tamper import scan_notebook
 from coursekit.tools.scratch import grade_submissions, grade_submissions_stock
-from coursekit.tools.submissions import Solution, load_fixtures
+from coursekit.tools.submissions import Solution, load_fixtures, release_notebook
 
 TRICKS = load_fixtures(FIXTURES / "tricks.py").TRICKS
 
 pytestmark = pytest.mark.slow
 
 CASES = [(assignment, trick.trick.name) for assignment, tricks in TRICKS.items() for trick in tricks]
+# Tricks that tell the judge's stand-ins by how they behave (a probing call): no reading of the
+# code can name them; the composite checks with the student's own layers are what stops them.
+BY_BEHAVIOUR = {"ps2_detected_judge_mlp1_skips_relu_probing_its_layers", "ps3_detected_judge_mlp_relu_only_for_negative_inputs"}
 GRADERS = ["make grade", "stock autograde"]
 
 
@@ -79,3 +83,16 @@ def test_a_trick_earns_nothing_its_control_does_not(batch, assignment, name):
             f"{grader}: the control of {name} loses nothing in {trick.cells}: the pair proves nothing"
         gained = {cell: (score, control.cells[cell]) for cell, score in tricked.cells.items() if score > control.cells[cell]}
         assert not gained, f"{grader}: {name} earned more than its control in {gained}"
+
+
+@pytest.mark.parametrize(("assignment", "name"), CASES)
+def test_the_tamper_report_names_what_a_trick_adds(tmp_path, assignment, name):
+    """Code that recognises a check is named in the tamper report (findings the model solution has not)."""
+    if name in BY_BEHAVIOUR:
+        pytest.skip("recognises the judge's objects or inputs by their behaviour alone")
+    release, found = release_notebook(assignment), {}
+    for submission in (_trick(assignment, name).trick, Solution()):
+        path = tmp_path / f"{submission.name}.ipynb"
+        path.write_bytes(submission.content(assignment, release))
+        found[submission.name] = {(f.cell, f.what) for f in scan_notebook(path)}
+    assert found[name] - found["solution"], f"{name} is not named by the tamper report"

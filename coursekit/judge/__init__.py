@@ -654,12 +654,12 @@ def extreme_values(rng, shape, low=710.0, high=1000.0):
 
 # Names with which code can apply a function to an array's elements unseen by the kernel's step
 # count (which traces Python calls in the main thread): other threads or processes, tracing
-# switched off, iterators and reductions that C drives over a builtin (map, itertools, functools),
-# NumPy's element-by-element wrappers, an array's elements as Python objects, the course's own
-# counter, and ways to reach any of them by a string.
+# switched off, iterators that C drives over a builtin (map, itertools, functools; a ufunc's own
+# reduce is NumPy's), NumPy's element-by-element wrappers, an array's elements as Python objects,
+# the course's own counter, and ways to reach any of them by a string.
 UNCOUNTED = {"threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
-             "coursekit", "python_steps", "map", "filter", "itertools", "starmap", "accumulate", "functools", "reduce",
-             "operator", "vectorize", "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "item", "flat",
+             "coursekit", "python_steps", "map", "filter", "itertools", "starmap", "functools", "operator", "vectorize",
+             "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "item", "flat",
              "eval", "exec", "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__",
              "builtins", "__dict__", "modules"}
 

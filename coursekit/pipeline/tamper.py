@@ -23,7 +23,8 @@ from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
 # The answers are pure NumPy: nothing else is needed in an answer cell.
 FORBIDDEN_MODULES = {"torch", "os", "sys", "importlib", "ctypes", "subprocess", "builtins", "gc",
                      "inspect", "IPython", "ipykernel", "coursekit", *(name.split(".")[-1] for name in IN_THE_KERNEL), "shutil", "pathlib",
-                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq", "traceback"}
+                     "socket", "signal", "threading", "multiprocessing", "pickle", "io", "types", "zmq", "traceback",
+                     "datasets"}
 # Answer cells whose task needs one of those modules, by grade_id (ps3's PyTorch part).
 PERMITTED_MODULES = {"pytorch": {"torch"}}
 # Names whose use in an answer reaches into the interpreter or the tests.
@@ -42,9 +43,15 @@ REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool
 # What the judge's stand-ins and records are made of (coursekit.kernel.agent): code that looks
 # for them tries to tell the judge's objects from the notebook's.
 JUDGE_NAMES = {"StandIn", "Factory", "Scaler", "Kept", "calls", "returns", "made", "factor", "offset", "arguments"}
-# Ways to compare an input with values or shapes known in advance (a table of the tests' inputs).
+# Ways to compare an input with values or shapes known in advance (a table of the tests' inputs):
+# the first two with any array, the others with literal values.
 EQUALITY_TESTS = {"array_equal", "array_equiv", "allclose", "isclose"}
+# Names that apply a function to each element from C, out of sight of the step count that
+# measures "no loops" (the judge reads the activations' code for these: coursekit.judge.UNCOUNTED).
+LOOP_DRIVERS = {"map", "filter", "starmap", "frompyfunc", "vectorize", "fromiter", "nditer", "ndenumerate", "tolist",
+                "itertools", "functools"}
 KEYS_OF_ARRAYS = {"tobytes", "tostring", "hash"}
+RANDOM_STATE = {"get_state", "getstate", "bit_generator"}  # where a generator is: just after a test's seed?
 SIZE_TESTED = 100  # a size compared with a literal this large is a test's, not the task's
 
 
@@ -112,16 +119,30 @@ def _literal_numbers(node):
     return len(flat) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat)
 
 
+def _identity(subscripts):
+    """Whether einsum ``subscripts`` leave their one operand as it is ('ij->ij', '...->...')."""
+    if not isinstance(subscripts, str) or "->" not in subscripts or "," in subscripts:
+        return False
+    given, result = (part.strip() for part in subscripts.split("->", 1))
+    return given == result
+
+
 def _inspects_the_judge(node):
-    """What ``node`` does to tell the judge's objects or inputs from others, or None: looks for
-    the stand-ins' names, asks whether a name is a class, compares an input with literal values
-    or a test's shape, or keys a table by an array's bytes."""
+    """What ``node`` does to tell the judge's objects or inputs from others, or to pass a check
+    without doing what it checks, or None: looks for the stand-ins' names, asks whether a name is
+    a class, compares an input with known values or a test's shape, keys a table by an array's
+    bytes, loops from C, or calls an einsum that changes nothing."""
     if isinstance(node, ast.Constant) and node.value in JUDGE_NAMES:
         return f"looks for {node.value!r} (a name of the judge's stand-ins)"
     if isinstance(node, ast.Attribute) and node.attr in {"StandIn", "Factory", "Scaler", "Kept"}:
         return f"uses .{node.attr} (a name of the judge's stand-ins)"
     if isinstance(node, ast.Attribute) and node.attr in KEYS_OF_ARRAYS:
         return f"uses .{node.attr} (a table keyed by an array's contents?)"
+    if isinstance(node, ast.Attribute) and node.attr in RANDOM_STATE:
+        return f"reads the random generator's state (.{node.attr}): where a test's seed left it?"
+    loops = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+    if loops in LOOP_DRIVERS:
+        return f"uses {loops}, which loops over elements out of the step count's sight"
     if not isinstance(node, (ast.Call, ast.Compare)):
         return None
     if isinstance(node, ast.Call):
@@ -132,10 +153,18 @@ def _inspects_the_judge(node):
             return f"inspects type({ast.unparse(node.args[0])})"
         if name in KEYS_OF_ARRAYS:
             return f"uses {name}() (a table keyed by an array's contents?)"
-        if name in EQUALITY_TESTS and any(_literal_numbers(arg) for arg in node.args):
-            return f"compares an array with literal values ({name})"
+        if name in EQUALITY_TESTS and (name in ("array_equal", "array_equiv") or any(_literal_numbers(a) for a in node.args)):
+            return f"compares an array with known values ({name}: a table of the tests' inputs?)"
+        if name == "einsum" and node.args and isinstance(node.args[0], ast.Constant) and _identity(node.args[0].value):
+            return f"calls einsum({node.args[0].value!r}, ...), which changes nothing"
+        if name == "einsum" and node.args and not isinstance(node.args[0], ast.Constant) and not any(
+                isinstance(arg, (ast.List, ast.Tuple)) for arg in node.args[1:]):
+            return "calls einsum with subscripts computed as it runs (an identity?)"
         return None
     sides = [node.left, *node.comparators]
+    classes = [side.id for side in sides if isinstance(side, ast.Name) and side.id[:1].isupper()]
+    if classes and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+        return f"compares {classes[0]} by identity (the judge's stand-ins?)"
     if any(_literal_numbers(side) for side in sides) and any(
             isinstance(side, ast.Attribute) and side.attr == "shape" for side in sides):
         return f"compares a shape with a literal one ({ast.unparse(node)[:60]})"
