@@ -318,6 +318,13 @@ def matmul_token_call(A, B):
     return A @ B + 0.0
 
 
+def matmul_into_out(A, B):
+    out = np.zeros((len(A), B.shape[1]))
+    np.einsum('ij,kl->il', A, B, out=out)  # a contraction of the right shape, then the answer written over it
+    out[...] = A @ B
+    return out
+
+
 def matmul_times_identity(A, B):
     return np.einsum('ik,kj->ij', A @ B, np.eye(B.shape[1]))
 """
@@ -330,7 +337,7 @@ def test_einsum_is_recognised_by_the_function_and_must_work_on_the_inputs():
     A, B = rng.normal(size=(3, 4)), rng.normal(size=(4, 2))
     for name in ("matmul_renamed", "matmul_module", "matmul_interleaved"):  # einsum however it is named
         check_einsum("matmul(A, B)", namespace[name], (A, B), A @ B, namespace)
-    for name in ("matmul_through_identity", "matmul_token_call", "matmul_times_identity"):
+    for name in ("matmul_through_identity", "matmul_token_call", "matmul_times_identity", "matmul_into_out"):
         with pytest.raises(TestFailure, match="not what a call of np.einsum on its arguments returned"):
             check_einsum("matmul(A, B)", namespace[name], (A, B), A @ B, namespace)
     assert np.einsum is numpy_einsum and namespace["contract"] is numpy_einsum, "einsum is put back"

@@ -130,9 +130,10 @@ def test_stand_ins_look_like_the_notebooks_classes_and_take_keywords(kernel, mon
 
 def test_the_kernel_counts_the_python_steps_of_a_call(kernel):
     answers = kernel.new("Answers")
-    (vectorised,) = kernel.run(["steps", answers, "forward", [np.ones(10_000)], {}])
-    (looped,) = kernel.run(["steps", answers, "elementwise", [np.ones(1_000)], {}])
+    ((result, vectorised),) = kernel.run(["steps", answers, "forward", [np.ones(10_000)], {}])
+    ((_, looped),) = kernel.run(["steps", answers, "elementwise", [np.ones(1_000)], {}])
     assert vectorised < 10 < 1_000 < looped
+    assert result.tolist() == [1.0] * 10_000, "the result of the call measured comes back, for the check to compare"
 
 
 def test_kept_arrays_show_changes_made_in_place(kernel):
@@ -275,7 +276,20 @@ def test_uncounted_loops_are_found_in_the_class_and_what_it_uses_only():
     from_c = ("class ReLU:\n    def forward(self, H):\n"
               "        return np.array(list(itertools.starmap(max, zip(H.flat, itertools.repeat(0.0)))))\n")
     assert sorted(judge.uncounted_loops([from_c], "ReLU")) == ["flat (line 3)", "itertools (line 3)", "itertools (line 3)",
-                                                               "starmap (line 3)"]
+                                                               "starmap (line 3)", "zip (line 3)"]
+    indexed = "class ReLU:\n    def forward(self, H):\n        A = np.zeros_like(H)\n        A.flat[H.ravel() > 0] = H[H > 0]\n"
+    assert judge.uncounted_loops([indexed], "ReLU") == [], "x.flat[...] = ... is NumPy's own assignment"
+    looping = "lambda H: np.array(list(map(max, H.ravel(), [0.0] * H.size)))"
+    uses = "class ReLU:\n    def forward(self, H):\n        return _each(H)\n"
+    for binding in (f"(_each := {looping})\n", f"for _each in [{looping}]:\n    pass\n",
+                    f"with open('x') if False else __import__('contextlib').nullcontext({looping}) as _each:\n    pass\n"):
+        assert "map (line 1)" in judge.uncounted_loops([uses, binding], "ReLU"), binding
+    by_string = "class ReLU:\n    def forward(self, H):\n        return np.__getattribute__('frompyfunc')(max, 2, 1)(H, 0.0)\n"
+    assert sorted(judge.uncounted_loops([by_string], "ReLU")) == ["__getattribute__ (line 3)", "frompyfunc (line 3)"]
+    hook = "def _hook(cls):\n    cls.forward = lambda self, Z: np.array(list(map(max, Z.ravel(), Z.ravel())))\n" \
+           "Activation.__init_subclass__ = classmethod(_hook)\n"
+    subclass = "class ReLU(Activation):\n    def forward(self, Z):\n        return np.maximum(Z, 0.0)\n"
+    assert "map (line 2)" in judge.uncounted_loops([hook, subclass], "ReLU"), "a hook on a class it uses"
     patches_numpy = "np.maximum = np.frompyfunc(max, 2, 1)\n"  # what the class uses, changed elsewhere
     assert judge.uncounted_loops([honest, patches_numpy], "ReLU") == ["frompyfunc (line 1)"]
     assert judge.uncounted_loops([honest, "setattr(np, 'maximum', np.vectorize(max))\n"], "ReLU") == ["vectorize (line 1)"]
@@ -288,7 +302,7 @@ def test_inputs_of_the_students_own_are_extreme_and_loop_shapes_large():
         assert np.all((710 <= np.abs(values)) & (np.abs(values) <= 1000))
         assert np.all(values.max(axis=1) > 0) and np.all(values.min(axis=1) < 0), "both signs in every row"
         shapes = judge.loop_shapes(rng)
-        assert [len(shape) for shape in shapes] == [1, 2, 3] and all(np.prod(shape) >= 1728 for shape in shapes)
+        assert sorted(len(shape) for shape in shapes) == [1, 2, 2, 3] and all(np.prod(shape) >= 400 for shape in shapes)
     assert not np.array_equal(judge.extreme_values(np.random.default_rng(1), (2, 5)),
                               judge.extreme_values(np.random.default_rng(2), (2, 5)))
 

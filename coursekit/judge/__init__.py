@@ -251,12 +251,10 @@ class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
     coursekit.kernel.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
     the code cells the student could write (answer cells and added ones), for checks that read
-    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key);
-    ``passed`` the verdicts of the cells judged so far in this grading ({grade_id: bool})."""
+    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key)."""
 
-    def __init__(self, send, sources=(), key=(), passed=None):
+    def __init__(self, send, sources=(), key=()):
         self._send, self.sources, self.key = send, list(sources), tuple(key)
-        self.passed = {} if passed is None else passed  # shared with the grader: see ``passes``
 
     def rng(self, stream):
         """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
@@ -306,15 +304,14 @@ class Kernel:
         (obj,) = self.run(["array", np.asarray(values, dtype=np.float64)])
         return obj
 
-    def standin(self, name, attributes=None, arguments=None, bases=(), **returns):
+    def standin(self, name, attributes=None, arguments=None, **returns):
         """A layer in the kernel that records its calls; its method ``m`` returns the arrays
         ``returns[m]``, one per call (the last one again once they run out), and it has the
         ``attributes`` ({name: value}). It is an instance of a class ``name``, the notebook's
-        class it stands for (and of the notebook's classes ``bases``, where it has them);
-        ``arguments`` ({method: [parameter names]}) makes its methods take the real ones'
-        parameters (keywords too), and no others."""
+        class it stands for; ``arguments`` ({method: [parameter names]}) makes its methods take
+        the real ones' parameters (keywords too), and no others."""
         (obj,) = self.run(["standin", name, {method: list(values) for method, values in returns.items()},
-                           attributes or {}, arguments, list(bases)])
+                           attributes or {}, arguments])
         return obj
 
     def factory(self, made, name):
@@ -323,11 +320,11 @@ class Kernel:
         (obj,) = self.run(["factory", list(made), name])
         return obj
 
-    def scaler(self, factor, offset=0.0, name="Layer", arguments=None, bases=()):
+    def scaler(self, factor, offset=0.0, name="Layer", arguments=None):
         """A layer or activation in the kernel, Z -> factor * Z + offset, of the class ``name``,
         that records its calls (its backward multiplies the upstream gradient, its last argument,
-        by ``factor``); ``arguments`` and ``bases`` as for ``standin``."""
-        (obj,) = self.run(["scaler", float(factor), float(offset), name, arguments, list(bases)])
+        by ``factor``); ``arguments`` as for ``standin``."""
+        (obj,) = self.run(["scaler", float(factor), float(offset), name, arguments])
         return obj
 
     def seed(self, seed):
@@ -616,10 +613,13 @@ def _shown(steps):
 
 def check_vectorised(what, obj, method, *args, max_steps=300):
     """``obj.<method>(*args)`` works on whole arrays, as gradcheck.check_vectorised checks: the
-    kernel counts the Python steps of the call (the one measurement only it can make)."""
-    (steps,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
+    kernel counts the Python steps of the call (the one measurement only it can make). Returns
+    the call's result, for the check to compare: the call measured must also be right."""
+    (measured,) = call(what, kernel_of(obj).run, ["steps", obj, method, list(args), {}])
+    result, steps = measured if isinstance(measured, tuple) and len(measured) == 2 else (None, None)
     if type(steps) is not int or not 0 < steps <= max_steps:
         raise TestFailure(f"{what} ran {steps} Python steps: {gradcheck.LOOPS}")
+    return result
 
 
 def check_no_hidden_loops(kernel, name):
@@ -633,10 +633,11 @@ def check_no_hidden_loops(kernel, name):
 
 def loop_shapes(rng):
     """The shapes at which a check measures "no loops", the student's own (``rng`` is a hidden
-    check's): one of each rank from 1 to 3, of 2,000 to 25,000 entries, where a loop over the
-    elements or the rows runs hundreds of Python steps at least."""
+    check's): one of each rank from 1 to 3, of 400 to 25,000 entries, where a loop over the
+    elements or the rows runs hundreds of Python steps at least (the check compares their
+    results too: an answer cannot loop below some size and return anything above it)."""
     return [(int(rng.integers(2_000, 8_000)),), tuple(int(n) for n in rng.integers(60, 160, size=2)),
-            tuple(int(n) for n in rng.integers(12, 30, size=3))]
+            tuple(int(n) for n in rng.integers(12, 30, size=3)), tuple(int(n) for n in rng.integers(20, 30, size=2))]
 
 
 def extreme_values(rng, shape, low=710.0, high=1000.0):
@@ -658,8 +659,8 @@ def extreme_values(rng, shape, low=710.0, high=1000.0):
 # reduce is NumPy's), NumPy's element-by-element wrappers, an array's elements as Python objects,
 # the course's own counter, and ways to reach any of them by a string.
 UNCOUNTED = {"threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
-             "coursekit", "python_steps", "map", "filter", "itertools", "starmap", "functools", "operator", "vectorize",
-             "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "item", "flat",
+             "coursekit", "python_steps", "map", "filter", "zip", "itertools", "starmap", "functools", "operator",
+             "vectorize", "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "flat", "__getattribute__",
              "eval", "exec", "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__",
              "builtins", "__dict__", "modules"}
 
@@ -682,8 +683,9 @@ def uncounted_loops(sources, name):
             free, attrs = _uses(statements[i])
             names |= free
             attributes |= attrs
-            found += [f"{used} (line {node.lineno})" for node in ast.walk(statements[i]) for used in _names(node)
-                      if used in UNCOUNTED]
+            indexed = {id(node.value) for node in ast.walk(statements[i]) if isinstance(node, ast.Subscript)}
+            found += [f"{used} (line {node.lineno})" for node in ast.walk(statements[i]) for used in _names(node, strings=True)
+                      if used in UNCOUNTED and not (used == "flat" and id(node) in indexed)]  # (x.flat[i] = v is NumPy's)
 
 
 def _statements(source):
@@ -702,6 +704,12 @@ def _statements(source):
         if isinstance(statement, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)):
             pending += [part for field in ("body", "orelse", "finalbody") for part in getattr(statement, field, [])]
             pending += [part for handler in getattr(statement, "handlers", []) for part in handler.body]
+            # what the block's header binds, as an assignment: ``for f in [...]``, ``with ... as f``
+            bindings = ([(statement.target, statement.iter)] if isinstance(statement, (ast.For, ast.AsyncFor)) else
+                        [(item.optional_vars, item.context_expr) for item in getattr(statement, "items", []) if item.optional_vars]
+                        if isinstance(statement, (ast.With, ast.AsyncWith)) else [])
+            statements += [ast.Assign(targets=[target], value=value, lineno=statement.lineno) for target, value in bindings]
+            statements += [ast.Expr(value=statement.test, lineno=statement.lineno)] if hasattr(statement, "test") else []
             continue
         statements.append(statement)
         for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
@@ -713,21 +721,26 @@ def _statements(source):
 
 def _changes(statement, name, names, attributes):
     """Whether a top-level statement defines or changes one of ``names`` (a class, a function, a
-    variable, an import) or an attribute of ``attributes`` (``np.maximum = f`` or setattr),
-    or the class ``name`` itself (``ReLU.forward = f``)."""
+    variable, an import, also with ``:=``) or an attribute of ``attributes`` (``np.maximum = f``
+    or setattr), the class ``name`` itself (``ReLU.forward = f``), a class it uses
+    (``Activation.forward = f``) or a hook of any object (``X.__init_subclass__ = f``)."""
     if isinstance(statement, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
         return statement.name in names
     if isinstance(statement, (ast.Import, ast.ImportFrom)):
         return any((alias.asname or alias.name.split(".")[0]) in names for alias in statement.names)
     targets = (statement.targets if isinstance(statement, ast.Assign) else
                [statement.target] if isinstance(statement, (ast.AugAssign, ast.AnnAssign)) else [])
+    targets += [node.target for node in ast.walk(statement) if isinstance(node, ast.NamedExpr)]  # (f := ...)
     for target in [part for t in targets for part in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]:
         root = target
         while isinstance(root, (ast.Attribute, ast.Subscript)):
             root = root.value
         root = root.id if isinstance(root, ast.Name) else None
-        if (isinstance(target, ast.Attribute) and target.attr in attributes) or root == name or (
-                root in names and not isinstance(target, ast.Attribute)):
+        if root == name or (root in names and not isinstance(target, ast.Attribute)):
+            return True
+        if isinstance(target, ast.Attribute) and (
+                target.attr in attributes or target.attr.startswith("__")  # a hook: X.__init_subclass__ = f
+                or (root in names and root[:1].isupper())):  # a class the code uses: Activation.forward = f
             return True
     for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call)):
         if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) >= 2:
@@ -751,8 +764,11 @@ def _uses(statement):
     return free, {n.attr for n in ast.walk(statement) if isinstance(n, ast.Attribute)}
 
 
-def _names(node):
-    """The names a node uses: a name, an attribute, a module imported."""
+def _names(node, strings=False):
+    """The names a node uses: a name, an attribute, a module imported (and with ``strings``, a
+    string that could name one: ``getattr(np, "frompyfunc")``)."""
+    if strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+        return [node.value]
     if isinstance(node, ast.Name):
         return [node.id]
     if isinstance(node, ast.Attribute):
@@ -761,20 +777,6 @@ def _names(node):
         names = [part for alias in node.names for part in alias.name.split(".")]
         return names + (node.module.split(".") if isinstance(node, ast.ImportFrom) and node.module else [])
     return []
-
-
-def passes(kernel, checks, *grade_ids):
-    """Whether the cells ``grade_ids`` pass their checks (of the registry ``checks``) in this
-    grading: their verdicts if judged already, else they are judged now (a notebook whose cells
-    were moved is judged the same). For checks that build on another part: a composite check
-    runs with the student's own parts where those pass their own tests."""
-    for grade_id in grade_ids:
-        if grade_id not in kernel.passed:
-            kernel.passed[grade_id] = False  # (while it runs: a check that asks for itself does not loop)
-            kernel.passed[grade_id] = verdict(checks[grade_id], kernel) is None
-        if not kernel.passed[grade_id]:
-            return False
-    return True
 
 
 def kernel_of(obj):

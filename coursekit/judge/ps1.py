@@ -8,8 +8,9 @@ no MLP points.
 import numpy as np
 
 from coursekit.shipped.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, call, calls_of, check_gradients_numerically, check_replayed, check_unchanged,
-                             extreme_values, judged, made_with, numerical_loss_gradient, parameter_arrays, path, quiet)
+from coursekit.judge import (Earlier, StudentError, call, calls_of, check_gradients_numerically, check_replayed,
+                             check_unchanged, extreme_values, judged, made_with, numerical_loss_gradient,
+                             parameter_arrays, path, quiet)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -245,6 +246,44 @@ def _check_updates(layers, learning_rate):
             raise TestFailure(f"MLP.update_params({learning_rate}) did not pass the learning rate to {role}.update_params")
 
 
+OWN_LAYERS = " with your own Linear and Tanh, vs the same layers called by the test in order"
+GRADIENTS, WEIGHTS = ["grad_weights", "grad_biases"], ["weights", "biases"]
+
+
+def _check_mlp_of_own_layers(kernel, rng, n, d_in, d_hidden, d_out):
+    """MLP(d_in, d_hidden, d_out) with the student's own Linear and Tanh, whatever they compute:
+    its backward's result and the gradients it leaves, and update_params' weights, against the
+    same layers called by the judge in the order the text gives (backward from linear2, each
+    layer's update_params). An MLP that behaves only when its layers are the judge's stand-ins
+    loses here what it kept there; a bug in a layer costs nothing here, since the same layer
+    makes the expected values. Skipped where the layers do not run."""
+    x, G, lr = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out)), float(np.round(rng.uniform(0.01, 0.5), 3))
+    try:
+        mlp, linear1, activation, linear2 = kernel.run(["new", "MLP", [d_in, d_hidden, d_out], {}, {}],
+                                                      *[["get", Earlier(0), role] for role in ("linear1", "activation", "linear2")])
+        layers = (linear1, linear2)
+        start = kernel.run(*[["get", layer, w] for layer in layers for w in WEIGHTS])
+        _, _, _, g2, ga, dx = kernel.run(
+            ["call", linear1, "forward", [x], {}], ["call", activation, "forward", [Earlier(0)], {}],
+            ["call", linear2, "forward", [Earlier(1)], {}], ["call", linear2, "backward", [G], {}],
+            ["call", activation, "backward", [Earlier(3)], {}], ["call", linear1, "backward", [Earlier(4)], {}])
+        grads = kernel.run(*[["get", layer, g] for layer in layers for g in GRADIENTS])
+        updated = kernel.run(*[quiet(["call", layer, "update_params", [lr], {}]) for layer in layers],
+                             *[["get", layer, w] for layer in layers for w in WEIGHTS])[2:]
+        kernel.run(*[["set", layer, w, value] for (layer, w), value in zip([(m, w) for m in layers for w in WEIGHTS], start)])
+    except (StudentError, TypeError, ValueError):
+        return
+    names = [f"{role}.{g}" for role in ("linear1", "linear2") for g in GRADIENTS]
+    call("MLP.forward(x)", mlp.forward, x)
+    check_close("MLP.backward(grad_output): returned dL/dx" + OWN_LAYERS, call("MLP.backward(grad_output)", mlp.backward, G), dx)
+    for label, got, expected in zip(names, kernel.run(*[["get", layer, g] for layer in layers for g in GRADIENTS]), grads):
+        check_close(f"{label} after MLP.backward(grad_output)" + OWN_LAYERS, got, expected)
+    call(f"MLP.update_params({lr})", mlp.update_params, lr)
+    for label, got, expected in zip([f"{role}.{w}" for role in ("linear1", "linear2") for w in WEIGHTS],
+                                    kernel.run(*[["get", layer, w] for layer in layers for w in WEIGHTS]), updated):
+        check_close(f"{label} after MLP.update_params({lr})" + OWN_LAYERS, got, expected)
+
+
 @judged(CHECKS)
 def mlp_visible(kernel):
     """The notebook's shapes, with the student's own values and learning rate."""
@@ -257,6 +296,7 @@ def mlp_visible(kernel):
     lr = float(np.round(rng.uniform(0.05, 0.95), 2))
     call(f"MLP.update_params({lr})", mlp.update_params, lr)
     _check_updates(layers, lr)
+    _check_mlp_of_own_layers(kernel, rng, 2, 1, 3, 1)
 
 
 @judged(CHECKS)
@@ -299,6 +339,7 @@ def mlp_hidden(kernel):
         lr = float(np.round(rng.uniform(0.01, 0.5), 3))
         call(f"MLP.update_params({lr})", mlp.update_params, lr)
         _check_updates(layers, lr)
+    _check_mlp_of_own_layers(kernel, rng, 6, 3, 5, 2)
 
 
 # --- 4. MSELoss ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
 from coursekit.judge import (Earlier, Remote, StudentError, _remote, call, call_each, calls_in_order,
                              check_gradients_numerically, check_no_hidden_loops, check_unchanged, check_vectorised, extreme_values, judged,
                              kernel_of, loop_shapes, made_with, numerical_input_gradients, numerical_loss_gradient,
-                             passes, path)
+                             path)
 from coursekit.judge.torch_reference import value, vjp
 
 CHECKS = {}
@@ -380,6 +380,33 @@ def sgd_tests(kernel):
     call("SGD(linear).step()", call("SGD(linear)", kernel.new, "SGD", layer).step)
     check_close("W of a single Linear after one step with the default lr=0.1", layer.W, value("sgd", (W, gW[None], 0.1, 0.0))[-1])
     check_close("b of a single Linear after one step with the default lr=0.1", layer.b, value("sgd", (b, gb[None], 0.1, 0.0))[-1])
+    _check_sgd_on_own_layers(kernel, rng)
+
+
+def _check_sgd_on_own_layers(kernel, rng):
+    """SGD on Linear layers of the student's own class (given the judge's W, b and gradients): the
+    same steps as on the stand-ins, so an SGD that tells the two apart gains nothing. Skipped
+    where Linear cannot be made."""
+    sizes, lr, momentum = [(3, 4), (4, 2)], float(np.round(rng.uniform(0.05, 0.5), 2)), float(np.round(rng.uniform(0.5, 0.9), 2))
+    try:
+        layers = kernel.run(*[["new", "Linear", [a, h], {}, {}] for a, h in sizes])
+    except StudentError:
+        return
+    start = [(rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in sizes]
+    grads = [[(rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in sizes] for _ in range(2)]
+    model = kernel.standin("MLP1", {"layers": layers})
+    kernel.run(*[["set", layer, name, array] for layer, pair in zip(layers, start) for name, array in zip(("W", "b"), pair)])
+    optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
+    for step in grads:
+        call_each(kernel, *[("a layer's gradients", ["set", layer, name, array])
+                            for layer, pair in zip(layers, step) for name, array in zip(("dLdW", "dLdb"), pair)],
+                  ("SGD.step()", ["call", optimizer, "step", [], {}]))
+    for i, layer in enumerate(layers):
+        for name, k in [("W", 0), ("b", 1)]:
+            expected = _trajectory(start[i][k], np.array([step[i][k] for step in grads]), lr, momentum)[-1]
+            check_close(f"layers[{i}].{name} of your own Linear after 2 steps with lr={lr}, momentum={momentum}",
+                        getattr(layer, name), expected, hints=[(_trajectory(start[i][k], np.array([s[i][k] for s in grads]), lr, 0.0)[-1],
+                                                               "the momentum is not used")])
 
 
 # --- 4. Activations ----------------------------------------------------------------------------
@@ -433,9 +460,18 @@ def _check_activation(kernel, name):
     act = new()
     check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
     check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward")
+    earlier = (100, 100)
     for shape in loop_shapes(rng):
-        check_vectorised(f"{name}.forward(H) for H of shape {shape}", act, "forward", 5 * rng.normal(size=shape))
-        check_vectorised(f"{name}.backward() for H of shape {shape}", act, "backward")
+        H = 5 * rng.normal(size=shape)
+        A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones(shape))
+        check_close(f"{name}.forward(H) for H of shape {shape}",
+                    check_vectorised(f"{name}.forward(H) for H of shape {shape}", act, "forward", H), A_ref)
+        derivative = check_vectorised(f"{name}.backward() for H of shape {shape}", act, "backward")
+        if np.shape(derivative) == earlier:
+            raise TestFailure(f"{name}.backward() after forward(H) for H of shape {shape} has the shape of an earlier H: "
+                              "backward must use the input of the latest forward call")
+        check_close(f"{name}.backward() for H of shape {shape}", derivative, dAdH_ref)
+        earlier = shape
     check_no_hidden_loops(kernel, name)
 
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:
@@ -635,42 +671,69 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
                               f"expected {expected_order}")
 
 
+def _own_chain(kernel, model, depth, X, G, W, b):
+    """The student's own layers of ``model`` (given the weights W, b) called by the judge in the
+    order the text gives: their output for X, then dL/dX for the upstream gradient G and each
+    layer's (dLdW, dLdb); None where they do not run (or lack the lists the text asks for)."""
+    try:
+        layers, f = kernel.run(["get", model, "layers"], ["get", model, "f"])
+        if not (isinstance(layers, list) and isinstance(f, list) and len(layers) == len(f) == depth):
+            return None
+        kernel.run(*[["set", layers[i], w, given] for i in range(depth) for w, given in (("W", W[i]), ("b", b[i]))])
+        A = X
+        for i, (layer, activation) in enumerate(zip(layers, f)):
+            (H,) = kernel.run(["call", layer, "forward", [A], {}])
+            (A,) = kernel.run(["call", activation, "forward", [_shaped(H, (len(X), W[i].shape[1]))], {}])
+        dA = _shaped(A, np.shape(G)) * 0 + G
+        for i in reversed(range(depth)):
+            (derivative,) = kernel.run(["call", f[i], "backward", [], {}])
+            (dA,) = kernel.run(["call", layers[i], "backward", [dA * _shaped(derivative, np.shape(dA))], {}])
+            dA = _shaped(dA, (len(X), W[i].shape[0]))
+        grads = kernel.run(*[["get", layer, g] for layer in layers for g in ("dLdW", "dLdb")])
+        grads = [_shaped(grad, np.shape(W[i // 2] if i % 2 == 0 else b[i // 2])) for i, grad in enumerate(grads)]
+    except (StudentError, TypeError, ValueError):  # (a layer that does not run, or returns what the next cannot use)
+        return None
+    return A, dA, grads
+
+
+def _shaped(value, shape):
+    """``value`` if it is an array of finite numbers of ``shape``, else a ValueError (the chain
+    of a student's layers that return something else cannot be followed)."""
+    if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or not np.all(np.isfinite(value)):
+        raise ValueError("not an array of that shape")
+    return value
+
+
 def _check_mlp_of_own_layers(kernel, name, cls, args, sizes, part, rng):
-    """The MLP built with the student's own Linear and ReLU, where those pass their own tests, and
-    given weights of the judge's: its output, or the gradients its backward leaves in the layers
-    and returns, against the network those weights make. An MLP that behaves only when its layers are the judge's
-    stand-ins loses here what it kept there; one whose layers fail their tests is checked with
-    stand-ins alone (a bug in one part costs no points in another)."""
-    needed = ["linear_forward", "relu_tests"] + (["linear_backward"] if part == "backward" else [])
-    if not passes(kernel, CHECKS, *needed):
-        return
+    """The MLP built with the student's own Linear, ReLU and Identity (given weights of the
+    judge's), whatever they compute: its forward, or backward's result and the gradients it
+    leaves, against the same layers called by the judge in the order the text gives. An MLP that
+    behaves only when its layers are the judge's stand-ins loses here what it kept there; a bug
+    in a layer costs nothing here, since the same layer makes the expected values. Skipped
+    where the layers do not run."""
     depth = len(sizes) - 1
     kernel.seed(int(rng.integers(2 ** 31)))
-    model = call(name, kernel.new, cls, *args)
+    try:
+        (model,) = kernel.run(["new", cls, list(args), {}, {}])
+    except StudentError:
+        return
     X, G = rng.normal(size=(5, sizes[0])), rng.normal(size=(5, sizes[-1]))
     W = [rng.normal(size=(d, h)) / np.sqrt(d) for d, h in zip(sizes, sizes[1:])]
-    b = [rng.normal(size=h) for h in sizes[1:]]  # the judge's weights, so that a Linear's initialisation does not matter
-    call_each(kernel, *[(f"{name}.layers[{i}].{w}", ["put", model, path("layers", [i], w), value])
-                        for i in range(depth) for w, value in (("W", W[i]), ("b", b[i]))])
-    A, H = [X], []
-    for i in range(depth):
-        H.append(A[-1] @ W[i] + b[i])
-        A.append(np.maximum(H[-1], 0.0) if i < depth - 1 else H[-1])
-    where = " with your own Linear and ReLU layers (which pass their tests), vs the network of their weights"
-    out = call(f"{name}.forward(X)", model.forward, X)
-    check_close(f"{name}.forward(X)" + where, out, A[-1])
+    b = [rng.normal(size=h) for h in sizes[1:]]
+    chained = _own_chain(kernel, model, depth, X, G, W, b)
+    if chained is None:
+        return
+    out, dX, grads = chained
+    where = " with your own Linear and activations, vs the same layers called by the test in order"
+    check_close(f"{name}.forward(X)" + where, call(f"{name}.forward(X)", model.forward, X), out)
     if part == "forward":
         return
-    returned, *grads = call_each(kernel, (f"{name}.backward(dLdA)", ["call", model, "backward", [G], {}]),
+    returned, *found = call_each(kernel, (f"{name}.backward(dLdA)", ["call", model, "backward", [G], {}]),
                                  *[(f"{name}.layers[{i}].{g}", ["fetch", model, path("layers", [i], g)])
                                    for i in range(depth) for g in ("dLdW", "dLdb")])
-    upstream = G
-    for i in reversed(range(depth)):
-        dH = upstream * (H[i] > 0) if i < depth - 1 else upstream
-        check_close(f"{name}.layers[{i}].dLdW after {name}.backward(dLdA)" + where, grads[2 * i], A[i].T @ dH)
-        check_close(f"{name}.layers[{i}].dLdb after {name}.backward(dLdA)" + where, grads[2 * i + 1], dH.sum(axis=0))
-        upstream = dH @ W[i].T
-    check_close(f"{name}.backward(dLdA): returned dL/dX" + where, returned, upstream)
+    for (i, g), got, expected in zip([(i, g) for i in range(depth) for g in ("dLdW", "dLdb")], found, grads):
+        check_close(f"{name}.layers[{i}].{g} after {name}.backward(dLdA)" + where, got, expected)
+    check_close(f"{name}.backward(dLdA): returned dL/dX" + where, returned, dX)
 
 
 def _mlp_checks(cls, visible, hidden, seed):

@@ -12,9 +12,10 @@ import numpy as np
 
 from coursekit.shipped.datasets import batch_rows, load
 from coursekit.shipped.gradcheck import TestFailure, check_array, check_close, einsum_problem, kind
-from coursekit.judge import (Earlier, Remote, call, call_each, calls_in_order, check_gradients_numerically, check_replayed,
+from coursekit.judge import (Earlier, Remote, StudentError, call, call_each, calls_in_order, check_gradients_numerically, check_replayed,
                              check_no_hidden_loops, check_unchanged, check_vectorised, extreme_values, fetch, judged, loop_shapes,
-                             numerical_input_gradients, numerical_loss_gradient, parameter_arrays, passes, path, put, quiet, unseen)
+                             numerical_input_gradients, numerical_loss_gradient, parameter_arrays, path, put, quiet, unseen)
+from coursekit.judge import torch_reference
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
@@ -56,9 +57,11 @@ def relu_tests(kernel):
 
     rng = kernel.rng(3001)
     for shape in loop_shapes(rng):
-        Z = 5 * rng.normal(size=shape)
-        check_vectorised(f"ReLU().forward(Z) for Z of shape {shape}", relu(), "forward", Z)
-        check_vectorised(f"ReLU().backward(Z, dY) for Z of shape {shape}", relu(), "backward", Z, rng.normal(size=shape))
+        Z, dY = 5 * rng.normal(size=shape), rng.normal(size=shape)
+        what = f"ReLU().forward(Z) for Z of shape {shape}"
+        check_close(what, check_vectorised(what, relu(), "forward", Z), np.maximum(Z, 0.0))
+        what = f"ReLU().backward(Z, dY) for Z of shape {shape}"
+        check_close(what, check_vectorised(what, relu(), "backward", Z, dY), dY * (Z > 0))
     check_no_hidden_loops(kernel, "ReLU")
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
         Z, dY = 3 * rng.normal(size=shape), rng.normal(size=shape)
@@ -104,7 +107,7 @@ def _activated(factor, Z):
 def _fc(kernel, n_out, activation=None):
     """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
     activation of the judge's: Z -> factor * Z + OFFSET) or None (the layer's default)."""
-    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS, ["Activation"])]
+    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)]
     return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
 
 
@@ -273,26 +276,44 @@ def fullyconnected_backward(kernel):
     _check_fc_with_own_relu(kernel, "backward", rng)
 
 
+def _own_relu(kernel, Z, dY):
+    """What a new ReLU of the student's makes of Z (forward) and of (Z, dY) (backward), as the
+    judge calls it, or None where it does not run or returns arrays of another shape."""
+    try:
+        _, Y, dZ = kernel.run(["new", "ReLU", [], {}, {}], ["call", Earlier(0), "forward", [Z], {}],
+                              ["call", Earlier(0), "backward", [Z, dY], {}])
+    except StudentError:
+        return None
+    if any(not isinstance(a, np.ndarray) or a.shape != np.shape(Z) or not np.all(np.isfinite(a)) for a in (Y, dZ)):
+        return None
+    return Y, dZ
+
+
+OWN_RELU = "with your own ReLU, vs what that ReLU makes of Z = X W + b when the test calls it"
+
+
 def _check_fc_with_own_relu(kernel, part, rng):
-    """FullyConnected with the student's own ReLU, where that passes its tests, and parameters of
-    the judge's: forward, or backward's gradients and result, against the layer they make. A
-    layer that behaves only with the judge's activations loses here what it kept with them."""
-    if not passes(kernel, CHECKS, "relu_tests"):
-        return
+    """FullyConnected with the student's own ReLU, whatever that computes: its forward, or its
+    backward's result and gradients, against that ReLU called by the judge on the layer's Z and
+    dL/dY (a layer that behaves only with the judge's activations loses here what it kept with
+    them; a bug in ReLU costs nothing here, since the same ReLU makes the expected values)."""
     n, d, h = 5, *(int(m) for m in rng.integers(2, 6, size=2))
     X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
+    Z = X @ W + b
+    own = _own_relu(kernel, Z, G)
+    if own is None:  # (FullyConnected is judged with the judge's activations alone)
+        return
+    Y, dZ = own
     relu, layer = call_each(kernel, ("ReLU()", ["new", "ReLU", [], {}, {}]),
                             (f"FullyConnected({h}, ReLU())", ["new", "FullyConnected", [h, Earlier(0)], {}, {}]))
     call(f"FullyConnected({h}, ReLU()).forward(X)", layer.forward, X)
     put(layer, W_PATH, W)
     put(layer, B_PATH, b)
-    Z = X @ W + b
-    where = f" (FullyConnected({h}, ReLU()) with your own ReLU, which passes its tests)"
-    check_close("FullyConnected.forward(X)" + where, call("FullyConnected.forward(X)", layer.forward, X), np.maximum(Z, 0.0),
+    where = f" (FullyConnected({h}, ReLU()) {OWN_RELU})"
+    check_close("FullyConnected.forward(X)" + where, call("FullyConnected.forward(X)", layer.forward, X), Y,
                 hints=[(Z, "the activation is not applied")])
     if part == "forward":
         return
-    dZ = G * (Z > 0)
     check_close("FullyConnected.backward(dLdY): returned dL/dX" + where, call("FullyConnected.backward(dLdY)", layer.backward, G),
                 dZ @ W.T, hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)])
     check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
@@ -471,7 +492,7 @@ def _offsets(factors):
 
 def _loss(kernel, L, dY):
     """A loss whose forward(target, out) returns L and backward(target, out) returns dY."""
-    return kernel.standin("CrossEntropy", None, {"forward": ["Y", "Y_hat"], "backward": ["Y", "Y_hat"]}, ["Loss"],
+    return kernel.standin("CrossEntropy", None, {"forward": ["Y", "Y_hat"], "backward": ["Y", "Y_hat"]},
                           forward=[float(L)], backward=[dY])
 
 
@@ -487,58 +508,66 @@ def _check_loss_arguments(what, given, target, out, where):
     check_close(f"the output {what}{where}", given[1], out, hints=[(target, swapped)])
 
 
-# What a network of the student's own layers needs to pass, by the part of NeuralNetwork checked
-OWN_LAYERS_NEED = {"forward": ["relu_tests", "fullyconnected_forward", "softmax_forward"],
-                   "predict": ["relu_tests", "fullyconnected_forward", "softmax_forward", "crossentropy_forward"],
-                   "backward": ["relu_tests", "fullyconnected_forward", "fullyconnected_backward", "softmax_forward",
-                                "softmax_backward", "crossentropy_forward", "crossentropy_backward"]}
-OWN_LAYERS = " with your own layers and loss (which pass their tests), vs the network their parameters make"
+OWN_LAYERS = " with your own layers and loss, vs the same layers and loss called by the test in order"
+
+
+def _gradient_shapes(d, h, k):
+    """{(operation, key): shape} of the two layers' gradients (operations 1 and 3 of the request
+    that makes them), which the judge sets to zeros before each backward: a layer that adds to
+    them instead of setting them (a bug of its own part) then gives the same gradients whichever
+    calls it."""
+    return {(1, "W"): (d, h), (1, "b"): (1, h), (3, "W"): (h, k), (3, "b"): (1, k)}
 
 
 def _check_network_of_own_layers(kernel, part, rng):
     """NeuralNetwork's ``part`` with the student's own FullyConnected, ReLU, SoftMax and
-    CrossEntropy, where those pass their own tests: against the network their parameters make
-    (classifier()'s). A network that behaves only when its layers and loss are the judge's loses
-    here what it kept there; one whose layers fail their tests is checked with the judge's alone."""
-    if not passes(kernel, CHECKS, *OWN_LAYERS_NEED[part]):
-        return
+    CrossEntropy (classifier()'s), whatever they compute: against the same objects called by the
+    judge in the order the text gives (forward through the layers; the loss's forward and
+    backward, then the layers' backward from the last). A network that behaves only when its
+    layers and loss are the judge's loses here what it kept there; a bug in a layer costs nothing
+    here, since the same layer makes the expected values. Skipped where the layers do not run."""
     n, d, h, k = 6, *(int(m) for m in rng.integers(2, 7, size=3))
     X, Y = rng.normal(size=(n, d)), np.eye(k)[rng.integers(k, size=n)]
-    kernel.seed(int(rng.integers(2 ** 31)))
-    *_, first, _, second, _, network = call_each(
-        kernel, ("ReLU()", ["new", "ReLU", [], {}, {}]),
-        (f"FullyConnected({h}, ReLU())", ["new", "FullyConnected", [h, Earlier(0)], {}, {}]),
-        ("SoftMax()", ["new", "SoftMax", [], {}, {}]),
-        (f"FullyConnected({k}, SoftMax())", ["new", "FullyConnected", [k, Earlier(2)], {}, {}]),
-        ("CrossEntropy()", ["new", "CrossEntropy", [], {}, {}]),
-        ("NeuralNetwork(layers, loss)", ["new", "NeuralNetwork", [[Earlier(1), Earlier(3)], Earlier(4)], {}, {}]))
-    method = {"forward": ["forward", [X]], "predict": ["predict", [X, Y]], "backward": ["forward", [X]]}[part]
-    result, *found = call_each(kernel, (f"NeuralNetwork.{method[0]}", ["call", network, method[0], method[1], {}]),
-                               *[(f"layer {i}'s parameters['{key}']", ["fetch", layer, path("parameters", [key])])
-                                 for i, layer in enumerate((first, second)) for key in ("W", "b")])
-    names = [f"layer {layer}'s parameters['{key}']" for layer, key in PARAMETERS]
-    W1, b1, W2, b2 = (np.reshape(p, shape) for p, shape in
-                      zip(parameter_arrays(f"NeuralNetwork{OWN_LAYERS}", names, found, _shapes(d, h, k)), _shapes(d, h, k)))
-    S = classify([W1, b1, W2, b2], X)
-    loss = float(-np.sum(Y * np.log(S)) / n)
+    layer_ops = [["new", "ReLU", [], {}, {}], ["new", "FullyConnected", [h, Earlier(0)], {}, {}],
+                 ["new", "SoftMax", [], {}, {}], ["new", "FullyConnected", [k, Earlier(2)], {}, {}],
+                 ["new", "CrossEntropy", [], {}, {}]]
+    chain = [quiet(["call", Earlier(1), "forward", [X], {}]), quiet(["call", Earlier(3), "forward", [Earlier(5)], {}]),
+             *[quiet(["put", Earlier(i), path("parameters", [key]), value]) for i, key, value in
+               ((1, "W", rng.normal(size=(d, h)) / np.sqrt(d)), (1, "b", 0.5 * rng.normal(size=(1, h))),
+                (3, "W", rng.normal(size=(h, k)) / np.sqrt(h)), (3, "b", 0.5 * rng.normal(size=(1, k))))],
+             ["call", Earlier(1), "forward", [X], {}], ["call", Earlier(3), "forward", [Earlier(11)], {}],
+             ["call", Earlier(4), "forward", [Y, Earlier(12)], {}], ["call", Earlier(4), "backward", [Y, Earlier(12)], {}],
+             *[quiet(["put", Earlier(i), path("gradients", [key]), np.zeros(shape)])
+               for (i, key), shape in _gradient_shapes(d, h, k).items()],
+             quiet(["call", Earlier(3), "backward", [Earlier(14)], {}]), quiet(["call", Earlier(1), "backward", [Earlier(19)], {}]),
+             *[["fetch", Earlier(i), path("gradients", [key])] for i in (1, 3) for key in ("W", "b")],
+             ["new", "NeuralNetwork", [[Earlier(1), Earlier(3)], Earlier(4)], {}, {}],
+             ["call", Earlier(1), "forward", [X], {}], ["call", Earlier(3), "forward", [Earlier(26)], {}]]
+    try:
+        results = kernel.run(*layer_ops, *chain)
+    except StudentError:
+        return  # (the network is judged with the judge's layers and loss alone)
+    out, loss, grads, network = results[12], results[13], results[21:25], results[25]
+    if not isinstance(out, np.ndarray) or out.shape != (n, k) or not np.array_equal(out, results[27]):
+        return  # (layers whose output changes from one call to the next: no order of calls can be compared)
     if part == "forward":
-        check_close("NeuralNetwork.forward(X)" + OWN_LAYERS, result, S)
+        check_close("NeuralNetwork.forward(X)" + OWN_LAYERS, call("NeuralNetwork.forward(X)", network.forward, X), out)
     elif part == "predict":
+        result = call("NeuralNetwork.predict(X, Y)", network.predict, X, Y)
         if not isinstance(result, tuple) or len(result) != 2:
             raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {kind(result)}")
-        check_close("the Y_hat NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[0], S)
+        check_close("the Y_hat NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[0], out)
         check_close("the loss NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[1], loss)
     else:
-        returned, *grads = call_each(kernel, ("NeuralNetwork.backward(Y, out)", ["call", network, "backward", [Y, result], {}]),
+        call("NeuralNetwork.forward(X)", network.forward, X)  # (the layers keep what this batch's backward needs)
+        kernel.run(*[["put", results[i], path("gradients", [key]), np.zeros(shape)]
+                     for (i, key), shape in _gradient_shapes(d, h, k).items()])
+        returned, *found = call_each(kernel, ("NeuralNetwork.backward(Y, out)", ["call", network, "backward", [Y, out], {}]),
                                      *[(f"layer {i}'s gradients['{key}']", ["fetch", layer, path("gradients", [key])])
-                                       for i, layer in enumerate((first, second)) for key in ("W", "b")])
+                                       for i, layer in enumerate(results[1:4:2]) for key in ("W", "b")])
         check_close("the loss NeuralNetwork.backward(Y, out) returns" + OWN_LAYERS, returned, loss)
-        Z1 = X @ W1 + b1
-        dZ2 = (S - Y) / n
-        dZ1 = (dZ2 @ W2.T) * (Z1 > 0)
-        expected = [X.T @ dZ1, dZ1.sum(axis=0, keepdims=True), np.maximum(Z1, 0.0).T @ dZ2, dZ2.sum(axis=0, keepdims=True)]
-        for label, grad, value in zip([name.replace("parameters", "gradients") for name in names], grads, expected):
-            check_close(f"{label} after NeuralNetwork.backward(Y, out)" + OWN_LAYERS, grad, value, factors={"N": n})
+        for (i, key), value, expected in zip([(i, key) for i in (0, 1) for key in ("W", "b")], found, grads):
+            check_close(f"layer {i}'s gradients['{key}'] after NeuralNetwork.backward(Y, out)" + OWN_LAYERS, value, expected)
 
 
 @judged(CHECKS)
@@ -846,7 +875,7 @@ def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
     if isinstance(activation, Remote):  # the student's own
         options["activation"] = activation
     elif activation is not None:
-        options["activation"] = kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS, ["Activation"])
+        options["activation"] = kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)
     layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
     call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
     put(layer, W_PATH, np.array(W, dtype=float))
@@ -953,21 +982,23 @@ def conv2d_backward(kernel):
 
 
 def _check_conv_with_own_relu(kernel, part, rng):
-    """Conv2D with the student's own ReLU, where that passes its tests: forward, or backward's
-    result and gradients, against the layer its parameters make (as _check_fc_with_own_relu)."""
-    if not passes(kernel, CHECKS, "relu_tests"):
-        return
+    """Conv2D with the student's own ReLU, against that ReLU called by the judge on the layer's Z
+    and dL/dY (as _check_fc_with_own_relu)."""
     shape, n_out, kernel_shape, stride, pad = CONV_CASES[int(rng.integers(len(CONV_CASES)))]
     X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
     G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
     Z, _ = vjp("conv2d", (X, W, b), np.zeros(G.shape), stride=stride, pad=list(pad))
+    own = _own_relu(kernel, Z, G)
+    if own is None:
+        return
+    Y, dZ = own
     layer = _conv(kernel, n_out, kernel_shape, W, b, call("ReLU()", kernel.new, "ReLU"), stride=stride, pad=pad)
-    where = f" (Conv2D({n_out}, {kernel_shape}, ReLU(), stride={stride}, pad={pad}) with your own ReLU, which passes its tests)"
-    check_close("Conv2D.forward(X)" + where, call("Conv2D.forward(X)", layer.forward, X), np.maximum(Z, 0.0),
+    where = f" (Conv2D({n_out}, {kernel_shape}, ReLU(), stride={stride}, pad={pad}) {OWN_RELU})"
+    check_close("Conv2D.forward(X)" + where, call("Conv2D.forward(X)", layer.forward, X), Y,
                 hints=[(Z, "the activation is not applied")])
     if part == "forward":
         return
-    _, (dX, dW, db) = vjp("conv2d", (X, W, b), G * (Z > 0), stride=stride, pad=list(pad))
+    _, (dX, dW, db) = vjp("conv2d", (X, W, b), dZ, stride=stride, pad=list(pad))
     check_close("Conv2D.backward(dLdY): returned dL/dX" + where, call("Conv2D.backward(dLdY)", layer.backward, G), dX,
                 hints=[(vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))[1][0], NO_ACTIVATION_BACKWARD)])
     check_close("Conv2D.gradients['W']" + where, fetch(layer, DW_PATH), dW, factors={"N": shape[0]})
@@ -1236,34 +1267,37 @@ def pytorch_loop(kernel):
         raise TestFailure(f"after train_epoch with a learning rate of 0.5 the loss is {after:.4f}, not below {losses.mean():.4f}: "
                           "does it call loss.backward() and optimizer.step()?")
 
+    # weights, data and learning rate of the student's own: a train_epoch that steps only for
+    # the notebook's model gains nothing
     rng = kernel.rng(3018)
-    X, y = rng.normal(size=(7, 2)), rng.integers(3, size=7)
-    expected_W, expected_b = _sgd_epoch(X, y, 3, 0.3)
-    model = make("linear", FIXED_WEIGHT)
+    X, y, W0 = rng.normal(size=(7, 2)), rng.integers(3, size=7), rng.normal(size=(3, 2))
+    lr = float(np.round(rng.uniform(0.1, 0.5), 2))
+    expected_W, expected_b = _sgd_epoch(X, y, 3, lr, W0)
+    model = make("linear", W0)
     make("eval", model)  # as evaluate leaves it: train_epoch must switch training back on
-    train_epoch(model, X, y, 3, 0.3)
+    train_epoch(model, X, y, 3, lr)
     state = kernel.run(["torch_state", model])[0]
-    check_close("the weights after train_epoch (3 batches, SGD with a learning rate of 0.3)", state["parameters"][0],
+    check_close(f"the weights after train_epoch (3 batches, SGD with a learning rate of {lr})", state["parameters"][0],
                 expected_W, rtol=1e-4, atol=1e-6,
-                hints=[(FIXED_WEIGHT, "the weights did not change: call optimizer.step() after loss.backward()")])
-    check_close("the biases after train_epoch (3 batches, SGD with a learning rate of 0.3)", state["parameters"][1],
+                hints=[(W0, "the weights did not change: call optimizer.step() after loss.backward()")])
+    check_close(f"the biases after train_epoch (3 batches, SGD with a learning rate of {lr})", state["parameters"][1],
                 expected_b, rtol=1e-4, atol=1e-6)
     if state["training"] is not True:
         raise TestFailure("train_epoch left the model in evaluation mode: call model.train() first (evaluate switches it off)")
 
     # evaluate must not train, must not compute gradients, and must switch dropout off; a probe
     # around the model records whether gradients were on and the mode at every forward call
-    model = make("probe", make("dropout", make("linear", FIXED_WEIGHT), 0.9))
+    model = make("probe", make("dropout", make("linear", W0), 0.9))
     loss, accuracy = evaluate(model, X, y, 4)
-    check_close("the mean loss evaluate returns for a model with dropout", loss, float(_example_losses(X, y).mean()), rtol=1e-5)
+    check_close("the mean loss evaluate returns for a model with dropout", loss, float(_example_losses(X, y, W0).mean()), rtol=1e-5)
     state, seen = kernel.run(["torch_state", model], ["get", model, "seen"])
     if any(grad is not None for grad in state["grads"]) or any(enabled for enabled, _ in seen):
         raise TestFailure("evaluate computed gradients: wrap it in torch.no_grad()")
     if not seen:
         raise TestFailure("evaluate never called the model")
-    check_close("the weights after evaluate", state["parameters"][0], FIXED_WEIGHT,
+    check_close("the weights after evaluate", state["parameters"][0], W0,
                 hints=[(state["parameters"][0], "evaluate changed the model's weights: it must not train")])
-    right = (X @ FIXED_WEIGHT.T).argmax(axis=1) == y
+    right = (X @ W0.T).argmax(axis=1) == y
     check_close("the accuracy evaluate returns for 7 examples in batches of 4", accuracy, float(np.mean(right)),
                 hints=[(float(np.sum(right)) / 2, "it divides the number of right answers by the number of batches, not of examples")])
 
@@ -1306,20 +1340,38 @@ def pytorch_accuracy(kernel):
         shapes = _mlp_shapes(*args) if shape is None else _cnn_shapes(*args)
         images = X_test if shape is None else X_test.reshape(len(X_test), 1, *shape)
         logits = mlp_logits if shape is None else cnn_logits
-        before, after = (_accuracy_of(f"{made}, {when}", state, shapes, logits, images, digits.y_test)
-                         for when, state in (("before training", first), ("after training", last)))
+        start, trained = (_parameters_of(f"{made}, {when}", state, shapes)
+                          for when, state in (("before training", first), ("after training", last)))
+        before, after = (float(np.mean(np.argmax(logits(parameters, images), axis=1) == digits.y_test))
+                         for parameters in (start, trained))
         if before > 0.5:
             raise TestFailure(f"before training, the {name} already classifies {before:.0%} of the test images: "
                               f"{builder} must start from PyTorch's initialisation, and train_epoch do the learning")
+        train_images = X_train if shape is None else X_train.reshape(len(X_train), 1, *shape)
+        replayed = torch_reference.value("trained_mlp" if shape is None else "trained_cnn",
+                         [train_images, digits.y_train[:n_train], *start, EPOCHS, LEARNING_RATE, MOMENTUM, BATCH_SIZE])
+        _check_trained_as_replayed(name, start, trained, np.split(replayed, np.cumsum([p.size for p in start])[:-1]))
         if not after >= 0.9:
             raise TestFailure(f"after {EPOCHS} epochs of train_epoch, the {name}'s test accuracy is {after:.3f}, "
                               "below 0.9: check make_mlp / make_cnn and train_epoch")
 
 
-def _accuracy_of(what, state, shapes, logits, X, y):
-    """The accuracy on (X, y) of the model whose torch_state is ``state``, computed here."""
+def _check_trained_as_replayed(name, start, trained, replayed):
+    """The parameters after the training run are those of the same run replayed by the judge's
+    PyTorch from the same start, within float32's drift: each is closer to the replay than a
+    twentieth of the way the replay moved it (weights loaded in place of training are not)."""
+    for i, (first, got, expected) in enumerate(zip(start, trained, replayed)):
+        expected = expected.reshape(first.shape)
+        if not np.linalg.norm(got - expected) <= 0.05 * np.linalg.norm(expected - first) + 1e-6:
+            raise TestFailure(f"after {EPOCHS} epochs of train_epoch, the {name}'s parameter {i} is not what SGD on the "
+                              "loader's batches makes of its first value (the test replays it): does train_epoch "
+                              "train the model it is given, with the optimizer it is given?")
+
+
+def _parameters_of(what, state, shapes):
+    """The parameters in a model's torch_state, in the order of ``shapes``, as float arrays."""
     found = state.get("parameters") if isinstance(state, dict) else None
     parameters = [np.asarray(found[i], dtype=np.float64) for i in _order(what, found, shapes)]
     if not all(np.all(np.isfinite(p)) for p in parameters):
         raise TestFailure(f"{what}: its parameters are not finite (the training diverged?)")
-    return float(np.mean(np.argmax(logits(parameters, X), axis=1) == y))
+    return parameters

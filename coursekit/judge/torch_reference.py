@@ -98,7 +98,39 @@ def _functions(torch):
         """W of shape (kernel_rows, kernel_cols, in_channels, out_channels), b of shape (1, out_channels)."""
         return functional.conv2d(X, W.permute(3, 2, 0, 1).contiguous(), b.reshape(-1), stride=stride, padding=tuple(pad))
 
+    def trained(build, X, y, *params_and_settings):
+        """``build()``'s model, started from ``params``, after the notebook's PyTorch training run
+        (SGD with momentum on cross-entropy, batches from a loader shuffled by a generator seeded
+        with 0, as the judge's loader is): its parameters, flattened and joined, in float64."""
+        *params, epochs, lr, momentum, batch_size = params_and_settings
+        model = build(*(p.shape for p in params))
+        with torch.no_grad():
+            for parameter, start in zip(model.parameters(), params, strict=True):
+                parameter.copy_(start.float().reshape(parameter.shape))
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X.float(), y.long()), batch_size=int(batch_size),
+                                             shuffle=True, generator=torch.Generator().manual_seed(0))
+        optimizer = torch.optim.SGD(model.parameters(), lr=float(lr), momentum=float(momentum))
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for _ in range(int(epochs)):
+            model.train()
+            for X_batch, y_batch in loader:
+                optimizer.zero_grad()
+                loss_fn(model(X_batch), y_batch).backward()
+                optimizer.step()
+        return torch.cat([parameter.detach().double().reshape(-1) for parameter in model.parameters()])
+
+    nn = torch.nn
+
+    def mlp(W1, b1, W2, b2):  # (shapes)
+        return nn.Sequential(nn.Linear(W1[1], W1[0]), nn.ReLU(), nn.Linear(W2[1], W2[0]))
+
+    def cnn(W1, b1, W2, b2, W3, b3):
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(W3[1], W3[0]))
+
     return {
+        "trained_mlp": lambda *args: trained(mlp, *args),
+        "trained_cnn": lambda *args: trained(cnn, *args),
         "linear": functional.linear,
         "tanh": torch.tanh,
         "sigmoid": torch.sigmoid,
@@ -341,7 +373,24 @@ def _scalar_or_array(output):
     return float(output) if output.ndim == 0 else output
 
 
+_recent, _recent_lock = {}, threading.Lock()  # sha256 of a request -> its reply (the same replayed
+RECENT = 64  # training for every student whose model starts alike), for the last RECENT requests
+
+
 def _answer(request):
+    digest = hashlib.sha256(request).digest()
+    with _recent_lock:
+        if digest in _recent:
+            return _recent[digest]
+    reply = _computed(request)
+    with _recent_lock:
+        if len(_recent) >= RECENT:
+            _recent.pop(next(iter(_recent)))
+        _recent[digest] = reply
+    return reply
+
+
+def _computed(request):
     request = _unpack(request)
     count = sum(1 for name in request if name.startswith("input"))
     arrays = [request[f"input{i}"] for i in range(count)]

@@ -20,16 +20,15 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   (``layer.parameters["W"] = value`` is the path [["attr", "parameters"], ["item", "W"]]);
 - ``["array", value]``: keep an array in the kernel (so the judge can see whether a call changed it);
   ``["take", ref, rows]``: a copy of the rows (an array of row numbers) of an array kept there;
-- ``["standin", name, returns, attributes, arguments, bases]``: a layer that records its calls,
-  returns the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a
-  Linear layer does), an instance of a class ``name`` (the notebook's class it stands for), a
-  subclass of the notebook's classes ``bases`` where it has them; ``arguments`` (optional) names
-  each method's parameters, where the layer it stands for is strict (an activation's backward
-  takes none): a call binds them as Python would, keywords too;
+- ``["standin", name, returns, attributes, arguments]``: a layer that records its calls, returns
+  the judge's arrays and has the judge's attributes (a Linear stand-in has weights, as a Linear
+  layer does), an instance of a class ``name`` (the notebook's class it stands for);
+  ``arguments`` (optional) names each method's parameters, where the layer it stands for is
+  strict (an activation's backward takes none): a call binds them as Python would, keywords too;
 - ``["factory", [standins], name]``: a class ``name`` whose calls return those stand-ins in turn
   (the notebook's class ``name``, replaced while a check runs: see "new");
-- ``["scaler", factor, offset, name, arguments, bases]``: a layer or activation Z -> factor * Z +
-  offset of the class ``name`` (all but factor optional);
+- ``["scaler", factor, offset, name, arguments]``: a layer or activation Z -> factor * Z + offset
+  of the class ``name`` (all but factor optional);
 - ``["expect", ref, returns]``: a stand-in's answers from now on ({method: values}), its log cleared;
 - ``["einsum", name, args]``: the notebook's function ``name(*args)`` and the calls of NumPy's
   einsum it made, each [its operands, its output] (another measurement only the kernel can make);
@@ -43,9 +42,9 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   ``{"p": k}``) and is not sent back (a training loop's intermediate arrays);
 - ``["log", ref]``: the calls a stand-in recorded, each [method, arguments, n], where n
   numbers the calls of all stand-ins in the order they happened; ``["seed", n]``: ``np.random.seed(n)``;
-- ``["steps", ref, method, args, kwargs]``: how many Python steps the call ran (a loop over an
-  array's elements runs thousands, NumPy on the whole array a few): the one measurement that
-  only the kernel can make.
+- ``["steps", ref, method, args, kwargs]``: (the call's result, how many Python steps it ran: a
+  loop over an array's elements runs thousands, NumPy on the whole array a few): the one
+  measurement that only the kernel can make.
 
 Values are encoded as JSON: ``{"a": base64, "s": shape}`` is a float64 array, ``{"f": x}`` a
 float, ``{"i": n}`` an int, ``{"t": text}`` a string, ``{"d": {key: value}}`` a dict with string
@@ -203,6 +202,9 @@ class StandIn:
     def __init__(self, *args, **kwargs):  # (a stand-in class, called as the notebook's, hands out made ones)
         pass
 
+    def __call__(self, *args, **kwargs):  # (a loss or a layer may be called for its forward, as ps3's Loss is)
+        return _answer(self, "forward", *args, **kwargs)
+
     def __getattr__(self, method):
         record = _records.get(id(self))
         if method.startswith("__") or record is None or method not in record.returns:
@@ -210,10 +212,11 @@ class StandIn:
         return lambda *args, **kwargs: _answer(self, method, *args, **kwargs)
 
 
-def _named_class(name, base, methods=(), namespace=None, bases=()):
+def _named_class(name, base, methods=(), namespace=None):
     """A subclass of ``base`` named ``name`` in the notebook's module, whose ``methods`` answer as
-    stand-ins' do (so they exist on the class, as a real layer's do), and a subclass too of the
-    notebook's classes named ``bases`` (its ``Activation``, its ``Loss``) where it has them."""
+    stand-ins' do (so they exist on the class, as a real layer's do). (Not a subclass of the
+    notebook's own classes: their hooks, ``__init_subclass__`` or a metaclass, would run code of
+    the student's on the judge's objects.)"""
     def method_of(method):
         def answer(self, *args, **kwargs):
             return _answer(self, method, *args, **kwargs)
@@ -221,15 +224,11 @@ def _named_class(name, base, methods=(), namespace=None, bases=()):
         return answer
 
     body = {"__module__": "__main__", "__qualname__": name, **{m: method_of(m) for m in methods}, **(namespace or {})}
-    parents = tuple(cls for cls in (_namespace().get(b) for b in bases or ()) if isinstance(cls, type))
-    try:
-        return type(str(name)[:60] or "Layer", (base, *parents), body)
-    except TypeError:  # (a notebook class that cannot be mixed in: its layout, its metaclass)
-        return type(str(name)[:60] or "Layer", (base,), body)
+    return type(str(name)[:60] or "Layer", (base,), body)
 
 
-def _standin(name, returns, attributes, arguments=None, bases=()):
-    obj = StandIn.__new__(_named_class(name, StandIn, sorted(returns), bases=bases))
+def _standin(name, returns, attributes, arguments=None):
+    obj = StandIn.__new__(_named_class(name, StandIn, sorted(returns)))
     _records[id(obj)] = Record(returns, arguments)
     obj.__dict__.update(attributes)
     return obj
@@ -274,8 +273,8 @@ class Scaler:
         return self.forward(*args, **kwargs)
 
 
-def _scaler(factor, offset=0.0, name="Layer", arguments=None, bases=()):
-    obj = Scaler.__new__(_named_class(name, Scaler, bases=bases))
+def _scaler(factor, offset=0.0, name="Layer", arguments=None):
+    obj = Scaler.__new__(_named_class(name, Scaler))
     _records[id(obj)] = Record(arguments=arguments, scale=(factor, offset))
     return obj
 
@@ -456,7 +455,7 @@ def _run(operation, earlier):
         return None
     if kind == "steps":
         target, method, args, kwargs = rest
-        return python_steps(getattr(target, method), *args, **kwargs)[1]
+        return tuple(python_steps(getattr(target, method), *args, **kwargs))
     raise ValueError(f"unknown operation {kind!r}")
 
 

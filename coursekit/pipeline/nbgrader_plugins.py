@@ -117,7 +117,6 @@ class TimeLimitedExecute(Execute):
         self._student_code = list(tamper.student_cells(nb).values())  # for checks that read the code
         student = resources.get("nbgrader", {}).get("student")
         self._key = judge.student_key(assignment, student, self._student_code, self._secret()) if student else ()
-        self._passed = {}  # grade_id -> whether its check passed, for checks that build on other parts
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead, self._dead_reason = False, DEAD_KERNEL
         self._cell_timeout = self.timeout
@@ -246,12 +245,11 @@ class TimeLimitedExecute(Execute):
         try:
             run_sync(self._async_open_agent)(limit)
             limit.pause()
-            outcome = limits.bounded_verdict(check, self._student_code, self._key, ask, self._passed)
+            outcome = limits.bounded_verdict(check, self._student_code, self._key, ask)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))
         finally:
             run_sync(self._async_close_agent)()
-        self._passed[grade_id] = outcome is None
         cell.outputs = printed + ([] if outcome is None else [_error(*outcome)])
         if outcome is not None and outcome[0] == "NoReply":
             self.timeout = min(self.timeout, self.timeout_after_timeout)

@@ -44,8 +44,8 @@ REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool
 # for them tries to tell the judge's objects from the notebook's.
 JUDGE_NAMES = {"StandIn", "Factory", "Scaler", "Kept", "calls", "returns", "made", "factor", "offset", "arguments"}
 # Ways to compare an input with values or shapes known in advance (a table of the tests' inputs):
-# the first two with any array, the others with literal values.
-EQUALITY_TESTS = {"array_equal", "array_equiv", "allclose", "isclose"}
+# the first three (NumPy's and torch.equal) with any array, the others with literal values.
+EQUALITY_TESTS = {"array_equal", "array_equiv", "equal", "allclose", "isclose"}
 # Names that apply a function to each element from C, out of sight of the step count that
 # measures "no loops" (the judge reads the activations' code for these: coursekit.judge.UNCOUNTED).
 LOOP_DRIVERS = {"map", "filter", "starmap", "frompyfunc", "vectorize", "fromiter", "nditer", "ndenumerate", "tolist",
@@ -149,11 +149,13 @@ def _inspects_the_judge(node):
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
         if name == "isinstance" and len(node.args) == 2 and isinstance(node.args[1], ast.Name) and node.args[1].id == "type":
             return f"asks whether {ast.unparse(node.args[0])} is a class (the judge's stand-ins?)"
+        if name == "isinstance" and len(node.args) == 2 and isinstance(node.args[1], ast.Name) and node.args[1].id[:1].isupper():
+            return f"asks whether {ast.unparse(node.args[0])} is a {node.args[1].id} (the judge's stand-ins?)"
         if name == "type" and len(node.args) == 1:
             return f"inspects type({ast.unparse(node.args[0])})"
         if name in KEYS_OF_ARRAYS:
             return f"uses {name}() (a table keyed by an array's contents?)"
-        if name in EQUALITY_TESTS and (name in ("array_equal", "array_equiv") or any(_literal_numbers(a) for a in node.args)):
+        if name in EQUALITY_TESTS and (name in ("array_equal", "array_equiv", "equal") or any(_literal_numbers(a) for a in node.args)):
             return f"compares an array with known values ({name}: a table of the tests' inputs?)"
         if name == "einsum" and node.args and isinstance(node.args[0], ast.Constant) and _identity(node.args[0].value):
             return f"calls einsum({node.args[0].value!r}, ...), which changes nothing"
@@ -169,7 +171,8 @@ def _inspects_the_judge(node):
             isinstance(side, ast.Attribute) and side.attr == "shape" for side in sides):
         return f"compares a shape with a literal one ({ast.unparse(node)[:60]})"
     sized = any((isinstance(side, ast.Attribute) and side.attr == "size") or
-                (isinstance(side, ast.Call) and getattr(side.func, "id", "") == "len") for side in sides)
+                (isinstance(side, ast.Call) and (getattr(side.func, "id", None) or getattr(side.func, "attr", "")) in ("len", "size"))
+                for side in sides)
     if sized and any(isinstance(side, ast.Constant) and isinstance(side.value, int) and side.value >= SIZE_TESTED
                      for side in sides):
         return f"compares a size with a test's ({ast.unparse(node)[:60]})"

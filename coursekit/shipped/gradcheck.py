@@ -335,9 +335,9 @@ def recording_einsum():
         if event == "call":
             args = frame.f_locals.get("operands", ())
             operands = args[1:] if args and isinstance(args[0], str) else args[0::2][:len(args) // 2]
-            started[id(frame)] = [numpy.asarray(operand) for operand in operands]
+            started[id(frame)] = [numpy.array(operand) for operand in operands]  # (copies: later writes do not count)
         elif event == "return" and id(frame) in started:
-            calls.append((started.pop(id(frame)), arg))
+            calls.append((started.pop(id(frame)), numpy.array(arg)))
 
     previous = sys.getprofile()
     _setprofile(watch)
