@@ -302,7 +302,8 @@ def test_inputs_of_the_students_own_are_extreme_and_loop_shapes_large():
         assert np.all((710 <= np.abs(values)) & (np.abs(values) <= 1000))
         assert np.all(values.max(axis=1) > 0) and np.all(values.min(axis=1) < 0), "both signs in every row"
         shapes = judge.loop_shapes(rng)
-        assert sorted(len(shape) for shape in shapes) == [1, 2, 2, 3] and all(np.prod(shape) >= 400 for shape in shapes)
+        assert sorted(len(shape) for shape in shapes) == [1, 2, 2, 2, 3] and all(np.prod(shape) >= 400 for shape in shapes)
+        assert max(shape[0] for shape in shapes) >= 400, "a loop over the rows runs hundreds of steps too"
     assert not np.array_equal(judge.extreme_values(np.random.default_rng(1), (2, 5)),
                               judge.extreme_values(np.random.default_rng(2), (2, 5)))
 

@@ -251,10 +251,12 @@ class Kernel:
     """The judge's handle on a grading kernel. ``send(operations)`` delivers a request (see
     coursekit.kernel.agent) and returns the kernel's JSON reply, or raises KernelSilent; ``sources`` are
     the code cells the student could write (answer cells and added ones), for checks that read
-    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key)."""
+    the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key);
+    ``unanswered`` the grade_ids whose checks the kernel did not answer earlier (see ``answered``)."""
 
-    def __init__(self, send, sources=(), key=()):
+    def __init__(self, send, sources=(), key=(), unanswered=()):
         self._send, self.sources, self.key = send, list(sources), tuple(key)
+        self.unanswered = frozenset(unanswered)
 
     def rng(self, stream):
         """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
@@ -627,17 +629,18 @@ def check_no_hidden_loops(kernel, name):
     (see ``uncounted_loops``): checked after its calls' steps are counted."""
     hidden = uncounted_loops(kernel.sources, name)
     if hidden:
-        raise TestFailure(f"{name} uses {hidden[0]}, which can loop over the elements out of the test's sight; "
-                          "work on the whole array with NumPy operations")
+        raise TestFailure(f"{name} uses {hidden[0]}, which runs code the test's step count cannot see into (a loop "
+                          "driven from C, another thread, tracing switched off); work on the whole array with NumPy operations")
 
 
 def loop_shapes(rng):
     """The shapes at which a check measures "no loops", the student's own (``rng`` is a hidden
-    check's): one of each rank from 1 to 3, of 400 to 25,000 entries, where a loop over the
-    elements or the rows runs hundreds of Python steps at least (the check compares their
-    results too: an answer cannot loop below some size and return anything above it)."""
+    check's): five, of ranks 1 to 3, of 400 to 25,300 entries, one of them of 400 rows or more,
+    where a loop over the elements or the rows runs hundreds of Python steps at least (the check
+    compares their results too: an answer cannot loop below some size and return anything above it)."""
     return [(int(rng.integers(2_000, 8_000)),), tuple(int(n) for n in rng.integers(60, 160, size=2)),
-            tuple(int(n) for n in rng.integers(12, 30, size=3)), tuple(int(n) for n in rng.integers(20, 30, size=2))]
+            tuple(int(n) for n in rng.integers(12, 30, size=3)), tuple(int(n) for n in rng.integers(20, 30, size=2)),
+            (int(rng.integers(400, 800)), int(rng.integers(2, 6)))]
 
 
 def extreme_values(rng, shape, low=710.0, high=1000.0):
@@ -653,14 +656,34 @@ def extreme_values(rng, shape, low=710.0, high=1000.0):
     return values
 
 
+def extreme_scores(rng, n, k):
+    """Scores past +-709.8 (where e**z overflows) of the student's own, shape (n, k), each row with
+    a runner-up within 2 of its largest (so a softmax of them is not all 0s and 1s)."""
+    Z = extreme_values(rng, (n, k))
+    rows, top = np.arange(n), Z.argmax(axis=1)
+    Z[rows, (top + 1 + rng.integers(k - 1, size=n)) % k] = Z[rows, top] - rng.uniform(0, 2, size=n)
+    return Z
+
+
+def shaped(value, shape):
+    """``value`` if it is an array of finite numbers of ``shape``, else ValueError: what a
+    student's own layer returned, where a composite check follows it (a layer that returns
+    something else is judged by its own part's checks, not here)."""
+    if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or not np.all(np.isfinite(value)):
+        raise ValueError("not an array of that shape")
+    return value
+
+
 # Names with which code can apply a function to an array's elements unseen by the kernel's step
 # count (which traces Python calls in the main thread): other threads or processes, tracing
 # switched off, iterators that C drives over a builtin (map, itertools, functools; a ufunc's own
 # reduce is NumPy's), NumPy's element-by-element wrappers, an array's elements as Python objects,
 # the course's own counter, and ways to reach any of them by a string.
-UNCOUNTED = {"threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
-             "coursekit", "python_steps", "map", "filter", "zip", "itertools", "starmap", "functools", "operator",
-             "vectorize", "frompyfunc", "fromiter", "nditer", "ndenumerate", "tolist", "flat", "__getattribute__",
+ELEMENT_LOOPS = {"map", "filter", "starmap", "frompyfunc", "vectorize", "fromiter", "nditer", "ndenumerate", "tolist",
+                 "itertools", "functools"}  # (names that only per-element work uses: the tamper report's too)
+UNCOUNTED = ELEMENT_LOOPS | {
+             "threading", "_thread", "Thread", "concurrent", "multiprocessing", "settrace", "setprofile", "gettrace",
+             "coursekit", "python_steps", "zip", "operator", "flat", "__getattribute__",
              "eval", "exec", "compile", "getattr", "__import__", "importlib", "globals", "vars", "__builtins__",
              "builtins", "__dict__", "modules"}
 
@@ -777,6 +800,13 @@ def _names(node, strings=False):
         names = [part for alias in node.names for part in alias.name.split(".")]
         return names + (node.module.split(".") if isinstance(node, ast.ImportFrom) and node.module else [])
     return []
+
+
+def answered(kernel, *grade_ids):
+    """Whether the kernel answered the checks of ``grade_ids`` earlier in this grading (those that
+    did not run yet count as answered). A composite check calls the student's own layers only if
+    theirs did: a layer that hangs costs its own part's points, not the composite's."""
+    return not kernel.unanswered & set(grade_ids)
 
 
 def kernel_of(obj):

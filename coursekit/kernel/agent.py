@@ -160,7 +160,14 @@ class Record:
         self.scale = scale  # a Scaler's (factor, offset)
 
 
-_records = {}  # id(object) -> its Record (the objects stay alive in _objects, so ids are not reused)
+_records = {}  # id(object) -> its Record (each object is kept in _objects, so ids are not reused)
+
+
+def _recorded(obj, record):
+    """``obj``, kept alive with its Record."""
+    _objects.append(obj)
+    _records[id(obj)] = record
+    return obj
 
 
 def _bound(record, method, args, kwargs):
@@ -174,8 +181,10 @@ def _bound(record, method, args, kwargs):
     if unknown:
         raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
     if len(given) != len(names) or len(args) > len(names):
-        raise TypeError(f"{method}() takes {len(names)} argument{'s' * (len(names) != 1)} "
-                        f"({', '.join(names)}) but {len(args) + len(kwargs)} were given")
+        count = len(args) + len(kwargs)
+        listed = f" ({', '.join(names)})" if names else ""
+        raise TypeError(f"{method}() takes {len(names)} argument{'s' * (len(names) != 1)}{listed} "
+                        f"but {count} {'was' if count == 1 else 'were'} given")
     return given
 
 
@@ -228,8 +237,7 @@ def _named_class(name, base, methods=(), namespace=None):
 
 
 def _standin(name, returns, attributes, arguments=None):
-    obj = StandIn.__new__(_named_class(name, StandIn, sorted(returns)))
-    _records[id(obj)] = Record(returns, arguments)
+    obj = _recorded(StandIn.__new__(_named_class(name, StandIn, sorted(returns))), Record(returns, arguments))
     obj.__dict__.update(attributes)
     return obj
 
@@ -247,8 +255,7 @@ def _factory(made, name="Layer"):
         return record.made.pop(0)
 
     methods = sorted({method for obj in made for method in _records[id(obj)].returns})
-    cls = _named_class(name, StandIn, methods, {"__new__": new})
-    _records[id(cls)] = Record(made=made)
+    cls = _recorded(_named_class(name, StandIn, methods, {"__new__": new}), Record(made=made))
     for obj in made:  # (each is a StandIn: its class can change to this subclass)
         obj.__class__ = cls
     return cls
@@ -274,9 +281,7 @@ class Scaler:
 
 
 def _scaler(factor, offset=0.0, name="Layer", arguments=None):
-    obj = Scaler.__new__(_named_class(name, Scaler))
-    _records[id(obj)] = Record(arguments=arguments, scale=(factor, offset))
-    return obj
+    return _recorded(Scaler.__new__(_named_class(name, Scaler)), Record(arguments=arguments, scale=(factor, offset)))
 
 
 def _numeric(value):

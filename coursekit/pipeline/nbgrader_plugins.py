@@ -117,6 +117,7 @@ class TimeLimitedExecute(Execute):
         self._student_code = list(tamper.student_cells(nb).values())  # for checks that read the code
         student = resources.get("nbgrader", {}).get("student")
         self._key = judge.student_key(assignment, student, self._student_code, self._secret()) if student else ()
+        self._unanswered = set()  # the grade_ids whose checks the kernel did not answer (it hung)
         self._agent_lost, self._agent_ended, self._agent_answered = False, True, False
         self._kernel_dead, self._dead_reason = False, DEAD_KERNEL
         self._cell_timeout = self.timeout
@@ -245,13 +246,14 @@ class TimeLimitedExecute(Execute):
         try:
             run_sync(self._async_open_agent)(limit)
             limit.pause()
-            outcome = limits.bounded_verdict(check, self._student_code, self._key, ask)
+            outcome = limits.bounded_verdict(check, self._student_code, self._key, ask, self._unanswered)
         except judge.KernelSilent as silent:
             outcome = ("NoReply", str(silent))
         finally:
             run_sync(self._async_close_agent)()
         cell.outputs = printed + ([] if outcome is None else [_error(*outcome)])
         if outcome is not None and outcome[0] == "NoReply":
+            self._unanswered.add(grade_id)
             self.timeout = min(self.timeout, self.timeout_after_timeout)
         return cell
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from coursekit import IN_THE_KERNEL
+from coursekit.judge import ELEMENT_LOOPS
 from coursekit.judge.solutions import answer_cells, written_cells
 from coursekit.pipeline.grading import PathLike
 from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
@@ -42,14 +43,14 @@ REDEFINED = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool
 
 # What the judge's stand-ins and records are made of (coursekit.kernel.agent): code that looks
 # for them tries to tell the judge's objects from the notebook's.
-JUDGE_NAMES = {"StandIn", "Factory", "Scaler", "Kept", "calls", "returns", "made", "factor", "offset", "arguments"}
+JUDGE_CLASSES = {"StandIn", "Scaler", "Kept", "Record"}
+JUDGE_NAMES = JUDGE_CLASSES | {"_records", "calls", "returns", "made", "scale", "factor", "offset", "arguments"}
 # Ways to compare an input with values or shapes known in advance (a table of the tests' inputs):
 # the first three (NumPy's and torch.equal) with any array, the others with literal values.
 EQUALITY_TESTS = {"array_equal", "array_equiv", "equal", "allclose", "isclose"}
 # Names that apply a function to each element from C, out of sight of the step count that
-# measures "no loops" (the judge reads the activations' code for these: coursekit.judge.UNCOUNTED).
-LOOP_DRIVERS = {"map", "filter", "starmap", "frompyfunc", "vectorize", "fromiter", "nditer", "ndenumerate", "tolist",
-                "itertools", "functools"}
+# measures "no loops" (the judge reads the activations' code for these and more).
+LOOP_DRIVERS = ELEMENT_LOOPS
 KEYS_OF_ARRAYS = {"tobytes", "tostring", "hash"}
 RANDOM_STATE = {"get_state", "getstate", "bit_generator"}  # where a generator is: just after a test's seed?
 SIZE_TESTED = 100  # a size compared with a literal this large is a test's, not the task's
@@ -134,7 +135,7 @@ def _inspects_the_judge(node):
     bytes, loops from C, or calls an einsum that changes nothing."""
     if isinstance(node, ast.Constant) and node.value in JUDGE_NAMES:
         return f"looks for {node.value!r} (a name of the judge's stand-ins)"
-    if isinstance(node, ast.Attribute) and node.attr in {"StandIn", "Factory", "Scaler", "Kept"}:
+    if isinstance(node, ast.Attribute) and node.attr in JUDGE_CLASSES | {"_records"}:
         return f"uses .{node.attr} (a name of the judge's stand-ins)"
     if isinstance(node, ast.Attribute) and node.attr in KEYS_OF_ARRAYS:
         return f"uses .{node.attr} (a table keyed by an array's contents?)"

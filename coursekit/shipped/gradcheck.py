@@ -320,22 +320,26 @@ def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7)
         check_close(f"{name}.{grad} vs finite differences", grads[grad], numeric, rtol=rtol, atol=atol)
 
 
+# The code of NumPy's einsum, taken when this module is first imported: a replacement of
+# np.einsum made later is not einsum (and one made before computes what einsum_problem recomputes)
+_EINSUM_CODE = getattr(getattr(numpy.einsum, "_implementation", numpy.einsum), "__code__", None)
+
+
 @contextlib.contextmanager
 def recording_einsum():
     """While the block runs, record every call of NumPy's einsum in this thread, however the code
-    names it (``np.einsum``, ``numpy.einsum``, ``from numpy import einsum as e``, this module's
-    ``np``): yields the list of calls, each (its operands, its output). (A profile function sees
-    each call of einsum's implementation: the function is recognised, not a name.)"""
-    code = getattr(getattr(numpy.einsum, "_implementation", numpy.einsum), "__code__", None)
+    names it (``np.einsum``, ``numpy.einsum``, ``from numpy import einsum as e``): yields the
+    list of calls, each (its arguments: the subscripts and the operands, its output), copied as
+    they were (later writes do not count). (A profile function sees each call of einsum's
+    implementation: the function is recognised, not a name.)"""
     calls, started = [], {}
 
     def watch(frame, event, arg):
-        if frame.f_code is not code:
+        if frame.f_code is not _EINSUM_CODE:
             return
         if event == "call":
-            args = frame.f_locals.get("operands", ())
-            operands = args[1:] if args and isinstance(args[0], str) else args[0::2][:len(args) // 2]
-            started[id(frame)] = [numpy.array(operand) for operand in operands]  # (copies: later writes do not count)
+            started[id(frame)] = [a if isinstance(a, (str, list, tuple)) else numpy.array(a)
+                                  for a in frame.f_locals.get("operands", ())]
         elif event == "return" and id(frame) in started:
             calls.append((started.pop(id(frame)), numpy.array(arg)))
 
@@ -350,11 +354,12 @@ def recording_einsum():
 def einsum_problem(inputs, calls, result):
     """None if ``result`` is the output of one of the einsum ``calls`` (see recording_einsum)
     whose operands are the ``inputs`` themselves, each used once, in any layout (``A`` or
-    ``A.T``), so that einsum did the product or the sum, not code before it; else what is wrong.
+    ``A.T``), and which einsum, called here on the same arguments, gives too: einsum did the
+    product or the sum, not code before or after it. Else what is wrong.
 
     Args:
     - inputs: the arrays the function was given; result: what it returned.
-    - calls: [(operands, output)] of the calls it made.
+    - calls: [(arguments, output)] of the calls it made.
     """
     def values(a):
         return np.sort(np.asarray(a, dtype=np.float64).ravel())
@@ -362,10 +367,17 @@ def einsum_problem(inputs, calls, result):
     if not calls:
         return "does not call np.einsum: this exercise is about writing it with np.einsum"
     wanted = [values(a) for a in inputs]
-    for operands, output in calls:
-        if (np.shape(output) == np.shape(result) and np.array_equal(np.asarray(output, dtype=np.float64), result)
-                and _same_arrays([values(a) for a in operands], wanted)):
-            return None
+    for arguments, output in calls:
+        try:
+            arguments = [a if isinstance(a, str) else list(a) if isinstance(a, (list, tuple)) else
+                         np.asarray(a, dtype=np.float64) for a in arguments]
+            operands = arguments[1:] if isinstance(arguments[0], str) else arguments[0::2][:len(arguments) // 2]
+            again = np.einsum(*arguments)
+            if (np.shape(output) == np.shape(result) == np.shape(again) and np.array_equal(np.asarray(output, dtype=np.float64), result)
+                    and np.allclose(again, result, rtol=1e-9, atol=1e-12) and _same_arrays([values(a) for a in operands], wanted)):
+                return None
+        except (TypeError, ValueError, IndexError, KeyError):  # (arguments einsum does not take: not this call)
+            continue
     return "is not what a call of np.einsum on its arguments returned: let einsum do the product or the sum"
 
 

@@ -3,7 +3,7 @@ gradcheck.py): how an MLP chains its layers, tested with stand-in layers."""
 from gradcheck import SpyActivation, SpyLayer, TestFailure, call, check_close, np, substitute
 
 
-class SpyLinear(SpyLayer):
+class SpyMyTorchLinear(SpyLayer):
     """SpyLayer with the parameters of this notebook's Linear: forward(A), backward(dLdO)."""
 
     def forward(self, A):
@@ -53,7 +53,7 @@ def check_mlp_wiring(name, build, namespace, sizes, part):
     log, linears, activations = [], [], []
 
     def linear(num_inputs, num_outputs):
-        layer = SpyLinear("Linear", 1.0, log)
+        layer = SpyMyTorchLinear("Linear", 1.0, log)
         layer.size = (num_inputs, num_outputs)
         linears.append(layer)
         return layer

@@ -30,15 +30,14 @@ def check_layer_backward(name, layer, x, grad_output, rtol=1e-5, atol=1e-7):
                     factors={"N": len(x)})
 
 
-def check_einsum(what, fn, args, expected, namespace):
+def check_einsum(what, fn, args, expected):
     """Check that ``fn(*args)`` equals ``expected`` and is what a call of ``np.einsum`` on
-    ``args`` themselves returned.
+    ``args`` themselves returned (however the code names einsum).
 
     Args:
     - what (str): the call as named in messages, e.g. "trace(A)".
     - fn (callable): the student's function.
     - args (tuple): its arguments; expected: the NumPy equivalent's value.
-    - namespace (dict): the notebook's globals() (no longer needed: einsum is recognised however it is named).
     """
     args = [np.array(a, dtype=np.float64) for a in args]
     with recording_einsum() as calls:
