@@ -738,7 +738,7 @@ def _statements(source):
         for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                      and n.func.attr in ("run_cell_magic", "run_line_magic")):
             code = [arg.value for arg in call.args[1:] if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
-            statements += [part for text in code[-1:] for part in _statements(text)] if len(code) < 3 else []
+            statements += [part for text in code[-1:] for part in _statements(text)]  # (the line's, or the cell's)
     return statements
 
 
@@ -767,9 +767,9 @@ def _changes(statement, name, names, attributes):
             return True
     for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call)):
         if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) >= 2:
-            attr = call.args[1]
-            if not (isinstance(attr, ast.Constant) and attr.value not in attributes) or (
-                    isinstance(call.args[0], ast.Name) and call.args[0].id == name):
+            obj, attr = call.args[:2]
+            named = isinstance(attr, ast.Constant)
+            if not named or attr.value in attributes or (isinstance(obj, ast.Name) and obj.id == name):
                 return True
     return False
 

@@ -31,7 +31,8 @@ operation k, as the kernel has it (so one request can feed a loss's gradient to 
   of the class ``name`` (all but factor optional);
 - ``["expect", ref, returns]``: a stand-in's answers from now on ({method: values}), its log cleared;
 - ``["einsum", name, args]``: the notebook's function ``name(*args)`` and the calls of NumPy's
-  einsum it made, each [its operands, its output] (another measurement only the kernel can make);
+  einsum it made, each [its arguments (subscripts and operands), its output] (another
+  measurement only the kernel can make);
 - PyTorch: ``["module", ref, inputs]`` is the module's output for float32 tensors of the
   arrays ``inputs``; ``["torch_state", ref]`` its parameters, their gradients and its mode;
   ``["torch_load", ref, arrays]`` sets its parameters;

@@ -48,9 +48,6 @@ JUDGE_NAMES = JUDGE_CLASSES | {"_records", "calls", "returns", "made", "scale", 
 # Ways to compare an input with values or shapes known in advance (a table of the tests' inputs):
 # the first three (NumPy's and torch.equal) with any array, the others with literal values.
 EQUALITY_TESTS = {"array_equal", "array_equiv", "equal", "allclose", "isclose"}
-# Names that apply a function to each element from C, out of sight of the step count that
-# measures "no loops" (the judge reads the activations' code for these and more).
-LOOP_DRIVERS = ELEMENT_LOOPS
 KEYS_OF_ARRAYS = {"tobytes", "tostring", "hash"}
 RANDOM_STATE = {"get_state", "getstate", "bit_generator"}  # where a generator is: just after a test's seed?
 SIZE_TESTED = 100  # a size compared with a literal this large is a test's, not the task's
@@ -142,7 +139,7 @@ def _inspects_the_judge(node):
     if isinstance(node, ast.Attribute) and node.attr in RANDOM_STATE:
         return f"reads the random generator's state (.{node.attr}): where a test's seed left it?"
     loops = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-    if loops in LOOP_DRIVERS:
+    if loops in ELEMENT_LOOPS:  # (applied to each element from C, out of the step count's sight)
         return f"uses {loops}, which loops over elements out of the step count's sight"
     if not isinstance(node, (ast.Call, ast.Compare)):
         return None
