@@ -41,9 +41,9 @@ def test_the_course_secret_is_made_once_and_readable_by_its_owner_alone(tmp_path
 
 def test_without_a_student_the_inputs_are_the_checks_own():
     """The source notebook (make release) meets these, so their PyTorch values are recorded."""
-    kernel = judge.Kernel(lambda request: "[]")
+    kernel = judge.Notebook(lambda request: "[]")
     assert np.array_equal(kernel.rng(1001).normal(size=5), np.random.default_rng(1001).normal(size=5))
-    keyed = judge.Kernel(lambda request: "[]", key=judge.student_key("ps1", "alice"))
+    keyed = judge.Notebook(lambda request: "[]", key=judge.student_key("ps1", "alice"))
     assert not np.allclose(keyed.rng(1001).normal(size=5), kernel.rng(1001).normal(size=5))
     assert not np.allclose(keyed.rng(1001).normal(size=5), keyed.rng(2002).normal(size=5))
 
@@ -82,7 +82,7 @@ def solution_namespace(monkeypatch):
 
 def _sent(check, student):
     recorder = _Recorder()
-    judge.verdict(ps1.CHECKS[check], judge.Kernel(recorder.send, key=judge.student_key("ps1", student)))
+    judge.verdict(ps1.CHECKS[check], judge.Notebook(recorder.send, key=judge.student_key("ps1", student)))
     return recorder.arrays
 
 
@@ -99,7 +99,7 @@ def test_students_meet_different_hidden_inputs_of_the_same_shapes(solution_names
 
 def test_the_model_solution_passes_every_students_hidden_checks(solution_namespace):
     for student in ("alice", "bob", "carol"):
-        kernel = judge.Kernel(agent.handle, key=judge.student_key("ps1", student))
+        kernel = judge.Notebook(agent.handle, key=judge.student_key("ps1", student))
         for check in HIDDEN:
             assert judge.verdict(ps1.CHECKS[check], kernel) is None, (student, check)
 

@@ -8,6 +8,7 @@ import pytest
 
 from coursekit.kernel import agent
 from coursekit import judge
+from coursekit.judge.remote import RemoteMethod
 from coursekit.tools.release import run_notebook
 
 
@@ -57,7 +58,7 @@ class Answers:
 @pytest.fixture
 def kernel(monkeypatch):
     monkeypatch.setitem(sys.modules["__main__"].__dict__, "Answers", Answers)
-    return judge.Kernel(agent.handle)  # the agent in this process: no kernel needed
+    return judge.Notebook(agent.handle)  # the agent in this process: no kernel needed
 
 
 def test_values_cross_as_plain_data(kernel):
@@ -68,7 +69,7 @@ def test_values_cross_as_plain_data(kernel):
     assert answers.scale == 3.0
     answers.scale = 0.5
     assert answers.forward(np.ones(2)).tolist() == [0.5, 0.5]
-    assert isinstance(answers.forward, judge.RemoteMethod)
+    assert isinstance(answers.forward, RemoteMethod)
 
 
 def test_objects_that_could_fool_a_comparison_arrive_as_numbers(kernel):
@@ -80,10 +81,14 @@ def test_objects_that_could_fool_a_comparison_arrive_as_numbers(kernel):
 
 def test_student_errors_and_overflows_are_reported_with_the_call(kernel):
     answers = kernel.new("Answers")
-    with pytest.raises(judge.StudentError, match="ValueError: shapes do not match"):
+    with pytest.raises(judge.StudentError, match="shapes do not match") as raised:
         answers.broken()
+    assert type(raised.value).__name__ == "ValueError" and raised.value.name == "ValueError"
     from coursekit.shipped.gradcheck import TestFailure
 
+    # gradcheck's call words an error raised in the kernel as one raised in its own process
+    with pytest.raises(TestFailure, match=r"^Answers.broken\(\) raised ValueError: shapes do not match$"):
+        judge.call("Answers.broken()", answers.broken)
     with pytest.raises(TestFailure, match="Answers.overflows\\(\\) hit a floating-point problem"):
         judge.call("Answers.overflows()", answers.overflows)
 
@@ -151,7 +156,7 @@ def test_kept_arrays_show_changes_made_in_place(kernel):
                                    '[{"ok": ' + "[" * 900 + "]" * 900 + '}]'])
 def test_a_malformed_reply_is_no_answer(reply):
     with pytest.raises(judge.KernelSilent):
-        judge.Kernel(lambda request: reply).run(["seed", 1])
+        judge.Notebook(lambda request: reply).run(["seed", 1])
 
 
 def test_the_agent_refuses_a_reply_larger_than_the_grader_reads(kernel):
@@ -320,9 +325,9 @@ class ListWeights:
 
 def test_a_parameter_the_test_cannot_move_is_named_not_forward(monkeypatch):
     monkeypatch.setitem(sys.modules["__main__"].__dict__, "ListWeights", ListWeights)
-    kernel = judge.Kernel(agent.handle)
+    kernel = judge.Notebook(agent.handle)
     with pytest.raises(judge.TestFailure, match=r"^ListWeights\.weights \(the test moves one entry by a small step"):
-        judge.check_gradients_numerically("ListWeights", lambda: kernel.new("ListWeights"), np.ones((2, 2)), (2, 1),
+        judge.check_backward_unseen("ListWeights", lambda: kernel.new("ListWeights"), np.ones((2, 2)), (2, 1),
                                           params=[("weights", "grad_weights")])
 
 

@@ -7,36 +7,35 @@ no MLP points.
 """
 import numpy as np
 
-from coursekit.shipped.gradcheck import TestFailure, check_close
-from coursekit.judge import (Earlier, StudentError, answered, call, calls_of, check_gradients_numerically, check_replayed,
-                             check_unchanged, extreme_values, judged, made_with, numerical_loss_gradient,
-                             parameter_arrays, path, quiet, shaped)
+from coursekit.judge import (Earlier, StudentError, TestFailure, answered, call, calls_of, check_backward_unseen, check_call, check_close,
+                             check_replayed, check_unchanged, extreme_values, judged, made_with, numerical_loss_gradient, parameter_arrays,
+                             path, quiet, shaped)
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
 
 
-def _linear(kernel, W, b):
-    return call(f"Linear({W.shape[1]}, {W.shape[0]})", kernel.new, "Linear", W.shape[1], W.shape[0],
+def _linear(notebook, W, b):
+    return call(f"Linear({W.shape[1]}, {W.shape[0]})", notebook.new, "Linear", W.shape[1], W.shape[0],
                 initial_weights=W, initial_biases=b)
 
 
 # --- 1. Linear ---------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def linear_visible(kernel):
+def linear_visible(notebook):
     W = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.0]])
     b = np.array([0.5, 0.0, -1.0])
     x = np.array([[1.0, 1.0], [2.0, 0.0]])
     G = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]])
-    layer = _linear(kernel, W, b)
-    check_close("Linear.forward(x)", call("Linear.forward(x)", layer.forward, x), [[3.5, -1.0, 2.0], [2.5, 0.0, 5.0]])
-    check_close("Linear.backward(G)", call("Linear.backward(G)", layer.backward, G), [[7.0, 2.0], [-3.0, -1.0]])
+    layer = _linear(notebook, W, b)
+    check_call("Linear.forward(x)", layer.forward, x, expected=[[3.5, -1.0, 2.0], [2.5, 0.0, 5.0]])
+    check_call("Linear.backward(G)", layer.backward, G, expected=[[7.0, 2.0], [-3.0, -1.0]])
     check_close("Linear.grad_weights", layer.grad_weights, [[1.0, 1.0], [2.0, 0.0], [0.0, 2.0]], factors={"N": 2})
     check_close("Linear.grad_biases", layer.grad_biases, [1.0, 1.0, 1.0], factors={"N": 2})
 
-    layer = _linear(kernel, W, b)
+    layer = _linear(notebook, W, b)
     layer.grad_weights, layer.grad_biases = np.ones((3, 2)), np.array([1.0, 2.0, 3.0])
     call("Linear.update_params(0.5)", layer.update_params, 0.5)
     check_close("weights after update_params(0.5)", layer.weights, W - 0.5)
@@ -44,19 +43,19 @@ def linear_visible(kernel):
 
     # the same checks again on values of the student's own, of the same shapes: a layer that
     # knows the notebook's numbers gains nothing from them
-    rng = kernel.rng(1000)
+    rng = notebook.rng(1000)
     W, b, x, G = rng.normal(size=(3, 2)), rng.normal(size=3), rng.normal(size=(2, 2)), rng.normal(size=(2, 3))
-    layer = _linear(kernel, W, b)
-    check_close("Linear.forward(x) for another x", call("Linear.forward(x)", layer.forward, x), x @ W.T + b,
-                hints=[(x @ W.T, "the bias is missing")])
-    check_close("Linear.backward(G) for another G", call("Linear.backward(G)", layer.backward, G), G @ W)
+    layer = _linear(notebook, W, b)
+    check_call("Linear.forward(x) for another x", layer.forward, x, expected=x @ W.T + b,
+               hints=[(x @ W.T, "the bias is missing")])
+    check_call("Linear.backward(G) for another G", layer.backward, G, expected=G @ W)
     check_close("Linear.grad_weights for another x and G", layer.grad_weights, G.T @ x, factors={"N": 2})
     check_close("Linear.grad_biases for another G", layer.grad_biases, G.sum(axis=0), factors={"N": 2})
     W_random, b_random = rng.normal(size=(4, 3)), rng.normal(size=4)
-    check_gradients_numerically("Linear", lambda: _linear(kernel, W_random, b_random), rng.normal(size=(5, 3)), (5, 4),
+    check_backward_unseen("Linear", lambda: _linear(notebook, W_random, b_random), rng.normal(size=(5, 3)), (5, 4),
                                 params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
-    layer, lr = _linear(kernel, W, b), float(np.round(rng.uniform(0.05, 0.95), 2))
+    layer, lr = _linear(notebook, W, b), float(np.round(rng.uniform(0.05, 0.95), 2))
     gW, gb = rng.normal(size=(3, 2)), rng.normal(size=3)
     layer.grad_weights, layer.grad_biases = gW, gb
     call(f"Linear.update_params({lr})", layer.update_params, lr)
@@ -66,35 +65,35 @@ def linear_visible(kernel):
 
 
 @judged(CHECKS)
-def linear_forward(kernel):
-    rng = kernel.rng(1001)
+def linear_forward(notebook):
+    rng = notebook.rng(1001)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
         expected, _ = vjp("linear", (x, W, b), np.zeros((n, d_out)))
-        layer = _linear(kernel, W, b)
+        layer = _linear(notebook, W, b)
         if not np.array_equal(W, layer.weights):
             raise TestFailure(f"Linear({d_in}, {d_out}, initial_weights=W).weights is not W: keep the initial weights "
                               "as given (a float64 array)")
-        x_given = kernel.array(x)
+        x_given = notebook.array(x)
         y = call("Linear.forward(x)", layer.forward, x_given)
         check_close(f"Linear({d_in}, {d_out}).forward(x) for x of shape {x.shape}", y, expected,
                     hints=[(x @ W.T, "the bias is missing"), (x @ W.T - b, "the bias is subtracted")])
-        check_unchanged("Linear.forward", x, x_given)
+        check_unchanged("Linear.forward", x, x_given.value())
         if not np.array_equal(W, layer.weights):
             raise TestFailure("Linear.forward changed the layer's weights: forward must not modify them")
 
 
 @judged(CHECKS)
-def linear_backward(kernel):
-    rng = kernel.rng(2002)
+def linear_backward(notebook):
+    rng = notebook.rng(2002)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
         G = rng.normal(size=(n, d_out))
         _, (dx, dW, db) = vjp("linear", (x, W, b), G)
-        layer = _linear(kernel, W, b)
+        layer = _linear(notebook, W, b)
         where = f" (Linear({d_in}, {d_out}), batch of {n})"
         call("Linear.forward(x)", layer.forward, x)
-        G_given = kernel.array(G)
+        G_given = notebook.array(G)
         grad_input = call("Linear.backward(grad_output)", layer.backward, G_given)
         ones = np.ones_like(G)
         check_close("Linear.backward: returned dL/dx" + where, grad_input, dx, hints=[(ones @ W, MISSING_UPSTREAM)])
@@ -102,14 +101,14 @@ def linear_backward(kernel):
                     hints=[(ones.T @ x, MISSING_UPSTREAM)])
         check_close("Linear.grad_biases" + where, layer.grad_biases, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every sample's contribution")])
-        check_unchanged("Linear.backward", G, G_given)
-        check_gradients_numerically("Linear", lambda: _linear(kernel, W, b), x, G.shape,
+        check_unchanged("Linear.backward", G, G_given.value())
+        check_backward_unseen("Linear", lambda: _linear(notebook, W, b), x, G.shape,
                                     params=[("weights", "grad_weights"), ("biases", "grad_biases")])
 
     # backward must use the input of the latest forward call
     W, b = rng.normal(size=(2, 3)), rng.normal(size=2)
     x1, x2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
-    layer = _linear(kernel, W, b)
+    layer = _linear(notebook, W, b)
     call("Linear.forward(x1)", layer.forward, x1)
     call("Linear.forward(x2)", layer.forward, x2)
     call("Linear.backward(grad_output)", layer.backward, G)
@@ -118,12 +117,12 @@ def linear_backward(kernel):
 
 
 @judged(CHECKS)
-def linear_update(kernel):
-    rng = kernel.rng(3003)
+def linear_update(notebook):
+    rng = notebook.rng(3003)
     W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
     gW, gb = rng.normal(size=(4, 3)), rng.normal(size=4)
     lr = float(np.round(rng.uniform(0.01, 0.5), 3))  # any learning rate the caller gives
-    layer = _linear(kernel, W, b)
+    layer = _linear(notebook, W, b)
     layer.grad_weights, layer.grad_biases = gW, gb
     call(f"Linear.update_params({lr})", layer.update_params, lr)
     for name, before, grad in [("weights", W, gW), ("biases", b, gb)]:
@@ -138,48 +137,48 @@ def linear_update(kernel):
 # --- 2. Tanh -----------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def tanh_visible(kernel):
+def tanh_visible(notebook):
     x = np.array([[0.0, 1.0, -2.0]])
-    layer = call("Tanh()", kernel.new, "Tanh")
-    check_close("Tanh.forward(x)", call("Tanh.forward(x)", layer.forward, x), [[0.0, 0.76159416, -0.96402758]])
+    layer = call("Tanh()", notebook.new, "Tanh")
+    check_call("Tanh.forward(x)", layer.forward, x, expected=[[0.0, 0.76159416, -0.96402758]])
     # the same checks again on values of the student's own, of the same shapes
-    rng = kernel.rng(4000)
+    rng = notebook.rng(4000)
     x = 2 * rng.normal(size=(1, 3))
-    layer = call("Tanh()", kernel.new, "Tanh")
-    check_close("Tanh.forward(x) for another x", call("Tanh.forward(x)", layer.forward, x), np.tanh(x))
-    check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), rng.normal(size=(3, 4)), (3, 4))
+    layer = call("Tanh()", notebook.new, "Tanh")
+    check_call("Tanh.forward(x) for another x", layer.forward, x, expected=np.tanh(x))
+    check_backward_unseen("Tanh", lambda: call("Tanh()", notebook.new, "Tanh"), rng.normal(size=(3, 4)), (3, 4))
 
 
 @judged(CHECKS)
-def tanh_hidden(kernel):
-    rng = kernel.rng(4004)
+def tanh_hidden(notebook):
+    rng = notebook.rng(4004)
     for shape in [(6, 4), (1, 3), (5, 1)]:
         x, G = 2 * rng.normal(size=shape), rng.normal(size=shape)
         y_ref, (dx_ref,) = vjp("tanh", (x,), G)
-        layer, x_given = call("Tanh()", kernel.new, "Tanh"), kernel.array(x)
+        layer, x_given = call("Tanh()", notebook.new, "Tanh"), notebook.array(x)
         y = call("Tanh.forward(x)", layer.forward, x_given)
         check_close(f"Tanh.forward(x) for x of shape {shape}", y, y_ref)
-        check_unchanged("Tanh.forward", x, x_given)
-        G_given = kernel.array(G)
+        check_unchanged("Tanh.forward", x, x_given.value())
+        G_given = notebook.array(G)
         grad = call("Tanh.backward(grad_output)", layer.backward, G_given)
-        check_unchanged("Tanh.backward", G, G_given)
+        check_unchanged("Tanh.backward", G, G_given.value())
         check_close(f"Tanh.backward(grad_output) for x of shape {shape}", grad, dx_ref,
                     hints=[(1 - np.tanh(x) ** 2, MISSING_UPSTREAM),
                            (G * (1 - x ** 2), "the derivative uses x where it needs tanh(x)"),
                            (G * (1 - np.tanh(x)) ** 2, "check where the square goes in the derivative")])
-        check_gradients_numerically("Tanh", lambda: call("Tanh()", kernel.new, "Tanh"), x, shape)
+        check_backward_unseen("Tanh", lambda: call("Tanh()", notebook.new, "Tanh"), x, shape)
 
     # entries past +-709.8, where e**x overflows, of the student's own (so no table holds them)
     x, G = extreme_values(rng, (2, 5)), rng.normal(size=(2, 5))
     x[0, :2] = 0.0, rng.uniform(20, 40) * rng.choice([-1, 1])
-    layer, what = call("Tanh()", kernel.new, "Tanh"), "Tanh.forward(x) for x with entries near +-1000"
-    check_close(what, call(what, layer.forward, x), np.tanh(x), rtol=0, atol=1e-12)
+    layer, what = call("Tanh()", notebook.new, "Tanh"), "Tanh.forward(x) for x with entries near +-1000"
+    check_call(what, layer.forward, x, expected=np.tanh(x), rtol=0, atol=1e-12)
     what = "Tanh.backward(grad_output) for x with entries near +-1000"
-    check_close(what, call(what, layer.backward, G), G * (1 - np.tanh(x) ** 2), rtol=0, atol=1e-12)
+    check_call(what, layer.backward, G, expected=G * (1 - np.tanh(x) ** 2), rtol=0, atol=1e-12)
 
     # backward must use the input of the latest forward call
     x1, x2, G = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
-    layer = call("Tanh()", kernel.new, "Tanh")
+    layer = call("Tanh()", notebook.new, "Tanh")
     call("Tanh.forward(x1)", layer.forward, x1)
     call("Tanh.forward(x2)", layer.forward, x2)
     grad = call("Tanh.backward(grad_output)", layer.backward, G)
@@ -189,7 +188,7 @@ def tanh_hidden(kernel):
 
 # --- 3. MLP, with stand-in layers ---------------------------------------------------------------
 
-def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
+def _mlp_of_standins(notebook, rng, n, d_in, d_hidden, d_out):
     """An MLP built from stand-ins, and the arrays they return: {role: {method: array}}."""
     shapes = {"linear1": ((n, d_hidden), (n, d_in)), "activation": ((n, d_hidden), (n, d_hidden)),
               "linear2": ((n, d_out), (n, d_hidden))}
@@ -199,14 +198,14 @@ def _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out):
     attributes = {role: {"weights": rng.normal(size=size), "biases": rng.normal(size=size[0])}
                   for role, size in sizes.items()}  # what a Linear layer has, for code that looks
     signatures = {"forward": ["x"], "backward": ["grad_output"], "update_params": ["learning_rate"]}
-    layers = {role: kernel.standin("Linear" if role.startswith("linear") else "Tanh", attributes.get(role),
+    layers = {role: notebook.standin("Linear" if role.startswith("linear") else "Tanh", attributes.get(role),
                                    signatures if role.startswith("linear") else {"forward": ["x"], "backward": ["grad_output"]},
                                    forward=[a["forward"]], backward=[a["backward"]],
                                    **({"update_params": [None]} if role.startswith("linear") else {}))
               for role, a in arrays.items()}
-    linears = kernel.factory([layers["linear1"], layers["linear2"]], "Linear")
-    activations = kernel.factory([layers["activation"]], "Tanh")
-    mlp = call(f"MLP({d_in}, {d_hidden}, {d_out})", kernel.new, "MLP", d_in, d_hidden, d_out,
+    linears = notebook.factory([layers["linear1"], layers["linear2"]], "Linear")
+    activations = notebook.factory([layers["activation"]], "Tanh")
+    mlp = call(f"MLP({d_in}, {d_hidden}, {d_out})", notebook.new, "MLP", d_in, d_hidden, d_out,
                substitutes={"Linear": linears, "Tanh": activations})
     made = [(sizes["input_dim"], sizes["output_dim"]) for sizes in made_with(linears, ["input_dim", "output_dim"])]
     if made != [(d_in, d_hidden), (d_hidden, d_out)]:
@@ -250,29 +249,29 @@ OWN_LAYERS = " with your own Linear and Tanh, vs the same layers called by the t
 GRADIENTS, WEIGHTS = ["grad_weights", "grad_biases"], ["weights", "biases"]
 
 
-def _check_mlp_of_own_layers(kernel, rng, n, d_in, d_hidden, d_out):
+def _check_mlp_of_own_layers(notebook, rng, n, d_in, d_hidden, d_out):
     """MLP(d_in, d_hidden, d_out) with the student's own Linear and Tanh, whatever they compute:
     its backward's result and the gradients it leaves, and update_params' weights, against the
     same layers called by the judge in the order the text gives (backward from linear2, each
     layer's update_params). An MLP that behaves only when its layers are the judge's stand-ins
     loses here what it kept there; a bug in a layer costs nothing here, since the same layer
     makes the expected values. Skipped where the layers do not run, or hung in their own checks."""
-    if not answered(kernel, "linear_visible", "linear_forward", "linear_backward", "linear_update", "tanh_visible", "tanh_hidden"):
+    if not answered(notebook, "linear_visible", "linear_forward", "linear_backward", "linear_update", "tanh_visible", "tanh_hidden"):
         return
     x, G, lr = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out)), float(np.round(rng.uniform(0.01, 0.5), 3))
     try:
-        mlp, linear1, activation, linear2 = kernel.run(["new", "MLP", [d_in, d_hidden, d_out], {}, {}],
+        mlp, linear1, activation, linear2 = notebook.run(["new", "MLP", [d_in, d_hidden, d_out], {}, {}],
                                                       *[["get", Earlier(0), role] for role in ("linear1", "activation", "linear2")])
         layers = (linear1, linear2)
-        start = kernel.run(*[["get", layer, w] for layer in layers for w in WEIGHTS])
-        _, _, _, g2, ga, dx = kernel.run(
+        start = notebook.run(*[["get", layer, w] for layer in layers for w in WEIGHTS])
+        _, _, _, g2, ga, dx = notebook.run(
             ["call", linear1, "forward", [x], {}], ["call", activation, "forward", [Earlier(0)], {}],
             ["call", linear2, "forward", [Earlier(1)], {}], ["call", linear2, "backward", [G], {}],
             ["call", activation, "backward", [Earlier(3)], {}], ["call", linear1, "backward", [Earlier(4)], {}])
-        grads = kernel.run(*[["get", layer, g] for layer in layers for g in GRADIENTS])
-        updated = kernel.run(*[quiet(["call", layer, "update_params", [lr], {}]) for layer in layers],
+        grads = notebook.run(*[["get", layer, g] for layer in layers for g in GRADIENTS])
+        updated = notebook.run(*[quiet(["call", layer, "update_params", [lr], {}]) for layer in layers],
                              *[["get", layer, w] for layer in layers for w in WEIGHTS])[2:]
-        kernel.run(*[["set", layer, w, value] for (layer, w), value in zip([(m, w) for m in layers for w in WEIGHTS], start)])
+        notebook.run(*[["set", layer, w, value] for (layer, w), value in zip([(m, w) for m in layers for w in WEIGHTS], start)])
         shaped(dx, x.shape)  # (layers that return something else are judged by their own part's checks)
         for got, like in zip([*grads, *updated], [*start, *start]):
             shaped(got, np.shape(like))
@@ -280,20 +279,20 @@ def _check_mlp_of_own_layers(kernel, rng, n, d_in, d_hidden, d_out):
         return
     names = [f"{role}.{g}" for role in ("linear1", "linear2") for g in GRADIENTS]
     call("MLP.forward(x)", mlp.forward, x)
-    check_close("MLP.backward(grad_output): returned dL/dx" + OWN_LAYERS, call("MLP.backward(grad_output)", mlp.backward, G), dx)
-    for label, got, expected in zip(names, kernel.run(*[["get", layer, g] for layer in layers for g in GRADIENTS]), grads):
+    check_call("MLP.backward(grad_output): returned dL/dx" + OWN_LAYERS, mlp.backward, G, expected=dx)
+    for label, got, expected in zip(names, notebook.run(*[["get", layer, g] for layer in layers for g in GRADIENTS]), grads):
         check_close(f"{label} after MLP.backward(grad_output)" + OWN_LAYERS, got, expected)
     call(f"MLP.update_params({lr})", mlp.update_params, lr)
     for label, got, expected in zip([f"{role}.{w}" for role in ("linear1", "linear2") for w in WEIGHTS],
-                                    kernel.run(*[["get", layer, w] for layer in layers for w in WEIGHTS]), updated):
+                                    notebook.run(*[["get", layer, w] for layer in layers for w in WEIGHTS]), updated):
         check_close(f"{label} after MLP.update_params({lr})" + OWN_LAYERS, got, expected)
 
 
 @judged(CHECKS)
-def mlp_visible(kernel):
+def mlp_visible(notebook):
     """The notebook's shapes, with the student's own values and learning rate."""
-    rng = kernel.rng(5000)
-    mlp, layers, arrays = _mlp_of_standins(kernel, rng, 2, 1, 3, 1)
+    rng = notebook.rng(5000)
+    mlp, layers, arrays = _mlp_of_standins(notebook, rng, 2, 1, 3, 1)
     call("MLP.forward(x)", mlp.forward, rng.normal(size=(2, 1)))
     grad = call("MLP.backward(grad_output)", mlp.backward, rng.normal(size=(2, 1)))
     _check_backward_order(calls_of(layers))
@@ -301,19 +300,19 @@ def mlp_visible(kernel):
     lr = float(np.round(rng.uniform(0.05, 0.95), 2))
     call(f"MLP.update_params({lr})", mlp.update_params, lr)
     _check_updates(layers, lr)
-    _check_mlp_of_own_layers(kernel, rng, 2, 1, 3, 1)
+    _check_mlp_of_own_layers(notebook, rng, 2, 1, 3, 1)
 
 
 @judged(CHECKS)
-def mlp_hidden(kernel):
-    rng = kernel.rng(5005)
+def mlp_hidden(notebook):
+    rng = notebook.rng(5005)
     for n, d_in, d_hidden, d_out in [(8, 3, 5, 2), (1, 2, 4, 1), (5, 4, 3, 6)]:
         where = f" (MLP({d_in}, {d_hidden}, {d_out}), batch of {n})"
-        mlp, layers, arrays = _mlp_of_standins(kernel, rng, n, d_in, d_hidden, d_out)
+        mlp, layers, arrays = _mlp_of_standins(notebook, rng, n, d_in, d_hidden, d_out)
         x, G = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
-        x_given, G_given = kernel.array(x), kernel.array(G)
+        x_given, G_given = notebook.array(x), notebook.array(G)
         y = call("MLP.forward(x)", mlp.forward, x_given)
-        check_unchanged("MLP.forward", x, x_given)
+        check_unchanged("MLP.forward", x, x_given.value())
         received = _received(calls_of(layers), "forward")
         check_close("MLP.forward: the input of linear1.forward" + where, (received["linear1"] or [None])[-1], x)
         check_close("MLP.forward: the input of the activation's forward" + where, (received["activation"] or [None])[-1],
@@ -323,7 +322,7 @@ def mlp_hidden(kernel):
         check_close("MLP.forward(x): what linear2.forward returned" + where, y, arrays["linear2"]["forward"])
 
         grad = call("MLP.backward(grad_output)", mlp.backward, G_given)
-        check_unchanged("MLP.backward", G, G_given)
+        check_unchanged("MLP.backward", G, G_given.value())
         logs = calls_of(layers)
         _check_backward_order(logs, where)
         received = _received(logs, "backward")
@@ -344,7 +343,7 @@ def mlp_hidden(kernel):
         lr = float(np.round(rng.uniform(0.01, 0.5), 3))
         call(f"MLP.update_params({lr})", mlp.update_params, lr)
         _check_updates(layers, lr)
-    _check_mlp_of_own_layers(kernel, rng, 6, 3, 5, 2)
+    _check_mlp_of_own_layers(notebook, rng, 6, 3, 5, 2)
 
 
 # --- 4. MSELoss ----------------------------------------------------------------------------------
@@ -353,57 +352,57 @@ DIVIDES_BY_N = "it divides by N only: average over all N*q entries, as torch.nn.
 
 
 @judged(CHECKS)
-def mse_visible(kernel):
+def mse_visible(notebook):
     y = np.array([[1.0, 2.0, 3.0, 4.0]])
     t = np.array([[1.0, 0.0, 3.0, 0.0]])
-    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
-    check_close("MSELoss.forward(y, t)", call("MSELoss.forward(y, t)", loss_fn.forward, y, t), 5.0, factors={"q": 4})
-    check_close("MSELoss.backward()", call("MSELoss.backward()", loss_fn.backward), [[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
+    loss_fn = call("MSELoss()", notebook.new, "MSELoss")
+    check_call("MSELoss.forward(y, t)", loss_fn.forward, y, t, expected=5.0, factors={"q": 4})
+    check_call("MSELoss.backward()", loss_fn.backward, expected=[[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
     # the same checks again on values of the student's own
-    rng = kernel.rng(6000)
+    rng = notebook.rng(6000)
     y, t = rng.normal(size=(1, 4)), rng.normal(size=(1, 4))
-    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
-    check_close("MSELoss.forward(y, t) for another y and t", call("MSELoss.forward(y, t)", loss_fn.forward, y, t),
-                float(np.mean((y - t) ** 2)), factors={"q": 4})
-    check_close("MSELoss.backward() for another y and t", call("MSELoss.backward()", loss_fn.backward), (y - t) / 2,
-                factors={"q": 4})
+    loss_fn = call("MSELoss()", notebook.new, "MSELoss")
+    check_call("MSELoss.forward(y, t) for another y and t", loss_fn.forward, y, t,
+               expected=float(np.mean((y - t) ** 2)), factors={"q": 4})
+    check_call("MSELoss.backward() for another y and t", loss_fn.backward, expected=(y - t) / 2, factors={"q": 4})
     y, t = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
-    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    loss_fn = call("MSELoss()", notebook.new, "MSELoss")
     call("MSELoss.forward(y, t)", loss_fn.forward, y, t)
     grad = call("MSELoss.backward()", loss_fn.backward)
-    numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, kernel, "MSELoss", y, t)
+    numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, notebook, "MSELoss", y, t)
     check_close("MSELoss.backward() vs finite differences", grad, numeric, rtol=1e-5, atol=1e-7)
 
 
 @judged(CHECKS)
-def mse_hidden(kernel):
-    rng = kernel.rng(6006)
+def mse_hidden(notebook):
+    rng = notebook.rng(6006)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         y, t = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         loss_ref, (dy, _) = vjp("mse_loss", (y, t))
-        loss_fn, y_given, t_given = call("MSELoss()", kernel.new, "MSELoss"), kernel.array(y), kernel.array(t)
+        loss_fn, y_given, t_given = call("MSELoss()", notebook.new, "MSELoss"), notebook.array(y), notebook.array(t)
         where = f" for y of shape {(n, q)}"
         loss = call("MSELoss.forward(y, t)", loss_fn.forward, y_given, t_given)
         check_close("MSELoss.forward(y, t)" + where, loss, loss_ref,
                     hints=[(np.sum((y - t) ** 2) / n, DIVIDES_BY_N),
                            (np.sum((y - t) ** 2), "it is the sum: the loss is a mean")])
-        check_unchanged("MSELoss.forward (y)", y, y_given)
-        check_unchanged("MSELoss.forward (t)", t, t_given)
+        check_unchanged("MSELoss.forward (y)", y, y_given.value())
+        check_unchanged("MSELoss.forward (t)", t, t_given.value())
         grad = call("MSELoss.backward()", loss_fn.backward)
         check_close("MSELoss.backward()" + where, grad, dy,
                     hints=[(2 * (y - t) / n, DIVIDES_BY_N),
                            ((y - t) / (n * q), "the factor 2 from the square is missing"),
                            (2 * (t - y) / (n * q), "the sign is wrong: differentiate with respect to y")])
-        numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, kernel, "MSELoss", y, t)
+        numeric = call("MSELoss.forward(y, t)", numerical_loss_gradient, notebook, "MSELoss", y, t)
         check_close("MSELoss.backward() vs finite differences" + where, grad, numeric, rtol=1e-5, atol=1e-7)
 
     # backward must use the arguments of the latest forward call
     y1, y2, t = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
-    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    loss_fn = call("MSELoss()", notebook.new, "MSELoss")
     call("MSELoss.forward(y1, t)", loss_fn.forward, y1, t)
     call("MSELoss.forward(y2, t)", loss_fn.forward, y2, t)
-    check_close("MSELoss.backward() after forward(y1, t), forward(y2, t)", call("MSELoss.backward()", loss_fn.backward),
-                2 * (y2 - t) / y2.size, hints=[(2 * (y1 - t) / y1.size, "it uses y1: backward must use the latest forward call")])
+    check_call("MSELoss.backward() after forward(y1, t), forward(y2, t)", loss_fn.backward,
+               expected=2 * (y2 - t) / y2.size,
+               hints=[(2 * (y1 - t) / y1.size, "it uses y1: backward must use the latest forward call")])
 
 
 # --- 5. Training ---------------------------------------------------------------------------------
@@ -425,13 +424,13 @@ PARAMETERS = [("linear1", "weights"), ("linear1", "biases"), ("linear2", "weight
 SHAPES = [(10, 1), (10,), (1, 10), (1,)]  # MLP(1, 10, 1)'s
 
 
-def _train(kernel, x, y, x_new):
+def _train(notebook, x, y, x_new):
     """The notebook's loop on the student's MLP(1, 10, 1) and MSELoss, in one round trip: the
     network's parameters (PARAMETERS) before training, its final predictions on ``x`` and on
     ``x_new``, and its parameters after."""
-    kernel.seed(0)
-    mlp = call("MLP(1, 10, 1)", kernel.new, "MLP", 1, 10, 1)
-    loss_fn = call("MSELoss()", kernel.new, "MSELoss")
+    notebook.seed(0)
+    mlp = call("MLP(1, 10, 1)", notebook.new, "MLP", 1, 10, 1)
+    loss_fn = call("MSELoss()", notebook.new, "MSELoss")
     fetch_parameters = [["fetch", mlp, path(layer, name)] for layer, name in PARAMETERS]
     operations = [*fetch_parameters, quiet(["array", x]), quiet(["array", y])]  # only the start and the end come back
     x_kept, y_kept = Earlier(len(PARAMETERS)), Earlier(len(PARAMETERS) + 1)
@@ -443,7 +442,7 @@ def _train(kernel, x, y, x_new):
                        quiet(["call", mlp, "backward", [Earlier(start + 2)], {}]),
                        quiet(["call", mlp, "update_params", [LEARNING_RATE], {}])]
     operations += [["call", mlp, "forward", [x], {}], ["call", mlp, "forward", [x_new], {}], *fetch_parameters]
-    results = call("the training loop", kernel.run, *operations)
+    results = call("the training loop", notebook.run, *operations)
     n = len(PARAMETERS)
     return results[:n], results[-n - 2], results[-n - 1], results[-n:]
 
@@ -467,7 +466,7 @@ def gradient_descent(parameters, x, y, epochs=EPOCHS, learning_rate=LEARNING_RAT
     return [W1, b1, W2, b2]
 
 
-def _check_training(kernel, a, c, rng=None):
+def _check_training(notebook, a, c, rng=None):
     """Train on noisy samples of ``a`` x^2 + ``c``. The trained weights and biases must be those
     of EPOCHS steps of gradient descent from the network's first ones (the judge replays them),
     MLP.forward must be the network they make, and its loss must be below LOSS_BELOW on the
@@ -476,7 +475,7 @@ def _check_training(kernel, a, c, rng=None):
     x, y = training_data(a=a, c=c, rng=rng)
     x_new = NEW_POINTS if rng is None else np.sort(rng.uniform(-0.95, 0.95, len(NEW_POINTS)))[:, None]
     curve = f"{a:g} x^2 + {c:g}" if rng is None else f"{a:.2f} x^2 + {c:.2f}"
-    first, fitted, predicted, parameters = _train(kernel, x, y, x_new)
+    first, fitted, predicted, parameters = _train(notebook, x, y, x_new)
     names = [f"MLP.{layer}.{name}" for layer, name in PARAMETERS]
     first = parameter_arrays(f"before training on {curve}", names, first, SHAPES)
     parameters = parameter_arrays(f"after training on {curve}", names, parameters, SHAPES)
@@ -498,13 +497,13 @@ def _check_training(kernel, a, c, rng=None):
 
 
 @judged(CHECKS)
-def training_check(kernel):
+def training_check(notebook):
     """The notebook's training loop on its curve, 2 x^2 + 3, run here on the student's classes."""
-    _check_training(kernel, 2.0, 3.0)
+    _check_training(notebook, 2.0, 3.0)
 
 
 @judged(CHECKS)
-def training_hidden(kernel):
+def training_hidden(notebook):
     """The same loop on the student's own curve a x^2 + c (1 <= a <= 3, 2 <= c <= 4), points and noise."""
-    rng = kernel.rng(5001)
-    _check_training(kernel, rng.uniform(1, 3), rng.uniform(2, 4), rng)
+    rng = notebook.rng(5001)
+    _check_training(notebook, rng.uniform(1, 3), rng.uniform(2, 4), rng)

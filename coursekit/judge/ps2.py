@@ -10,20 +10,19 @@ import contextlib
 import numpy as np
 
 from coursekit.shipped import gradcheck
-from coursekit.shipped.gradcheck import TestFailure, check_array, check_close
-from coursekit.judge import (Earlier, Remote, StudentError, _remote, answered, call, call_each, calls_in_order,
-                             check_gradients_numerically, check_no_hidden_loops, check_unchanged, check_vectorised,
-                             extreme_scores, extreme_values, judged, kernel_of, loop_shapes, made_with,
-                             numerical_input_gradients, numerical_loss_gradient, path, shaped)
+from coursekit.judge import (Earlier, Remote, StudentError, TestFailure, answered, as_object, call, call_each, calls_in_order, check_array,
+                             check_backward_unseen, check_call, check_close, check_no_hidden_loops, check_unchanged, check_vectorised,
+                             extreme_scores, extreme_values, judged, loop_shapes, made_with, notebook_of, numerical_layer_gradients,
+                             numerical_loss_gradient, path, shaped)
 from coursekit.judge.torch_reference import value, vjp
 
 CHECKS = {}
 MISSING_UPSTREAM = "it ignores dLdO: missing the upstream gradient?"
 
 
-def _linear(kernel, d, h, W=None, b=None):
+def _linear(notebook, d, h, W=None, b=None):
     """The student's Linear(d, h), with W and b set when given."""
-    layer = call(f"Linear({d}, {h})", kernel.new, "Linear", d, h)
+    layer = call(f"Linear({d}, {h})", notebook.new, "Linear", d, h)
     if W is not None:
         layer.W, layer.b = W, b
     return layer
@@ -31,20 +30,20 @@ def _linear(kernel, d, h, W=None, b=None):
 
 # --- 1. Linear ---------------------------------------------------------------------------------
 
-def _weights(kernel, d, h, count):
+def _weights(notebook, d, h, count):
     """The W of ``count`` new Linear(d, h) layers, in one round trip."""
-    made = call_each(kernel, *[(f"Linear({d}, {h})", ["new", "Linear", [d, h], {}, {}]) for _ in range(count)])
-    return call_each(kernel, *[(f"Linear({d}, {h}).W", ["get", layer, "W"]) for layer in made])
+    made = call_each(notebook, *[(f"Linear({d}, {h})", ["new", "Linear", [d, h], {}, {}]) for _ in range(count)])
+    return call_each(notebook, *[(f"Linear({d}, {h}).W", ["get", layer, "W"]) for layer in made])
 
 
 @judged(CHECKS)
-def linear_init(kernel):
+def linear_init(notebook):
     """The distribution of W (normal, mean 0, variance 0.01) at sizes and seeds of the student's
     own, for one large layer and pooled over many small ones; b is zeros; layers differ."""
-    rng = kernel.rng(1000)
+    rng = notebook.rng(1000)
     d, h = (int(n) for n in rng.integers(250, 450, size=2))
-    _seed_somewhere(kernel, rng)
-    layer = _linear(kernel, d, h)
+    _seed_somewhere(notebook, rng)
+    layer = _linear(notebook, d, h)
     W = check_array(f"Linear({d}, {h}).W", layer.W, (d, h))
     check_close(f"Linear({d}, {h}).b", layer.b, np.zeros(h))
     check_close(f"the variance of Linear({d}, {h}).W", float(np.var(W)), 0.01, rtol=0.05, atol=0,
@@ -56,24 +55,24 @@ def linear_init(kernel):
 
     # small layers, pooled: 8,000 entries or more
     d, h = (int(n) for n in rng.integers(2, 9, size=2))
-    _seed_somewhere(kernel, rng)
-    pooled = [check_array(f"Linear({d}, {h}).W", W, (d, h)) for W in _weights(kernel, d, h, -(-8000 // (d * h)))]
+    _seed_somewhere(notebook, rng)
+    pooled = [check_array(f"Linear({d}, {h}).W", W, (d, h)) for W in _weights(notebook, d, h, -(-8000 // (d * h)))]
     _check_normal(f"the W of {len(pooled)} layers Linear({d}, {h})", np.concatenate([W.ravel() for W in pooled]),
                   atol=0.025)
     for d, h in [(1, 1), (5, 1), (1, 6)]:
-        layer = _linear(kernel, d, h)
+        layer = _linear(notebook, d, h)
         check_array(f"Linear({d}, {h}).W", layer.W, (d, h))
         check_close(f"Linear({d}, {h}).b", layer.b, np.zeros(h))
-    first, second = _linear(kernel, 4, 3).W, _linear(kernel, 4, 3).W
+    first, second = _linear(notebook, 4, 3).W, _linear(notebook, 4, 3).W
     if np.array_equal(first, second):
         raise TestFailure("two Linear(4, 3) layers got the same W: draw it at random for every layer")
 
 
-def _seed_somewhere(kernel, rng):
+def _seed_somewhere(notebook, rng):
     """Seed NumPy's generator in the kernel (a regrade draws the same), then draw a few layers:
     the layer measured next starts wherever the student's seed leads, not right after a seed."""
-    kernel.seed(int(rng.integers(2 ** 31)))
-    _weights(kernel, int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 4)))
+    notebook.seed(int(rng.integers(2 ** 31)))
+    _weights(notebook, int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 4)))
 
 
 def _check_normal(what, W, atol=0.01):
@@ -85,67 +84,67 @@ def _check_normal(what, W, atol=0.01):
 
 
 @judged(CHECKS)
-def linear_forward(kernel):
+def linear_forward(notebook):
     A = np.array([[1.0, 2.0], [0.0, -1.0]])
     W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
     b = np.array([0.5, -1.0, 0.0])
-    layer = _linear(kernel, 2, 3, W, b)
-    check_close("Linear.forward(A)", call("Linear.forward(A)", layer.forward, A), [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]],
-                hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
+    layer = _linear(notebook, 2, 3, W, b)
+    check_call("Linear.forward(A)", layer.forward, A, expected=[[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]],
+               hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
     check_array("Linear.b after forward", layer.b, (3,))
 
-    rng = kernel.rng(1001)
+    rng = notebook.rng(1001)
     for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
         A, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h)
         expected, _ = vjp("linear", (A, W.T, b), np.zeros((n, h)))
-        layer, A_given = _linear(kernel, d, h, W, b), kernel.array(A)
+        layer, A_given = _linear(notebook, d, h, W, b), notebook.array(A)
         O = call("Linear.forward(A)", layer.forward, A_given)
         check_close(f"Linear({d}, {h}).forward(A) for A of shape {A.shape}", O, expected,
                     hints=[(A @ W, "the bias is missing"), (A @ W - b, "the bias is subtracted")])
-        check_unchanged("Linear.forward", A, A_given)
+        check_unchanged("Linear.forward", A, A_given.value())
         check_close("Linear.W after forward", layer.W, W)
         check_array("Linear.b after forward", layer.b, (h,))
 
 
 @judged(CHECKS)
-def linear_backward(kernel):
+def linear_backward(notebook):
     A = np.array([[1.0, 2.0], [0.0, -1.0]])
     G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
-    layer = _linear(kernel, 2, 3, np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([0.5, -1.0, 0.0]))
+    layer = _linear(notebook, 2, 3, np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([0.5, -1.0, 0.0]))
     call("Linear.forward(A)", layer.forward, A)
-    check_close("Linear.backward(dLdO)", call("Linear.backward(dLdO)", layer.backward, G), [[-1.0, -1.5], [2.0, 1.0]])
+    check_call("Linear.backward(dLdO)", layer.backward, G, expected=[[-1.0, -1.5], [2.0, 1.0]])
     check_close("Linear.dLdW", layer.dLdW, [[1.0, 0.0, -1.0], [0.0, -1.0, -2.0]], factors={"N": 2},
                 hints=[([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], MISSING_UPSTREAM)])
     check_close("Linear.dLdb", layer.dLdb, [3.0, 1.0, -1.0], factors={"N": 2})
 
     rng = np.random.default_rng(0)
     W, b = rng.normal(size=(3, 4)), rng.normal(size=4)
-    check_gradients_numerically("Linear", lambda: _linear(kernel, 3, 4, W, b), rng.normal(size=(5, 3)), (5, 4),
+    check_backward_unseen("Linear", lambda: _linear(notebook, 3, 4, W, b), rng.normal(size=(5, 3)), (5, 4),
                                 params=[("W", "dLdW"), ("b", "dLdb")])
 
-    rng = kernel.rng(2002)
+    rng = notebook.rng(2002)
     for n, d, h in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
         A, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=h), rng.normal(size=(n, h))
         _, (dA, dWt, db) = vjp("linear", (A, W.T, b), G)
-        layer = _linear(kernel, d, h, W, b)
+        layer = _linear(notebook, d, h, W, b)
         where = f" (Linear({d}, {h}), batch of {n})"
         call("Linear.forward(A)", layer.forward, A)
-        G_given = kernel.array(G)
+        G_given = notebook.array(G)
         dLdA = call("Linear.backward(dLdO)", layer.backward, G_given)
         ones = np.ones_like(G)
         check_close("Linear.backward(dLdO): returned dL/dA" + where, dLdA, dA, hints=[(ones @ W.T, MISSING_UPSTREAM)])
         check_close("Linear.dLdW" + where, layer.dLdW, dWt.T, factors={"N": n}, hints=[(A.T @ ones, MISSING_UPSTREAM)])
         check_close("Linear.dLdb" + where, layer.dLdb, db, factors={"N": n},
                     hints=[(G.mean(axis=0), "it is the mean over the batch: the loss adds up every example's contribution")])
-        check_unchanged("Linear.backward", G, G_given)
+        check_unchanged("Linear.backward", G, G_given.value())
         check_close("Linear.W after backward", layer.W, W)
         check_close("Linear.b after backward", layer.b, b)
-        check_gradients_numerically("Linear", lambda: _linear(kernel, d, h, W, b), A, G.shape,
+        check_backward_unseen("Linear", lambda: _linear(notebook, d, h, W, b), A, G.shape,
                                     params=[("W", "dLdW"), ("b", "dLdb")])
 
     # backward must use the input of the latest forward call
     A1, A2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
-    layer = _linear(kernel, 3, 2)
+    layer = _linear(notebook, 3, 2)
     call("Linear.forward(A1)", layer.forward, A1)
     call("Linear.forward(A2)", layer.forward, A2)
     call("Linear.backward(dLdO)", layer.backward, G)
@@ -158,59 +157,61 @@ def linear_backward(kernel):
 DIVIDES_BY_N = "it divides by N only: average over all N*q entries"
 
 
-def _loss(kernel, cls, O, Y, what=None):
+def _loss(notebook, cls, O, Y, what=None):
     """A new ``cls`` (MSELoss or CrossEntropyLoss) and its forward(O, Y)."""
-    loss_fn = call(f"{cls}()", kernel.new, cls)
+    loss_fn = call(f"{cls}()", notebook.new, cls)
     return loss_fn, call(what or f"{cls}.forward(O, Y)", loss_fn.forward, O, Y)
 
 
 @judged(CHECKS)
-def mse_forward(kernel):
-    _, L = _loss(kernel, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
+def mse_forward(notebook):
+    _, L = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
     check_close("MSELoss.forward(O, Y)", L, 5.0, factors={"q": 4})
-    _, L = _loss(kernel, "MSELoss", np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2)))
+    _, L = _loss(notebook, "MSELoss", np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2)))
     check_close("MSELoss.forward(O, Y)", L, 7.5, factors={"q": 2, "N": 2})
 
-    rng = kernel.rng(3003)
+    rng = notebook.rng(3003)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         expected, _ = vjp("mse_loss", (O, Y))
-        O_given, Y_given = kernel.array(O), kernel.array(Y)
-        _, L = _loss(kernel, "MSELoss", O_given, Y_given)
+        O_given, Y_given = notebook.array(O), notebook.array(Y)
+        _, L = _loss(notebook, "MSELoss", O_given, Y_given)
         check_close(f"MSELoss.forward(O, Y) for O of shape {(n, q)}", L, expected,
                     hints=[(np.sum((O - Y) ** 2) / n, DIVIDES_BY_N), (np.sum((O - Y) ** 2), "it is the sum: the loss is a mean")])
-        check_unchanged("MSELoss.forward (O)", O, O_given)
-        check_unchanged("MSELoss.forward (Y)", Y, Y_given)
+        check_unchanged("MSELoss.forward (O)", O, O_given.value())
+        check_unchanged("MSELoss.forward (Y)", Y, Y_given.value())
 
 
 @judged(CHECKS)
-def mse_backward(kernel):
-    loss_fn, _ = _loss(kernel, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
-    check_close("MSELoss.backward()", call("MSELoss.backward()", loss_fn.backward), [[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
+def mse_backward(notebook):
+    loss_fn, _ = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
+    check_call("MSELoss.backward()", loss_fn.backward, expected=[[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
     rng = np.random.default_rng(0)
     O, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
-    loss_fn, _ = _loss(kernel, "MSELoss", O, Y)
-    check_close("MSELoss.backward() vs finite differences", call("MSELoss.backward()", loss_fn.backward),
-                call("MSELoss.forward(O, Y)", numerical_loss_gradient, kernel, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
+    loss_fn, _ = _loss(notebook, "MSELoss", O, Y)
+    check_call("MSELoss.backward() vs finite differences", loss_fn.backward,
+               expected=call("MSELoss.forward(O, Y)", numerical_loss_gradient, notebook, "MSELoss", O, Y),
+               rtol=1e-5, atol=1e-7)
 
-    rng = kernel.rng(3004)
+    rng = notebook.rng(3004)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         O, Y = rng.normal(size=(n, q)), rng.normal(size=(n, q))
         _, (dO, _) = vjp("mse_loss", (O, Y))
-        loss_fn, _ = _loss(kernel, "MSELoss", O, Y)
+        loss_fn, _ = _loss(notebook, "MSELoss", O, Y)
         dLdO = call("MSELoss.backward()", loss_fn.backward)
         check_close(f"MSELoss.backward() for O of shape {(n, q)}", dLdO, dO,
                     hints=[(2 * (O - Y) / n, DIVIDES_BY_N), ((O - Y) / (n * q), "the factor 2 from the square is missing"),
                            (2 * (Y - O) / (n * q), "the sign is wrong: differentiate with respect to O")])
         check_close(f"MSELoss.backward() vs finite differences for O of shape {(n, q)}", dLdO,
-                    call("MSELoss.forward(O, Y)", numerical_loss_gradient, kernel, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
+                    call("MSELoss.forward(O, Y)", numerical_loss_gradient, notebook, "MSELoss", O, Y), rtol=1e-5, atol=1e-7)
 
     # backward must use the arguments of the latest forward call
     O1, O2, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
-    loss_fn, _ = _loss(kernel, "MSELoss", O1, Y, "MSELoss.forward(O1, Y)")
+    loss_fn, _ = _loss(notebook, "MSELoss", O1, Y, "MSELoss.forward(O1, Y)")
     call("MSELoss.forward(O2, Y)", loss_fn.forward, O2, Y)
-    check_close("MSELoss.backward() after forward(O1, Y), forward(O2, Y)", call("MSELoss.backward()", loss_fn.backward),
-                2 * (O2 - Y) / O2.size, hints=[(2 * (O1 - Y) / O1.size, "it uses O1: backward must use the latest forward call")])
+    check_call("MSELoss.backward() after forward(O1, Y), forward(O2, Y)", loss_fn.backward,
+               expected=2 * (O2 - Y) / O2.size,
+               hints=[(2 * (O1 - Y) / O1.size, "it uses O1: backward must use the latest forward call")])
 
 
 def softmax(Z):
@@ -228,57 +229,57 @@ def _extreme_logits(rng, n=3, q=4):
 
 
 @judged(CHECKS)
-def crossentropy_forward(kernel):
+def crossentropy_forward(notebook):
     O, Y = np.zeros((2, 4)), np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
-    check_close("CrossEntropyLoss.forward(O, Y) with equal logits", _loss(kernel, "CrossEntropyLoss", O, Y)[1],
+    check_close("CrossEntropyLoss.forward(O, Y) with equal logits", _loss(notebook, "CrossEntropyLoss", O, Y)[1],
                 1.3862943611198906, factors={"N": 2, "q": 4})
     O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
-    check_close("CrossEntropyLoss.forward(O, Y)", _loss(kernel, "CrossEntropyLoss", O, Y)[1], 0.4904146265058631,
+    check_close("CrossEntropyLoss.forward(O, Y)", _loss(notebook, "CrossEntropyLoss", O, Y)[1], 0.4904146265058631,
                 factors={"N": 2}, hints=[(0.6381458017303355, "the softmax is applied to Y too: Y already holds probabilities")])
 
-    rng = kernel.rng(4004)
+    rng = notebook.rng(4004)
     for n, q, probabilities in [(6, 4, False), (1, 3, False), (5, 2, False), (6, 4, True), (3, 5, True)]:
         O = 2 * rng.normal(size=(n, q))
         Y = _targets(rng, n, q, probabilities)
         expected, _ = vjp("cross_entropy", (O, Y))
-        O_given, Y_given = kernel.array(O), kernel.array(Y)
-        L = _loss(kernel, "CrossEntropyLoss", O_given, Y_given)[1]
+        O_given, Y_given = notebook.array(O), notebook.array(Y)
+        L = _loss(notebook, "CrossEntropyLoss", O_given, Y_given)[1]
         log_P = np.log(softmax(O))
         check_close(f"CrossEntropyLoss.forward(O, Y) for O of shape {(n, q)}" + (" and probability targets" if probabilities else ""),
                     L, expected, factors={"N": n, "q": q},
                     hints=[(-np.sum(softmax(Y) * log_P) / n, "the softmax is applied to Y too: Y already holds probabilities"),
                            (-np.sum(Y * np.log(np.abs(O) + 1e-300)) / n, "it takes the log of O: take the log of softmax(O)")])
-        check_unchanged("CrossEntropyLoss.forward (O)", O, O_given)
-        check_unchanged("CrossEntropyLoss.forward (Y)", Y, Y_given)
+        check_unchanged("CrossEntropyLoss.forward (O)", O, O_given.value())
+        check_unchanged("CrossEntropyLoss.forward (Y)", Y, Y_given.value())
 
     O, Y = _extreme_logits(rng)
     expected, _ = vjp("cross_entropy", (O, Y))
     what = "CrossEntropyLoss.forward(O, Y) for logits near +-1000"
-    check_close(what, _loss(kernel, "CrossEntropyLoss", O, Y, what)[1], expected)
+    check_close(what, _loss(notebook, "CrossEntropyLoss", O, Y, what)[1], expected)
 
 
 @judged(CHECKS)
-def crossentropy_backward(kernel):
+def crossentropy_backward(notebook):
     O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
-    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
-    check_close("CrossEntropyLoss.backward()", call("CrossEntropyLoss.backward()", loss_fn.backward),
-                [[-0.125, 0.125], [0.0, 0.0]], factors={"N": 2},
-                hints=[([[0.375, 0.125], [0.25, 0.25]], "Y is missing from the gradient"),
-                       (-Y / O, "it is -Y/O: the loss takes the log of softmax(O), not of O"),
-                       (-Y / O / 2, "it is -Y/O divided by N: the loss takes the log of softmax(O), not of O")])
+    loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y)
+    check_call("CrossEntropyLoss.backward()", loss_fn.backward, expected=[[-0.125, 0.125], [0.0, 0.0]],
+               factors={"N": 2},
+               hints=[([[0.375, 0.125], [0.25, 0.25]], "Y is missing from the gradient"),
+                      (-Y / O, "it is -Y/O: the loss takes the log of softmax(O), not of O"),
+                      (-Y / O / 2, "it is -Y/O divided by N: the loss takes the log of softmax(O), not of O")])
     rng = np.random.default_rng(0)
     O, Y = rng.normal(size=(3, 4)), np.eye(4)[[2, 0, 3]]
-    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
-    check_close("CrossEntropyLoss.backward() vs finite differences", call("CrossEntropyLoss.backward()", loss_fn.backward),
-                call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
-                rtol=1e-5, atol=1e-7)
+    loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y)
+    check_call("CrossEntropyLoss.backward() vs finite differences", loss_fn.backward,
+               expected=call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, notebook, "CrossEntropyLoss", O, Y),
+               rtol=1e-5, atol=1e-7)
 
-    rng = kernel.rng(4005)
+    rng = notebook.rng(4005)
     for n, q, probabilities in [(6, 4, False), (1, 3, False), (6, 4, True), (3, 5, True)]:
         O = 2 * rng.normal(size=(n, q))
         Y = _targets(rng, n, q, probabilities)
         _, (dO, _) = vjp("cross_entropy", (O, Y))
-        loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y)
+        loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y)
         dLdO = call("CrossEntropyLoss.backward()", loss_fn.backward)
         where = f" for O of shape {(n, q)}" + (" and probability targets" if probabilities else "")
         check_close("CrossEntropyLoss.backward()" + where, dLdO, dO, factors={"N": n},
@@ -287,22 +288,22 @@ def crossentropy_backward(kernel):
                            (softmax(O) / n, "Y is missing from the gradient"),
                            ((softmax(O) - softmax(Y)) / n, "the softmax is applied to Y too: Y already holds probabilities")])
         check_close("CrossEntropyLoss.backward() vs finite differences" + where, dLdO,
-                    call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, kernel, "CrossEntropyLoss", O, Y),
+                    call("CrossEntropyLoss.forward(O, Y)", numerical_loss_gradient, notebook, "CrossEntropyLoss", O, Y),
                     rtol=1e-5, atol=1e-7)
 
     O, Y = _extreme_logits(rng)
     _, (dO, _) = vjp("cross_entropy", (O, Y))
-    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O, Y, "CrossEntropyLoss.forward(O, Y) for logits near +-1000")
+    loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y, "CrossEntropyLoss.forward(O, Y) for logits near +-1000")
     what = "CrossEntropyLoss.backward() for logits near +-1000"
-    check_close(what, call(what, loss_fn.backward), dO)
+    check_call(what, loss_fn.backward, expected=dO)
 
     # backward must use the arguments of the latest forward call
     O1, O2, Y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), np.eye(4)[[1, 1, 3]]
-    loss_fn, _ = _loss(kernel, "CrossEntropyLoss", O1, Y, "CrossEntropyLoss.forward(O1, Y)")
+    loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O1, Y, "CrossEntropyLoss.forward(O1, Y)")
     call("CrossEntropyLoss.forward(O2, Y)", loss_fn.forward, O2, Y)
-    check_close("CrossEntropyLoss.backward() after forward(O1, Y), forward(O2, Y)",
-                call("CrossEntropyLoss.backward()", loss_fn.backward), (softmax(O2) - Y) / 3,
-                hints=[((softmax(O1) - Y) / 3, "it uses O1: backward must use the latest forward call")])
+    check_call("CrossEntropyLoss.backward() after forward(O1, Y), forward(O2, Y)", loss_fn.backward,
+               expected=(softmax(O2) - Y) / 3,
+               hints=[((softmax(O1) - Y) / 3, "it uses O1: backward must use the latest forward call")])
 
 
 # --- 3. SGD, on stand-in layers ----------------------------------------------------------------
@@ -316,22 +317,22 @@ def _trajectory(theta, grads, lr, momentum, dampening=0.0):
     return np.array(out)
 
 
-def _layer(kernel, **arrays):
+def _layer(notebook, **arrays):
     """A stand-in for a Linear layer: an object with the attributes W, b, dLdW and dLdb."""
-    return kernel.standin("Linear", arrays)
+    return notebook.standin("Linear", arrays)
 
 
 @judged(CHECKS)
-def sgd_tests(kernel):
-    layer = _layer(kernel, W=np.array([[1.0, 2.0]]), b=np.array([0.5]), dLdW=np.array([[1.0, -1.0]]), dLdb=np.array([2.0]))
-    optimizer = call("SGD(layer, lr=0.5)", kernel.new, "SGD", layer, lr=0.5)
+def sgd_tests(notebook):
+    layer = _layer(notebook, W=np.array([[1.0, 2.0]]), b=np.array([0.5]), dLdW=np.array([[1.0, -1.0]]), dLdb=np.array([2.0]))
+    optimizer = call("SGD(layer, lr=0.5)", notebook.new, "SGD", layer, lr=0.5)
     call("SGD.step()", optimizer.step)
     check_close("W after one step with lr=0.5", layer.W, [[0.5, 2.5]])
     check_close("b after one step with lr=0.5", layer.b, [-0.5])
 
-    hidden_layer = _layer(kernel, W=np.zeros((1, 2)), b=np.zeros(1), dLdW=np.array([[1.0, 2.0]]), dLdb=np.array([1.0]))
-    model = kernel.standin("MLP1", {"layers": [hidden_layer]})
-    optimizer = call("SGD(model, lr=0.1, momentum=0.9)", kernel.new, "SGD", model, lr=0.1, momentum=0.9)
+    hidden_layer = _layer(notebook, W=np.zeros((1, 2)), b=np.zeros(1), dLdW=np.array([[1.0, 2.0]]), dLdb=np.array([1.0]))
+    model = notebook.standin("MLP1", {"layers": [hidden_layer]})
+    optimizer = call("SGD(model, lr=0.1, momentum=0.9)", notebook.new, "SGD", model, lr=0.1, momentum=0.9)
     call("SGD.step()", optimizer.step)
     call("SGD.step()", optimizer.step)
     check_close("W after two steps with momentum 0.9 and the same gradient", hidden_layer.W, [[-0.29, -0.58]],
@@ -341,16 +342,16 @@ def sgd_tests(kernel):
     check_close("dLdW after zero_grad()", hidden_layer.dLdW, np.zeros((1, 2)))
     check_close("dLdb after zero_grad()", hidden_layer.dLdb, np.zeros(1))
 
-    rng = kernel.rng(5005)
+    rng = notebook.rng(5005)
     for lr, momentum in [(0.05, 0.8), (0.3, 0.0)]:
         start = [(0.1 * rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in [(3, 4), (4, 2)]]
-        layers = [_layer(kernel, W=W, b=b, dLdW=None, dLdb=None) for W, b in start]  # as a new Linear has them
-        model = kernel.standin("MLP1", {"layers": layers})
+        layers = [_layer(notebook, W=W, b=b, dLdW=None, dLdb=None) for W, b in start]  # as a new Linear has them
+        model = notebook.standin("MLP1", {"layers": layers})
         grads = [[(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in start] for _ in range(4)]
-        optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
+        optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", notebook.new, "SGD", model, lr=lr, momentum=momentum)
         for step_grads in grads:  # one round trip each: zero_grad(), the gradients it left, new ones, step()
             _, *cleared = call_each(
-                kernel, ("SGD.zero_grad()", ["call", optimizer, "zero_grad", [], {}]),
+                notebook, ("SGD.zero_grad()", ["call", optimizer, "zero_grad", [], {}]),
                 *[("a layer's gradients", ["get", layer, name]) for layer in layers for name in ("dLdW", "dLdb")],
                 *[("a layer's gradients", ["set", layer, name, grad])
                   for layer, pair in zip(layers, step_grads) for name, grad in zip(("dLdW", "dLdb"), pair)],
@@ -372,34 +373,34 @@ def sgd_tests(kernel):
 
     # a single Linear, the default learning rate
     W, b, gW, gb = 0.1 * rng.normal(size=(2, 3)), rng.normal(size=3), rng.normal(size=(2, 3)), rng.normal(size=3)
-    layer = _layer(kernel, W=W, b=b, dLdW=gW, dLdb=gb)
-    call("SGD(linear).step()", call("SGD(linear)", kernel.new, "SGD", layer).step)
+    layer = _layer(notebook, W=W, b=b, dLdW=gW, dLdb=gb)
+    call("SGD(linear).step()", call("SGD(linear)", notebook.new, "SGD", layer).step)
     check_close("W of a single Linear after one step with the default lr=0.1", layer.W, value("sgd", (W, gW[None], 0.1, 0.0))[-1])
     check_close("b of a single Linear after one step with the default lr=0.1", layer.b, value("sgd", (b, gb[None], 0.1, 0.0))[-1])
-    _check_sgd_on_own_layers(kernel, rng)
+    _check_sgd_on_own_layers(notebook, rng)
 
 
-def _check_sgd_on_own_layers(kernel, rng):
+def _check_sgd_on_own_layers(notebook, rng):
     """SGD on Linear layers of the student's own class (given the judge's W, b and gradients): the
     same steps as on the stand-ins, so an SGD that tells the two apart gains nothing. Skipped
     where Linear cannot be made."""
-    if not answered(kernel, "linear_init"):
+    if not answered(notebook, "linear_init"):
         return
     sizes, lr, momentum = [(3, 4), (4, 2)], float(np.round(rng.uniform(0.05, 0.5), 2)), float(np.round(rng.uniform(0.5, 0.9), 2))
     try:
-        layers = kernel.run(*[["new", "Linear", [a, h], {}, {}] for a, h in sizes])
+        layers = notebook.run(*[["new", "Linear", [a, h], {}, {}] for a, h in sizes])
     except StudentError:
         return
     start = [(rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in sizes]
     grads = [[(rng.normal(size=(a, h)), rng.normal(size=h)) for a, h in sizes] for _ in range(2)]
-    model = kernel.standin("MLP1", {"layers": layers})
+    model = notebook.standin("MLP1", {"layers": layers})
     try:
-        kernel.run(*[["set", layer, name, array] for layer, pair in zip(layers, start) for name, array in zip(("W", "b"), pair)])
+        notebook.run(*[["set", layer, name, array] for layer, pair in zip(layers, start) for name, array in zip(("W", "b"), pair)])
     except StudentError:  # (a Linear whose attributes cannot be set: its own part's checks say so)
         return
-    optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", kernel.new, "SGD", model, lr=lr, momentum=momentum)
+    optimizer = call(f"SGD(model, lr={lr}, momentum={momentum})", notebook.new, "SGD", model, lr=lr, momentum=momentum)
     for step in grads:
-        call_each(kernel, *[("a layer's gradients", ["set", layer, name, array])
+        call_each(notebook, *[("a layer's gradients", ["set", layer, name, array])
                             for layer, pair in zip(layers, step) for name, array in zip(("dLdW", "dLdb"), pair)],
                   ("SGD.step()", ["call", optimizer, "step", [], {}]))
     for i, layer in enumerate(layers):
@@ -440,51 +441,51 @@ ACTIVATIONS = {
 }
 
 
-def _check_activation(kernel, name):
+def _check_activation(notebook, name):
     spec = ACTIVATIONS[name]
 
     def new():
-        return call(f"{name}()", kernel.new, name)
+        return call(f"{name}()", notebook.new, name)
 
     H, act = np.array(spec["H"]), new()
-    check_close(f"{name}.forward(H)", call(f"{name}.forward(H)", act.forward, H), spec["forward"])
-    check_close(f"{name}.backward()", call(f"{name}.backward()", act.backward), spec["backward"], hints=spec["visible_hints"])
+    check_call(f"{name}.forward(H)", act.forward, H, expected=spec["forward"])
+    check_call(f"{name}.backward()", act.backward, expected=spec["backward"], hints=spec["visible_hints"])
 
     rng = np.random.default_rng(0)
     H, act = 2 * rng.normal(size=(3, 4)), new()
     call(f"{name}.forward(H)", act.forward, H)
     derivative = call(f"{name}.backward()", act.backward)
-    (numeric,) = call(f"{name}.forward(H)", numerical_input_gradients, new(), H, [np.ones_like(H)])
+    (numeric,) = call(f"{name}.forward(H)", numerical_layer_gradients, new(), H, [np.ones_like(H)])
     check_close(f"{name}.backward() vs finite differences", derivative, numeric, rtol=1e-5, atol=1e-7)
 
-    rng = kernel.rng(spec["seed"])
+    rng = notebook.rng(spec["seed"])
     act = new()
-    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act, "forward", np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
-    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act, "backward")
+    check_vectorised(f"{name}.forward(H) for H of shape (100, 100)", act.forward, np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
+    check_vectorised(f"{name}.backward() for H of shape (100, 100)", act.backward)
     earlier = (100, 100)
     for shape in loop_shapes(rng):
         H = 5 * rng.normal(size=shape)
         A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones(shape))
         check_close(f"{name}.forward(H) for H of shape {shape}",
-                    check_vectorised(f"{name}.forward(H) for H of shape {shape}", act, "forward", H), A_ref)
-        derivative = check_vectorised(f"{name}.backward() for H of shape {shape}", act, "backward")
+                    check_vectorised(f"{name}.forward(H) for H of shape {shape}", act.forward, H), A_ref)
+        derivative = check_vectorised(f"{name}.backward() for H of shape {shape}", act.backward)
         if np.shape(derivative) == earlier != shape:
             raise TestFailure(f"{name}.backward() after forward(H) for H of shape {shape} has the shape of an earlier H: "
                               "backward must use the input of the latest forward call")
         check_close(f"{name}.backward() for H of shape {shape}", derivative, dAdH_ref)
         earlier = shape
-    check_no_hidden_loops(kernel, name)
+    check_no_hidden_loops(notebook, name)
 
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 2)]:
         H = 3 * rng.normal(size=shape)
         if name == "ReLU":
             H.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
         A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones(shape))
-        act, H_given = new(), kernel.array(H)
-        check_close(f"{name}.forward(H) for H of shape {shape}", call(f"{name}.forward(H)", act.forward, H_given), A_ref)
-        check_unchanged(f"{name}.forward", H, H_given)
-        check_close(f"{name}.backward() for H of shape {shape}", call(f"{name}.backward()", act.backward), dAdH_ref,
-                    hints=spec["hints"](H, A_ref))
+        act, H_given = new(), notebook.array(H)
+        check_call(f"{name}.forward(H) for H of shape {shape}", act.forward, H_given, expected=A_ref)
+        check_unchanged(f"{name}.forward", H, H_given.value())
+        check_call(f"{name}.backward() for H of shape {shape}", act.backward, expected=dAdH_ref,
+                   hints=spec["hints"](H, A_ref))
 
     # entries past +-709.8, where e**H overflows, of the student's own (so no table holds them)
     for shape in [(2, 5), (7,)]:
@@ -493,9 +494,9 @@ def _check_activation(kernel, name):
         A_ref, (dAdH_ref,) = vjp(spec["torch"], (H,), np.ones_like(H))
         act = new()
         what = f"{name}.forward(H) for H of shape {shape} with entries near +-1000"
-        check_close(what, call(what, act.forward, H), A_ref, atol=1e-12)
+        check_call(what, act.forward, H, expected=A_ref, atol=1e-12)
         what = f"{name}.backward() for H of shape {shape} with entries near +-1000"
-        check_close(what, call(what, act.backward), dAdH_ref, atol=1e-12)
+        check_call(what, act.backward, expected=dAdH_ref, atol=1e-12)
 
     # backward must use the input of the latest forward call: H2 differs from H1 in sign and size
     # everywhere, so no entry's derivative is the same for both (with two independent draws, a
@@ -507,23 +508,23 @@ def _check_activation(kernel, name):
     call(f"{name}.forward(H2)", act.forward, H2)
     _, (expected,) = vjp(spec["torch"], (H2,), np.ones_like(H2))
     _, (stale,) = vjp(spec["torch"], (H1,), np.ones_like(H1))
-    check_close(f"{name}.backward() after forward(H1), forward(H2)", call(f"{name}.backward()", act.backward), expected,
-                hints=[(stale, "it uses H1: backward must use the input of the latest forward call")])
+    check_call(f"{name}.backward() after forward(H1), forward(H2)", act.backward, expected=expected,
+               hints=[(stale, "it uses H1: backward must use the input of the latest forward call")])
 
 
 @judged(CHECKS)
-def sigmoid_tests(kernel):
-    _check_activation(kernel, "Sigmoid")
+def sigmoid_tests(notebook):
+    _check_activation(notebook, "Sigmoid")
 
 
 @judged(CHECKS)
-def tanh_tests(kernel):
-    _check_activation(kernel, "Tanh")
+def tanh_tests(notebook):
+    _check_activation(notebook, "Tanh")
 
 
 @judged(CHECKS)
-def relu_tests(kernel):
-    _check_activation(kernel, "ReLU")
+def relu_tests(notebook):
+    _check_activation(notebook, "ReLU")
 
 
 # --- 5. MLPs, with stand-in layers --------------------------------------------------------------
@@ -536,7 +537,7 @@ class StandInMLP:
     """An MLP of the notebook built from stand-ins: ``linears`` and ``activations`` are what
     the constructor made ({ref: stand-in}); ``layers`` and ``f`` the model's lists, as stand-ins."""
 
-    def __init__(self, kernel, name, cls, args, sizes):
+    def __init__(self, notebook, name, cls, args, sizes):
         depth = len(sizes) - 1
         self.name, self.sizes = name, sizes
         # spares of every kind, so that a model made of the wrong layers still builds, and fails
@@ -552,17 +553,17 @@ class StandInMLP:
             where[kind] = range(len(request), len(request) + len(made))
             request += made
         request += [["factory", [Earlier(i) for i in where[kind]], kind] for kind in operations]
-        results = kernel.run(*request)
+        results = notebook.run(*request)
         linears, kinds = [results[i] for i in where["Linear"]], {kind: [results[i] for i in where[kind]] for kind in ("ReLU", "Identity")}
         factories = dict(zip(operations, results[-len(operations):]))
-        self.model, log = call_each(kernel, (name, ["new", cls, list(args), {}, factories]), (name, ["log", factories["Linear"]]))
-        self.model = _remote(self.model, name)
+        self.model, log = call_each(notebook, (name, ["new", cls, list(args), {}, factories]), (name, ["log", factories["Linear"]]))
+        self.model = as_object(self.model, name)
         sizes_made = [(sizes["num_inputs"], sizes["num_outputs"])
                       for sizes in made_with(factories["Linear"], ["num_inputs", "num_outputs"], log)]
         self.kind = {_ref(s): kind for kind, made in kinds.items() for s in made}
         self.size = {_ref(s): size for s, size in zip(linears, sizes_made)}
         try:
-            layers, f = kernel.run(["get", self.model, "layers"], ["get", self.model, "f"])
+            layers, f = notebook.run(["get", self.model, "layers"], ["get", self.model, "f"])
         except StudentError:  # one of them is missing
             layers = f = None
         self._check_layout(layers, f)
@@ -595,7 +596,7 @@ class StandInMLP:
     def give(self, returns):
         """Set what each stand-in returns from now on ({role: {method: array}}) and clear their logs."""
         standins = self.roles()
-        kernel_of(self.model).run(*[["expect", standins[role], {m: [a] for m, a in methods.items()}]
+        notebook_of(self.model).run(*[["expect", standins[role], {m: [a] for m, a in methods.items()}]
                                     for role, methods in returns.items()])
 
 
@@ -612,10 +613,10 @@ def _order_explains_failure(mlp, method, expected):
         raise
 
 
-def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
+def _check_mlp(notebook, name, cls, args, sizes, part, rng, batches=(2,)):
     """The MLP's forward or backward, with stand-in layers, on batches of the given sizes (one
     model for all of them: what it computes for one batch must not leak into the next)."""
-    mlp = StandInMLP(kernel, name, cls, args, sizes)
+    mlp = StandInMLP(notebook, name, cls, args, sizes)
     depth = len(sizes) - 1
     for n in batches:
         where = f" for a batch of {n}"
@@ -647,10 +648,10 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
                 raise TestFailure(f"{name}.forward called forward in the order {order}, expected {expected_order}")
             continue
         G = rng.normal(size=(n, sizes[-1]))
-        G_given = kernel.array(G)
+        G_given = notebook.array(G)
         with _order_explains_failure(mlp, "backward", list(reversed(expected_order))):
             grad = call(f"{name}.backward(dLdA)", mlp.model.backward, G_given)
-        check_unchanged(f"{name}.backward", G, G_given)
+        check_unchanged(f"{name}.backward", G, G_given.value())
         log = calls_in_order(mlp.roles())
         received = {role: arguments[0] if arguments else None for role, method, arguments in log if method == "backward"}
         upstream = G
@@ -672,58 +673,58 @@ def _check_mlp(kernel, name, cls, args, sizes, part, rng, batches=(2,)):
                               f"expected {expected_order}")
 
 
-def _own_chain(kernel, model, depth, X, G, W, b):
+def _own_chain(notebook, model, depth, X, G, W, b):
     """The student's own layers of ``model`` (given the weights W, b) called by the judge in the
     order the text gives: their output for X, then dL/dX for the upstream gradient G and each
     layer's (dLdW, dLdb); None where they do not run (or lack the lists the text asks for)."""
     try:
-        layers, f = kernel.run(["get", model, "layers"], ["get", model, "f"])
+        layers, f = notebook.run(["get", model, "layers"], ["get", model, "f"])
         if not (isinstance(layers, list) and isinstance(f, list) and len(layers) == len(f) == depth):
             return None
-        kernel.run(*[["set", layers[i], w, given] for i in range(depth) for w, given in (("W", W[i]), ("b", b[i]))])
+        notebook.run(*[["set", layers[i], w, given] for i in range(depth) for w, given in (("W", W[i]), ("b", b[i]))])
         A = X
         for i, (layer, activation) in enumerate(zip(layers, f)):
-            (H,) = kernel.run(["call", layer, "forward", [A], {}])
-            (A,) = kernel.run(["call", activation, "forward", [shaped(H, (len(X), W[i].shape[1]))], {}])
+            (H,) = notebook.run(["call", layer, "forward", [A], {}])
+            (A,) = notebook.run(["call", activation, "forward", [shaped(H, (len(X), W[i].shape[1]))], {}])
         dA = shaped(A, np.shape(G)) * 0 + G
         for i in reversed(range(depth)):
-            (derivative,) = kernel.run(["call", f[i], "backward", [], {}])
-            (dA,) = kernel.run(["call", layers[i], "backward", [dA * shaped(derivative, np.shape(dA))], {}])
+            (derivative,) = notebook.run(["call", f[i], "backward", [], {}])
+            (dA,) = notebook.run(["call", layers[i], "backward", [dA * shaped(derivative, np.shape(dA))], {}])
             dA = shaped(dA, (len(X), W[i].shape[0]))
-        grads = kernel.run(*[["get", layer, g] for layer in layers for g in ("dLdW", "dLdb")])
+        grads = notebook.run(*[["get", layer, g] for layer in layers for g in ("dLdW", "dLdb")])
         grads = [shaped(grad, np.shape(W[i // 2] if i % 2 == 0 else b[i // 2])) for i, grad in enumerate(grads)]
     except (StudentError, TypeError, ValueError):  # (a layer that does not run, or returns what the next cannot use)
         return None
     return A, dA, grads
 
 
-def _check_mlp_of_own_layers(kernel, name, cls, args, sizes, part, rng):
+def _check_mlp_of_own_layers(notebook, name, cls, args, sizes, part, rng):
     """The MLP built with the student's own Linear, ReLU and Identity (given weights of the
     judge's), whatever they compute: its forward, or backward's result and the gradients it
     leaves, against the same layers called by the judge in the order the text gives. An MLP that
     behaves only when its layers are the judge's stand-ins loses here what it kept there; a bug
     in a layer costs nothing here, since the same layer makes the expected values. Skipped
     where the layers do not run, or hung in their own checks."""
-    if not answered(kernel, "linear_init", "linear_forward", "linear_backward", "relu_tests"):
+    if not answered(notebook, "linear_init", "linear_forward", "linear_backward", "relu_tests"):
         return
     depth = len(sizes) - 1
-    kernel.seed(int(rng.integers(2 ** 31)))
+    notebook.seed(int(rng.integers(2 ** 31)))
     try:
-        (model,) = kernel.run(["new", cls, list(args), {}, {}])
+        (model,) = notebook.run(["new", cls, list(args), {}, {}])
     except StudentError:
         return
     X, G = rng.normal(size=(5, sizes[0])), rng.normal(size=(5, sizes[-1]))
     W = [rng.normal(size=(d, h)) / np.sqrt(d) for d, h in zip(sizes, sizes[1:])]
     b = [rng.normal(size=h) for h in sizes[1:]]
-    chained = _own_chain(kernel, model, depth, X, G, W, b)
+    chained = _own_chain(notebook, model, depth, X, G, W, b)
     if chained is None:
         return
     out, dX, grads = chained
     where = " with your own Linear and activations, vs the same layers called by the test in order"
-    check_close(f"{name}.forward(X)" + where, call(f"{name}.forward(X)", model.forward, X), out)
+    check_call(f"{name}.forward(X)" + where, model.forward, X, expected=out)
     if part == "forward":
         return
-    returned, *found = call_each(kernel, (f"{name}.backward(dLdA)", ["call", model, "backward", [G], {}]),
+    returned, *found = call_each(notebook, (f"{name}.backward(dLdA)", ["call", model, "backward", [G], {}]),
                                  *[(f"{name}.layers[{i}].{g}", ["fetch", model, path("layers", [i], g)])
                                    for i in range(depth) for g in ("dLdW", "dLdb")])
     for (i, g), got, expected in zip([(i, g) for i in range(depth) for g in ("dLdW", "dLdb")], found, grads):
@@ -736,13 +737,13 @@ def _mlp_checks(cls, visible, hidden, seed):
     (constructor arguments, layer sizes). Each runs with stand-in layers, then with the
     student's own (see _check_mlp_of_own_layers)."""
     def check(part):
-        def run(kernel):
-            rng = kernel.rng(seed)
+        def run(notebook):
+            rng = notebook.rng(seed)
             for (args, sizes), batches in [(visible, (2,)), (hidden, (6, 1))]:
                 name = f"{cls}({', '.join(str(a) for a in args)})"
-                _check_mlp(kernel, name, cls, args, sizes, part, rng, batches)
+                _check_mlp(notebook, name, cls, args, sizes, part, rng, batches)
             args, sizes = hidden
-            _check_mlp_of_own_layers(kernel, f"{cls}({', '.join(str(a) for a in args)})", cls, args, sizes, part, rng)
+            _check_mlp_of_own_layers(notebook, f"{cls}({', '.join(str(a) for a in args)})", cls, args, sizes, part, rng)
         run.__name__ = f"{cls.lower()}_{part}"
         return judged(CHECKS)(run)
     return check("forward"), check("backward")

@@ -11,11 +11,11 @@ import math
 import numpy as np
 
 from coursekit.shipped.datasets import batch_rows, load
-from coursekit.shipped.gradcheck import TestFailure, check_array, check_close, einsum_problem, kind
-from coursekit.judge import (Earlier, Remote, StudentError, answered, call, call_each, calls_in_order, check_gradients_numerically,
-                             check_no_hidden_loops, check_replayed, check_unchanged, check_vectorised, extreme_scores,
-                             extreme_values, fetch, judged, loop_shapes, numerical_input_gradients, numerical_loss_gradient,
-                             parameter_arrays, path, put, quiet, shaped, unseen)
+from coursekit.shipped.gradcheck import einsum_problem
+from coursekit.judge import (Earlier, Remote, StudentError, TestFailure, answered, call, call_each, calls_in_order, check_array,
+                             check_backward_unseen, check_call, check_close, check_no_hidden_loops, check_replayed, check_unchanged,
+                             check_vectorised, extreme_scores, extreme_values, fetch, judged, kind, loop_shapes, numerical_layer_gradients,
+                             numerical_loss_gradient, parameter_arrays, path, put, quiet, shaped, unseen)
 from coursekit.judge import torch_reference
 from coursekit.judge.torch_reference import vjp
 
@@ -24,72 +24,71 @@ W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
 DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
 
 
-def _new(kernel, cls, *args):
-    return call(f"{cls}()", kernel.new, cls, *args)
+def _new(notebook, cls, *args):
+    return call(f"{cls}()", notebook.new, cls, *args)
 
 
 def check_activation_numerically(name, make, Z, rtol=1e-5, atol=1e-7):
     """``backward(Z, dY)`` of an activation against central finite differences of
     sum(forward(Z) * dY), taken before the kernel sees dY (a gradient it has never seen)."""
     dY = unseen(np.shape(Z), Z)
-    (numeric,) = call(f"{name}.forward(Z)", numerical_input_gradients, make(), Z, [dY])
-    check_close(f"{name}.backward(Z, dY) vs finite differences", call(f"{name}.backward(Z, dY)", make().backward, Z, dY),
-                numeric, rtol=rtol, atol=atol)
+    (numeric,) = call(f"{name}.forward(Z)", numerical_layer_gradients, make(), Z, [dY])
+    check_call(f"{name}.backward(Z, dY) vs finite differences", make().backward, Z, dY, expected=numeric, rtol=rtol,
+               atol=atol)
 
 
 # --- 1. ReLU -----------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def relu_tests(kernel):
+def relu_tests(notebook):
     def relu():
-        return _new(kernel, "ReLU")
+        return _new(notebook, "ReLU")
 
     Z = np.array([[-1.0, 0.0, 2.5], [3.0, -0.5, 1.0]])
     dY = np.array([[1.0, 2.0, 3.0], [-1.0, 5.0, 0.5]])
-    check_close("ReLU().forward(Z)", call("ReLU().forward(Z)", relu().forward, Z), [[0.0, 0.0, 2.5], [3.0, 0.0, 1.0]])
-    check_close("ReLU().backward(Z, dY)", call("ReLU().backward(Z, dY)", relu().backward, Z, dY),
-                [[0.0, 0.0, 3.0], [-1.0, 0.0, 0.5]],
-                hints=[([[0.0, 2.0, 3.0], [-1.0, 0.0, 0.5]], "at Z = 0 the derivative is 0, as in PyTorch"),
-                       ([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]], "it is dY/dZ alone: multiply by the upstream gradient dY")])
+    check_call("ReLU().forward(Z)", relu().forward, Z, expected=[[0.0, 0.0, 2.5], [3.0, 0.0, 1.0]])
+    check_call("ReLU().backward(Z, dY)", relu().backward, Z, dY, expected=[[0.0, 0.0, 3.0], [-1.0, 0.0, 0.5]],
+               hints=[([[0.0, 2.0, 3.0], [-1.0, 0.0, 0.5]], "at Z = 0 the derivative is 0, as in PyTorch"),
+                      ([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]], "it is dY/dZ alone: multiply by the upstream gradient dY")])
     rng = np.random.default_rng(0)
     check_activation_numerically("ReLU()", relu, 2 * rng.normal(size=(3, 4)))
-    check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu(), "forward",
+    check_vectorised("ReLU().forward(Z) for Z of shape (100, 100)", relu().forward,
                      np.linspace(-5.0, 5.0, 10_000).reshape(100, 100))
 
-    rng = kernel.rng(3001)
+    rng = notebook.rng(3001)
     for shape in loop_shapes(rng):
         Z, dY = 5 * rng.normal(size=shape), rng.normal(size=shape)
         what = f"ReLU().forward(Z) for Z of shape {shape}"
-        check_close(what, check_vectorised(what, relu(), "forward", Z), np.maximum(Z, 0.0))
+        check_close(what, check_vectorised(what, relu().forward, Z), np.maximum(Z, 0.0))
         what = f"ReLU().backward(Z, dY) for Z of shape {shape}"
-        check_close(what, check_vectorised(what, relu(), "backward", Z, dY), dY * (Z > 0))
-    check_no_hidden_loops(kernel, "ReLU")
+        check_close(what, check_vectorised(what, relu().backward, Z, dY), dY * (Z > 0))
+    check_no_hidden_loops(notebook, "ReLU")
     for shape in [(6, 4), (1, 3), (5,), (2, 3, 4, 2)]:
         Z, dY = 3 * rng.normal(size=shape), rng.normal(size=shape)
         Z.flat[0] = 0.0  # the derivative at 0 is 0, as in PyTorch
         Y_ref, (dZ_ref,) = vjp("relu", (Z,), dY)
-        Z_given, dY_given = kernel.array(Z), kernel.array(dY)
-        check_close(f"ReLU().forward(Z) for Z of shape {shape}", call("ReLU().forward(Z)", relu().forward, Z_given), Y_ref)
-        check_close(f"ReLU().backward(Z, dY) for Z of shape {shape}",
-                    call("ReLU().backward(Z, dY)", relu().backward, Z_given, dY_given), dZ_ref,
-                    hints=[(dY * (Z >= 0), "at Z = 0 the derivative is 0, as in PyTorch"),
+        Z_given, dY_given = notebook.array(Z), notebook.array(dY)
+        check_call(f"ReLU().forward(Z) for Z of shape {shape}", relu().forward, Z_given, expected=Y_ref)
+        check_call(f"ReLU().backward(Z, dY) for Z of shape {shape}", relu().backward, Z_given, dY_given,
+                   expected=dZ_ref,
+                   hints=[(dY * (Z >= 0), "at Z = 0 the derivative is 0, as in PyTorch"),
                            ((Z > 0).astype(float), "it is dY/dZ alone: multiply by the upstream gradient dY")])
-        check_unchanged("ReLU.forward and backward (Z)", Z, Z_given)
-        check_unchanged("ReLU.backward (dY)", dY, dY_given)
+        check_unchanged("ReLU.forward and backward (Z)", Z, Z_given.value())
+        check_unchanged("ReLU.backward (dY)", dY, dY_given.value())
 
     Z, dY = extreme_values(rng, (2, 5)), rng.normal(size=(2, 5))
     Y_ref, (dZ_ref,) = vjp("relu", (Z,), dY)
     what = "ReLU().forward(Z) for Z with entries near +-1000"
-    check_close(what, call(what, relu().forward, Z), Y_ref, atol=1e-12)
+    check_call(what, relu().forward, Z, expected=Y_ref, atol=1e-12)
     what = "ReLU().backward(Z, dY) for Z with entries near +-1000"
-    check_close(what, call(what, relu().backward, Z, dY), dZ_ref, atol=1e-12)
+    check_call(what, relu().backward, Z, dY, expected=dZ_ref, atol=1e-12)
 
     # backward must use the Z it is given, not one kept from an earlier forward call
     act = relu()
     Z1, Z2, dY = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
     call("ReLU().forward(Z1)", act.forward, Z1)
-    check_close("ReLU().backward(Z2, dY) after forward(Z1)", call("ReLU().backward(Z2, dY)", act.backward, Z2, dY),
-                dY * (Z2 > 0), hints=[(dY * (Z1 > 0), "it uses Z1 from forward: use the Z that backward is given")])
+    check_call("ReLU().backward(Z2, dY) after forward(Z1)", act.backward, Z2, dY, expected=dY * (Z2 > 0),
+               hints=[(dY * (Z1 > 0), "it uses Z1 from forward: use the Z that backward is given")])
 
 
 # --- 2. The fully connected layer, with activations the judge controls -------------------------
@@ -105,16 +104,16 @@ def _activated(factor, Z):
     return np.asarray(Z) if factor is None else factor * np.asarray(Z) + OFFSET
 
 
-def _fc(kernel, n_out, activation=None):
+def _fc(notebook, n_out, activation=None):
     """The student's FullyConnected(n_out[, activation]): ``activation`` is a factor (an
     activation of the judge's: Z -> factor * Z + OFFSET) or None (the layer's default)."""
-    args = [n_out] if activation is None else [n_out, kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)]
-    return call(f"FullyConnected({n_out})", kernel.new, "FullyConnected", *args)
+    args = [n_out] if activation is None else [n_out, notebook.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)]
+    return call(f"FullyConnected({n_out})", notebook.new, "FullyConnected", *args)
 
 
-def _fc_with(kernel, n_out, X, W, b, activation=None):
+def _fc_with(notebook, n_out, X, W, b, activation=None):
     """A FullyConnected initialised by forward(X), then given the parameters W and b."""
-    layer = _fc(kernel, n_out, activation)
+    layer = _fc(notebook, n_out, activation)
     call(f"FullyConnected({n_out}).forward(X)", layer.forward, X)
     put(layer, W_PATH, W)
     put(layer, B_PATH, b)
@@ -126,12 +125,12 @@ def _activation_name(factor):
 
 
 @judged(CHECKS)
-def fullyconnected_init(kernel):
+def fullyconnected_init(notebook):
     """The parameters' shapes and W's spread at sizes and a seed of the student's own."""
-    rng = kernel.rng(3000)
+    rng = notebook.rng(3000)
     n_in, n_out = (int(n) for n in rng.integers(150, 400, size=2))
-    kernel.seed(int(rng.integers(2 ** 31)))
-    layer, shape = _fc(kernel, n_out), (int(rng.integers(1, 9)), n_in)
+    notebook.seed(int(rng.integers(2 ** 31)))
+    layer, shape = _fc(notebook, n_out), (int(rng.integers(1, 9)), n_in)
     call(f"FullyConnected({n_out})._init_parameters({shape})", layer._init_parameters, shape)
     if layer.n_in != n_in:
         raise TestFailure(f"after _init_parameters({shape}), n_in is {layer.n_in}, expected {n_in} (the number of features)")
@@ -150,14 +149,14 @@ def fullyconnected_init(kernel):
     check_close("gradients['W'] before backward", gradients["W"], np.zeros((n_in, n_out)))
     check_close("gradients['b'] before backward", gradients["b"], np.zeros((1, n_out)))
 
-    kernel.seed(int(rng.integers(2 ** 31)))
+    notebook.seed(int(rng.integers(2 ** 31)))
     for n, d, h in [(1, 1, 1), (4, 7, 1), (1, 3, 6)]:
-        layer = _fc(kernel, h)
+        layer = _fc(notebook, h)
         call(f"FullyConnected({h}).forward(X)", layer.forward, np.ones((n, d)))
         check_array(f"parameters['W'] of FullyConnected({h}) after an input of shape {(n, d)}", fetch(layer, W_PATH), (d, h))
         check_array(f"parameters['b'] of FullyConnected({h})", fetch(layer, B_PATH), (1, h))
         check_array(f"gradients['b'] of FullyConnected({h})", fetch(layer, DB_PATH), (1, h))
-    first, second = _fc(kernel, 3), _fc(kernel, 3)
+    first, second = _fc(notebook, 3), _fc(notebook, 3)
     call("FullyConnected(3).forward(X)", first.forward, np.ones((2, 4)))
     call("FullyConnected(3).forward(X)", second.forward, np.ones((2, 4)))
     W_first, W_second = fetch(first, W_PATH), fetch(second, W_PATH)
@@ -169,22 +168,22 @@ def fullyconnected_init(kernel):
 
 
 @judged(CHECKS)
-def fullyconnected_forward(kernel):
+def fullyconnected_forward(notebook):
     X = np.array([[1.0, 2.0], [0.0, -1.0]])
     W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
     b = np.array([[0.5, -1.0, 0.0]])
     for factor in (None, 2.0):
-        layer = _fc_with(kernel, 3, X, W, b, factor)
-        check_close(f"FullyConnected(3{_activation_name(factor)}).forward(X)", call("FullyConnected.forward(X)", layer.forward, X),
-                    _activated(factor, [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
-                    hints=[(_activated(factor, X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
+        layer = _fc_with(notebook, 3, X, W, b, factor)
+        check_call(f"FullyConnected(3{_activation_name(factor)}).forward(X)", layer.forward, X,
+                   expected=_activated(factor, [[-0.5, 5.0, 3.0], [1.5, -4.0, -0.5]]),
+                   hints=[(_activated(factor, X @ W), "the bias is missing"), (X @ W + b, "the activation is not applied")])
 
-    rng = kernel.rng(3003)
+    rng = notebook.rng(3003)
     for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), None), ((6, 5, 1), 0.5), ((4, 2, 2), None)]:
         X, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h))
         expected, _ = vjp("dense", (X, W, b), np.zeros((n, h)), activation="identity")
-        layer = _fc_with(kernel, h, X, W, b, factor)
-        X_given = kernel.array(X)
+        layer = _fc_with(notebook, h, X, W, b, factor)
+        X_given = notebook.array(X)
         Y = call("FullyConnected.forward(X)", layer.forward, X_given)
         check_close(f"FullyConnected({h}{_activation_name(factor)}).forward(X) for X of shape {X.shape}", Y,
                     _activated(factor, expected),
@@ -194,13 +193,13 @@ def fullyconnected_forward(kernel):
             if not calls or calls[-1][0] != "forward":
                 raise TestFailure("FullyConnected.forward did not call its activation's forward")
             check_close("the input of the activation's forward: Z = X W + b", calls[-1][1][0], expected)
-        check_unchanged("FullyConnected.forward", X, X_given)
+        check_unchanged("FullyConnected.forward", X, X_given.value())
         check_close("parameters['W'] after forward", fetch(layer, W_PATH), W)
         check_close("parameters['b'] after forward", fetch(layer, B_PATH), b)
-    _check_fc_with_own_relu(kernel, "forward", rng)
+    _check_fc_with_own_relu(notebook, "forward", rng)
 
 
-def check_backward_sets_gradients(kernel, name, layer, X, G):
+def check_backward_sets_gradients(notebook, name, layer, X, G):
     """Two backward calls after one forward leave the gradients of one: backward sets them."""
     call(f"{name}.forward(X)", layer.forward, X)
     call(f"{name}.backward(dLdY)", layer.backward, G)
@@ -214,45 +213,44 @@ NO_ACTIVATION_BACKWARD = "the activation's backward is not used: dL/dZ = activat
 
 
 @judged(CHECKS)
-def fullyconnected_backward(kernel):
+def fullyconnected_backward(notebook):
     X = np.array([[1.0, 2.0], [0.0, -1.0]])
     G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
     W, b = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([[0.5, -1.0, 0.0]])
-    layer = _fc_with(kernel, 3, X, W, b)
+    layer = _fc_with(notebook, 3, X, W, b)
     call("FullyConnected(3).forward(X)", layer.forward, X)
-    check_close("FullyConnected.backward(dLdY)", call("FullyConnected.backward(dLdY)", layer.backward, G), [[-1.0, -1.5], [2.0, 1.0]])
+    check_call("FullyConnected.backward(dLdY)", layer.backward, G, expected=[[-1.0, -1.5], [2.0, 1.0]])
     check_close("gradients['W']", fetch(layer, DW_PATH), [[1.0, 0.0, -1.0], [0.0, -1.0, -2.0]], factors={"N": 2})
     check_close("gradients['b']", fetch(layer, DB_PATH), [[3.0, 1.0, -1.0]], factors={"N": 2})
-    layer = _fc_with(kernel, 3, X, W, b, 3.0)
+    layer = _fc_with(notebook, 3, X, W, b, 3.0)
     call("FullyConnected(3).forward(X)", layer.forward, X)
-    check_close(f"FullyConnected(3{_activation_name(3.0)}).backward(dLdY)", call("FullyConnected.backward(dLdY)", layer.backward, G),
-                [[-3.0, -4.5], [6.0, 3.0]], hints=[([[-1.0, -1.5], [2.0, 1.0]], NO_ACTIVATION_BACKWARD)])
+    check_call(f"FullyConnected(3{_activation_name(3.0)}).backward(dLdY)", layer.backward, G,
+               expected=[[-3.0, -4.5], [6.0, 3.0]], hints=[([[-1.0, -1.5], [2.0, 1.0]], NO_ACTIVATION_BACKWARD)])
 
     rng = np.random.default_rng(0)
     for factor in (None, 3.0):
         X0, W, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=(1, 4))
-        check_gradients_numerically(f"FullyConnected(4{_activation_name(factor)})",
-                                    lambda: _fc_with(kernel, 4, X0, W, b, factor), rng.normal(size=(5, 3)), (5, 4),
+        check_backward_unseen(f"FullyConnected(4{_activation_name(factor)})",
+                                    lambda: _fc_with(notebook, 4, X0, W, b, factor), rng.normal(size=(5, 3)), (5, 4),
                                     params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
 
-    rng = kernel.rng(3004)
+    rng = notebook.rng(3004)
     for (n, d, h), factor in [((7, 3, 5), 3.0), ((1, 4, 2), 0.5), ((6, 5, 1), None)]:
         X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
         scale = factor or 1.0
-        layer = _fc_with(kernel, h, X, W, b, factor)
+        layer = _fc_with(notebook, h, X, W, b, factor)
         call("FullyConnected.forward(X)", layer.forward, X)
-        G_given = kernel.array(G)
+        G_given = notebook.array(G)
         where = f" (FullyConnected({h}{_activation_name(factor)}), X of shape {X.shape})"
         dZ = scale * G
-        check_close("FullyConnected.backward(dLdY): returned dL/dX" + where,
-                    call("FullyConnected.backward(dLdY)", layer.backward, G_given), dZ @ W.T,
-                    hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)] if factor else [])
+        check_call("FullyConnected.backward(dLdY): returned dL/dX" + where, layer.backward, G_given, expected=dZ @ W.T,
+                   hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)] if factor else [])
         check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
                     hints=[(X.T @ G, NO_ACTIVATION_BACKWARD)] if factor else [])
         check_close("gradients['b']" + where, fetch(layer, DB_PATH), dZ.sum(axis=0, keepdims=True), factors={"N": n},
                     hints=[(dZ.mean(axis=0, keepdims=True),
                             "it is the mean over the batch: the loss adds up every example's contribution")])
-        check_unchanged("FullyConnected.backward", G, G_given)
+        check_unchanged("FullyConnected.backward", G, G_given.value())
         if factor is not None:
             calls = [args for method, args in layer.activation.calls() if method == "backward"]
             if not calls:
@@ -260,31 +258,31 @@ def fullyconnected_backward(kernel):
             check_close("the Z passed to the activation's backward" + where, calls[-1][0] if calls[-1] else None, X @ W + b)
 
     X0, W, b = rng.normal(size=(4, 2)), rng.normal(size=(2, 3)), rng.normal(size=(1, 3))
-    check_gradients_numerically(f"FullyConnected(3{_activation_name(3.0)})", lambda: _fc_with(kernel, 3, X0, W, b, 3.0),
+    check_backward_unseen(f"FullyConnected(3{_activation_name(3.0)})", lambda: _fc_with(notebook, 3, X0, W, b, 3.0),
                                 rng.normal(size=(4, 2)), (4, 3), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
                                 upstream="dLdY")
 
-    check_backward_sets_gradients(kernel, "FullyConnected(3)", _fc_with(kernel, 3, X0, W, b), X0, rng.normal(size=(4, 3)))
+    check_backward_sets_gradients(notebook, "FullyConnected(3)", _fc_with(notebook, 3, X0, W, b), X0, rng.normal(size=(4, 3)))
 
     # backward must use the input of the latest forward call
     X1, X2, G = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
-    layer = _fc(kernel, 2)
+    layer = _fc(notebook, 2)
     call("FullyConnected.forward(X1)", layer.forward, X1)
     call("FullyConnected.forward(X2)", layer.forward, X2)
     call("FullyConnected.backward(dLdY)", layer.backward, G)
     check_close("gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), X2.T @ G,
                 hints=[(X1.T @ G, "it uses X1: backward must use the input of the latest forward call")])
-    _check_fc_with_own_relu(kernel, "backward", rng)
+    _check_fc_with_own_relu(notebook, "backward", rng)
 
 
-def _own_relu(kernel, Z, dY):
+def _own_relu(notebook, Z, dY):
     """What a new ReLU of the student's makes of Z (forward) and of (Z, dY) (backward), as the
     judge calls it, or None where it does not run, returns arrays of another shape or hung in
     its own checks."""
-    if not answered(kernel, "relu_tests"):
+    if not answered(notebook, "relu_tests"):
         return None
     try:
-        _, Y, dZ = kernel.run(["new", "ReLU", [], {}, {}], ["call", Earlier(0), "forward", [Z], {}],
+        _, Y, dZ = notebook.run(["new", "ReLU", [], {}, {}], ["call", Earlier(0), "forward", [Z], {}],
                               ["call", Earlier(0), "backward", [Z, dY], {}])
     except StudentError:
         return None
@@ -296,7 +294,7 @@ def _own_relu(kernel, Z, dY):
 OWN_RELU = "with your own ReLU, vs what that ReLU makes of Z = X W + b when the test calls it"
 
 
-def _check_fc_with_own_relu(kernel, part, rng):
+def _check_fc_with_own_relu(notebook, part, rng):
     """FullyConnected with the student's own ReLU, whatever that computes: its forward, or its
     backward's result and gradients, against that ReLU called by the judge on the layer's Z and
     dL/dY (a layer that behaves only with the judge's activations loses here what it kept with
@@ -304,22 +302,22 @@ def _check_fc_with_own_relu(kernel, part, rng):
     n, d, h = 5, *(int(m) for m in rng.integers(2, 6, size=2))
     X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
     Z = X @ W + b
-    own = _own_relu(kernel, Z, G)
+    own = _own_relu(notebook, Z, G)
     if own is None:  # (FullyConnected is judged with the judge's activations alone)
         return
     Y, dZ = own
-    relu, layer = call_each(kernel, ("ReLU()", ["new", "ReLU", [], {}, {}]),
+    relu, layer = call_each(notebook, ("ReLU()", ["new", "ReLU", [], {}, {}]),
                             (f"FullyConnected({h}, ReLU())", ["new", "FullyConnected", [h, Earlier(0)], {}, {}]))
     call(f"FullyConnected({h}, ReLU()).forward(X)", layer.forward, X)
     put(layer, W_PATH, W)
     put(layer, B_PATH, b)
     where = f" (FullyConnected({h}, ReLU()) {OWN_RELU})"
-    check_close("FullyConnected.forward(X)" + where, call("FullyConnected.forward(X)", layer.forward, X), Y,
-                hints=[(Z, "the activation is not applied")])
+    check_call("FullyConnected.forward(X)" + where, layer.forward, X, expected=Y,
+               hints=[(Z, "the activation is not applied")])
     if part == "forward":
         return
-    check_close("FullyConnected.backward(dLdY): returned dL/dX" + where, call("FullyConnected.backward(dLdY)", layer.backward, G),
-                dZ @ W.T, hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)])
+    check_call("FullyConnected.backward(dLdY): returned dL/dX" + where, layer.backward, G, expected=dZ @ W.T,
+               hints=[(G @ W.T, NO_ACTIVATION_BACKWARD)])
     check_close("gradients['W']" + where, fetch(layer, DW_PATH), X.T @ dZ, factors={"N": n},
                 hints=[(X.T @ G, NO_ACTIVATION_BACKWARD)])
     check_close("gradients['b']" + where, fetch(layer, DB_PATH), dZ.sum(axis=0, keepdims=True), factors={"N": n})
@@ -338,25 +336,26 @@ def _whole_batch_hints(Z):
 
 
 @judged(CHECKS)
-def softmax_forward(kernel):
+def softmax_forward(notebook):
     Z = np.array([[0.0, 0.0], [np.log(3.0), 0.0], [1.0, 1.0]])
-    check_close("SoftMax().forward(Z)", call("SoftMax().forward(Z)", _new(kernel, "SoftMax").forward, Z),
-                [[0.5, 0.5], [0.75, 0.25], [0.5, 0.5]], hints=_whole_batch_hints(Z))
+    check_call("SoftMax().forward(Z)", _new(notebook, "SoftMax").forward, Z,
+               expected=[[0.5, 0.5], [0.75, 0.25], [0.5, 0.5]], hints=_whole_batch_hints(Z))
     what = "SoftMax().forward(Z) for scores of +-1000"
-    check_close(what, call(what, _new(kernel, "SoftMax").forward, np.array([[1000.0, 0.0, -1000.0]])), [[1.0, 0.0, 0.0]], atol=1e-12)
+    check_call(what, _new(notebook, "SoftMax").forward, np.array([[1000.0, 0.0, -1000.0]]), expected=[[1.0, 0.0, 0.0]],
+               atol=1e-12)
 
-    rng = kernel.rng(3005)
+    rng = notebook.rng(3005)
     for shape in [(6, 4), (1, 3), (5, 1), (3, 10)]:
         Z = 2 * rng.normal(size=shape)
         expected, _ = vjp("softmax", (Z,), np.zeros(shape))
-        Z_given = kernel.array(Z)
-        check_close(f"SoftMax().forward(Z) for Z of shape {shape}",
-                    call("SoftMax().forward(Z)", _new(kernel, "SoftMax").forward, Z_given), expected, hints=_whole_batch_hints(Z))
-        check_unchanged("SoftMax.forward", Z, Z_given)
+        Z_given = notebook.array(Z)
+        check_call(f"SoftMax().forward(Z) for Z of shape {shape}", _new(notebook, "SoftMax").forward, Z_given,
+                   expected=expected, hints=_whole_batch_hints(Z))
+        check_unchanged("SoftMax.forward", Z, Z_given.value())
     Z = _extreme_scores(rng, 4, 5)
     expected, _ = vjp("softmax", (Z,), np.zeros(Z.shape))
     what = "SoftMax().forward(Z) for scores near +-1000"
-    check_close(what, call(what, _new(kernel, "SoftMax").forward, Z), expected, atol=1e-12)
+    check_call(what, _new(notebook, "SoftMax").forward, Z, expected=expected, atol=1e-12)
 
 
 def _extreme_scores(rng, n, k):
@@ -370,40 +369,40 @@ DIAGONAL_ONLY = "it uses only the diagonal of the Jacobian: each output depends 
 
 
 @judged(CHECKS)
-def softmax_backward(kernel):
+def softmax_backward(notebook):
     def new():
-        return _new(kernel, "SoftMax")
+        return _new(notebook, "SoftMax")
 
     Z, dY, S = np.array([[np.log(3.0), 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.75, 0.25]])
-    check_close("SoftMax().backward(Z, dY)", call("SoftMax().backward(Z, dY)", new().backward, Z, dY), [[0.1875, -0.1875]],
-                hints=[(dY * S * (1 - S), DIAGONAL_ONLY)])
+    check_call("SoftMax().backward(Z, dY)", new().backward, Z, dY, expected=[[0.1875, -0.1875]],
+               hints=[(dY * S * (1 - S), DIAGONAL_ONLY)])
     rng = np.random.default_rng(0)
     check_activation_numerically("SoftMax()", new, rng.normal(size=(3, 4)))
 
-    rng = kernel.rng(3006)
+    rng = notebook.rng(3006)
     for shape in [(6, 4), (1, 3), (5, 1), (2, 7)]:
         Z, dY = 2 * rng.normal(size=shape), rng.normal(size=shape)
         _, (expected,) = vjp("softmax", (Z,), dY)
         S = softmax(Z)
-        Z_given, dY_given = kernel.array(Z), kernel.array(dY)
-        check_close(f"SoftMax().backward(Z, dY) for Z of shape {shape}",
-                    call("SoftMax().backward(Z, dY)", new().backward, Z_given, dY_given), expected,
-                    hints=[(dY * S * (1 - S), DIAGONAL_ONLY),
+        Z_given, dY_given = notebook.array(Z), notebook.array(dY)
+        check_call(f"SoftMax().backward(Z, dY) for Z of shape {shape}", new().backward, Z_given, dY_given,
+                   expected=expected,
+                   hints=[(dY * S * (1 - S), DIAGONAL_ONLY),
                            (S * (dY - np.sum(dY * S)), "the sum runs over the whole batch: each row has its own Jacobian")])
-        check_unchanged("SoftMax.backward (Z)", Z, Z_given)
-        check_unchanged("SoftMax.backward (dY)", dY, dY_given)
+        check_unchanged("SoftMax.backward (Z)", Z, Z_given.value())
+        check_unchanged("SoftMax.backward (dY)", dY, dY_given.value())
         check_activation_numerically(f"SoftMax() for Z of shape {shape}", new, Z)
     Z, dY = _extreme_scores(rng, 3, 4), rng.normal(size=(3, 4))
     _, (expected,) = vjp("softmax", (Z,), dY)
     what = "SoftMax().backward(Z, dY) for scores near +-1000"
-    check_close(what, call(what, new().backward, Z, dY), expected, atol=1e-12)
+    check_call(what, new().backward, Z, dY, expected=expected, atol=1e-12)
     # backward must use the Z it is given
     act = new()
     Z1, Z2, dY = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
     call("SoftMax().forward(Z1)", act.forward, Z1)
     _, (expected,) = vjp("softmax", (Z2,), dY)
-    check_close("SoftMax().backward(Z2, dY) after forward(Z1)", call("SoftMax().backward(Z2, dY)", act.backward, Z2, dY), expected,
-                hints=[(vjp("softmax", (Z1,), dY)[1][0], "it uses Z1 from forward: use the Z that backward is given")])
+    check_call("SoftMax().backward(Z2, dY) after forward(Z1)", act.backward, Z2, dY, expected=expected,
+               hints=[(vjp("softmax", (Z1,), dY)[1][0], "it uses Z1 from forward: use the Z that backward is given")])
 
 
 # --- 4. Cross-entropy ----------------------------------------------------------------------------
@@ -416,65 +415,66 @@ def _probabilities(rng, n, k, scale=1.0):
 
 
 @judged(CHECKS)
-def crossentropy_forward(kernel):
+def crossentropy_forward(notebook):
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
     what = "CrossEntropy().forward(Y, Y_hat)"
-    check_close(what, call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), (np.log(2.0) + np.log(4.0)) / 2,
-                factors={"N": 2})
+    check_call(what, _new(notebook, "CrossEntropy").forward, Y, Y_hat, expected=(np.log(2.0) + np.log(4.0)) / 2,
+               factors={"N": 2})
 
-    rng = kernel.rng(3007)
+    rng = notebook.rng(3007)
     for n, k in [(6, 4), (1, 3), (5, 2), (3, 10)]:
         Y, Y_hat = _probabilities(rng, n, k, scale=2.0)
         expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
-        Y_given, Y_hat_given = kernel.array(Y), kernel.array(Y_hat)
-        check_close(f"{what} for Y of shape {(n, k)}", call(what, _new(kernel, "CrossEntropy").forward, Y_given, Y_hat_given),
-                    expected, factors={"N": n, "K": k},
-                    hints=[(-np.sum((1 - Y) * np.log(1 - Y_hat)) / n - np.sum(Y * np.log(Y_hat)) / n,
+        Y_given, Y_hat_given = notebook.array(Y), notebook.array(Y_hat)
+        check_call(f"{what} for Y of shape {(n, k)}", _new(notebook, "CrossEntropy").forward, Y_given, Y_hat_given,
+                   expected=expected, factors={"N": n, "K": k},
+                   hints=[(-np.sum((1 - Y) * np.log(1 - Y_hat)) / n - np.sum(Y * np.log(Y_hat)) / n,
                             "it adds log(1 - Y_hat) for the wrong classes: that is the binary cross-entropy")])
-        check_unchanged("CrossEntropy.forward (Y)", Y, Y_given)
-        check_unchanged("CrossEntropy.forward (Y_hat)", Y_hat, Y_hat_given)
+        check_unchanged("CrossEntropy.forward (Y)", Y, Y_given.value())
+        check_unchanged("CrossEntropy.forward (Y_hat)", Y_hat, Y_hat_given.value())
     tiny = 10.0 ** -rng.uniform(200, 300)  # the student's own, so no table holds it
     Y, Y_hat = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[tiny, 1.0 - tiny], [0.5, 0.5]])
     if rng.integers(2):
         Y, Y_hat = Y[:, ::-1].copy(), Y_hat[:, ::-1].copy()
     expected, _ = vjp("probability_cross_entropy", (Y, Y_hat))
-    check_close(f"{what} for a probability of {tiny:.3g}", call(what, _new(kernel, "CrossEntropy").forward, Y, Y_hat), expected)
+    check_call(f"{what} for a probability of {tiny:.3g}", _new(notebook, "CrossEntropy").forward, Y, Y_hat,
+               expected=expected)
 
 
 @judged(CHECKS)
-def crossentropy_backward(kernel):
+def crossentropy_backward(notebook):
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
     what = "CrossEntropy().backward(Y, Y_hat)"
-    check_close(what, call(what, _new(kernel, "CrossEntropy").backward, Y, Y_hat), [[0.0, -1.0, 0.0], [-2.0, 0.0, 0.0]],
-                factors={"N": 2},
-                hints=[((Y_hat - Y) / 2, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat")])
-    check_close(f"{what} vs finite differences", call(what, _new(kernel, "CrossEntropy").backward, Y, Y_hat),
-                call("CrossEntropy().forward(Y, Y_hat)", numerical_loss_gradient, kernel, "CrossEntropy", Y, Y_hat,
-                     at=1, eps=1e-7),
-                rtol=1e-5, atol=1e-7)
+    check_call(what, _new(notebook, "CrossEntropy").backward, Y, Y_hat, expected=[[0.0, -1.0, 0.0], [-2.0, 0.0, 0.0]],
+               factors={"N": 2},
+               hints=[((Y_hat - Y) / 2, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat")])
+    check_call(f"{what} vs finite differences", _new(notebook, "CrossEntropy").backward, Y, Y_hat,
+               expected=call("CrossEntropy().forward(Y, Y_hat)", numerical_loss_gradient, notebook, "CrossEntropy", Y, Y_hat,
+                              at=1, eps=1e-7),
+               rtol=1e-5, atol=1e-7)
 
-    rng = kernel.rng(3008)
+    rng = notebook.rng(3008)
     for n, k in [(6, 4), (1, 3), (5, 2)]:
         Y, Y_hat = _probabilities(rng, n, k)
         _, (_, expected) = vjp("probability_cross_entropy", (Y, Y_hat))
-        Y_given, Y_hat_given = kernel.array(Y), kernel.array(Y_hat)
-        check_close(f"{what} for Y of shape {(n, k)}", call(what, _new(kernel, "CrossEntropy").backward, Y_given, Y_hat_given),
-                    expected, factors={"N": n, "K": k},
-                    hints=[((Y_hat - Y) / n, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat"),
+        Y_given, Y_hat_given = notebook.array(Y), notebook.array(Y_hat)
+        check_call(f"{what} for Y of shape {(n, k)}", _new(notebook, "CrossEntropy").backward, Y_given, Y_hat_given,
+                   expected=expected, factors={"N": n, "K": k},
+                   hints=[((Y_hat - Y) / n, "(Y_hat - Y)/N is the gradient with respect to the scores before SoftMax, not Y_hat"),
                            (np.full((n, k), -np.sum(Y / Y_hat) / n), "it is summed: the gradient has one entry per entry of Y_hat")])
-        check_unchanged("CrossEntropy.backward (Y)", Y, Y_given)
-        check_unchanged("CrossEntropy.backward (Y_hat)", Y_hat, Y_hat_given)
+        check_unchanged("CrossEntropy.backward (Y)", Y, Y_given.value())
+        check_unchanged("CrossEntropy.backward (Y_hat)", Y_hat, Y_hat_given.value())
 
 
 # --- 5. NeuralNetwork, with layers and a loss the judge controls --------------------------------
 
-def _scalers(kernel, factors, offsets=None):
+def _scalers(notebook, factors, offsets=None):
     """Layers Z -> factor * Z + offset that record their calls: {"layers[i]": layer}. (With
     offsets they do not commute: the output shows the order they ran in.)"""
     offsets = offsets or [0.0] * len(factors)
-    made = kernel.run(*[["scaler", float(factor), float(offset), "FullyConnected", {"forward": ["X"], "backward": ["dLdY"]}]
+    made = notebook.run(*[["scaler", float(factor), float(offset), "FullyConnected", {"forward": ["X"], "backward": ["dLdY"]}]
                         for factor, offset in zip(factors, offsets)])
     return {f"layers[{i}]": layer for i, layer in enumerate(made)}
 
@@ -490,15 +490,15 @@ def _offsets(factors):
     return [0.1 * (i + 1) for i in range(len(factors))]
 
 
-def _loss(kernel, L, dY):
+def _loss(notebook, L, dY):
     """A loss whose forward(Y, Y_hat) returns L and backward(Y, Y_hat) returns dY (the parameters
     of the notebook's CrossEntropy, keywords too)."""
-    return kernel.standin("CrossEntropy", None, {"forward": ["Y", "Y_hat"], "backward": ["Y", "Y_hat"]},
+    return notebook.standin("CrossEntropy", None, {"forward": ["Y", "Y_hat"], "backward": ["Y", "Y_hat"]},
                           forward=[float(L)], backward=[dY])
 
 
-def _network(kernel, layers, loss):
-    return call("NeuralNetwork(layers, loss)", kernel.new, "NeuralNetwork", list(layers.values()), loss)
+def _network(notebook, layers, loss):
+    return call("NeuralNetwork(layers, loss)", notebook.new, "NeuralNetwork", list(layers.values()), loss)
 
 
 def _check_loss_arguments(what, given, target, out, where):
@@ -520,7 +520,7 @@ def _gradient_shapes(d, h, k):
     return {(1, "W"): (d, h), (1, "b"): (1, h), (3, "W"): (h, k), (3, "b"): (1, k)}
 
 
-def _check_network_of_own_layers(kernel, part, rng):
+def _check_network_of_own_layers(notebook, part, rng):
     """NeuralNetwork's ``part`` with the student's own FullyConnected, ReLU, SoftMax and
     CrossEntropy (classifier()'s), whatever they compute: against the same objects called by the
     judge in the order the text gives (forward through the layers; the loss's forward and
@@ -528,7 +528,7 @@ def _check_network_of_own_layers(kernel, part, rng):
     layers and loss are the judge's loses here what it kept there; a bug in a layer costs nothing
     here, since the same layer makes the expected values. Skipped where the layers do not run,
     or hung in their own checks."""
-    if not answered(kernel, "relu_tests", "fullyconnected_init", "fullyconnected_forward", "fullyconnected_backward",
+    if not answered(notebook, "relu_tests", "fullyconnected_init", "fullyconnected_forward", "fullyconnected_backward",
                     "softmax_forward", "softmax_backward", "crossentropy_forward", "crossentropy_backward"):
         return
     n, d, h, k = 6, *(int(m) for m in rng.integers(2, 7, size=3))
@@ -549,7 +549,7 @@ def _check_network_of_own_layers(kernel, part, rng):
              ["new", "NeuralNetwork", [[Earlier(1), Earlier(3)], Earlier(4)], {}, {}],
              ["call", Earlier(1), "forward", [X], {}], ["call", Earlier(3), "forward", [Earlier(26)], {}]]
     try:
-        results = kernel.run(*layer_ops, *chain)
+        results = notebook.run(*layer_ops, *chain)
     except StudentError:
         return  # (the network is judged with the judge's layers and loss alone)
     out, loss, grads, network = results[12], results[13], results[21:25], results[25]
@@ -562,7 +562,7 @@ def _check_network_of_own_layers(kernel, part, rng):
     if not np.array_equal(out, results[27]):
         return  # (layers whose output changes from one call to the next: no order of calls can be compared)
     if part == "forward":
-        check_close("NeuralNetwork.forward(X)" + OWN_LAYERS, call("NeuralNetwork.forward(X)", network.forward, X), out)
+        check_call("NeuralNetwork.forward(X)" + OWN_LAYERS, network.forward, X, expected=out)
     elif part == "predict":
         result = call("NeuralNetwork.predict(X, Y)", network.predict, X, Y)
         if not isinstance(result, tuple) or len(result) != 2:
@@ -571,9 +571,9 @@ def _check_network_of_own_layers(kernel, part, rng):
         check_close("the loss NeuralNetwork.predict(X, Y) returns" + OWN_LAYERS, result[1], loss)
     else:
         call("NeuralNetwork.forward(X)", network.forward, X)  # (the layers keep what this batch's backward needs)
-        kernel.run(*[["put", results[i], path("gradients", [key]), np.zeros(shape)]
+        notebook.run(*[["put", results[i], path("gradients", [key]), np.zeros(shape)]
                      for (i, key), shape in _gradient_shapes(d, h, k).items()])
-        returned, *found = call_each(kernel, ("NeuralNetwork.backward(Y, out)", ["call", network, "backward", [Y, out], {}]),
+        returned, *found = call_each(notebook, ("NeuralNetwork.backward(Y, out)", ["call", network, "backward", [Y, out], {}]),
                                      *[(f"layer {i}'s gradients['{key}']", ["fetch", layer, path("gradients", [key])])
                                        for i, layer in enumerate(results[1:4:2]) for key in ("W", "b")])
         check_close("the loss NeuralNetwork.backward(Y, out) returns" + OWN_LAYERS, returned, loss)
@@ -582,18 +582,18 @@ def _check_network_of_own_layers(kernel, part, rng):
 
 
 @judged(CHECKS)
-def network_forward(kernel):
-    rng = kernel.rng(3009)
+def network_forward(notebook):
+    rng = notebook.rng(3009)
     cases = [((2.0, 3.0, 5.0), np.array([[1.0, -2.0], [0.5, 4.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, d))) for depth, n, d in [(1, 6, 3), (4, 1, 2), (2, 5, 4)]]
     for factors, X in cases:
         offsets = _offsets(factors)
-        layers = _scalers(kernel, factors, offsets)
+        layers = _scalers(notebook, factors, offsets)
         where = (f" through {len(factors)} layers Z -> a Z + c, with a = {', '.join(f'{f:g}' for f in factors)} and "
                  f"c = {', '.join(f'{c:g}' for c in offsets)}")
-        X_given = kernel.array(X)
-        out = call("NeuralNetwork.forward(X)", _network(kernel, layers, _loss(kernel, 0.0, X)).forward, X_given)
-        check_unchanged("NeuralNetwork.forward", X, X_given)
+        X_given = notebook.array(X)
+        out = call("NeuralNetwork.forward(X)", _network(notebook, layers, _loss(notebook, 0.0, X)).forward, X_given)
+        check_unchanged("NeuralNetwork.forward", X, X_given.value())
         check_close("NeuralNetwork.forward(X)" + where, out, _through(factors, offsets, X),
                     hints=[(_through(factors[-1:], offsets[-1:], X),
                             "every layer is given X: give each layer the output of the layer before"),
@@ -603,24 +603,24 @@ def network_forward(kernel):
         log = [(method, role) for role, method, _ in calls_in_order(layers)]
         if log != [("forward", role) for role in layers]:
             raise TestFailure(f"NeuralNetwork.forward made the calls {log}, expected each layer's forward once, in order")
-    _check_network_of_own_layers(kernel, "forward", rng)
+    _check_network_of_own_layers(notebook, "forward", rng)
 
 
 @judged(CHECKS)
-def network_backward(kernel):
-    rng = kernel.rng(3010)
+def network_backward(notebook):
+    rng = notebook.rng(3010)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 3)), rng.normal(size=(n, 3)))
               for depth, n in [(3, 6), (1, 1), (4, 2)]]
     for factors, out, Y in cases:
-        layers = _scalers(kernel, factors)
+        layers = _scalers(notebook, factors)
         L, D = float(np.sum((out - Y) ** 2) / 2), out - Y
-        loss = _loss(kernel, L, D)
+        loss = _loss(notebook, L, D)
         where = f" ({len(factors)} layers, batch of {len(out)})"
-        Y_given, out_given = kernel.array(Y), kernel.array(out)
-        returned = call("NeuralNetwork.backward(Y, out)", _network(kernel, layers, loss).backward, Y_given, out_given)
-        check_unchanged("NeuralNetwork.backward (Y)", Y, Y_given)
-        check_unchanged("NeuralNetwork.backward (out)", out, out_given)
+        Y_given, out_given = notebook.array(Y), notebook.array(out)
+        returned = call("NeuralNetwork.backward(Y, out)", _network(notebook, layers, loss).backward, Y_given, out_given)
+        check_unchanged("NeuralNetwork.backward (Y)", Y, Y_given.value())
+        check_unchanged("NeuralNetwork.backward (out)", out, out_given.value())
         check_close("the loss NeuralNetwork.backward(Y, out) returns" + where, returned, L)
         log = calls_in_order(layers)
         received = {role: args[0] for role, method, args in log if method == "backward" and args}
@@ -643,22 +643,22 @@ def network_backward(kernel):
         order = [role for role, method, _ in log if method == "backward"]
         if order != list(reversed(layers)):
             raise TestFailure(f"NeuralNetwork.backward called {order}, expected {list(reversed(layers))}: the last layer first")
-    _check_network_of_own_layers(kernel, "backward", rng)
+    _check_network_of_own_layers(notebook, "backward", rng)
 
 
 @judged(CHECKS)
-def network_predict(kernel):
-    rng = kernel.rng(3011)
+def network_predict(notebook):
+    rng = notebook.rng(3011)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 4)), rng.normal(size=(n, 4)))
               for depth, n in [(3, 5), (1, 1)]]
     for factors, X, Y in cases:
         offsets = _offsets(factors)
-        layers = _scalers(kernel, factors, offsets)
+        layers = _scalers(notebook, factors, offsets)
         Y_hat = _through(factors, offsets, X)
         L = float(np.sum((Y_hat - Y) ** 2) / 2)
-        loss = _loss(kernel, L, Y_hat - Y)
-        result = call("NeuralNetwork.predict(X, Y)", _network(kernel, layers, loss).predict, X, Y)
+        loss = _loss(notebook, L, Y_hat - Y)
+        result = call("NeuralNetwork.predict(X, Y)", _network(notebook, layers, loss).predict, X, Y)
         if not isinstance(result, tuple) or len(result) != 2:
             raise TestFailure(f"NeuralNetwork.predict should return a pair (Y_hat, loss), got {kind(result)}")
         check_close("the Y_hat NeuralNetwork.predict(X, Y) returns", result[0], Y_hat)
@@ -666,7 +666,7 @@ def network_predict(kernel):
         asked = {method: args for method, args in loss.calls()}
         if "forward" in asked:
             _check_loss_arguments("NeuralNetwork.predict gives loss.forward", asked["forward"], Y, Y_hat, "")
-    _check_network_of_own_layers(kernel, "predict", rng)
+    _check_network_of_own_layers(notebook, "predict", rng)
 
 
 # --- 6. Training, replayed here on the student's classes ----------------------------------------
@@ -679,12 +679,12 @@ def _network_parameters(network):
     return [["fetch", network, path("layers", [layer], "parameters", [key])] for layer, key in PARAMETERS]
 
 
-def _train(kernel, network, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+def _train(notebook, network, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
     """The notebook's train(): minibatch gradient descent, one round trip per epoch, its batches
     drawn with ``seed(epoch)``. The training data is sent once; each minibatch is taken from it in
     the kernel. Returns the network's parameters (PARAMETERS) after its first forward call (its
     layers initialise on their first input) and after training."""
-    X_train, Y_train = kernel.run(["array", data.X_train], ["array", data.Y_train])
+    X_train, Y_train = notebook.run(["array", data.X_train], ["array", data.Y_train])
     first = None
     for epoch in range(epochs):
         operations, fetched = [], None
@@ -697,10 +697,10 @@ def _train(kernel, network, data, lr, epochs, batch_size=16, seed=lambda epoch: 
                 operations += _network_parameters(network)
             operations += [quiet(["call", network, "backward", [Earlier(start + 1), Earlier(start + 2)], {}]),
                            quiet(["call", network, "step", [lr], {}])]
-        results = call("training", kernel.run, *operations)
+        results = call("training", notebook.run, *operations)
         if fetched is not None:
             first = results[fetched:fetched + len(PARAMETERS)]
-    return first, call("training", kernel.run, *_network_parameters(network))
+    return first, call("training", notebook.run, *_network_parameters(network))
 
 
 def _softmax(scores):
@@ -748,10 +748,10 @@ def _shapes(inputs, num_hidden, num_classes):
     return [(inputs, num_hidden), (1, num_hidden), (num_hidden, num_classes), (1, num_classes)]
 
 
-def _trained(kernel, network, data, what, lr, epochs, num_hidden, batch_size=16, seed=lambda epoch: epoch):
+def _trained(notebook, network, data, what, lr, epochs, num_hidden, batch_size=16, seed=lambda epoch: epoch):
     """Train, then check that the parameters are those of the same gradient descent replayed
     here from the network's first ones (an initialisation); returns them."""
-    first, parameters = _train(kernel, network, data, lr, epochs, batch_size, seed)
+    first, parameters = _train(notebook, network, data, lr, epochs, batch_size, seed)
     names = [f"layer {layer}'s parameters['{key}']" for layer, key in PARAMETERS]
     shapes = _shapes(data.X_train.shape[1], num_hidden, data.num_classes)
     first = parameter_arrays(f"{what}, before training", names, first, shapes)
@@ -766,7 +766,7 @@ def _trained(kernel, network, data, what, lr, epochs, num_hidden, batch_size=16,
     return parameters
 
 
-def _accuracy(kernel, network, parameters, X, y, which="test"):
+def _accuracy(notebook, network, parameters, X, y, which="test"):
     """The fraction of the rows of X whose largest output is the class y, from the network that
     ``parameters`` make, once network.forward is seen to be that network."""
     out = np.asarray(call(f"NeuralNetwork.forward(X_{which[:4]})", network.forward, X))
@@ -779,7 +779,7 @@ def _accuracy(kernel, network, parameters, X, y, which="test"):
 
 
 @judged(CHECKS)
-def training_check(kernel):
+def training_check(notebook):
     """The notebook's training cells, run here: the iris setting chosen on the validation set and
     the digits network must reach 90% test accuracy, measured by the judge from the network that
     the trained parameters make. Every network must start from an initialisation and end with
@@ -789,31 +789,31 @@ def training_check(kernel):
     iris = load("iris", validation_fraction=0.2)
     searched = {}  # (validation accuracy, -order) -> network: the first of equal settings wins, as max() does
     for order, (lr, num_hidden) in enumerate((lr, h) for lr in (0.01, 0.1, 0.5) for h in (4, 16)):
-        kernel.seed(0)  # the same initial weights for every setting
-        network = call(f"classifier({num_hidden}, {iris.num_classes})", kernel.new, "classifier", num_hidden, iris.num_classes)
-        parameters = _trained(kernel, network, iris, f"iris, lr {lr}, {num_hidden} hidden", lr, 40, num_hidden)
-        searched[_accuracy(kernel, network, parameters, iris.X_val, iris.y_val, "validation"), -order] = network, parameters
-    accuracy = _accuracy(kernel, *searched[max(searched)], iris.X_test, iris.y_test)
+        notebook.seed(0)  # the same initial weights for every setting
+        network = call(f"classifier({num_hidden}, {iris.num_classes})", notebook.new, "classifier", num_hidden, iris.num_classes)
+        parameters = _trained(notebook, network, iris, f"iris, lr {lr}, {num_hidden} hidden", lr, 40, num_hidden)
+        searched[_accuracy(notebook, network, parameters, iris.X_val, iris.y_val, "validation"), -order] = network, parameters
+    accuracy = _accuracy(notebook, *searched[max(searched)], iris.X_test, iris.y_test)
     if not accuracy >= 0.9:
         raise TestFailure(f"the test accuracy of the iris setting chosen on the validation set is {accuracy:.3f}, "
                           "not above 0.9 (chance is 0.333): check the parts above")
     digits = load("digits")
-    kernel.seed(0)
-    network = call("classifier(64, 10)", kernel.new, "classifier", 64, digits.num_classes)
-    own = (lambda epoch: [6000 + epoch, *kernel.key]) if kernel.key else (lambda epoch: epoch)
-    parameters = _trained(kernel, network, digits, "digits", 0.1, 15, 64, batch_size=32, seed=own)
-    accuracy = _accuracy(kernel, network, parameters, digits.X_test, digits.y_test)
+    notebook.seed(0)
+    network = call("classifier(64, 10)", notebook.new, "classifier", 64, digits.num_classes)
+    own = (lambda epoch: [6000 + epoch, *notebook.key]) if notebook.key else (lambda epoch: epoch)
+    parameters = _trained(notebook, network, digits, "digits", 0.1, 15, 64, batch_size=32, seed=own)
+    accuracy = _accuracy(notebook, network, parameters, digits.X_test, digits.y_test)
     if not accuracy >= 0.9:
         raise TestFailure(f"the test accuracy on digits is {accuracy:.3f}, not above 0.9 (chance is 0.1): check the parts above")
 
 
 # --- 7. einsum -----------------------------------------------------------------------------------
 
-def check_einsum(kernel, what, name, args, expected):
+def check_einsum(notebook, what, name, args, expected):
     """``name(*args)`` equals ``expected`` and is what a call of NumPy's einsum on ``args``
     themselves returned (the kernel records the calls: see gradcheck.einsum_problem)."""
     args = [np.asarray(a, dtype=np.float64) for a in args]
-    result, calls = call(what, kernel.run, ["einsum", name, args])[0]
+    result, calls = call(what, notebook.run, ["einsum", name, args])[0]
     check_close(what, result, expected)
     if not isinstance(calls, list) or not all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], list) and c[0]
                                               for c in calls):
@@ -824,71 +824,71 @@ def check_einsum(kernel, what, name, args, expected):
 
 
 @judged(CHECKS)
-def einsum_classics(kernel):
+def einsum_classics(notebook):
     rng = np.random.default_rng(0)
     A, B = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
-    check_einsum(kernel, "trace(A)", "trace", (A,), np.trace(A))
-    check_einsum(kernel, "matmul(A, B)", "matmul", (A, B), A @ B)
+    check_einsum(notebook, "trace(A)", "trace", (A,), np.trace(A))
+    check_einsum(notebook, "matmul(A, B)", "matmul", (A, B), A @ B)
     A, B = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 4, 5))
-    check_einsum(kernel, "batched_matmul(A, B)", "batched_matmul", (A, B), np.matmul(A, B))
+    check_einsum(notebook, "batched_matmul(A, B)", "batched_matmul", (A, B), np.matmul(A, B))
 
-    rng = kernel.rng(3012)
+    rng = notebook.rng(3012)
     for n in (1, 5):
         A = rng.normal(size=(n, n))
-        check_einsum(kernel, f"trace(A) for A of shape {A.shape}", "trace", (A,), np.trace(A))
+        check_einsum(notebook, f"trace(A) for A of shape {A.shape}", "trace", (A,), np.trace(A))
     for n, m, p in [(2, 5, 3), (1, 1, 1), (6, 2, 1)]:
         A, B = rng.normal(size=(n, m)), rng.normal(size=(m, p))
-        check_einsum(kernel, f"matmul(A, B) for shapes {A.shape} and {B.shape}", "matmul", (A, B), A @ B)
+        check_einsum(notebook, f"matmul(A, B) for shapes {A.shape} and {B.shape}", "matmul", (A, B), A @ B)
     for b, n, m, p in [(4, 1, 3, 2), (1, 2, 2, 5), (3, 4, 1, 3)]:
         A, B = rng.normal(size=(b, n, m)), rng.normal(size=(b, m, p))
-        check_einsum(kernel, f"batched_matmul(A, B) for shapes {A.shape} and {B.shape}", "batched_matmul", (A, B),
+        check_einsum(notebook, f"batched_matmul(A, B) for shapes {A.shape} and {B.shape}", "batched_matmul", (A, B),
                      np.matmul(A, B))
 
 
 @judged(CHECKS)
-def einsum_more(kernel):
+def einsum_more(notebook):
     rng = np.random.default_rng(1)
     u, v, A, B = rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 3)), rng.normal(size=(3, 4))
-    check_einsum(kernel, "outer(u, v)", "outer", (u, v), np.outer(u, v))
-    check_einsum(kernel, "diagonal(A)", "diagonal", (A,), np.diag(A))
-    check_einsum(kernel, "column_sums(B)", "column_sums", (B,), B.sum(axis=0))
-    check_einsum(kernel, "bilinear(u, B, v)", "bilinear", (u, B, v), float(u @ B @ v))
+    check_einsum(notebook, "outer(u, v)", "outer", (u, v), np.outer(u, v))
+    check_einsum(notebook, "diagonal(A)", "diagonal", (A,), np.diag(A))
+    check_einsum(notebook, "column_sums(B)", "column_sums", (B,), B.sum(axis=0))
+    check_einsum(notebook, "bilinear(u, B, v)", "bilinear", (u, B, v), float(u @ B @ v))
     X, Y = rng.normal(size=(2, 4)), rng.normal(size=(5, 4))
-    check_einsum(kernel, "pairwise_dots(X, Y)", "pairwise_dots", (X, Y), X @ Y.T)
+    check_einsum(notebook, "pairwise_dots(X, Y)", "pairwise_dots", (X, Y), X @ Y.T)
 
-    rng_hidden = kernel.rng(3013)
+    rng_hidden = notebook.rng(3013)
     for n, m in [(1, 1), (5, 2), (2, 6)]:
         u, v = rng_hidden.normal(size=n), rng_hidden.normal(size=m)
         A, B = rng_hidden.normal(size=(n, n)), rng_hidden.normal(size=(n, m))
-        check_einsum(kernel, f"outer(u, v) for shapes {u.shape} and {v.shape}", "outer", (u, v), np.outer(u, v))
-        check_einsum(kernel, f"diagonal(A) for A of shape {A.shape}", "diagonal", (A,), np.diag(A))
-        check_einsum(kernel, f"column_sums(B) for B of shape {B.shape}", "column_sums", (B,), B.sum(axis=0))
-        check_einsum(kernel, f"bilinear(x, A, y) for A of shape {B.shape}", "bilinear", (u, B, v), float(u @ B @ v))
+        check_einsum(notebook, f"outer(u, v) for shapes {u.shape} and {v.shape}", "outer", (u, v), np.outer(u, v))
+        check_einsum(notebook, f"diagonal(A) for A of shape {A.shape}", "diagonal", (A,), np.diag(A))
+        check_einsum(notebook, f"column_sums(B) for B of shape {B.shape}", "column_sums", (B,), B.sum(axis=0))
+        check_einsum(notebook, f"bilinear(x, A, y) for A of shape {B.shape}", "bilinear", (u, B, v), float(u @ B @ v))
         X, Y = rng_hidden.normal(size=(n, 3)), rng_hidden.normal(size=(m, 3))
-        check_einsum(kernel, f"pairwise_dots(X, Y) for shapes {X.shape} and {Y.shape}", "pairwise_dots", (X, Y), X @ Y.T)
+        check_einsum(notebook, f"pairwise_dots(X, Y) for shapes {X.shape} and {Y.shape}", "pairwise_dots", (X, Y), X @ Y.T)
 
 
 # --- 8. Conv2D ------------------------------------------------------------------------------------
 
-def _out_shape(shape, kernel, stride, pad, channels):
+def _out_shape(shape, window, stride, pad, channels):
     """The output shape of a convolution or pooling of images of ``shape`` (NHWC)."""
-    return (shape[0], (shape[1] + 2 * pad[0] - kernel[0]) // stride + 1,
-            (shape[2] + 2 * pad[1] - kernel[1]) // stride + 1, channels)
+    return (shape[0], (shape[1] + 2 * pad[0] - window[0]) // stride + 1,
+            (shape[2] + 2 * pad[1] - window[1]) // stride + 1, channels)
 
 
 def _options(**options):
     return ", ".join(f"{key}={value}" for key, value in options.items())
 
 
-def _conv(kernel, n_out, kernel_shape, W, b, activation=None, **options):
+def _conv(notebook, n_out, kernel_shape, W, b, activation=None, **options):
     """The student's Conv2D with the given parameters (created by a first forward call);
     ``activation`` is a factor (an activation of the judge's: Z -> factor * Z + OFFSET), one of
     the student's (a Remote) or None."""
     if isinstance(activation, Remote):  # the student's own
         options["activation"] = activation
     elif activation is not None:
-        options["activation"] = kernel.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)
-    layer = call(f"Conv2D({n_out}, {kernel_shape})", kernel.new, "Conv2D", n_out, tuple(kernel_shape), **options)
+        options["activation"] = notebook.scaler(activation, OFFSET, "ReLU", ACTIVATION_ARGUMENTS)
+    layer = call(f"Conv2D({n_out}, {kernel_shape})", notebook.new, "Conv2D", n_out, tuple(kernel_shape), **options)
     call(f"Conv2D({n_out}, {kernel_shape}).forward(X)", layer.forward, np.zeros((1, 6, 6, np.shape(W)[2])))
     put(layer, W_PATH, np.array(W, dtype=float))
     put(layer, B_PATH, np.array(b, dtype=float))
@@ -900,49 +900,49 @@ CONV_CASES = [((2, 5, 6, 3), 4, (3, 2), 2, (1, 0)), ((1, 7, 4, 1), 2, (2, 2), 1,
 
 
 @judged(CHECKS)
-def conv2d_forward(kernel):
+def conv2d_forward(notebook):
     def forward(layer, X):
         return call("Conv2D.forward(X)", layer.forward, X)
 
     X = np.arange(9.0).reshape(1, 3, 3, 1)
-    check_close("Conv2D(1, (2, 2)).forward(X), X a 3x3 image", forward(_conv(kernel, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]]), X),
+    check_close("Conv2D(1, (2, 2)).forward(X), X a 3x3 image", forward(_conv(notebook, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]]), X),
                 np.array([9.0, 13.0, 21.0, 25.0]).reshape(1, 2, 2, 1),
                 hints=[(np.array([8.0, 12.0, 20.0, 24.0]).reshape(1, 2, 2, 1), "the bias is missing")])
     check_close("Conv2D(1, (2, 2)).forward(X) with the kernel [[1, 2], [3, 4]]",
-                forward(_conv(kernel, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]]), X),
+                forward(_conv(notebook, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]]), X),
                 np.array([27.0, 37.0, 57.0, 67.0]).reshape(1, 2, 2, 1),
                 hints=[(np.array([13.0, 23.0, 43.0, 53.0]).reshape(1, 2, 2, 1),
                         "the kernel is flipped: PyTorch's conv2d, like this layer, does not flip it")])
     check_close("Conv2D(1, (2, 2), stride=2, pad=1).forward(X)",
-                forward(_conv(kernel, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]], stride=2, pad=1), X),
+                forward(_conv(notebook, 1, (2, 2), np.ones((2, 2, 1, 1)), [[1.0]], stride=2, pad=1), X),
                 np.array([1.0, 4.0, 10.0, 25.0]).reshape(1, 2, 2, 1))
-    layer = _conv(kernel, 2, (1, 1), [[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]], [[0.0, 0.0]], activation=3.0)
+    layer = _conv(notebook, 2, (1, 1), [[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]], [[0.0, 0.0]], activation=3.0)
     X = np.arange(12.0).reshape(1, 2, 2, 3)
     linear = np.stack([X[..., 0] + X[..., 2], X[..., 1] + X[..., 2]], axis=-1)
     check_close(f"Conv2D(2, (1, 1){_activation_name(3.0)}).forward(X), X with 3 channels", forward(layer, X),
                 _activated(3.0, linear), hints=[(linear, "the activation is not applied")])
 
-    rng = kernel.rng(3014)
+    rng = notebook.rng(3014)
     for shape, n_out, kernel_shape, stride, pad in CONV_CASES:
         X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
         expected, _ = vjp("conv2d", (X, W, b), np.zeros(_out_shape(shape, kernel_shape, stride, pad, n_out)),
                           stride=stride, pad=list(pad))
-        layer, X_given = _conv(kernel, n_out, kernel_shape, W, b, stride=stride, pad=pad), kernel.array(X)
+        layer, X_given = _conv(notebook, n_out, kernel_shape, W, b, stride=stride, pad=pad), notebook.array(X)
         check_close(f"Conv2D({n_out}, {kernel_shape}, stride={stride}, pad={pad}).forward(X) for X of shape {shape}",
                     forward(layer, X_given), expected)
-        check_unchanged("Conv2D.forward", X, X_given)
+        check_unchanged("Conv2D.forward", X, X_given.value())
     X, W, b = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 3, 2, 3)), rng.normal(size=(1, 3))
     expected, _ = vjp("conv2d", (X, W, b), np.zeros((2, 2, 2, 3)), stride=2, pad=[0, 1])
     check_close(f"Conv2D(3, (2, 3){_activation_name(3.0)}, stride=2, pad=(0, 1)).forward(X)",
-                forward(_conv(kernel, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), _activated(3.0, expected),
+                forward(_conv(notebook, 3, (2, 3), W, b, activation=3.0, stride=2, pad=(0, 1)), X), _activated(3.0, expected),
                 hints=[(expected, "the activation is not applied")])
-    _check_conv_with_own_relu(kernel, "forward", rng)
+    _check_conv_with_own_relu(notebook, "forward", rng)
 
 
 @judged(CHECKS)
-def conv2d_backward(kernel):
+def conv2d_backward(notebook):
     X = np.arange(9.0).reshape(1, 3, 3, 1)
-    layer = _conv(kernel, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]])
+    layer = _conv(notebook, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]])
     call("Conv2D.forward(X)", layer.forward, X)
     dX = call("Conv2D.backward(dLdY)", layer.backward, np.ones((1, 2, 2, 1)))
     check_close("Conv2D(1, (2, 2)).backward(dLdY) for dLdY of ones", dX,
@@ -954,73 +954,72 @@ def conv2d_backward(kernel):
     for options in ({}, {"stride": 2, "pad": 1}):
         W, b, X = rng.normal(size=(2, 3, 3, 2)), rng.normal(size=(1, 2)), rng.normal(size=(2, 4, 5, 3))
         pad = (options.get("pad", 0),) * 2
-        check_gradients_numerically(f"Conv2D(2, (2, 3){', ' if options else ''}{_options(**options)})",
-                                    lambda: _conv(kernel, 2, (2, 3), W, b, **options), X,
+        check_backward_unseen(f"Conv2D(2, (2, 3){', ' if options else ''}{_options(**options)})",
+                                    lambda: _conv(notebook, 2, (2, 3), W, b, **options), X,
                                     _out_shape(X.shape, (2, 3), options.get("stride", 1), pad, 2),
                                     params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)], upstream="dLdY")
 
-    rng = kernel.rng(3015)
+    rng = notebook.rng(3015)
     for shape, n_out, kernel_shape, stride, pad in CONV_CASES[:3] + CONV_CASES[4:]:
         X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
         G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
         _, (dX, dW, db) = vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))
-        layer = _conv(kernel, n_out, kernel_shape, W, b, stride=stride, pad=pad)
+        layer = _conv(notebook, n_out, kernel_shape, W, b, stride=stride, pad=pad)
         call("Conv2D.forward(X)", layer.forward, X)
-        G_given = kernel.array(G)
+        G_given = notebook.array(G)
         where = f" (Conv2D({n_out}, {kernel_shape}, stride={stride}, pad={pad}), X of shape {shape})"
-        check_close("Conv2D.backward(dLdY): returned dL/dX" + where, call("Conv2D.backward(dLdY)", layer.backward, G_given), dX)
+        check_call("Conv2D.backward(dLdY): returned dL/dX" + where, layer.backward, G_given, expected=dX)
         check_close("Conv2D.gradients['W']" + where, fetch(layer, DW_PATH), dW, factors={"N": shape[0]})
         check_close("Conv2D.gradients['b']" + where, fetch(layer, DB_PATH), db, factors={"N": shape[0]})
-        check_unchanged("Conv2D.backward", G, G_given)
+        check_unchanged("Conv2D.backward", G, G_given.value())
     W, b, X = rng.normal(size=(3, 2, 2, 2)), rng.normal(size=(1, 2)), rng.normal(size=(2, 5, 4, 2))
-    check_gradients_numerically(f"Conv2D(2, (3, 2){_activation_name(3.0)}, stride=2, pad=(1, 0))",
-                                lambda: _conv(kernel, 2, (3, 2), W, b, activation=3.0, stride=2, pad=(1, 0)), X,
+    check_backward_unseen(f"Conv2D(2, (3, 2){_activation_name(3.0)}, stride=2, pad=(1, 0))",
+                                lambda: _conv(notebook, 2, (3, 2), W, b, activation=3.0, stride=2, pad=(1, 0)), X,
                                 _out_shape(X.shape, (3, 2), 2, (1, 0), 2), params=[(W_PATH, DW_PATH), (B_PATH, DB_PATH)],
                                 upstream="dLdY")
-    check_backward_sets_gradients(kernel, "Conv2D(2, (3, 2))", _conv(kernel, 2, (3, 2), W, b, stride=2, pad=(1, 0)), X,
+    check_backward_sets_gradients(notebook, "Conv2D(2, (3, 2))", _conv(notebook, 2, (3, 2), W, b, stride=2, pad=(1, 0)), X,
                                   rng.normal(size=_out_shape(X.shape, (3, 2), 2, (1, 0), 2)))
     # backward must use the whole input of the latest forward call
     W, b = rng.normal(size=(2, 2, 2, 3)), rng.normal(size=(1, 3))
     X1, X2, G = rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 4, 4, 2)), rng.normal(size=(2, 3, 3, 3))
     _, (dX, dW, _) = vjp("conv2d", (X2, W, b), G, stride=1, pad=[0, 0])
-    layer = _conv(kernel, 3, (2, 2), W, b)
+    layer = _conv(notebook, 3, (2, 2), W, b)
     call("Conv2D.forward(X1)", layer.forward, X1)
     call("Conv2D.forward(X2)", layer.forward, X2)
-    check_close("Conv2D.backward(dLdY) after forward(X1), forward(X2)", call("Conv2D.backward(dLdY)", layer.backward, G), dX)
+    check_call("Conv2D.backward(dLdY) after forward(X1), forward(X2)", layer.backward, G, expected=dX)
     check_close("Conv2D.gradients['W'] after forward(X1), forward(X2), backward(dLdY)", fetch(layer, DW_PATH), dW,
                 hints=[(vjp("conv2d", (X1, W, b), G, stride=1, pad=[0, 0])[1][1],
                         "it uses X1: backward must use the input of the latest forward call")])
-    _check_conv_with_own_relu(kernel, "backward", rng)
+    _check_conv_with_own_relu(notebook, "backward", rng)
 
 
-def _check_conv_with_own_relu(kernel, part, rng):
+def _check_conv_with_own_relu(notebook, part, rng):
     """Conv2D with the student's own ReLU, against that ReLU called by the judge on the layer's Z
     and dL/dY (as _check_fc_with_own_relu)."""
     shape, n_out, kernel_shape, stride, pad = CONV_CASES[int(rng.integers(len(CONV_CASES)))]
     X, W, b = rng.normal(size=shape), rng.normal(size=kernel_shape + (shape[3], n_out)), rng.normal(size=(1, n_out))
     G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, n_out))
     Z, _ = vjp("conv2d", (X, W, b), np.zeros(G.shape), stride=stride, pad=list(pad))
-    own = _own_relu(kernel, Z, G)
+    own = _own_relu(notebook, Z, G)
     if own is None:
         return
     Y, dZ = own
-    layer = _conv(kernel, n_out, kernel_shape, W, b, call("ReLU()", kernel.new, "ReLU"), stride=stride, pad=pad)
+    layer = _conv(notebook, n_out, kernel_shape, W, b, call("ReLU()", notebook.new, "ReLU"), stride=stride, pad=pad)
     where = f" (Conv2D({n_out}, {kernel_shape}, ReLU(), stride={stride}, pad={pad}) {OWN_RELU})"
-    check_close("Conv2D.forward(X)" + where, call("Conv2D.forward(X)", layer.forward, X), Y,
-                hints=[(Z, "the activation is not applied")])
+    check_call("Conv2D.forward(X)" + where, layer.forward, X, expected=Y, hints=[(Z, "the activation is not applied")])
     if part == "forward":
         return
     _, (dX, dW, db) = vjp("conv2d", (X, W, b), dZ, stride=stride, pad=list(pad))
-    check_close("Conv2D.backward(dLdY): returned dL/dX" + where, call("Conv2D.backward(dLdY)", layer.backward, G), dX,
-                hints=[(vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))[1][0], NO_ACTIVATION_BACKWARD)])
+    check_call("Conv2D.backward(dLdY): returned dL/dX" + where, layer.backward, G, expected=dX,
+               hints=[(vjp("conv2d", (X, W, b), G, stride=stride, pad=list(pad))[1][0], NO_ACTIVATION_BACKWARD)])
     check_close("Conv2D.gradients['W']" + where, fetch(layer, DW_PATH), dW, factors={"N": shape[0]})
     check_close("Conv2D.gradients['b']" + where, fetch(layer, DB_PATH), db, factors={"N": shape[0]})
 
 
 # --- 9. Pooling -------------------------------------------------------------------------------------
 
-def _pool(kernel, kernel_shape, mode, **options):
-    return call(f"Pool2D({kernel_shape}, {mode!r})", kernel.new, "Pool2D", tuple(kernel_shape), mode, **options)
+def _pool(notebook, kernel_shape, mode, **options):
+    return call(f"Pool2D({kernel_shape}, {mode!r})", notebook.new, "Pool2D", tuple(kernel_shape), mode, **options)
 
 
 POOL_CASES = [((2, 5, 6, 3), (2, 3), 1, (1, 1)), ((1, 6, 6, 2), (3, 3), 2, (1, 1)), ((2, 4, 7, 1), (2, 2), 2, (0, 0)),
@@ -1029,100 +1028,100 @@ TORCH_POOL = {"max": "max_pool2d", "average": "avg_pool2d"}
 
 
 @judged(CHECKS)
-def pool2d_forward(kernel):
+def pool2d_forward(notebook):
     def forward(pool, X):
         return call("Pool2D.forward(X)", pool.forward, X)
 
     X = np.arange(16.0).reshape(1, 4, 4, 1)
-    check_close("Pool2D((2, 2), 'max', stride=2).forward(X)", forward(_pool(kernel, (2, 2), "max", stride=2), X),
+    check_close("Pool2D((2, 2), 'max', stride=2).forward(X)", forward(_pool(notebook, (2, 2), "max", stride=2), X),
                 np.array([5.0, 7.0, 13.0, 15.0]).reshape(1, 2, 2, 1))
-    check_close("Pool2D((2, 2), 'average', stride=2).forward(X)", forward(_pool(kernel, (2, 2), "average", stride=2), X),
+    check_close("Pool2D((2, 2), 'average', stride=2).forward(X)", forward(_pool(notebook, (2, 2), "average", stride=2), X),
                 np.array([2.5, 4.5, 10.5, 12.5]).reshape(1, 2, 2, 1))
-    check_close("Pool2D((2, 2), 'max', stride=1).forward(X), overlapping windows", forward(_pool(kernel, (2, 2), "max"), X),
+    check_close("Pool2D((2, 2), 'max', stride=1).forward(X), overlapping windows", forward(_pool(notebook, (2, 2), "max"), X),
                 np.array([5.0, 6.0, 7.0, 9.0, 10.0, 11.0, 13.0, 14.0, 15.0]).reshape(1, 3, 3, 1))
     X = -np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
     check_close("Pool2D((2, 2), 'max', stride=2, pad=1).forward(X) of negative numbers",
-                forward(_pool(kernel, (2, 2), "max", stride=2, pad=1), X), X,
+                forward(_pool(notebook, (2, 2), "max", stride=2, pad=1), X), X,
                 hints=[(np.zeros((1, 2, 2, 1)), "max pooling pads with -inf, not zeros: padding must never win")])
 
-    rng = kernel.rng(3016)
+    rng = notebook.rng(3016)
     for mode, name in TORCH_POOL.items():
         for shape, kernel_shape, stride, pad in POOL_CASES:
             X = rng.normal(size=shape)
             expected, _ = vjp(name, (X,), np.zeros(_out_shape(shape, kernel_shape, stride, pad, shape[3])),
                               kernel=list(kernel_shape), stride=stride, pad=list(pad))
-            X_given = kernel.array(X)
+            X_given = notebook.array(X)
             check_close(f"Pool2D({kernel_shape}, {mode!r}, stride={stride}, pad={pad}).forward(X) for X of shape {shape}",
-                        forward(_pool(kernel, kernel_shape, mode, stride=stride, pad=pad), X_given), expected)
-            check_unchanged("Pool2D.forward", X, X_given)
+                        forward(_pool(notebook, kernel_shape, mode, stride=stride, pad=pad), X_given), expected)
+            check_unchanged("Pool2D.forward", X, X_given.value())
 
 
 @judged(CHECKS)
-def pool2d_backward(kernel):
+def pool2d_backward(notebook):
     X = np.array([[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]).reshape(1, 3, 3, 1)
-    pool = _pool(kernel, (2, 2), "max")
+    pool = _pool(notebook, (2, 2), "max")
     call("Pool2D.forward(X)", pool.forward, X)
     expected = np.zeros((1, 3, 3, 1))
     expected[0, 1, 1, 0] = 4.0
-    check_close("Pool2D((2, 2), 'max').backward(dLdY) where 9 is the maximum of all four overlapping windows",
-                call("Pool2D.backward(dLdY)", pool.backward, np.ones((1, 2, 2, 1))), expected,
-                hints=[(expected / 4, "the gradients of overlapping windows must be added up (+=), not assigned")])
+    check_call("Pool2D((2, 2), 'max').backward(dLdY) where 9 is the maximum of all four overlapping windows",
+               pool.backward, np.ones((1, 2, 2, 1)), expected=expected,
+               hints=[(expected / 4, "the gradients of overlapping windows must be added up (+=), not assigned")])
     rng = np.random.default_rng(0)
     for mode in ("max", "average"):
         for stride, pad in [(1, 0), (2, 1)]:
             X = rng.normal(size=(2, 5, 4, 2))
-            check_gradients_numerically(f"Pool2D((2, 2), {mode!r}, stride={stride}, pad={pad})",
-                                        lambda: _pool(kernel, (2, 2), mode, stride=stride, pad=pad), X,
+            check_backward_unseen(f"Pool2D((2, 2), {mode!r}, stride={stride}, pad={pad})",
+                                        lambda: _pool(notebook, (2, 2), mode, stride=stride, pad=pad), X,
                                         _out_shape(X.shape, (2, 2), stride, (pad, pad), 2), upstream="dLdY",
                                         factors={"the window size": 4})
 
-    rng = kernel.rng(3017)
+    rng = notebook.rng(3017)
     for mode, name in TORCH_POOL.items():
         for shape, kernel_shape, stride, pad in POOL_CASES + [((1, 4, 4, 1), (3, 3), 1, (0, 0))]:
             X = rng.normal(size=shape)
             G = rng.normal(size=_out_shape(shape, kernel_shape, stride, pad, shape[3]))
             _, (expected,) = vjp(name, (X,), G, kernel=list(kernel_shape), stride=stride, pad=list(pad))
-            pool = _pool(kernel, kernel_shape, mode, stride=stride, pad=pad)
+            pool = _pool(notebook, kernel_shape, mode, stride=stride, pad=pad)
             call("Pool2D.forward(X)", pool.forward, X)
-            G_given = kernel.array(G)
-            check_close(f"Pool2D({kernel_shape}, {mode!r}, stride={stride}, pad={pad}).backward(dLdY) for X of shape {shape}",
-                        call("Pool2D.backward(dLdY)", pool.backward, G_given), expected,
-                        factors={"the window size": kernel_shape[0] * kernel_shape[1]})
-            check_unchanged("Pool2D.backward", G, G_given)
+            G_given = notebook.array(G)
+            check_call(f"Pool2D({kernel_shape}, {mode!r}, stride={stride}, pad={pad}).backward(dLdY) for X of shape {shape}",
+                       pool.backward, G_given, expected=expected,
+                       factors={"the window size": kernel_shape[0] * kernel_shape[1]})
+            check_unchanged("Pool2D.backward", G, G_given.value())
     # backward must use the latest forward call
     X1, X2, G = rng.normal(size=(1, 4, 4, 2)), rng.normal(size=(1, 4, 4, 2)), rng.normal(size=(1, 3, 3, 2))
-    pool = _pool(kernel, (2, 2), "max")
+    pool = _pool(notebook, (2, 2), "max")
     call("Pool2D.forward(X1)", pool.forward, X1)
     call("Pool2D.forward(X2)", pool.forward, X2)
     _, (expected,) = vjp("max_pool2d", (X2,), G, kernel=[2, 2], stride=1, pad=[0, 0])
-    check_close("Pool2D.backward(dLdY) after forward(X1), forward(X2)", call("Pool2D.backward(dLdY)", pool.backward, G), expected,
-                hints=[(vjp("max_pool2d", (X1,), G, kernel=[2, 2], stride=1, pad=[0, 0])[1][0],
-                        "it uses X1: backward must use the latest forward call")])
+    check_call("Pool2D.backward(dLdY) after forward(X1), forward(X2)", pool.backward, G, expected=expected,
+               hints=[(vjp("max_pool2d", (X1,), G, kernel=[2, 2], stride=1, pad=[0, 0])[1][0],
+                       "it uses X1: backward must use the latest forward call")])
 
 
 # --- 10. PyTorch: the models' outputs checked against their own parameters -----------------------
 
-def _require_torch(kernel):
-    if not kernel.run(["torch_available"])[0]:
+def _require_torch(notebook):
+    if not notebook.run(["torch_available"])[0]:
         raise TestFailure("this part needs PyTorch, which is not installed (pip install torch); the other parts do not")
 
 
-def _output(kernel, what, model, X):
-    return np.asarray(call(what, kernel.run, ["module", model, [X]])[0])
+def _output(notebook, what, model, X):
+    return np.asarray(call(what, notebook.run, ["module", model, [X]])[0])
 
 
-def _parameters(kernel, what, model, shapes, rng):
+def _parameters(notebook, what, model, shapes, rng):
     """Parameters of the judge's, loaded into the model in place of its own: weights scaled by
     their fan-in and biases of either sign (a model whose biases keep its ReLUs always on would
     look linear-free otherwise). Matched to the expected ``shapes`` in order, or by shape when the
     shapes are all different; a TestFailure names what the model has instead."""
-    where = _order(what, call(what, kernel.run, ["torch_state", model])[0]["parameters"], shapes)
+    where = _order(what, call(what, notebook.run, ["torch_state", model])[0]["parameters"], shapes)
     values = [rng.normal(size=shape) / np.sqrt(math.prod(shape[1:])) if len(shape) > 1 else 0.5 * rng.normal(size=shape)
               for shape in shapes]
     ordered = [None] * len(shapes)
     for value, index in zip(values, where):
         ordered[index] = value
-    call(what, kernel.run, ["torch_load", model, ordered])
+    call(what, notebook.run, ["torch_load", model, ordered])
     return values
 
 
@@ -1180,12 +1179,12 @@ def cnn_logits(parameters, X):
     return hidden.reshape(len(X), -1) @ W3.T + b3
 
 
-def _check_mlp(kernel, n_in, n_hidden, n_out, rng):
+def _check_mlp(notebook, n_in, n_hidden, n_out, rng):
     what = f"make_mlp({n_in}, {n_hidden}, {n_out})"
-    mlp = call(what, kernel.new, "make_mlp", n_in, n_hidden, n_out)
-    W1, b1, W2, b2 = parameters = _parameters(kernel, what, mlp, _mlp_shapes(n_in, n_hidden, n_out), rng)
+    mlp = call(what, notebook.new, "make_mlp", n_in, n_hidden, n_out)
+    W1, b1, W2, b2 = parameters = _parameters(notebook, what, mlp, _mlp_shapes(n_in, n_hidden, n_out), rng)
     for X in _inputs(rng, (6, n_in)):
-        out = _output(kernel, f"{what}(X)", mlp, X)
+        out = _output(notebook, f"{what}(X)", mlp, X)
         check_array(f"{what} applied to X of shape {X.shape}", out, (6, n_out))
         check_close(f"{what}(X) against Linear, ReLU, Linear with parameters the test loaded into it", out,
                     mlp_logits(parameters, X), rtol=1e-4, atol=1e-5,
@@ -1197,26 +1196,26 @@ def _inputs(rng, shape):
     return [rng.normal(size=shape), rng.uniform(0.0, 1.0, size=shape)]
 
 
-def _check_cnn(kernel, n_classes, shape, rng):
+def _check_cnn(notebook, n_classes, shape, rng):
     what = f"make_cnn({n_classes}, {shape})"
-    cnn = call(what, kernel.new, "make_cnn", n_classes, tuple(shape))
+    cnn = call(what, notebook.new, "make_cnn", n_classes, tuple(shape))
     X = rng.normal(size=(3, 1, *shape))
-    check_array(f"{what} applied to images of shape {X.shape}", _output(kernel, f"{what}(X)", cnn, X), (3, n_classes))
-    parameters = _parameters(kernel, what, cnn, _cnn_shapes(n_classes, shape), rng)
+    check_array(f"{what} applied to images of shape {X.shape}", _output(notebook, f"{what}(X)", cnn, X), (3, n_classes))
+    parameters = _parameters(notebook, what, cnn, _cnn_shapes(n_classes, shape), rng)
     for X in _inputs(rng, X.shape):
-        out = _output(kernel, f"{what}(X)", cnn, X)
+        out = _output(notebook, f"{what}(X)", cnn, X)
         check_close(f"{what}(X) against two 3x3 convolutions (padding 1), each with ReLU and 2x2 max pooling, then Linear, "
                     "with parameters the test loaded into it", out, cnn_logits(parameters, X), rtol=1e-4, atol=1e-5)
 
 
 @judged(CHECKS)
-def pytorch_models(kernel):
-    _require_torch(kernel)
-    rng = kernel.rng(3019)
+def pytorch_models(notebook):
+    _require_torch(notebook)
+    rng = notebook.rng(3019)
     for sizes in [(5, 7, 3), (1, 1, 1), (64, 32, 10)]:
-        _check_mlp(kernel, *sizes, rng)
+        _check_mlp(notebook, *sizes, rng)
     for n_classes, shape in [(10, (8, 8)), (4, (12, 8)), (3, (4, 16))]:
-        _check_cnn(kernel, n_classes, shape, rng)
+        _check_cnn(notebook, n_classes, shape, rng)
 
 
 FIXED_WEIGHT = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
@@ -1244,21 +1243,21 @@ def _sgd_epoch(X, y, batch_size, lr, W=FIXED_WEIGHT):
 
 
 @judged(CHECKS)
-def pytorch_loop(kernel):
-    _require_torch(kernel)
+def pytorch_loop(notebook):
+    _require_torch(notebook)
 
     def make(kind, *args):
-        return kernel.run(["torch", kind, list(args)])[0]
+        return notebook.run(["torch", kind, list(args)])[0]
 
     def evaluate(model, X, y, batch_size):
-        result = call("evaluate(model, loader, loss_fn)", kernel.function, "evaluate", model, make("loader", X, y, batch_size),
+        result = call("evaluate(model, loader, loss_fn)", notebook.function, "evaluate", model, make("loader", X, y, batch_size),
                       make("cross_entropy"))
         if not isinstance(result, tuple) or len(result) != 2:
             raise TestFailure(f"evaluate should return a pair (mean loss, accuracy), got {kind(result)}")
         return result
 
     def train_epoch(model, X, y, batch_size, lr):
-        return call("train_epoch(model, loader, loss_fn, optimizer)", kernel.function, "train_epoch", model,
+        return call("train_epoch(model, loader, loss_fn, optimizer)", notebook.function, "train_epoch", model,
                     make("loader", X, y, batch_size), make("cross_entropy"), make("sgd", model, lr))
 
     X, y = np.array([[2.0, 1.0], [0.0, 3.0], [-1.0, -1.0], [2.0, 1.0], [0.5, 0.0]]), np.array([0, 1, 2, 1, 0])
@@ -1281,14 +1280,14 @@ def pytorch_loop(kernel):
 
     # weights, data and learning rate of the student's own: a train_epoch that steps only for
     # the notebook's model gains nothing
-    rng = kernel.rng(3018)
+    rng = notebook.rng(3018)
     X, y, W0 = rng.normal(size=(7, 2)), rng.integers(3, size=7), rng.normal(size=(3, 2))
     lr = float(np.round(rng.uniform(0.1, 0.5), 2))
     expected_W, expected_b = _sgd_epoch(X, y, 3, lr, W0)
     model = make("linear", W0)
     make("eval", model)  # as evaluate leaves it: train_epoch must switch training back on
     train_epoch(model, X, y, 3, lr)
-    state = kernel.run(["torch_state", model])[0]
+    state = notebook.run(["torch_state", model])[0]
     check_close(f"the weights after train_epoch (3 batches, SGD with a learning rate of {lr})", state["parameters"][0],
                 expected_W, rtol=1e-4, atol=1e-6,
                 hints=[(W0, "the weights did not change: call optimizer.step() after loss.backward()")])
@@ -1302,7 +1301,7 @@ def pytorch_loop(kernel):
     model = make("probe", make("dropout", make("linear", W0), 0.9))
     loss, accuracy = evaluate(model, X, y, 4)
     check_close("the mean loss evaluate returns for a model with dropout", loss, float(_example_losses(X, y, W0).mean()), rtol=1e-5)
-    state, seen = kernel.run(["torch_state", model], ["get", model, "seen"])
+    state, seen = notebook.run(["torch_state", model], ["get", model, "seen"])
     if any(grad is not None for grad in state["grads"]) or any(enabled for enabled, _ in seen):
         raise TestFailure("evaluate computed gradients: wrap it in torch.no_grad()")
     if not seen:
@@ -1319,7 +1318,7 @@ EPOCHS, LEARNING_RATE, MOMENTUM, BATCH_SIZE, VALIDATION_FRACTION = 8, 0.05, 0.9,
 
 
 @judged(CHECKS)
-def pytorch_accuracy(kernel):
+def pytorch_accuracy(notebook):
     """The notebook's training run, replayed on the student's make_mlp, make_cnn and train_epoch
     with the judge's data, seeds and settings: both models reach 90% accuracy on the test set.
     The test images never reach the kernel: the judge computes the models' outputs from their
@@ -1328,8 +1327,8 @@ def pytorch_accuracy(kernel):
     from an initialisation (no better than chance), and the MLP's pixels come in an order of the
     student's own (the same for training and test images: an MLP learns them as well), so
     weights trained beforehand have nothing to classify."""
-    _require_torch(kernel)
-    digits, rng = load("digits"), kernel.rng(3021)
+    _require_torch(notebook)
+    digits, rng = load("digits"), notebook.rng(3021)
     n_train = int(round((1 - VALIDATION_FRACTION) * len(digits.X_train)))
     pixels = rng.permutation(digits.num_features)
     for name, builder, args, shape in (
@@ -1340,7 +1339,7 @@ def pytorch_accuracy(kernel):
                                                                                     digits.X_test[:, pixels])
         model, loader, loss_fn, optimizer = Earlier(1), Earlier(3), Earlier(4), Earlier(5)
         _, _, first, *_, last = call_each(
-            kernel, ("torch.manual_seed(0)", ["torch", "manual_seed", [0]]), (made, ["new", builder, list(args), {}, {}]),
+            notebook, ("torch.manual_seed(0)", ["torch", "manual_seed", [0]]), (made, ["new", builder, list(args), {}, {}]),
             (f"the parameters of {made}", ["torch_state", model]),
             ("the training loader", ["torch", "loader", [X_train, digits.y_train[:n_train], BATCH_SIZE, 0,
                                                          None if shape is None else tuple(shape)]]),

@@ -160,7 +160,7 @@ def bounded_verdict(check, sources, key, ask, unanswered=(), cpu_seconds=CHECK_C
                     memory_bytes=CHECK_MEMORY_BYTES):
     """``judge.verdict(check, kernel)``, its kernel handle sending requests through ``ask`` (which
     raises judge.KernelSilent when the kernel cannot answer): None or (error name, message).
-    ``unanswered``: the grade_ids whose checks the kernel did not answer before (judge.Kernel).
+    ``unanswered``: the grade_ids whose checks the kernel did not answer before (judge.Notebook).
 
     The check may compute for ``cpu_seconds`` of this thread's CPU time, and, on the wall clock,
     BACKSTOP times as long as it spends outside ``ask``; past either, it is stopped at its next
@@ -199,7 +199,7 @@ def bounded_verdict(check, sources, key, ask, unanswered=(), cpu_seconds=CHECK_C
         resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
         watcher.start()
         try:
-            outcome = judge.verdict(check, judge.Kernel(send, sources, key, unanswered))
+            outcome = judge.verdict(check, judge.Notebook(send, sources, key, unanswered))
         except MemoryError:
             outcome = _too_big(memory_bytes)
         with lock:

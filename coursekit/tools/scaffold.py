@@ -64,44 +64,44 @@ judge("sigmoid_hidden")  # coursekit/judge/{ps}.py: run by the grader, never in 
 JUDGE = '''"""{ps}'s tests, judged in the grader's process (see coursekit.judge): one check per test cell.
 
 A visible check repeats the notebook's visible test cell on the same inputs; a hidden check draws
-its inputs from ``kernel.rng(<its own number>)`` (each student's own) and compares with PyTorch.
+its inputs from ``notebook.rng(<its own number>)`` (each student's own) and compares with PyTorch.
 """
 import numpy as np
 
-from coursekit.shipped.gradcheck import check_close
-from coursekit.judge import call, check_gradients_numerically, check_unchanged, judged
+from coursekit.judge import call, check_backward_unseen, check_call, check_unchanged, judged
 from coursekit.judge.torch_reference import vjp
 
 CHECKS = {{}}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
 
 
-def _sigmoid(kernel):
-    return call("Sigmoid()", kernel.new, "Sigmoid")
+def _sigmoid(notebook):
+    return call("Sigmoid()", notebook.new, "Sigmoid")
 
 
 # --- 1. Sigmoid --------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def sigmoid_visible(kernel):
+def sigmoid_visible(notebook):
+    """The visible cell's values, and backward against finite differences."""
     x = np.array([[0.0, 2.0, -1.0]])
-    check_close("Sigmoid.forward(x)", call("Sigmoid.forward(x)", _sigmoid(kernel).forward, x), [[0.5, 0.88079708, 0.26894142]])
+    check_call("Sigmoid.forward(x)", _sigmoid(notebook).forward, x, expected=[[0.5, 0.88079708, 0.26894142]])
     rng = np.random.default_rng(0)
-    check_gradients_numerically("Sigmoid", lambda: _sigmoid(kernel), rng.normal(size=(3, 4)), (3, 4))
+    check_backward_unseen("Sigmoid", lambda: _sigmoid(notebook), rng.normal(size=(3, 4)), (3, 4))
 
 
 @judged(CHECKS)
-def sigmoid_hidden(kernel):
-    rng = kernel.rng(1001)
+def sigmoid_hidden(notebook):
+    """Adds: shapes and values of the student's own, against PyTorch; inputs left unchanged."""
+    rng = notebook.rng(1001)
     for shape in [(6, 4), (1, 3), (5, 1)]:
         x, G = 3 * rng.normal(size=shape), rng.normal(size=shape)
         y_ref, (dx_ref,) = vjp("sigmoid", (x,), G)
-        layer, x_given = _sigmoid(kernel), kernel.array(x)
-        check_close(f"Sigmoid.forward(x) for x of shape {{shape}}", call("Sigmoid.forward(x)", layer.forward, x_given), y_ref)
-        check_unchanged("Sigmoid.forward", x, x_given)
-        check_close(f"Sigmoid.backward(grad_output) for x of shape {{shape}}",
-                    call("Sigmoid.backward(grad_output)", layer.backward, G), dx_ref,
-                    hints=[(y_ref * (1 - y_ref), MISSING_UPSTREAM)])
+        layer, x_given = _sigmoid(notebook), notebook.array(x)
+        check_call(f"Sigmoid.forward(x) for x of shape {{shape}}", layer.forward, x_given, expected=y_ref)
+        check_unchanged("Sigmoid.forward", x, x_given.value())
+        check_call(f"Sigmoid.backward(grad_output) for x of shape {{shape}}", layer.backward, G, expected=dx_ref,
+                   hints=[(y_ref * (1 - y_ref), MISSING_UPSTREAM)])
 '''
 
 CATALOG = '''"""{ps} submissions: the bug catalog, the correct variants and the demo class (to write).

@@ -94,19 +94,30 @@ def call(what, fn, *args, **kwargs):
 
     Args:
     - what (str): how the call is described in the message, e.g. "Linear.forward(x)".
+    - fn, args, kwargs: the call.
+    Returns:
+    - what ``fn`` returns.
+
+    Example: ``out = call("ReLU.forward(H)", layer.forward, H)``
     """
     try:
         with strict_numerics():
             return fn(*args, **kwargs)
     except TestFailure:
         raise
-    except (FloatingPointError, RuntimeWarning) as error:
-        raise TestFailure(f"{what} hit a floating-point problem ({error}): "
-                          "does it overflow for large inputs?") from None
     except Exception as error:  # noqa: BLE001 - any student error is a failed test
-        failure = TestFailure(f"{what} raised {type(error).__name__}: {error}")
-        failure.student_frames = _student_frames(error.__traceback__)
-        raise failure from None
+        raise raised(what, error) from None
+
+
+def raised(what, error):
+    """The TestFailure that says ``what`` raised ``error``, with the lines of the student's code
+    where it did (an error that carries ``student_frames`` brings its own: one raised elsewhere)."""
+    if isinstance(error, (FloatingPointError, RuntimeWarning)):
+        return TestFailure(f"{what} hit a floating-point problem ({error}): does it overflow for large inputs?")
+    failure = TestFailure(f"{what} raised {type(error).__name__}: {error}")
+    frames = getattr(error, "student_frames", None)
+    failure.student_frames = _student_frames(error.__traceback__) if frames is None else tuple(frames)
+    return failure
 
 
 def _student_frames(trace, most=3):
@@ -214,8 +225,35 @@ def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), facto
     raise TestFailure(message)
 
 
+def check_call(what, fn, *args, expected, **tolerances):
+    """Call student code ``fn(*args)`` as ``call`` does and compare what it returns with
+    ``expected`` as ``check_close`` does: the label is said once.
+
+    Args:
+    - what (str): the call as messages name it, e.g. "Linear.forward(x)".
+    - fn, args: the call.
+    - expected: the correct value.
+    - tolerances: ``rtol``, ``atol``, ``hints`` and ``factors``, as for ``check_close``.
+    Returns:
+    - what ``fn`` returned.
+
+    Example: ``check_call("Tanh.forward(x)", layer.forward, x, expected=np.tanh(x))``
+    """
+    actual = call(what, fn, *args)
+    check_close(what, actual, expected, **tolerances)
+    return actual
+
+
 def check_unchanged(name, before, after):
-    """Check that an input array was not modified in place."""
+    """Check that an input array was not modified in place.
+
+    Args:
+    - name (str): the call that was given the array, e.g. "Tanh.backward(G)".
+    - before: a copy of the array taken before the call.
+    - after: the array after the call (for an array kept in another process, its value now).
+
+    Example: ``G0 = G.copy(); layer.backward(G); check_unchanged("Tanh.backward(G)", G0, G)``
+    """
     if not np.array_equal(before, after):
         raise TestFailure(f"{name} changed the array it was given: don't modify inputs in place "
                           "(use out = f(x), not x += ... or out=x)")
@@ -462,15 +500,20 @@ def check_vectorised(what, fn, *args, max_steps=300):
     """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
 
     Counts the Python lines and calls run inside ``fn``: ``np.vectorize`` and loops over the
-    elements run some for every element, NumPy operations on whole arrays run none.
+    elements run some for every element, NumPy operations on whole arrays run none. A method of
+    an object in another process (the grader's handle on a notebook's object) counts its steps
+    there: its type has a ``python_steps`` method.
 
     Args:
     - what (str): how the call is described in messages, e.g. "ReLU.forward(H)".
     - fn, args: the call; it should work on an array of many more than ``max_steps`` elements.
     Returns:
     - whatever ``fn`` returns.
+
+    Example: ``out = check_vectorised("ReLU.forward(H)", layer.forward, np.ones((300, 300)))``
     """
-    result, steps = call(what, python_steps, fn, *args)
-    if steps > max_steps:
+    measured = getattr(type(fn), "python_steps", None)  # (the type's: nothing the object says of itself)
+    result, steps = call(what, measured, fn, *args) if measured else call(what, python_steps, fn, *args)
+    if steps is None or steps > max_steps:
         raise TestFailure(f"{what} ran {steps} Python steps: {LOOPS}")
     return result
