@@ -347,3 +347,15 @@ def test_a_network_must_start_from_an_initialisation_before_its_training_is_repl
         table[changed] = 50 * start[changed] if changed != 1 else start[changed] + 3.0
         with pytest.raises(judge.TestFailure, match=says):
             ps3._check_first("digits", names, table)
+
+
+@pytest.mark.parametrize("assignment", ["ps1", "ps2", "ps3"])
+def test_every_check_says_what_it_adds_in_its_docstring(assignment):
+    """Each check's docstring opens with one line (120 characters at most) that says what it adds
+    beyond the notebook's visible test cell, and which stand-ins it uses (issue 27)."""
+    checks = judge.checks(assignment)
+    assert checks, f"no checks registered for {assignment}"
+    for grade_id, check in checks.items():
+        first = (check.__doc__ or "").strip().split("\n")[0].strip()
+        assert first, f"{assignment}.{grade_id} has no docstring"
+        assert len(first) <= 120, f"{assignment}.{grade_id}'s docstring's first line has {len(first)} characters, over 120"

@@ -25,6 +25,12 @@ def _linear(notebook, W, b):
 
 @judged(CHECKS)
 def linear_visible(notebook):
+    """The visible cell's values, then the same checks on values and a learning rate of the student's own.
+
+    Adds: forward, backward, the gradients and update_params on arrays of the same shapes drawn for the
+    student, and (in place of the cell's seed-0 check_backward) backward and the parameter gradients against
+    finite differences for a Linear(3, 4) of the student's own, with an upstream gradient the kernel never saw.
+    """
     W = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.0]])
     b = np.array([0.5, 0.0, -1.0])
     x = np.array([[1.0, 1.0], [2.0, 0.0]])
@@ -66,6 +72,10 @@ def linear_visible(notebook):
 
 @judged(CHECKS)
 def linear_forward(notebook):
+    """forward at four new shapes (a batch of 1, one output) against PyTorch; x and the weights left unchanged.
+
+    Also: Linear(d_in, d_out, initial_weights=W).weights is W itself (kept as given).
+    """
     rng = notebook.rng(1001)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1), (4, 2, 2)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
@@ -85,6 +95,10 @@ def linear_forward(notebook):
 
 @judged(CHECKS)
 def linear_backward(notebook):
+    """backward and the gradients at three new shapes against PyTorch and finite differences; the latest x.
+
+    Also: grad_output left unchanged; after forward(x1), forward(x2), backward uses x2.
+    """
     rng = notebook.rng(2002)
     for n, d_in, d_out in [(7, 3, 5), (1, 4, 2), (6, 5, 1)]:
         x, W, b = rng.normal(size=(n, d_in)), rng.normal(size=(d_out, d_in)), rng.normal(size=d_out)
@@ -118,6 +132,7 @@ def linear_backward(notebook):
 
 @judged(CHECKS)
 def linear_update(notebook):
+    """update_params at a learning rate of the student's own, on weights and biases; a second call steps again."""
     rng = notebook.rng(3003)
     W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
     gW, gb = rng.normal(size=(4, 3)), rng.normal(size=4)
@@ -138,6 +153,11 @@ def linear_update(notebook):
 
 @judged(CHECKS)
 def tanh_visible(notebook):
+    """The visible cell's value, then forward and backward (vs finite differences) on inputs of the student's own.
+
+    The cell's seed-0 check_backward is replaced by one at the same shape (3, 4) with an x of the student's
+    own and an upstream gradient the kernel never saw.
+    """
     x = np.array([[0.0, 1.0, -2.0]])
     layer = call("Tanh()", notebook.new, "Tanh")
     check_call("Tanh.forward(x)", layer.forward, x, expected=[[0.0, 0.76159416, -0.96402758]])
@@ -151,6 +171,11 @@ def tanh_visible(notebook):
 
 @judged(CHECKS)
 def tanh_hidden(notebook):
+    """forward and backward at three shapes against PyTorch and finite differences, inputs near +-1000, the latest x.
+
+    Also: x and grad_output left unchanged; the inputs past +-709.8 (where e**x overflows) are the
+    student's own; after forward(x1), forward(x2), backward uses x2.
+    """
     rng = notebook.rng(4004)
     for shape in [(6, 4), (1, 3), (5, 1)]:
         x, G = 2 * rng.normal(size=shape), rng.normal(size=shape)
@@ -290,7 +315,13 @@ def _check_mlp_of_own_layers(notebook, rng, n, d_in, d_hidden, d_out):
 
 @judged(CHECKS)
 def mlp_visible(notebook):
-    """The notebook's shapes, with the student's own values and learning rate."""
+    """Backward order and update_params as in the visible cell, on stand-ins (standin, factory); then own layers.
+
+    MLP(1, 3, 1) on a batch of 2 (the cell builds MLP(2, 3, 1) but feeds x of shape (2, 1)), its Linear
+    and Tanh replaced by stand-ins that return arrays of the judge's: the sizes the constructor gives
+    Linear, backward from linear2 to linear1 returning linear1's gradient, and update_params passing a
+    learning rate of the student's own to both Linears; then _check_mlp_of_own_layers at that size.
+    """
     rng = notebook.rng(5000)
     mlp, layers, arrays = _mlp_of_standins(notebook, rng, 2, 1, 3, 1)
     call("MLP.forward(x)", mlp.forward, rng.normal(size=(2, 1)))
@@ -305,6 +336,12 @@ def mlp_visible(notebook):
 
 @judged(CHECKS)
 def mlp_hidden(notebook):
+    """How forward, backward and update_params use stand-ins (standin, factory) at three sizes; then own layers.
+
+    Stand-ins for Linear and Tanh return arrays of the judge's: each layer's input and upstream gradient,
+    what forward and backward return, the call order, x and grad_output unchanged, the learning rate passed
+    to both Linears; then the student's own Linear and Tanh in MLP(3, 5, 2) (_check_mlp_of_own_layers).
+    """
     rng = notebook.rng(5005)
     for n, d_in, d_hidden, d_out in [(8, 3, 5, 2), (1, 2, 4, 1), (5, 4, 3, 6)]:
         where = f" (MLP({d_in}, {d_hidden}, {d_out}), batch of {n})"
@@ -353,6 +390,7 @@ DIVIDES_BY_N = "it divides by N only: average over all N*q entries, as torch.nn.
 
 @judged(CHECKS)
 def mse_visible(notebook):
+    """The visible cell's values, then the same checks and finite differences on values of the student's own."""
     y = np.array([[1.0, 2.0, 3.0, 4.0]])
     t = np.array([[1.0, 0.0, 3.0, 0.0]])
     loss_fn = call("MSELoss()", notebook.new, "MSELoss")
@@ -375,6 +413,10 @@ def mse_visible(notebook):
 
 @judged(CHECKS)
 def mse_hidden(notebook):
+    """forward and backward at three shapes against PyTorch and finite differences; backward uses the latest y.
+
+    Also: y and t left unchanged; hints for a mean over N only, a missing factor 2 and a wrong sign.
+    """
     rng = notebook.rng(6006)
     for n, q in [(7, 3), (1, 4), (5, 1)]:
         y, t = rng.normal(size=(n, q)), rng.normal(size=(n, q))
@@ -498,7 +540,13 @@ def _check_training(notebook, a, c, rng=None):
 
 @judged(CHECKS)
 def training_check(notebook):
-    """The notebook's training loop on its curve, 2 x^2 + 3, run here on the student's classes."""
+    """The notebook's training loop on its curve 2 x^2 + 3, run here: gradient descent replayed, new points fitted.
+
+    The visible cell reads the notebook's own losses; this trains the student's MLP(1, 10, 1) and MSELoss
+    itself (seed 0, 150 epochs, learning rate 0.1): the trained weights must be those of gradient descent
+    from the first ones (replayed here), forward the network they make, and the loss below 0.15 on the
+    training data and on 39 new points of the curve (_check_training).
+    """
     _check_training(notebook, 2.0, 3.0)
 
 

@@ -38,8 +38,12 @@ def _weights(notebook, d, h, count):
 
 @judged(CHECKS)
 def linear_init(notebook):
-    """The distribution of W (normal, mean 0, variance 0.01) at sizes and seeds of the student's
-    own, for one large layer and pooled over many small ones; b is zeros; layers differ."""
+    """W normal with mean 0 and variance 0.01 at sizes and seeds of the student's own; b zeros; layers differ.
+
+    In place of the cell's Linear(400, 300) after np.random.seed(0): one large layer (250 to 450 a side)
+    and many small ones pooled (8,000 entries or more), each where a seed of the student's own leads;
+    the fraction within one standard deviation tells a normal from a uniform; shapes (1, 1), (5, 1), (1, 6).
+    """
     rng = notebook.rng(1000)
     d, h = (int(n) for n in rng.integers(250, 450, size=2))
     _seed_somewhere(notebook, rng)
@@ -85,6 +89,7 @@ def _check_normal(what, W, atol=0.01):
 
 @judged(CHECKS)
 def linear_forward(notebook):
+    """The visible cell's values, then forward at four new shapes against PyTorch; A, W unchanged, b's shape kept."""
     A = np.array([[1.0, 2.0], [0.0, -1.0]])
     W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
     b = np.array([0.5, -1.0, 0.0])
@@ -108,6 +113,11 @@ def linear_forward(notebook):
 
 @judged(CHECKS)
 def linear_backward(notebook):
+    """The visible cell's checks, then three new shapes against PyTorch and finite differences; the latest A.
+
+    The cell's check_backward runs on its seed-0 layer and input with an upstream gradient the kernel never
+    saw; then W, b and dLdO left unchanged, and after forward(A1), forward(A2), backward uses A2.
+    """
     A = np.array([[1.0, 2.0], [0.0, -1.0]])
     G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
     layer = _linear(notebook, 2, 3, np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([0.5, -1.0, 0.0]))
@@ -165,6 +175,7 @@ def _loss(notebook, cls, O, Y, what=None):
 
 @judged(CHECKS)
 def mse_forward(notebook):
+    """The visible cell's values, then forward at three new shapes against PyTorch; O and Y left unchanged."""
     _, L = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
     check_close("MSELoss.forward(O, Y)", L, 5.0, factors={"q": 4})
     _, L = _loss(notebook, "MSELoss", np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2)))
@@ -184,6 +195,7 @@ def mse_forward(notebook):
 
 @judged(CHECKS)
 def mse_backward(notebook):
+    """The visible cell's checks, then three new shapes against PyTorch and finite differences; the latest O."""
     loss_fn, _ = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
     check_call("MSELoss.backward()", loss_fn.backward, expected=[[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
     rng = np.random.default_rng(0)
@@ -215,6 +227,7 @@ def mse_backward(notebook):
 
 
 def softmax(Z):
+    """Softmax of the scores Z (N, q) row by row, computed stably: the judge's own, for expected values and hints."""
     E = np.exp(Z - Z.max(axis=1, keepdims=True))
     return E / E.sum(axis=1, keepdims=True)
 
@@ -230,6 +243,10 @@ def _extreme_logits(rng, n=3, q=4):
 
 @judged(CHECKS)
 def crossentropy_forward(notebook):
+    """The visible cell's values, then five cases against PyTorch (probability targets too); logits near +-1000.
+
+    Also: O and Y left unchanged; the logits past +-709.8 are the student's own.
+    """
     O, Y = np.zeros((2, 4)), np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
     check_close("CrossEntropyLoss.forward(O, Y) with equal logits", _loss(notebook, "CrossEntropyLoss", O, Y)[1],
                 1.3862943611198906, factors={"N": 2, "q": 4})
@@ -260,6 +277,7 @@ def crossentropy_forward(notebook):
 
 @judged(CHECKS)
 def crossentropy_backward(notebook):
+    """The visible cell's checks; four cases against PyTorch and finite differences; logits near +-1000; the latest O."""
     O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
     loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y)
     check_call("CrossEntropyLoss.backward()", loss_fn.backward, expected=[[-0.125, 0.125], [0.0, 0.0]],
@@ -324,6 +342,13 @@ def _layer(notebook, **arrays):
 
 @judged(CHECKS)
 def sgd_tests(notebook):
+    """The visible cell on stand-ins (standin), then 4 steps with zero_grad against torch.optim.SGD; own Linear layers.
+
+    Stand-ins "Linear" hold W, b, dLdW and dLdb, and a stand-in "MLP1" their list. Adds: an MLP1 of two layers
+    with values of the student's own, for lr and momentum (0.05, 0.8) and (0.3, 0.0), zero_grad before each step
+    (dLdW None at first, as in a new Linear); one Linear at the default lr 0.1; then 2 steps on the student's
+    own Linear layers (_check_sgd_on_own_layers, lr and momentum of the student's own).
+    """
     layer = _layer(notebook, W=np.array([[1.0, 2.0]]), b=np.array([0.5]), dLdW=np.array([[1.0, -1.0]]), dLdb=np.array([2.0]))
     optimizer = call("SGD(layer, lr=0.5)", notebook.new, "SGD", layer, lr=0.5)
     call("SGD.step()", optimizer.step)
@@ -514,16 +539,35 @@ def _check_activation(notebook, name):
 
 @judged(CHECKS)
 def sigmoid_tests(notebook):
+    """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
+
+    _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
+    count cannot see (check_no_hidden_loops), four shapes (1-D and 3-D too) with H left unchanged,
+    entries past +-709.8 of the student's own, and backward after forward(H1), forward(H2) uses H2.
+    """
     _check_activation(notebook, "Sigmoid")
 
 
 @judged(CHECKS)
 def tanh_tests(notebook):
+    """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
+
+    _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
+    count cannot see (check_no_hidden_loops), four shapes (1-D and 3-D too) with H left unchanged,
+    entries past +-709.8 of the student's own, and backward after forward(H1), forward(H2) uses H2.
+    """
     _check_activation(notebook, "Tanh")
 
 
 @judged(CHECKS)
 def relu_tests(notebook):
+    """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
+
+    _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
+    count cannot see (check_no_hidden_loops), four shapes (1-D and 3-D too) with H left unchanged and an
+    entry at 0 (derivative 0), entries past +-709.8 of the student's own, and backward after forward(H1),
+    forward(H2) uses H2.
+    """
     _check_activation(notebook, "ReLU")
 
 
@@ -738,6 +782,14 @@ def _mlp_checks(cls, visible, hidden, seed):
     student's own (see _check_mlp_of_own_layers)."""
     def check(part):
         def run(notebook):
+            """The visible cell's wiring, with stand-ins (standin, factory) of the judge's arrays; new sizes; own layers.
+
+            The stand-ins for Linear, ReLU and Identity return arrays of the judge's, so forward is checked
+            for what each layer receives (and the order), backward for the gradient each Linear receives (the
+            upstream gradient times the activation's derivative), what it returns and dLdA unchanged; at the
+            cell's sizes (batch of 2), then larger ones (batches of 6 and 1, one model); then the student's
+            own layers (_check_mlp_of_own_layers). One function for MLP0, MLP1 and MLP4, forward and backward.
+            """
             rng = notebook.rng(seed)
             for (args, sizes), batches in [(visible, (2,)), (hidden, (6, 1))]:
                 name = f"{cls}({', '.join(str(a) for a in args)})"

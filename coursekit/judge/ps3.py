@@ -41,6 +41,12 @@ def check_activation_numerically(name, make, Z, rtol=1e-5, atol=1e-7):
 
 @judged(CHECKS)
 def relu_tests(notebook):
+    """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
+
+    Adds: backward's step count too (the cell counts forward's), the class's code read for loops the count
+    cannot see (check_no_hidden_loops), four shapes (1-D and 4-D too) with an entry at 0, Z and dY left
+    unchanged, and backward(Z2, dY) after forward(Z1) uses Z2. Its finite differences use a dY the kernel never saw.
+    """
     def relu():
         return _new(notebook, "ReLU")
 
@@ -126,7 +132,12 @@ def _activation_name(factor):
 
 @judged(CHECKS)
 def fullyconnected_init(notebook):
-    """The parameters' shapes and W's spread at sizes and a seed of the student's own."""
+    """The visible cell's checks at sizes and a seed of the student's own; tiny layers; W new per layer, drawn once.
+
+    In place of the cell's FullyConnected(200) on (5, 300) after np.random.seed(0): sizes 150 to 400;
+    then W of shapes (1, 1), (7, 1), (3, 6), made by a first forward call; two layers get different W, and a
+    second forward call keeps the first W.
+    """
     rng = notebook.rng(3000)
     n_in, n_out = (int(n) for n in rng.integers(150, 400, size=2))
     notebook.seed(int(rng.integers(2 ** 31)))
@@ -169,6 +180,12 @@ def fullyconnected_init(notebook):
 
 @judged(CHECKS)
 def fullyconnected_forward(notebook):
+    """The visible cell's values (activations by notebook.scaler); four shapes against PyTorch; the student's ReLU.
+
+    The judge's activations are Z -> a Z + 0.25 (the cell's Doubling is 2 Z): forward must give them Z = X W + b;
+    X and the parameters left unchanged; then FullyConnected with the student's own ReLU against that ReLU called
+    on the same Z (_check_fc_with_own_relu).
+    """
     X = np.array([[1.0, 2.0], [0.0, -1.0]])
     W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
     b = np.array([[0.5, -1.0, 0.0]])
@@ -214,6 +231,12 @@ NO_ACTIVATION_BACKWARD = "the activation's backward is not used: dL/dZ = activat
 
 @judged(CHECKS)
 def fullyconnected_backward(notebook):
+    """The visible cell's checks (activations by notebook.scaler); three shapes; gradients set, not added; own ReLU.
+
+    Adds: backward and the gradients at three shapes (with Z -> a Z + 0.25 or the default), the activation's
+    backward given Z = X W + b, dLdY unchanged, finite differences with an activation, two backward calls
+    leaving one's gradients, the latest forward's X, then the student's own ReLU (_check_fc_with_own_relu).
+    """
     X = np.array([[1.0, 2.0], [0.0, -1.0]])
     G = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
     W, b = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]]), np.array([[0.5, -1.0, 0.0]])
@@ -326,6 +349,7 @@ def _check_fc_with_own_relu(notebook, part, rng):
 # --- 3. SoftMax ----------------------------------------------------------------------------------
 
 def softmax(Z):
+    """Softmax of the scores Z (N, K) row by row, computed stably: the judge's own, for hints."""
     E = np.exp(Z - Z.max(axis=1, keepdims=True))
     return E / E.sum(axis=1, keepdims=True)
 
@@ -337,6 +361,7 @@ def _whole_batch_hints(Z):
 
 @judged(CHECKS)
 def softmax_forward(notebook):
+    """The visible cell's values; four shapes against PyTorch, Z unchanged; scores near +-1000 of the student's own."""
     Z = np.array([[0.0, 0.0], [np.log(3.0), 0.0], [1.0, 1.0]])
     check_call("SoftMax().forward(Z)", _new(notebook, "SoftMax").forward, Z,
                expected=[[0.5, 0.5], [0.75, 0.25], [0.5, 0.5]], hints=_whole_batch_hints(Z))
@@ -370,6 +395,11 @@ DIAGONAL_ONLY = "it uses only the diagonal of the Jacobian: each output depends 
 
 @judged(CHECKS)
 def softmax_backward(notebook):
+    """The visible cell's checks; four shapes against PyTorch and finite differences; scores near +-1000; the given Z.
+
+    Also: Z and dY left unchanged; backward(Z2, dY) after forward(Z1) uses Z2; finite differences use a dY the
+    kernel never saw.
+    """
     def new():
         return _new(notebook, "SoftMax")
 
@@ -416,6 +446,7 @@ def _probabilities(rng, n, k, scale=1.0):
 
 @judged(CHECKS)
 def crossentropy_forward(notebook):
+    """The visible cell's value; four shapes against PyTorch, inputs unchanged; a tiny probability (1e-300 to 1e-200)."""
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
     what = "CrossEntropy().forward(Y, Y_hat)"
@@ -444,6 +475,7 @@ def crossentropy_forward(notebook):
 
 @judged(CHECKS)
 def crossentropy_backward(notebook):
+    """The visible cell's checks, then backward at three shapes against PyTorch; Y and Y_hat left unchanged."""
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
     what = "CrossEntropy().backward(Y, Y_hat)"
@@ -583,6 +615,12 @@ def _check_network_of_own_layers(notebook, part, rng):
 
 @judged(CHECKS)
 def network_forward(notebook):
+    """The visible cell's layers and three sets of the student's own, as scaler layers with offsets; then own layers.
+
+    The layers are Z -> a Z + c that record their calls (the kernel's "scaler"; the offsets make the order show)
+    and the loss a stand-in (standin); X unchanged, each layer's forward once, in order; then classifier()'s own
+    FullyConnected, ReLU, SoftMax and CrossEntropy (_check_network_of_own_layers).
+    """
     rng = notebook.rng(3009)
     cases = [((2.0, 3.0, 5.0), np.array([[1.0, -2.0], [0.5, 4.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, d))) for depth, n, d in [(1, 6, 3), (4, 1, 2), (2, 5, 4)]]
@@ -608,6 +646,11 @@ def network_forward(notebook):
 
 @judged(CHECKS)
 def network_backward(notebook):
+    """The visible cell's case and three of the student's own, on scaler layers and a loss stand-in; then own layers.
+
+    Adds: the loss's forward and backward both given (target, out), not swapped; Y and out unchanged; the
+    gradient each layer receives and the order; then the student's own layers and loss (_check_network_of_own_layers).
+    """
     rng = notebook.rng(3010)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 3)), rng.normal(size=(n, 3)))
@@ -648,6 +691,11 @@ def network_backward(notebook):
 
 @judged(CHECKS)
 def network_predict(notebook):
+    """The visible cell's case and two of the student's own (scaler layers, a loss stand-in); then own layers.
+
+    Adds: offsets in the layers, loss.forward given (target, out) if called, then the student's own layers and
+    loss (_check_network_of_own_layers).
+    """
     rng = notebook.rng(3011)
     cases = [((2.0, 3.0), np.array([[1.0, -2.0], [0.5, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))]
     cases += [(tuple(rng.uniform(0.5, 2.0, size=depth)), rng.normal(size=(n, 4)), rng.normal(size=(n, 4)))
@@ -780,12 +828,14 @@ def _accuracy(notebook, network, parameters, X, y, which="test"):
 
 @judged(CHECKS)
 def training_check(notebook):
-    """The notebook's training cells, run here: the iris setting chosen on the validation set and
-    the digits network must reach 90% test accuracy, measured by the judge from the network that
-    the trained parameters make. Every network must start from an initialisation and end with
-    the parameters of gradient descent from there (replayed here), and the digits network's
-    minibatches are the student's own (drawn with their key), so neither a network that
-    recognises the shipped test rows nor parameters from a table can pass."""
+    """The notebook's iris and digits training, run here: gradient descent replayed, 90% accuracy from the weights.
+
+    The iris setting chosen on the validation set and the digits network must reach 90% test
+    accuracy, measured by the judge from the network that the trained parameters make. Every network
+    must start from an initialisation and end with the parameters of gradient descent from there
+    (replayed here), and the digits network's minibatches are the student's own (drawn with their
+    key), so neither a network that recognises the shipped test rows nor parameters from a table can
+    pass. (The visible cell reads the notebook's own iris_accuracy and digits_accuracy.)"""
     iris = load("iris", validation_fraction=0.2)
     searched = {}  # (validation accuracy, -order) -> network: the first of equal settings wins, as max() does
     for order, (lr, num_hidden) in enumerate((lr, h) for lr in (0.01, 0.1, 0.5) for h in (4, 16)):
@@ -825,6 +875,10 @@ def check_einsum(notebook, what, name, args, expected):
 
 @judged(CHECKS)
 def einsum_classics(notebook):
+    """The visible cell's checks (np.einsum's result on the arguments themselves), then shapes of the student's own.
+
+    trace, matmul and batched_matmul at new shapes, sizes of 1 included; the kernel records np.einsum's calls.
+    """
     rng = np.random.default_rng(0)
     A, B = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
     check_einsum(notebook, "trace(A)", "trace", (A,), np.trace(A))
@@ -847,6 +901,10 @@ def einsum_classics(notebook):
 
 @judged(CHECKS)
 def einsum_more(notebook):
+    """The visible cell's checks (np.einsum's result on the arguments themselves), then shapes of the student's own.
+
+    outer, diagonal, column_sums, bilinear and pairwise_dots at three sets of sizes, sizes of 1 included.
+    """
     rng = np.random.default_rng(1)
     u, v, A, B = rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 3)), rng.normal(size=(3, 4))
     check_einsum(notebook, "outer(u, v)", "outer", (u, v), np.outer(u, v))
@@ -901,6 +959,11 @@ CONV_CASES = [((2, 5, 6, 3), 4, (3, 2), 2, (1, 0)), ((1, 7, 4, 1), 2, (2, 2), 1,
 
 @judged(CHECKS)
 def conv2d_forward(notebook):
+    """The visible cell's values (Tripling as notebook.scaler), then five cases against PyTorch; the student's ReLU.
+
+    The cases vary stride, padding (uneven too), channels and kernel shapes; X left unchanged; one more with an
+    activation, stride 2 and pad (0, 1); then Conv2D with the student's own ReLU (_check_conv_with_own_relu).
+    """
     def forward(layer, X):
         return call("Conv2D.forward(X)", layer.forward, X)
 
@@ -941,6 +1004,12 @@ def conv2d_forward(notebook):
 
 @judged(CHECKS)
 def conv2d_backward(notebook):
+    """The visible cell's checks; four cases against PyTorch; a scaler activation; gradients set, not added; own ReLU.
+
+    The cell's check_layer_backward runs with a dLdY the kernel never saw; then dLdY unchanged, finite
+    differences with an activation (stride 2, pad (1, 0)), two backward calls leaving one's gradients, the
+    latest forward's X, and Conv2D with the student's own ReLU (_check_conv_with_own_relu).
+    """
     X = np.arange(9.0).reshape(1, 3, 3, 1)
     layer = _conv(notebook, 1, (2, 2), np.arange(1.0, 5.0).reshape(2, 2, 1, 1), [[0.0]])
     call("Conv2D.forward(X)", layer.forward, X)
@@ -1029,6 +1098,7 @@ TORCH_POOL = {"max": "max_pool2d", "average": "avg_pool2d"}
 
 @judged(CHECKS)
 def pool2d_forward(notebook):
+    """The visible cell's values, then max and average pooling at four cases each against PyTorch; X unchanged."""
     def forward(pool, X):
         return call("Pool2D.forward(X)", pool.forward, X)
 
@@ -1058,6 +1128,11 @@ def pool2d_forward(notebook):
 
 @judged(CHECKS)
 def pool2d_backward(notebook):
+    """The visible cell's checks, then five cases per mode against PyTorch (overlapping windows), the latest X.
+
+    The cell's finite differences use a dLdY the kernel never saw; dLdY left unchanged; after forward(X1),
+    forward(X2), max pooling's backward uses X2.
+    """
     X = np.array([[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]).reshape(1, 3, 3, 1)
     pool = _pool(notebook, (2, 2), "max")
     call("Pool2D.forward(X)", pool.forward, X)
@@ -1210,6 +1285,12 @@ def _check_cnn(notebook, n_classes, shape, rng):
 
 @judged(CHECKS)
 def pytorch_models(notebook):
+    """make_mlp and make_cnn's outputs at new sizes, recomputed in NumPy from parameters the judge loads into them.
+
+    In place of the cell's parameter count, f(-x) = -f(x) test and list of nn.Conv2d: three MLP sizes and
+    three image shapes, parameters of the expected shapes (in order, or all different), inputs of either
+    sign and in [0, 1].
+    """
     _require_torch(notebook)
     rng = notebook.rng(3019)
     for sizes in [(5, 7, 3), (1, 1, 1), (64, 32, 10)]:
@@ -1244,6 +1325,12 @@ def _sgd_epoch(X, y, batch_size, lr, W=FIXED_WEIGHT):
 
 @judged(CHECKS)
 def pytorch_loop(notebook):
+    """The visible cell's checks; an epoch on weights, data and lr of the student's own; evaluate without gradients.
+
+    Adds: train_epoch's SGD steps against NumPy's and model.train() after evaluate's eval mode; evaluate on a
+    model with dropout (p 0.9) that records each call: no gradients, weights unchanged, the loss without
+    dropout, and the accuracy over examples (7 in batches of 4).
+    """
     _require_torch(notebook)
 
     def make(kind, *args):
@@ -1319,8 +1406,9 @@ EPOCHS, LEARNING_RATE, MOMENTUM, BATCH_SIZE, VALIDATION_FRACTION = 8, 0.05, 0.9,
 
 @judged(CHECKS)
 def pytorch_accuracy(notebook):
-    """The notebook's training run, replayed on the student's make_mlp, make_cnn and train_epoch
-    with the judge's data, seeds and settings: both models reach 90% accuracy on the test set.
+    """The notebook's training run, replayed here: both models reach 90% test accuracy, judged from their weights.
+
+    The student's make_mlp, make_cnn and train_epoch run with the judge's data, seeds and settings.
     The test images never reach the kernel: the judge computes the models' outputs from their
     trained parameters (make_mlp's and make_cnn's architectures, which pytorch_models checks),
     so a model that recognises the shipped images has none to recognise. The models must start
