@@ -8,7 +8,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test quick lint release grade new-assignment venv sandbox browser clean-grading doctor hub
+.PHONY: demo test quick lint docs release grade new-assignment venv sandbox browser clean-grading doctor hub
 
 venv: $(VENV)/.installed sandbox
 
@@ -73,13 +73,20 @@ browser:
 test: venv browser lint
 	$(PY) -m pytest $(if $(A),-m $(A))
 
-## ruff's checks (pycodestyle and pyflakes, configured in pyproject.toml) on every Python file
+## ruff's checks (pycodestyle and pyflakes, configured in pyproject.toml) on every Python file, and
+## mypy's on the type hints of the judge, the kernel's code and what ships to students
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## The quick loop: every test that does not grade a class or run a whole workflow [A=ps3]
 quick: venv browser lint
 	$(PY) -m pytest -m "$(if $(A),$(A) and )not slow"
+
+## The check author's reference, docs/reference/, from the judge's and gradcheck's docstrings (pdoc)
+docs: venv
+	rm -rf docs/reference
+	$(PY) -m coursekit.tools.reference docs/reference
 
 ## Remove grading output (never student submissions).
 clean-grading:

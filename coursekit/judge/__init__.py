@@ -2,7 +2,7 @@
 
 A judged test cell never runs in the grading kernel. The grader (TimeLimitedExecute) calls the
 check registered for the cell's grade_id in ``coursekit.judge.<assignment>`` and hands it a
-``Kernel``: a handle through which the check creates the student's objects in the kernel, calls
+``Notebook``: a handle through which the check creates the student's objects in the kernel, calls
 their methods on inputs it chooses and reads their results. Only plain data crosses (float64
 arrays, numbers, short strings; see coursekit.kernel.agent): reference values, model solutions and
 PyTorch stay here, and nothing the kernel prints, displays, raises or hides changes a verdict. A
@@ -13,13 +13,14 @@ which the grader reads and the kernel never runs. The cell's visible tests, and 
 cell whose grade_id has a check, run in the kernel as usual (the student sees their output),
 and the check, which repeats them, decides the score.
 
-A hidden check draws its random inputs from ``kernel.rng(stream)``: a generator seeded by the
+A hidden check draws its random inputs from ``notebook.rng(stream)``: a generator seeded by the
 student and the assignment as well as the check's own stream, so every student meets different
 hidden inputs (a classmate's outputs or a leaked hidden test are of no use) and a regrade the
 same ones. A visible check uses the notebook's own seeds instead: it repeats what the student saw.
 """
 import importlib
 import re
+from collections.abc import Callable
 
 from coursekit.shipped.gradcheck import (TestFailure, call, check_array, check_call, check_close, check_unchanged,
                                          check_vectorised, kind)
@@ -32,20 +33,22 @@ from coursekit.judge.remote import (Copy, Earlier, KernelSilent, Notebook, Remot
 from coursekit.judge.shared import answered, check_replayed, parameter_arrays, shaped
 from coursekit.judge.torch_reference import MissingValue
 
-# A check author's vocabulary: the judge's own helpers and gradcheck's, from one place.
-__all__ = ["TestFailure", "call", "check_array", "check_call", "check_close", "check_unchanged", "check_vectorised", "kind",
-           "check_backward_unseen", "numerical_layer_gradients", "numerical_loss_gradient", "numerical_parameter_gradient",
-           "SECRET_FILE", "course_secret", "extreme_scores", "extreme_values", "student_key", "unseen",
-           "ELEMENT_LOOPS", "check_no_hidden_loops", "loop_shapes", "uncounted_loops",
-           "Copy", "Earlier", "KernelSilent", "Notebook", "Remote", "StudentError", "as_object", "as_path", "call_each",
-           "calls_in_order", "calls_of", "fetch", "made_with", "notebook_of", "path", "put", "quiet",
-           "answered", "check_replayed", "parameter_arrays", "shaped",
-           "CALL", "split_call", "checks", "judged", "verdict"]
+# A check author's vocabulary, the judge's helpers and gradcheck's, from one place (docs/reference/
+# documents them in this order, each with an example; ``make docs``).
+VOCABULARY = ["judged", "Notebook", "Remote", "call", "check_call", "check_close", "check_array", "check_unchanged",
+              "check_vectorised", "check_backward_unseen", "TestFailure", "StudentError", "kind",
+              "extreme_values", "extreme_scores", "loop_shapes", "unseen", "check_no_hidden_loops",
+              "numerical_layer_gradients", "numerical_parameter_gradient", "numerical_loss_gradient",
+              "call_each", "quiet", "Earlier", "Copy", "path", "fetch", "put", "as_object", "as_path", "notebook_of",
+              "calls_of", "calls_in_order", "made_with", "answered", "shaped", "parameter_arrays", "check_replayed"]
+# ... and what the grader uses
+__all__ = VOCABULARY + ["checks", "verdict", "split_call", "CALL", "KernelSilent", "student_key", "course_secret",
+                        "SECRET_FILE", "uncounted_loops", "ELEMENT_LOOPS"]
 
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 
 
-def split_call(source):
+def split_call(source: str) -> tuple[str, str | None]:
     """A test cell's code as (what the kernel runs, the grade_id it hands to the judge or None).
 
     The call is a line of its own (the cell's hidden region, in the source notebook); the kernel
@@ -57,7 +60,7 @@ def split_call(source):
         return source, None
     rest = lines[:calls[0]] + lines[calls[0] + 1:]
     code = any(line.strip() and not line.strip().startswith("#") for line in rest)
-    return ("\n".join(rest) if code else ""), CALL.match(lines[calls[0]])["grade_id"]
+    return ("\n".join(rest) if code else ""), CALL.match(lines[calls[0]])["grade_id"]  # type: ignore[index]  # (it matched)
 
 
 def _module(assignment):
@@ -69,24 +72,26 @@ def _module(assignment):
         return None
 
 
-def checks(assignment):
+def checks(assignment: str) -> dict[str, Callable[[Notebook], None]]:
     """{grade_id: check} for an assignment judged here ({} for one whose tests run in the kernel)."""
     module = _module(assignment)
     return module.CHECKS if module else {}
 
 
-def judged(registry):
-    """Decorator: ``@judged(CHECKS)`` registers a check under its function's name (the cell's grade_id)."""
+def judged(registry: dict) -> Callable:
+    """Decorator: ``@judged(CHECKS)`` registers a check under its function's name (the cell's grade_id).
+
+    Example: ``@judged(CHECKS)`` above ``def tanh_hidden(notebook): ...``"""
     def register(check):
         registry[check.__name__] = check
         return check
     return register
 
 
-def verdict(check, kernel):
-    """Run ``check(kernel)``: None if it passed, else (error name, one-line message)."""
+def verdict(check: Callable[[Notebook], None], notebook: Notebook) -> tuple[str, str] | None:
+    """Run ``check(notebook)``: None if it passed, else (error name, one-line message)."""
     try:
-        check(kernel)
+        check(notebook)
     except TestFailure as failure:
         return "TestFailure", str(failure)
     except AssertionError as failure:

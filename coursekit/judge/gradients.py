@@ -1,22 +1,33 @@
-"""Finite differences through the notebook, one round trip each, and the backward check built on
+"""Finite differences through the kernel, one round trip each, and the backward check built on
 them (``check_backward_unseen``): the judge's side of gradcheck's numerical gradients, for layers
-that live in the notebook.
+that live in the kernel.
 """
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from coursekit.shipped import gradcheck
 from coursekit.shipped.gradcheck import TestFailure, check_close
 from coursekit.judge.inputs import unseen
-from coursekit.judge.remote import Copy, Earlier, as_path, call_each, notebook_of, quiet, shown
+from coursekit.judge.remote import Copy, Earlier, Notebook, Path, Remote, as_path, call_each, notebook_of, quiet, shown
 
 MAX_PARAMETERS = 10_000  # a parameter's finite differences take one forward pass per entry
 
 
-def numerical_layer_gradients(layer, x, grad_outputs, eps=1e-6):
+def numerical_layer_gradients(layer: Remote, x: np.ndarray, grad_outputs: list[np.ndarray], eps: float = 1e-6) -> list[np.ndarray]:
     """dL/dx by central differences of L = sum(layer.forward(x) * G), for each G in
-    ``grad_outputs`` (the same forward calls serve them all: one round trip)."""
+    ``grad_outputs``, for a layer in the kernel (the same forward calls serve them all: one round
+    trip). gradcheck.numerical_input_gradient is the same for a function in this process.
+
+    Args:
+    - layer: a layer in the kernel (its forward is called at x +- eps in each entry).
+    - x: the input; grad_outputs: upstream gradients G, each of forward(x)'s shape.
+    - eps: the step.
+    Returns:
+    - dL/dx for each G.
+
+    Example: ``dx, = numerical_layer_gradients(layer, x, [G])``"""
     operations = _input_steps(layer, x, eps)
     return _input_differences(notebook_of(layer).run(*operations), x, grad_outputs, eps)
 
@@ -38,11 +49,18 @@ def _input_differences(outputs, x, grad_outputs, eps):
     return [_differences([float(np.sum(y * G)) for y in outputs], np.shape(x), eps) for G in grad_outputs]
 
 
-def numerical_parameter_gradient(layer, path, x, grad_output, shape, eps=1e-6):
+def numerical_parameter_gradient(layer: Remote, path: str | Path, x: np.ndarray, grad_output: np.ndarray, shape: tuple,
+                                 eps: float = 1e-6) -> np.ndarray:
     """dL/dp by central differences for the parameter ``layer.<path>`` of ``shape`` (nudged in
     place, as a layer that holds on to its arrays expects), L = sum(layer.forward(x) * grad_output).
 
-    ``path`` is an attribute name, or a list of steps (see coursekit.notebook.agent's "nudge").
+    Args:
+    - layer: a layer in the kernel.
+    - path: the parameter, an attribute name or a path (see ``path``).
+    - x, grad_output: the input, and the upstream gradient G.
+    - shape: the parameter's shape; eps: the step.
+
+    Example: ``dW = numerical_parameter_gradient(layer, "W", x, G, (4, 3))``
     """
     operations = [quiet(["array", x])] + _parameter_steps(layer, as_path(path), Copy(0), shape, eps)
     return _parameter_differences(notebook_of(layer).run(*operations)[1:], grad_output, shape, eps)
@@ -70,10 +88,16 @@ def _differences(values, shape, eps):
     return (np.array(values[0::2]) - np.array(values[1::2])).reshape(shape) / (2 * eps)
 
 
-def numerical_loss_gradient(notebook, loss, *args, at=0, eps=1e-6):
+def numerical_loss_gradient(notebook: Notebook, loss: str, *args: np.ndarray, at: int = 0, eps: float = 1e-6) -> np.ndarray:
     """d loss().forward(*args) / d args[at] by central differences, where ``loss`` names the
-    notebook's class (a new object each time), in one round trip."""
-    y, operations = args[at], []
+    notebook's class (a new object each time), in one round trip.
+
+    Args:
+    - notebook: the check's notebook; loss: the loss class as the notebook names it.
+    - args: forward's arguments; at: the one to differentiate by; eps: the step.
+
+    Example: ``dO = numerical_loss_gradient(notebook, "MSELoss", O, Y)``"""
+    y, operations = args[at], list[list]()
     for index in np.ndindex(y.shape):
         for step in (eps, -eps):
             moved = list(args)
@@ -84,8 +108,9 @@ def numerical_loss_gradient(notebook, loss, *args, at=0, eps=1e-6):
     return _differences(values, y.shape, eps)
 
 
-def check_backward_unseen(name, make, x, output_shape, params=(), rtol=1e-5, atol=1e-7, upstream="grad_output",
-                          factors=None):
+def check_backward_unseen(name: str, make: Callable[[], Remote], x: np.ndarray, output_shape: tuple,
+                          params: list[tuple[str | Path, str | Path]] | tuple = (), rtol: float = 1e-5, atol: float = 1e-7,
+                          upstream: str = "grad_output", factors: dict | None = None) -> None:
     """``layer.backward`` (and the parameter gradients in ``params``, pairs like ("W", "dLdW"))
     against central finite differences of L = sum(layer.forward(x) * grad_output), as
     gradcheck.check_backward does, where ``make()`` makes the layer in the kernel (twice: one
@@ -95,18 +120,27 @@ def check_backward_unseen(name, make, x, output_shape, params=(), rtol=1e-5, ato
     ``grad_output``, of ``output_shape``, is one the kernel has never seen (see ``unseen``), and
     the differences are taken before it sees it: a forward that bent its output to the gradients
     it was given could otherwise make them agree with any backward.
+
+    Args:
+    - name: the layer as messages name it, e.g. "Linear".
+    - make: makes a new layer in the kernel, e.g. ``lambda: notebook.new("Linear", 3, 4)``.
+    - x: the input; output_shape: the shape of forward(x).
+    - params: (parameter, its gradient) pairs, names or paths, e.g. [("W", "dLdW")].
+    - rtol, atol: the comparison's tolerances; factors: as for ``check_close``.
+
+    Example: ``check_backward_unseen("Tanh", lambda: notebook.new("Tanh"), x, x.shape)``
     """
     grad_output, eps = unseen(output_shape, x), 1e-6
-    params = [(as_path(param), as_path(grad)) for param, grad in params]
+    paths = [(as_path(param), as_path(grad)) for param, grad in params]
     probed = make()
     notebook = notebook_of(probed)
     shapes = [np.shape(value) for value in call_each(notebook, *[(f"{name}.{shown(param)}", ["fetch", probed, param])
-                                                              for param, _ in params])] if params else []
-    for (param, _), shape in zip(params, shapes):
+                                                              for param, _ in paths])] if paths else []
+    for (param, _), shape in zip(paths, shapes):
         if math.prod(shape) > MAX_PARAMETERS:
             raise TestFailure(f"{name}.{shown(param)} has shape {shape}, larger than the test set it")
     operations = [quiet(["array", x])] + _input_steps(probed, x, eps)
-    for (param, _), shape in zip(params, shapes):
+    for (param, _), shape in zip(paths, shapes):
         operations += _parameter_steps(probed, param, Copy(0), shape, eps)
 
     def step(operation):  # how a step that raised is named
@@ -118,7 +152,7 @@ def check_backward_unseen(name, make, x, output_shape, params=(), rtol=1e-5, ato
     start = 2 * np.size(x)
     numeric, no_upstream = _input_differences(results[:start], x, [grad_output, np.ones_like(grad_output)], eps)
     expected = []
-    for (_, grad), shape in zip(params, shapes):
+    for (_, grad), shape in zip(paths, shapes):
         end = start + 5 * math.prod(shape)
         expected.append(_parameter_differences(results[start:end], grad_output, shape, eps))
         start = end
@@ -127,9 +161,9 @@ def check_backward_unseen(name, make, x, output_shape, params=(), rtol=1e-5, ato
     _, grad_input, *grads = call_each(
         notebook, (f"{name}.forward(x)", ["call", layer, "forward", [x], {}]),
         (f"{name}.backward({upstream})", ["call", layer, "backward", [grad_output], {}]),
-        *[(f"{name}.{shown(grad)}", ["fetch", layer, grad]) for _, grad in params])
+        *[(f"{name}.{shown(grad)}", ["fetch", layer, grad]) for _, grad in paths])
     check_close(f"{name}.backward({upstream}) vs finite differences", grad_input, numeric, rtol=rtol, atol=atol,
                 hints=[(no_upstream, f"it ignores {upstream}: missing the upstream gradient?")], factors=factors)
-    for (_, grad), found, numeric_grad in zip(params, grads, expected):
+    for (_, grad), found, numeric_grad in zip(paths, grads, expected):
         check_close(f"{name}.{shown(grad)} vs finite differences", found, numeric_grad, rtol=rtol, atol=atol,
                     factors={"N": len(x)})

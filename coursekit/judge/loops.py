@@ -4,23 +4,30 @@ shapes of the student's own (``loop_shapes``, with gradcheck.check_vectorised on
 """
 import ast
 
+import numpy as np
+
 from coursekit.shipped.gradcheck import TestFailure
+from coursekit.judge.remote import Notebook
 
 
-def check_no_hidden_loops(notebook, name):
+def check_no_hidden_loops(notebook: Notebook, name: str) -> None:
     """The code of the class ``name`` uses nothing that can loop out of the step count's sight
-    (see ``uncounted_loops``): checked after its calls' steps are counted."""
+    (see ``uncounted_loops``): checked after its calls' steps are counted.
+
+    Example: ``check_no_hidden_loops(notebook, "ReLU")``"""
     hidden = uncounted_loops(notebook.sources, name)
     if hidden:
         raise TestFailure(f"{name} uses {hidden[0]}, which runs code the test's step count cannot see into (a loop "
                           "driven from C, another thread, tracing switched off); work on the whole array with NumPy operations")
 
 
-def loop_shapes(rng):
+def loop_shapes(rng: np.random.Generator) -> list[tuple[int, ...]]:
     """The shapes at which a check measures "no loops", the student's own (``rng`` is a hidden
     check's): five, of ranks 1 to 3, of 400 to 25,300 entries, one of them of 400 rows or more,
     where a loop over the elements or the rows runs hundreds of Python steps at least (the check
-    compares their results too: an answer cannot loop below some size and return anything above it)."""
+    compares their results too: an answer cannot loop below some size and return anything above it).
+
+    Example: ``for shape in loop_shapes(rng): check_vectorised(what, layer.forward, rng.normal(size=shape))``"""
     return [(int(rng.integers(2_000, 8_000)),), tuple(int(n) for n in rng.integers(60, 160, size=2)),
             tuple(int(n) for n in rng.integers(12, 30, size=3)), tuple(int(n) for n in rng.integers(20, 30, size=2)),
             (int(rng.integers(400, 800)), int(rng.integers(2, 6)))]
@@ -40,14 +47,14 @@ UNCOUNTED = ELEMENT_LOOPS | {
              "builtins", "__dict__", "modules"}
 
 
-def uncounted_loops(sources, name):
+def uncounted_loops(sources: list[str], name: str) -> list[str]:
     """Where the student's code cells ``sources`` use an UNCOUNTED name in the code of class
     ``name``: the statements that define or change it, and those that define or change what they
     use (a helper function, ``np.maximum = ...``), in turn; not the rest of their cells (a scratch
     line that reuses a variable's name, or calls map, is not the class's code).
     ["frompyfunc (line 3)", ...]."""
     statements = [statement for source in sources for statement in _statements(source)]
-    names, attributes, walked, found = {name}, set(), set(), []
+    names, attributes, walked, found = {name}, set[str](), set[int](), list[str]()
     while True:
         new = [i for i, statement in enumerate(statements) if i not in walked
                and _changes(statement, name, names, attributes)]
@@ -59,7 +66,8 @@ def uncounted_loops(sources, name):
             names |= free
             attributes |= attrs
             indexed = {id(node.value) for node in ast.walk(statements[i]) if isinstance(node, ast.Subscript)}
-            found += [f"{used} (line {node.lineno})" for node in ast.walk(statements[i]) for used in _names(node, strings=True)
+            found += [f"{used} (line {getattr(node, 'lineno', '?')})" for node in ast.walk(statements[i])
+                      for used in _names(node, strings=True)
                       if used in UNCOUNTED and not (used == "flat" and id(node) in indexed)]  # (x.flat[i] = v is NumPy's)
 
 

@@ -9,10 +9,15 @@ submission sends cannot be anything else, whatever its code does.
 import base64
 import json
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from coursekit.shipped.gradcheck import TestFailure, raised
+
+Operation = list  # [kind, *arguments], as coursekit.kernel.agent carries them out
+Path = list  # [["attr", name] or ["item", key], ...]: see ``path``
 
 
 class StudentError(Exception):
@@ -28,7 +33,7 @@ class StudentError(Exception):
         self.name, self.message, self.index = name, message, index
 
     @classmethod
-    def of(cls, name, message, index=0):
+    def of(cls, name: str, message: str, index: int = 0) -> "StudentError":
         builtin = {"FloatingPointError": FloatingPointError, "RuntimeWarning": RuntimeWarning}.get(name)
         kind = type(name, (cls, builtin) if builtin else (cls,), {"__module__": "kernel"})
         return kind(name, message, index)
@@ -38,11 +43,20 @@ class KernelSilent(Exception):
     """The kernel sent no usable reply (it is stuck in a loop, or died)."""
 
 
-def call_each(notebook, *steps):
+def call_each(notebook: "Notebook", *steps: tuple[str, Operation]) -> list:
     """Run ``steps``, pairs (what, operation), in one round trip: their results. A student's error
     becomes a TestFailure as ``gradcheck.call`` words it, naming the step that raised.
 
-    Example: ``layer, = call_each(notebook, ("Linear(2, 3)", ["new", "Linear", [2, 3], {}, {}]))``
+    Args:
+    - notebook: the check's notebook.
+    - steps: (what, operation) pairs; ``what`` names the step in a failure's message, and an
+      operation is one of coursekit.kernel.agent's (``["new", name, args, kwargs, substitutes]``,
+      ``["call", obj, method, args, kwargs]``, ``["get", obj, name]``, ...).
+    Returns:
+    - the operations' results, in order.
+
+    Example: ``a, b = call_each(notebook, ("Linear(2, 3)", ["new", "Linear", [2, 3], {}, {}]),
+    ("Tanh()", ["new", "Tanh", [], {}, {}]))``
     """
     try:
         return notebook.run(*[operation for _, operation in steps])
@@ -61,9 +75,11 @@ class Copy(Earlier):
     """A fresh copy of the array that operation ``index`` of the same request made (an input sent once for many calls)."""
 
 
-def quiet(operation):
+def quiet(operation: Operation) -> Operation:
     """``operation`` for Notebook.run, whose result stays in the kernel (an ``Earlier`` can use it)
-    instead of coming back: its result reads None."""
+    instead of coming back: its result reads None.
+
+    Example: ``notebook.run(quiet(["array", x]), ["call", layer, "forward", [Copy(0)], {}])``"""
     return ["quiet", *operation]
 
 
@@ -137,17 +153,23 @@ class Notebook:
     the code itself; ``key`` is the student's part of the hidden inputs' seed (student_key);
     ``unanswered`` the grade_ids whose checks the kernel did not answer earlier (see ``answered``)."""
 
-    def __init__(self, send, sources=(), key=(), unanswered=()):
+    def __init__(self, send: Callable[[str], str], sources: Iterable[str] = (), key: Iterable[int] = (),
+                 unanswered: Iterable[str] = ()):
         self._send, self.sources, self.key = send, list(sources), tuple(key)
         self.unanswered = frozenset(unanswered)
 
-    def rng(self, stream):
+    def rng(self, stream: int) -> np.random.Generator:
         """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
-        student's key makes them the student's (np.random.default_rng(stream) without one)."""
+        student's key makes them the student's (np.random.default_rng(stream) without one).
+
+        Example: ``rng = notebook.rng(4004); x = rng.normal(size=(3, 4))``"""
         return np.random.default_rng([stream, *self.key] if self.key else stream)
 
-    def run(self, *operations):
-        """Carry out operations in one round trip; their results, or StudentError for the first that raised."""
+    def run(self, *operations: Operation) -> list:
+        """Carry out operations in one round trip; their results, or StudentError for the first that
+        raised (``call_each`` words it as a failure).
+
+        Example: ``W, b = notebook.run(["get", layer, "W"], ["get", layer, "b"])``"""
         request = [_operation(op) for op in operations]
         reply = self._send(json.dumps(request))
         try:
@@ -174,65 +196,110 @@ class Notebook:
             values.append(_decode(result.get("ok"), self))
         return values
 
-    def new(self, name, *args, substitutes=None, **kwargs):
-        """``name(*args, **kwargs)`` in the notebook, with ``substitutes`` ({name: value}) bound meanwhile."""
+    def new(self, name: str, *args: Any, substitutes: dict | None = None, **kwargs: Any) -> "Remote":
+        """A new object of the notebook's class: ``name(*args, **kwargs)`` in the kernel.
+
+        Args:
+        - name: the class (or function) as the notebook names it.
+        - args, kwargs: its arguments (plain data, or objects in the kernel).
+        - substitutes: {name: value} bound in the notebook while it runs (a stand-in class for
+          ``Linear``, say: see ``factory``).
+        Returns:
+        - the object, a Remote; a TestFailure if the call returned something else.
+
+        Example: ``layer = call("Linear(2, 3)", notebook.new, "Linear", 2, 3)``"""
         (obj,) = self.run(["new", name, list(args), kwargs, substitutes or {}])
         return as_object(obj, f"{name}(...)")
 
-    def function(self, name, *args, **kwargs):
-        """The value of the notebook's function ``name(*args, **kwargs)``, as it crosses."""
+    def function(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The value of the notebook's function ``name(*args, **kwargs)``, as it crosses.
+
+        Example: ``W = call("linear_init(3, 4)", notebook.function, "linear_init", 3, 4)``"""
         (value,) = self.run(["new", name, list(args), kwargs, {}])
         return value
 
-    def array(self, values):
-        """A copy of ``values`` kept in the kernel (pass it to a call, then read it back with ``.value()``)."""
+    def array(self, values: Any) -> "Remote":
+        """A copy of ``values`` kept in the kernel: pass it to a call, then read it back with
+        ``.value()`` to see whether the call changed it in place.
+
+        Example: ``x_given = notebook.array(x); call("Tanh.forward(x)", layer.forward, x_given);
+        check_unchanged("Tanh.forward", x, x_given.value())``"""
         (obj,) = self.run(["array", np.asarray(values, dtype=np.float64)])
         return obj
 
-    def standin(self, name, attributes=None, arguments=None, **returns):
-        """A layer in the kernel that records its calls; its method ``m`` returns the arrays
-        ``returns[m]``, one per call (the last one again once they run out), and it has the
-        ``attributes`` ({name: value}). It is an instance of a class ``name``, the notebook's
-        class it stands for; ``arguments`` ({method: [parameter names]}) makes its methods take
-        the real ones' parameters (keywords too), and no others."""
+    def standin(self, name: str, attributes: dict | None = None, arguments: dict | None = None,
+                **returns: list) -> "Remote":
+        """A stand-in layer in the kernel, which records its calls: a composite check built on
+        stand-ins costs no points for a bug in the layers it stands for.
+
+        Args:
+        - name: the notebook's class it stands for; it is an instance of a class of that name.
+        - attributes: {name: value} it has (parameters, say).
+        - arguments: {method: [parameter names]}: its methods take the real ones' parameters
+          (keywords too), and no others.
+        - returns: {method: [arrays]}: what each call of the method returns, one per call (the
+          last one again once they run out).
+        Returns:
+        - the stand-in; ``calls_of``/``calls_in_order`` read what it was called with.
+
+        Example: ``relu = notebook.standin("ReLU", arguments={"forward": ["Z"]}, forward=[Y])``"""
         (obj,) = self.run(["standin", name, {method: list(values) for method, values in returns.items()},
                            attributes or {}, arguments])
         return obj
 
-    def factory(self, made, name):
+    def factory(self, made: list, name: str) -> "Remote":
         """A class named ``name`` for the notebook (see Notebook.new's substitutes): its calls return
-        the objects ``made``, in turn, now instances of it."""
+        the objects ``made``, in turn, now instances of it; ``made_with`` reads its arguments.
+
+        Example: ``net = notebook.new("MLP", substitutes={"Linear": notebook.factory([l1, l2], "Linear")})``"""
         (obj,) = self.run(["factory", list(made), name])
         return obj
 
-    def scaler(self, factor, offset=0.0, name="Layer", arguments=None):
+    def scaler(self, factor: float, offset: float = 0.0, name: str = "Layer", arguments: dict | None = None) -> "Remote":
         """A layer or activation in the kernel, Z -> factor * Z + offset, of the class ``name``,
         that records its calls (its backward multiplies the upstream gradient, its last argument,
-        by ``factor``); ``arguments`` as for ``standin``."""
+        by ``factor``); ``arguments`` as for ``standin``.
+
+        Example: ``double = notebook.scaler(2.0, name="ReLU")``"""
         (obj,) = self.run(["scaler", float(factor), float(offset), name, arguments])
         return obj
 
-    def seed(self, seed):
+    def seed(self, seed: int) -> None:
+        """``np.random.seed(seed)`` in the kernel (the notebook's initialisers draw from it)."""
         self.run(["seed", int(seed)])
 
 
-def path(*steps):
-    """A path for the agent's fetch, put and nudge: ``path("parameters", ["W"])`` is ``.parameters["W"]``."""
+def path(*steps: str | list) -> Path:
+    """A path to a value inside an object, for ``fetch``, ``put`` and the finite differences: an
+    attribute's name, or a one-item list for a key.
+
+    Example: ``path("parameters", ["W"])`` is ``.parameters["W"]``."""
     return [["item", step[0]] if isinstance(step, list) else ["attr", step] for step in steps]
 
 
-def fetch(obj, steps):
-    """The value at ``obj.<steps>`` (see ``path``)."""
+def fetch(obj: "Remote", steps: Path) -> Any:
+    """The value at ``obj.<steps>`` (see ``path``).
+
+    Example: ``W = fetch(network, path("parameters", ["W1"]))``"""
     return notebook_of(obj).run(["fetch", obj, steps])[0]
 
 
-def put(obj, steps, value):
-    """Set ``obj.<steps>`` (see ``path``) to ``value``."""
+def put(obj: "Remote", steps: Path, value: Any) -> None:
+    """Set ``obj.<steps>`` (see ``path``) to ``value``.
+
+    Args:
+    - obj: an object in the kernel.
+    - steps: where in it (see ``path``).
+    - value: plain data, or an object in the kernel.
+
+    Example: ``put(network, path("parameters", ["W1"]), W1)``"""
     notebook_of(obj).run(["put", obj, steps, value])
 
 
-def as_object(value, what):
-    """``value``, a Remote, or a TestFailure saying that ``what`` did not make an object."""
+def as_object(value: Any, what: str) -> "Remote":
+    """``value``, a Remote, or a TestFailure saying that ``what`` did not make an object.
+
+    Example: ``model = as_object(call("make_mlp()", notebook.function, "make_mlp"), "make_mlp()")``"""
     if not isinstance(value, Remote):
         raise TestFailure(f"{what} did not make an object")
     return value
@@ -262,25 +329,32 @@ class Remote:
         object.__getattribute__(self, "_notebook").run(["set", self, name, value])
 
     @staticmethod
-    def type_of(remote):
+    def type_of(remote: "Remote") -> str:
         """The type's name of the object in the kernel (what gradcheck.kind says of it)."""
         return object.__getattribute__(remote, "_type")
 
-    def value(self):
+    def value(self) -> Any:
         """The current contents of an array kept in the kernel."""
         (value,) = object.__getattribute__(self, "_notebook").run(["call", self, "copy", [], {}])
         return value
 
-    def calls(self):
+    def calls(self) -> list[tuple[str, list]]:
         """A stand-in's recorded calls: [(method, [argument arrays])]."""
         (log,) = object.__getattribute__(self, "_notebook").run(["log", self])
         return [(method, arguments) for method, arguments, _ in log]
 
 
-def made_with(factory, parameters, log=None):
+def made_with(factory: "Remote", parameters: list[str], log: list | None = None) -> list[dict]:
     """The numeric arguments of each object a stand-in class (``Notebook.factory``) made, bound to
     the class's ``parameters`` by position or name: [{parameter: value or None}]. ``log`` is the
-    factory's log if the judge has it already (``["log", factory]``)."""
+    factory's log if the judge has it already (``["log", factory]``).
+
+    Args:
+    - factory: a class made by ``Notebook.factory``.
+    - parameters: the names of the real class's parameters, in order.
+    - log: its log, if read already.
+
+    Example: ``[{"d": 4, "h": 3}] == made_with(linear_class, ["d", "h"])``"""
     made = []
     for _, given, _ in log if log is not None else notebook_of(factory).run(["log", factory])[0]:
         bound = dict(zip(parameters, given["args"]))
@@ -295,15 +369,19 @@ def _logs(standins):
     return dict(zip(roles, notebook_of(standins[roles[0]]).run(*[["log", standins[role]] for role in roles])))
 
 
-def calls_of(standins):
+def calls_of(standins: dict[str, "Remote"]) -> dict[str, list[tuple[str, list]]]:
     """The calls each of several stand-ins ({role: stand-in}) recorded: {role: [(method, [argument
-    arrays])]}, in one round trip."""
+    arrays])]}, in one round trip.
+
+    Example: ``calls_of({"relu": relu})["relu"] == [("forward", [Z])]``"""
     return {role: [(method, arguments) for method, arguments, _ in log] for role, log in _logs(standins).items()}
 
 
-def calls_in_order(standins):
+def calls_in_order(standins: dict[str, "Remote"]) -> list[tuple[str, str, list]]:
     """The calls of several stand-ins ({role: stand-in}) in the order they happened:
-    [(role, method, [argument arrays])], in one round trip."""
+    [(role, method, [argument arrays])], in one round trip.
+
+    Example: ``[role for role, method, _ in calls_in_order(layers)] == ["linear1", "relu", "linear2"]``"""
     merged = sorted(((n, role, method, arguments) for role, log in _logs(standins).items()
                      for method, arguments, n in log), key=lambda entry: entry[0])
     return [(role, method, arguments) for _, role, method, arguments in merged]
@@ -319,7 +397,7 @@ class RemoteMethod:
         (value,) = notebook_of(self.owner).run(["call", self.owner, self.name, list(args), kwargs])
         return value
 
-    def python_steps(self, *args, **kwargs):
+    def python_steps(self, *args: Any, **kwargs: Any) -> tuple[Any, int | None]:
         """(the call's result, the Python steps it ran), the steps counted in the kernel, the one
         measurement only it can make: how gradcheck.check_vectorised measures a method of a Remote.
         A count that is not a positive int (a kernel that tampered with it) reads None."""
@@ -328,16 +406,20 @@ class RemoteMethod:
         return result, (steps if type(steps) is int and steps > 0 else None)
 
 
-def as_path(where):
-    """An attribute name or a path (see ``path``), as a path."""
+def as_path(where: str | Path) -> Path:
+    """An attribute name or a path (see ``path``), as a path.
+
+    Example: ``as_path("W") == path("W")``"""
     return [["attr", where]] if isinstance(where, str) else where
 
 
-def shown(steps):
+def shown(steps: Path) -> str:
     """A path as code: ``gradients['W']``."""
     return "".join(f".{name}" if how == "attr" else f"[{name!r}]" for how, name in steps).lstrip(".")
 
 
-def notebook_of(obj):
-    """The Notebook that holds a Remote object."""
+def notebook_of(obj: "Remote") -> "Notebook":
+    """The Notebook that holds a Remote object.
+
+    Example: ``notebook_of(layer).run(["get", layer, "W"])``"""
     return object.__getattribute__(obj, "_notebook")
