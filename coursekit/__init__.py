@@ -5,7 +5,7 @@
   kernel manager (sandbox), the sandbox from inside (confine), the warm zygote (warm_kernels).
 - judge/: the hidden tests, one check per test cell (judge/<ps>.py), run in the grader's process,
   with PyTorch's reference values (torch_reference) and the model solutions (solutions).
-- pipeline/: grading a class around nbgrader: its plugins (nbgrader_plugins), `make grade`
+- pipeline/: grading a class around nbgrader: its plugins (plugins/, a module per stage), `make grade`
   (grade), nbgrader runs and results (grading), the report, regrade record, similar answers and
   tamper report.
 - tools/: the demo class (demo), a new assignment (scaffold), fictional submissions (submissions).

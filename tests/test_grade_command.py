@@ -75,7 +75,7 @@ def test_broken_submission_is_graded_or_reported(broken_graded, name):
 
 
 def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(broken_graded, tmp_path):
-    from coursekit.pipeline.nbgrader_plugins import RESTORED_NOTE
+    from coursekit.pipeline.plugins.sanitize import RESTORED_NOTE
 
     deleted = {"deleted_test_cells": CATALOG.BROKEN["deleted_test_cells"][0]}
     stock = grade_submissions_stock("ps1", deleted, tmp_path)["deleted_test_cells"]
@@ -221,7 +221,7 @@ def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
     from nbgrader.nbgraderformat import ValidationError
     from nbgrader.preprocessors import CheckCellMetadata as Stock
 
-    from coursekit.pipeline.nbgrader_plugins import CheckCellMetadata as Fast
+    from coursekit.pipeline.plugins.sanitize import CheckCellMetadata as Fast
     from coursekit.tools.submissions import release_notebook
 
     def corrupt(change):
@@ -253,7 +253,7 @@ def test_feedback_exporter_writes_the_page_that_nbconvert_does():
     from bs4 import BeautifulSoup
     from nbconvert.exporters import HTMLExporter
 
-    from coursekit.pipeline.nbgrader_plugins import FeedbackHTMLExporter
+    from coursekit.pipeline.plugins.feedback_page import FeedbackHTMLExporter
     from coursekit.tools.submissions import release_notebook
 
     notebook = release_notebook("ps1")
@@ -276,7 +276,7 @@ def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
     resources = {"metadata": {"path": str(tmp_path)}}
@@ -347,7 +347,7 @@ def test_the_notebook_clock_starts_with_the_first_cell_not_the_kernel(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
     class SlowToStart(AsyncKernelManager):
         async def _async_post_start_kernel(self, **kw):

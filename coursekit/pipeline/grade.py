@@ -214,7 +214,7 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
 
 def _restored_tests(files):
     """{notebook: [grade_id]} of the test cells put back into the autograded notebooks ``files``."""
-    from coursekit.pipeline.nbgrader_plugins import restored_tests
+    from coursekit.pipeline.plugins.sanitize import restored_tests
 
     found = {path: restored_tests(nbformat.reads(data.decode("utf-8"), as_version=4))
              for path, data in files.items() if path.endswith(".ipynb")}
@@ -324,7 +324,8 @@ def _local_pool(jobs, assignment):
     # each would otherwise spend two seconds of CPU on those imports, and its first submission
     # a quarter of a second more.
     for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "nbconvert.filters.highlight",
-                   "coursekit.pipeline.nbgrader_plugins", "IPython.core.interactiveshell", "ipykernel.kernelspec",
+                   "coursekit.pipeline.plugins.sanitize", "coursekit.pipeline.plugins.execute", "coursekit.pipeline.plugins.feedback",
+                   "coursekit.pipeline.plugins.feedback_page", "IPython.core.interactiveshell", "ipykernel.kernelspec",
                    "ipython_pygments_lexers"):
         importlib.import_module(module)
     judge.checks(assignment)

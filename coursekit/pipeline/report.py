@@ -127,7 +127,7 @@ def grading_sheet(course: PathLike, assignment: str) -> str | None:
     solution markers). None if the assignment has no written answers."""
     import nbformat
 
-    from coursekit.pipeline.nbgrader_plugins import markdown_with_mathml
+    from coursekit.pipeline.plugins.feedback_page import markdown_with_mathml
     from coursekit.judge.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
 
     source = course_folder(course, "source", assignment=assignment) / f"{assignment}.ipynb"
