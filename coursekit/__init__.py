@@ -6,7 +6,8 @@
 - judge/: the hidden tests, one check per test cell (judge/<ps>.py), run in the grader's process,
   with PyTorch's reference values (torch_reference) and the model solutions (solutions).
 - pipeline/: grading a class around nbgrader: its plugins (plugins/, a module per stage), `make grade`
-  (grade), nbgrader runs and results (grading), the report, regrade record, similar answers and
+  (grade_class), the course's folders and nbgrader commands (course), the results' types (results)
+  and what the gradebook holds of them (gradebook), the report, regrade record, similar answers and
   tamper report.
 - tools/: the demo class (demo), a new assignment (scaffold), fictional submissions (submissions).
 """

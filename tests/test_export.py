@@ -3,7 +3,7 @@ gradebooks built in memory: a status column, and no grade that pretends to be cu
 import pytest
 from nbgrader.api import Gradebook
 
-from coursekit.pipeline.grading import this_environment_first
+from coursekit.pipeline.course import this_environment_first
 from coursekit.pipeline.plugins.export import CourseExport
 
 

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from conftest import FIXTURES, assert_feedback_hides_hidden_tests
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import results
+from coursekit.pipeline.grade_class import grade_class
+from coursekit.pipeline.gradebook import results
 from coursekit.tools.scratch import copy_course, cpu_hogs, grade_submissions, grade_submissions_stock, regrade_copy
 from coursekit.judge.solutions import source_notebook
 from coursekit.tools.submissions import Blank, RawFile, Solution, load_fixtures, submit
@@ -89,7 +89,7 @@ def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(bro
 
 
 def test_infinite_loop_and_memory_hog_fail_with_a_clear_reason(broken_graded):
-    from coursekit.pipeline.grading import failure_messages
+    from coursekit.pipeline.results import failure_messages
 
     loop = failure_messages(broken_graded["infinite_loop"].autograded)
     assert re.search(r"used more than its \d s of CPU time .* was stopped", loop["tanh_visible"][-1][1])
@@ -151,7 +151,7 @@ def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
     submit(course, "solution", "ps1", Solution())
     submit(course, "cheat", "ps1", CHEAT)
     submit(course, "ivan", "ps1", RawFile("x", b"not a notebook"))
-    output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course), "--jobs", "2"],
+    output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course), "--jobs", "2"],
                             capture_output=True, text=True, check=True).stdout
     assert "NOT GRADED: ps1.ipynb is not a notebook" in output
     assert "cheat: cell tanh" in output

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import Result, nbgrader, results
+from coursekit.pipeline.course import nbgrader
+from coursekit.pipeline.grade_class import grade_class
+from coursekit.pipeline.gradebook import results
+from coursekit.pipeline.results import StudentResult
 from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import submit
 
@@ -48,7 +50,7 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
     - config (str): lines added to the scratch course's nbgrader_config.py (e.g. shorter time limits).
     Returns:
-    - dict: {student: Result}; a student whose submission could not be graded has no cells and
+    - dict: {student: StudentResult}; a student whose submission could not be graded has no cells and
       an ``error``.
     """
     course = _submit_all(assignment, submissions, workdir, config)
@@ -56,14 +58,14 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     found = results(course, assignment)
     for student, outcome in outcomes.items():
         if not outcome.ok:
-            found[student] = Result(student, {}, {}, error=outcome.error)
+            found[student] = StudentResult(student, {}, {}, error=outcome.error)
         else:
             found[student].note = outcome.note
     return found
 
 
 def grade_submissions_stock(assignment, submissions, workdir, config=""):
-    """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
+    """Grade submissions with one plain `nbgrader autograde` run; returns {student: StudentResult}."""
     course = _submit_all(assignment, submissions, workdir, config)
     nbgrader(course, "generate_assignment", assignment, "--force")
     nbgrader(course, "autograde", assignment, "--force", check=False)
@@ -73,8 +75,8 @@ def grade_submissions_stock(assignment, submissions, workdir, config=""):
 def regrade_copy(graded: dict, students, workdir):
     """Grade again, the way `make grade` does, some students of a scratch course already graded:
     in a copy of that course (its config, gradebook and secret, so the same hidden inputs) that
-    holds their submissions alone. ``graded``: {student: Result} of that course (from
-    grade_submissions). Returns {student: Result} of the copy."""
+    holds their submissions alone. ``graded``: {student: StudentResult} of that course (from
+    grade_submissions). Returns {student: StudentResult} of the copy."""
     notebook = next(result.autograded for result in graded.values() if result.autograded)
     course, assignment = notebook.parents[3], notebook.parent.name  # <course>/autograded/<student>/<assignment>/
     workdir = Path(workdir)

@@ -14,7 +14,7 @@ class CourseExport(CsvExportPlugin):
                "raw_score", "late_submission_penalty", "score", "max_score", "status"]
 
     def export(self, gradebook):
-        from coursekit.pipeline.grading import not_graded
+        from coursekit.pipeline.gradebook import not_graded
 
         students, assignments = {str(s) for s in self.student}, {str(a) for a in self.assignment}
         with open(self.to or "grades.csv", "w", newline="") as f:
