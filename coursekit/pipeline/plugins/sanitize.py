@@ -6,6 +6,7 @@ import os
 
 import jsonschema
 import nbformat
+from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell
 from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
@@ -42,25 +43,14 @@ class RestoreDeletedTests(nbgrader_preprocessors.NbGraderPreprocessor):
         source = self._source_notebook(resources)
         if source is None:
             return nb, resources
-        present = {_grade_id(cell) for cell in nb.cells} - {None}
-        previous, restored = None, []
-        for cell in source.cells:
-            grade_id = _grade_id(cell)
-            if grade_id is None or grade_id in present:
-                previous = grade_id or previous
-                continue
-            if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
-                continue
-            at = next((i + 1 for i, other in enumerate(nb.cells) if _grade_id(other) == previous), 0)
-            nb.cells[at:at] = [new_markdown_cell(RESTORED_NOTE),
-                               new_code_cell(cell.source, metadata=copy.deepcopy(cell.metadata))]
-            previous = grade_id
-            restored.append(grade_id)
+        restored = restore_tests(nb, source)
         if restored:
             self.log.warning("Test cells missing from the submission, put back: %s", ", ".join(restored))
         return nb, resources
 
     def _source_notebook(self, resources):
+        """The assignment's source notebook, from the course that runs this preprocessor (nbgrader's
+        converter, which owns the CourseDirectory), or None outside a course."""
         owner = self.parent
         while owner is not None and not hasattr(owner, "coursedir"):  # the exporter's converter
             owner = getattr(owner, "parent", None)
@@ -76,7 +66,29 @@ def _grade_id(cell):
     return cell.metadata.get("nbgrader", {}).get("grade_id")
 
 
-def restored_tests(notebook):
+def restore_tests(notebook: NotebookNode, source: NotebookNode) -> list[str]:
+    """Put the test cells of ``source`` (the assignment's notebook) that ``notebook`` lacks back into it,
+    in place, each below RESTORED_NOTE and after the graded cell that precedes it in ``source``; a test
+    with no graded cell before it goes after the submission's first cell without a grade_id (its title,
+    as a rule), or first. Returns their grade_ids, in order."""
+    present = {_grade_id(cell) for cell in notebook.cells} - {None}
+    previous, restored = None, []
+    for cell in source.cells:
+        grade_id = _grade_id(cell)
+        if grade_id is None or grade_id in present:
+            previous = grade_id or previous
+            continue
+        if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+            continue
+        at = next((i + 1 for i, other in enumerate(notebook.cells) if _grade_id(other) == previous), 0)
+        notebook.cells[at:at] = [new_markdown_cell(RESTORED_NOTE),
+                                 new_code_cell(cell.source, metadata=copy.deepcopy(cell.metadata))]
+        previous = grade_id
+        restored.append(grade_id)
+    return restored
+
+
+def restored_tests(notebook: NotebookNode) -> list[str]:
     """The grade_ids of the test cells that RestoreDeletedTests put back into ``notebook``."""
     return [_grade_id(after) for before, after in zip(notebook.cells, notebook.cells[1:])
             if before.cell_type == "markdown" and before.source == RESTORED_NOTE]
