@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -38,14 +39,14 @@ def nbgrader(course_root: PathLike, *args: str, check: bool = True) -> subproces
     return result
 
 
-def _environment():
+def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 @contextlib.contextmanager
-def this_environment_first():
+def this_environment_first() -> Iterator[None]:
     """Within the block, commands that nbgrader runs in this process (it runs `alembic` when it
     creates a gradebook) are this environment's."""
     saved = os.environ.get("PATH")

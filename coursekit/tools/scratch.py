@@ -6,10 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.course import nbgrader
+from coursekit.pipeline.course import PathLike, nbgrader
 from coursekit.pipeline.grade_class import grade_class
 from coursekit.pipeline.gradebook import results
 from coursekit.pipeline.results import StudentResult
@@ -17,7 +18,7 @@ from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import submit
 
 
-def copy_course(assignment, dest, course_root=None, config=""):
+def copy_course(assignment: str, dest: PathLike, course_root: PathLike | None = None, config: str = "") -> Path:
     """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``;
     ``config``: lines added to its nbgrader_config.py."""
     course_root = Path(course_root or COURSE_ROOT)
@@ -40,7 +41,8 @@ def _submit_all(assignment, submissions, workdir, config=""):
     return course
 
 
-def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True, config=""):
+def grade_submissions(assignment: str, submissions: dict, workdir: PathLike, jobs: int | None = None, feedback: bool = True,
+                      config: str = "") -> dict[str, StudentResult]:
     """Grade many submissions in a scratch course the way `make grade` does.
 
     Args:
@@ -64,7 +66,7 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     return found
 
 
-def grade_submissions_stock(assignment, submissions, workdir, config=""):
+def grade_submissions_stock(assignment: str, submissions: dict, workdir: PathLike, config: str = "") -> dict[str, StudentResult]:
     """Grade submissions with one plain `nbgrader autograde` run; returns {student: StudentResult}."""
     course = _submit_all(assignment, submissions, workdir, config)
     nbgrader(course, "generate_assignment", assignment, "--force")
@@ -72,7 +74,7 @@ def grade_submissions_stock(assignment, submissions, workdir, config=""):
     return results(course, assignment)
 
 
-def regrade_copy(graded: dict, students, workdir):
+def regrade_copy(graded: dict[str, StudentResult], students: Iterable[str], workdir: PathLike) -> dict[str, StudentResult]:
     """Grade again, the way `make grade` does, some students of a scratch course already graded:
     in a copy of that course (its config, gradebook and secret, so the same hidden inputs) that
     holds their submissions alone. ``graded``: {student: StudentResult} of that course (from
@@ -87,7 +89,7 @@ def regrade_copy(graded: dict, students, workdir):
 
 
 @contextlib.contextmanager
-def cpu_hogs(count=None):
+def cpu_hogs(count: int | None = None) -> Iterator[list[subprocess.Popen]]:
     """A busy machine: ``count`` processes (three per core by default) that compute until the block ends."""
     # (each in a session of its own: the scheduler shares a CPU between sessions first)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)

@@ -13,6 +13,7 @@ import zmq
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters import NotebookExporter
+from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
 from nbgrader.converters.base import NbGraderException
@@ -96,7 +97,7 @@ class TimeLimitedExecute(Execute):
             return bytes.fromhex(self.hidden_inputs_secret)
         return judge.course_secret(self.hidden_inputs_secret_file) if self.hidden_inputs_secret_file else b""
 
-    def preprocess(self, nb, resources=None, km=None):
+    def preprocess(self, nb: NotebookNode, resources: dict | None = None, km=None) -> tuple[NotebookNode, dict]:
         resources = resources or {}
         assignment = resources.get("nbgrader", {}).get("assignment") or resources.get("metadata", {}).get("name")
         self._checks = judge.checks(assignment) if assignment else {}
@@ -131,7 +132,7 @@ class TimeLimitedExecute(Execute):
             self._close_judge_line()
             self._line_context.term()
 
-    def preprocess_cell(self, cell, resources, index):
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int) -> tuple[NotebookNode, dict]:
         self._reached_cells = True
         if cell.cell_type != "code":
             return cell, resources

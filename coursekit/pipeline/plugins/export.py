@@ -1,7 +1,7 @@
 """``nbgrader export``'s plugin (``ExportApp.plugin_class``): grades.csv with a status column."""
 import csv
 
-from nbgrader.api import MissingEntry
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import CsvExportPlugin
 
 
@@ -13,7 +13,7 @@ class CourseExport(CsvExportPlugin):
     COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
                "raw_score", "late_submission_penalty", "score", "max_score", "status"]
 
-    def export(self, gradebook):
+    def export(self, gradebook: Gradebook) -> None:
         from coursekit.pipeline.gradebook import not_graded
 
         students, assignments = {str(s) for s in self.student}, {str(a) for a in self.assignment}

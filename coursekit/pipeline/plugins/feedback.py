@@ -1,5 +1,6 @@
 """generate_feedback's preprocessors (``GenerateFeedback.preprocessors``): each cell's score and
 the answers still to grade by hand, hidden tests hidden, and a page of bounded size."""
+from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import preprocessors as nbgrader_preprocessors
 from nbgrader import utils
@@ -14,7 +15,7 @@ class GetGrades(nbgrader_preprocessors.GetGrades):
     """nbgrader's GetGrades, which also tells the feedback page which cells are still to be
     graded by hand (no TA score yet: nbgrader would show 0), and how many points they hold."""
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         self._ungraded_points = 0.0
         nb, resources = super().preprocess(nb, resources)
         resources["nbgrader"]["ungraded_points"] = self._ungraded_points
@@ -35,7 +36,7 @@ class HideHiddenTests(ClearHiddenTests):
     message says what is wrong without it.
     """
 
-    def preprocess_cell(self, cell, resources, index):
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int) -> tuple[NotebookNode, dict]:
         if cell.cell_type == "code" and utils.is_grade(cell):
             try:
                 self._remove_hidden_test_region(cell)
@@ -55,7 +56,7 @@ class BoundedFeedback(nbgrader_preprocessors.NbGraderPreprocessor):
     max_cell_bytes = Integer(markup.FEEDBACK_CELL_BYTES, help="Bytes of a cell's source a feedback page shows.").tag(config=True)
     max_page_bytes = Integer(12 * 2 ** 20, help="Bytes of sources and outputs a feedback page shows.").tag(config=True)
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         left = self.max_page_bytes
         for cell in nb.cells:
             if len(cell.source) > min(self.max_cell_bytes, left):

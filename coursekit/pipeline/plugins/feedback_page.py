@@ -13,6 +13,7 @@ from nbconvert.exporters import HTMLExporter, TemplateExporter
 from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+from nbformat import NotebookNode
 from traitlets import default
 
 from coursekit.pipeline import markup
@@ -92,7 +93,7 @@ class FeedbackHTMLExporter(HTMLExporter):
         environment.bytecode_cache = _TEMPLATES
         return environment
 
-    def from_notebook_node(self, nb, resources=None, **kw):
+    def from_notebook_node(self, nb: NotebookNode, resources: dict | None = None, **kw) -> tuple[str, dict]:
         # HTMLExporter.from_notebook_node up to its BeautifulSoup pass, which _accessible replaces
         language = nb.metadata.get("language_info", {})
         lexer = language.get("pygments_lexer", language.get("name", None))
@@ -183,7 +184,7 @@ class _MathMLRenderer(IPythonRenderer):
         return self._converted(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block") or super().latex_environment(name, body)
 
 
-def markdown_with_mathml(source):
+def markdown_with_mathml(source: str) -> str:
     """Markdown as HTML, its math as MathML (as on the feedback pages)."""
     return MarkdownWithMath(renderer=_MathMLRenderer(escape=False)).render(source)
 

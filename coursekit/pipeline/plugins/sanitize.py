@@ -18,7 +18,7 @@ class DeduplicateIds(nbgrader_preprocessors.DeduplicateIds):
     except that the other copies become plain cells. nbgrader leaves them an empty ``nbgrader``
     entry, which its own metadata check then rejects as an old format, failing the submission."""
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         nb, resources = super().preprocess(nb, resources)
         for cell in nb.cells:
             if cell.metadata.get("nbgrader", None) == {}:
@@ -39,7 +39,7 @@ class RestoreDeletedTests(nbgrader_preprocessors.NbGraderPreprocessor):
     then gives each its source from the gradebook, as for any test cell.
     """
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         source = self._source_notebook(resources)
         if source is None:
             return nb, resources
@@ -122,7 +122,7 @@ class CheckCellMetadata(nbgrader_preprocessors.CheckCellMetadata):
     ``jsonschema.validate``, which validates the schema itself before every cell (0.3 s of each
     autograde, where the notebook's own cells take about 1 s)."""
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         saved = nbgraderformat_common.jsonschema
         nbgraderformat_common.jsonschema = _COMPILED
         try:
