@@ -1,4 +1,4 @@
-"""What grading produces, as one set of types from the worker to the report, the regrade record and the export.
+"""What grading produces, as one set of types from the worker to the merge, the report and the regrade record.
 
 - A worker grades one submission in a scratch course and hands back an ``Outcome``: its cells as
   nbgrader's autograder scored them (``CellGrade``, ``CellComment``) and its files. What the TAs
@@ -8,7 +8,9 @@
   student's score per test cell, with the failure messages of their autograded notebook
   (coursekit.pipeline.gradebook.results).
 - The regrade record keeps, per run, each student's test cells as ``RecordedCell`` (score and
-  message) in a ``Run``; two runs differ by ``Change``\\ s (coursekit.pipeline.regrade).
+  message) in a ``Run``; what differs between two runs is a list of ``Change`` (coursekit.pipeline.regrade).
+- The export (``nbgrader export``, plugins.export) reads nbgrader's gradebook itself, as stock
+  nbgrader does, and which submissions could not be graded from coursekit.pipeline.gradebook.not_graded.
 
 Everything that crosses to a worker (a process or a Dask worker) is plain data: dataclasses of
 strings, numbers, datetimes and bytes, which pickle.
