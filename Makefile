@@ -31,7 +31,7 @@ demo: release
 
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
 grade: $(OWN_VENV) sandbox
-	$(PY) -m coursekit.pipeline.grade $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
+	$(PY) -m coursekit.pipeline.grade_class $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
 
 ## What this machine offers for grading and for a course hub (root or user namespaces, bubblewrap, the
 ## exchange, an interpreter every user can run, private homes), and what to do about what is missing

@@ -33,7 +33,7 @@ c.TimeLimitedExecute.kernel_manager_class = "coursekit.kernel.sandbox.SandboxedK
 # As root, each kernel is a host user of its own; as an ordinary user (an instructor on a hub), a user
 # namespace of its own. Where neither works, autograde stops before it touches a submission or an
 # earlier grading, in one line that says what is missing.
-c.Autograde.exporter_class = "coursekit.pipeline.nbgrader_plugins.SandboxCheckedExporter"
+c.Autograde.exporter_class = "coursekit.pipeline.plugins.execute.SandboxCheckedExporter"
 # Each student's hidden inputs are drawn under the course's secret, made here on the first grading
 # (owner-only, outside every kernel's view; keep it for the term, never in git): see coursekit.judge.
 c.TimeLimitedExecute.hidden_inputs_secret_file = os.path.join(c.CourseDirectory.root, "hidden_inputs.key")
@@ -45,27 +45,27 @@ c.Execute.extra_arguments = [
     "--HistoryManager.hist_file=:memory:",
     "--InteractiveShell.xmode=Plain",
 ]
-# Time limits: an infinite loop must not hold up the class (see coursekit/pipeline/nbgrader_plugins.py).
+# Time limits: an infinite loop must not hold up the class (see coursekit/pipeline/plugins/execute.py).
 c.Execute.timeout = 10  # seconds per cell (TimeLimitedExecute inherits it)
 # The notebook has run: its sandbox ends at once instead of after a polite shutdown (0.1 s each).
 c.TimeLimitedExecute.shutdown_kernel = "immediate"
 c.TimeLimitedExecute.notebook_timeout = 60
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
-    "coursekit.pipeline.nbgrader_plugins.DeduplicateIds",  # a duplicated cell must not fail the submission
-    "coursekit.pipeline.nbgrader_plugins.RestoreDeletedTests",  # a deleted test cell is put back, not scored 0
+    "coursekit.pipeline.plugins.sanitize.DeduplicateIds",  # a duplicated cell must not fail the submission
+    "coursekit.pipeline.plugins.sanitize.RestoreDeletedTests",  # a deleted test cell is put back, not scored 0
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
-    "coursekit.pipeline.nbgrader_plugins.CheckCellMetadata",  # the same check, schema compiled once
+    "coursekit.pipeline.plugins.sanitize.CheckCellMetadata",  # the same check, schema compiled once
 ]
 c.Autograde.autograde_preprocessors = [
-    "coursekit.pipeline.nbgrader_plugins.TimeLimitedExecute",
+    "coursekit.pipeline.plugins.execute.TimeLimitedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
-    "coursekit.pipeline.nbgrader_plugins.CheckCellMetadata",
+    "coursekit.pipeline.plugins.sanitize.CheckCellMetadata",
 ]
 
 # formgrader's pages render written answers' math with MathJax from this Jupyter server, not a CDN.
@@ -75,11 +75,11 @@ render_math_offline()
 render_markup_inert()
 
 # Feedback shows each test's score and one-line message, never hidden test code.
-c.GenerateFeedback.exporter_class = "coursekit.pipeline.nbgrader_plugins.FeedbackHTMLExporter"  # the same HTML, faster
+c.GenerateFeedback.exporter_class = "coursekit.pipeline.plugins.feedback_page.FeedbackHTMLExporter"  # the same HTML, faster
 c.GenerateFeedback.preprocessors = [
-    "coursekit.pipeline.nbgrader_plugins.GetGrades",  # and which answers are still to be graded by hand
+    "coursekit.pipeline.plugins.feedback.GetGrades",  # and which answers are still to be graded by hand
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "coursekit.pipeline.nbgrader_plugins.HideHiddenTests",
-    "coursekit.pipeline.nbgrader_plugins.BoundedFeedback",  # a page of bounded size, whatever was handed in
+    "coursekit.pipeline.plugins.feedback.HideHiddenTests",
+    "coursekit.pipeline.plugins.feedback.BoundedFeedback",  # a page of bounded size, whatever was handed in
 ]
-c.ExportApp.plugin_class = "coursekit.pipeline.nbgrader_plugins.CourseExport"  # a status column: "not graded" is not a zero
+c.ExportApp.plugin_class = "coursekit.pipeline.plugins.export.CourseExport"  # a status column: "not graded" is not a zero

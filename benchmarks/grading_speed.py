@@ -26,8 +26,8 @@ from nbclient import NotebookClient
 from traitlets.config.loader import PyFileConfigLoader
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grade import DEFAULT_JOBS, grade_class
-from coursekit.pipeline.grading import nbgrader
+from coursekit.pipeline.course import nbgrader
+from coursekit.pipeline.grade_class import DEFAULT_JOBS, grade_class
 from coursekit.tools.scratch import copy_course
 from coursekit.tools.submissions import fill, load_fixtures, release_notebook, solution_answers, submit
 

@@ -5,8 +5,9 @@
   kernel manager (sandbox), the sandbox from inside (confine), the warm zygote (warm_kernels).
 - judge/: the hidden tests, one check per test cell (judge/<ps>.py), run in the grader's process,
   with PyTorch's reference values (torch_reference) and the model solutions (solutions).
-- pipeline/: grading a class around nbgrader: its plugins (nbgrader_plugins), `make grade`
-  (grade), nbgrader runs and results (grading), the report, regrade record, similar answers and
+- pipeline/: grading a class around nbgrader: its plugins (plugins/, a module per stage), `make grade`
+  (grade_class), the course's folders and nbgrader commands (course), the results' types (results)
+  and what the gradebook holds of them (gradebook), the report, regrade record, similar answers and
   tamper report.
 - tools/: the demo class (demo), a new assignment (scaffold), fictional submissions (submissions).
 """

@@ -92,7 +92,7 @@ CATALOG_NEEDS = {}  # (assignment, kind) -> names of the submissions the selecte
 
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory):
-    """graded(assignment, kind) -> {name: Result}, autograded by nbgrader once per session: kind
+    """graded(assignment, kind) -> {name: StudentResult}, autograded by nbgrader once per session: kind
     "catalog" is the solution, the blank release, every bug and every variant; "cheats" the cheats
     (of each, the ones that the selected tests read)."""
     done = {}

@@ -24,14 +24,15 @@ import pytest
 from conftest import CATALOGS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
 from coursekit.pipeline import report
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import nbgrader, results
+from coursekit.pipeline.course import nbgrader
+from coursekit.pipeline.grade_class import grade_class
+from coursekit.pipeline.gradebook import results
 from coursekit.tools.scratch import copy_course
 from coursekit.kernel import warm_kernels
 from coursekit.kernel.sandbox import UIDS
 from coursekit.tools.submissions import Solution, submit
 from browser import chromium, free_port, wait_for_http
-from coursekit.pipeline.grading import _environment
+from coursekit.pipeline.course import _environment
 from nbgrader.api import Gradebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]

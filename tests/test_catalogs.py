@@ -4,7 +4,7 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, catalog_written
-from coursekit.pipeline.grading import failure_messages, part_of
+from coursekit.pipeline.results import failure_messages, part_of
 from coursekit.judge.solutions import answer_cells, source_notebook
 from coursekit.tools.submissions import Solution
 from coursekit.pipeline.tamper import scan_code

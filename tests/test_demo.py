@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, assert_feedback_hides_hidden_tests
 from coursekit.pipeline import similarity
-from coursekit.pipeline.grading import nbgrader
+from coursekit.pipeline.course import nbgrader
 from coursekit.tools.scratch import copy_course
 from coursekit.judge.solutions import source_notebook, written_cells
 

@@ -6,7 +6,7 @@ import datetime
 import pytest
 
 from coursekit.pipeline.exchange import CLAIMED
-from coursekit.pipeline.grading import nbgrader
+from coursekit.pipeline.course import nbgrader
 from coursekit.tools.scratch import copy_course
 from nbgrader.utils import parse_utc
 

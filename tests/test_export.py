@@ -1,10 +1,10 @@
-"""`nbgrader export` with the course's plugin (coursekit.pipeline.nbgrader_plugins.CourseExport), on
+"""`nbgrader export` with the course's plugin (coursekit.pipeline.plugins.export.CourseExport), on
 gradebooks built in memory: a status column, and no grade that pretends to be current."""
 import pytest
 from nbgrader.api import Gradebook
 
-from coursekit.pipeline.grading import this_environment_first
-from coursekit.pipeline.nbgrader_plugins import CourseExport
+from coursekit.pipeline.course import this_environment_first
+from coursekit.pipeline.plugins.export import CourseExport
 
 
 @pytest.fixture

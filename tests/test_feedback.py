@@ -66,7 +66,7 @@ def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
     import nbgrader
     from traitlets.config import Config
 
-    from coursekit.pipeline import nbgrader_plugins
+    from coursekit.pipeline.plugins import feedback_page
     from coursekit.tools.submissions import release_notebook
 
     config = Config()  # what nbgrader's generate_feedback configures
@@ -79,15 +79,15 @@ def test_a_page_made_from_remembered_cells_is_the_page_made_from_scratch():
     for cell in notebook.cells:  # as GetGrades leaves them
         if cell.metadata.get("nbgrader", {}).get("grade"):
             cell.metadata.nbgrader.update(score=0.0, ungraded=cell.cell_type == "markdown", comment=None)
-    nbgrader_plugins._remembered.found.clear()
-    pages = [nbgrader_plugins.FeedbackHTMLExporter(config=config).from_notebook_node(notebook, resources)[0]
+    feedback_page._remembered.found.clear()
+    pages = [feedback_page.FeedbackHTMLExporter(config=config).from_notebook_node(notebook, resources)[0]
              for _ in range(2)]
     pages = [re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", page) for page in pages]
-    assert len(nbgrader_plugins._remembered.found) > 50 and pages[0] == pages[1] and pages[0].count("<math") > 50
+    assert len(feedback_page._remembered.found) > 50 and pages[0] == pages[1] and pages[0].count("<math") > 50
 
 
 def test_what_the_exporter_remembers_is_bounded_in_bytes():
-    from coursekit.pipeline.nbgrader_plugins import _Remembered
+    from coursekit.pipeline.plugins.feedback_page import _Remembered
 
     remembered = _Remembered(limit=1600)
     assert remembered(("code", "x" * 500, ""), lambda: "y" * 500) == "y" * 500 and not remembered.found  # too big
@@ -104,7 +104,7 @@ def test_a_hostile_output_cannot_slow_the_page_or_break_its_markup():
     comments and raw-text elements alone, and math that is not MathML alone stays escaped LaTeX."""
     import time
 
-    from coursekit.pipeline.nbgrader_plugins import _accessible, markdown_with_mathml
+    from coursekit.pipeline.plugins.feedback_page import _accessible, markdown_with_mathml
 
     began = time.process_time()
     _accessible('<div class="jp-Notebook">' + "<img a " * 100_000 + "</div>")

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from conftest import FIXTURES, assert_feedback_hides_hidden_tests
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import results
+from coursekit.pipeline.grade_class import grade_class
+from coursekit.pipeline.gradebook import results
 from coursekit.tools.scratch import copy_course, cpu_hogs, grade_submissions, grade_submissions_stock, regrade_copy
 from coursekit.judge.solutions import source_notebook
 from coursekit.tools.submissions import Blank, RawFile, Solution, load_fixtures, submit
@@ -75,7 +75,7 @@ def test_broken_submission_is_graded_or_reported(broken_graded, name):
 
 
 def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(broken_graded, tmp_path):
-    from coursekit.pipeline.nbgrader_plugins import RESTORED_NOTE
+    from coursekit.pipeline.plugins.sanitize import RESTORED_NOTE
 
     deleted = {"deleted_test_cells": CATALOG.BROKEN["deleted_test_cells"][0]}
     stock = grade_submissions_stock("ps1", deleted, tmp_path)["deleted_test_cells"]
@@ -89,7 +89,7 @@ def test_deleted_test_cells_are_put_back_and_graded_under_stock_nbgrader_too(bro
 
 
 def test_infinite_loop_and_memory_hog_fail_with_a_clear_reason(broken_graded):
-    from coursekit.pipeline.grading import failure_messages
+    from coursekit.pipeline.results import failure_messages
 
     loop = failure_messages(broken_graded["infinite_loop"].autograded)
     assert re.search(r"used more than its \d s of CPU time .* was stopped", loop["tanh_visible"][-1][1])
@@ -151,7 +151,7 @@ def test_make_grade_writes_grades_report_tamper_list_and_errors(tmp_path):
     submit(course, "solution", "ps1", Solution())
     submit(course, "cheat", "ps1", CHEAT)
     submit(course, "ivan", "ps1", RawFile("x", b"not a notebook"))
-    output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course), "--jobs", "2"],
+    output = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course), "--jobs", "2"],
                             capture_output=True, text=True, check=True).stdout
     assert "NOT GRADED: ps1.ipynb is not a notebook" in output
     assert "cheat: cell tanh" in output
@@ -221,7 +221,7 @@ def test_fast_metadata_check_accepts_and_rejects_what_nbgrader_does():
     from nbgrader.nbgraderformat import ValidationError
     from nbgrader.preprocessors import CheckCellMetadata as Stock
 
-    from coursekit.pipeline.nbgrader_plugins import CheckCellMetadata as Fast
+    from coursekit.pipeline.plugins.sanitize import CheckCellMetadata as Fast
     from coursekit.tools.submissions import release_notebook
 
     def corrupt(change):
@@ -253,7 +253,7 @@ def test_feedback_exporter_writes_the_page_that_nbconvert_does():
     from bs4 import BeautifulSoup
     from nbconvert.exporters import HTMLExporter
 
-    from coursekit.pipeline.nbgrader_plugins import FeedbackHTMLExporter
+    from coursekit.pipeline.plugins.feedback_page import FeedbackHTMLExporter
     from coursekit.tools.submissions import release_notebook
 
     notebook = release_notebook("ps1")
@@ -276,7 +276,7 @@ def test_a_kernel_that_dies_at_start_up_is_replaced(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
     resources = {"metadata": {"path": str(tmp_path)}}
@@ -347,7 +347,7 @@ def test_the_notebook_clock_starts_with_the_first_cell_not_the_kernel(tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
     class SlowToStart(AsyncKernelManager):
         async def _async_post_start_kernel(self, **kw):

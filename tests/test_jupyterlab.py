@@ -8,7 +8,7 @@ import sys
 
 from browser import chromium, free_port, wait_for_http
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import _environment
+from coursekit.pipeline.course import _environment
 from coursekit.tools.submissions import Bug, release_notebook
 
 MEAN_BIAS = Bug("mean_bias", "linear", "grad_output.sum(axis=0)", "grad_output.mean(axis=0)")

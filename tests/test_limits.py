@@ -14,7 +14,7 @@ import pytest
 from coursekit import judge
 from coursekit.judge.torch_reference import MissingValue
 from coursekit.pipeline import limits
-from coursekit.pipeline.nbgrader_plugins import UNRESPONSIVE
+from coursekit.pipeline.plugins.execute import UNRESPONSIVE
 from coursekit.tools.release import run_notebook
 from coursekit.tools.scratch import cpu_hogs
 

@@ -72,7 +72,7 @@ def test_formgraders_exporter_renders_markdown_and_outputs_inert():
 
 @pytest.mark.parametrize("source", ["$x$ " * 5000, "$$" + "x" * 10_000 + "$$"])
 def test_a_feedback_page_converts_a_bounded_amount_of_math(source):
-    from coursekit.pipeline.nbgrader_plugins import MAX_FORMULAS, TEMPLATES, FeedbackHTMLExporter
+    from coursekit.pipeline.plugins.feedback_page import MAX_FORMULAS, TEMPLATES, FeedbackHTMLExporter
 
     exporter = FeedbackHTMLExporter(template_name="course_feedback", extra_template_basedirs=[TEMPLATES])
     html = exporter.markdown2html({"cell": nbformat.v4.new_markdown_cell(source), "resources": {}}, source)

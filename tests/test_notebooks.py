@@ -10,7 +10,8 @@ from nbclient import NotebookClient
 
 from conftest import ASSIGNMENTS, HIDDEN_TESTS, SOLUTIONS, secret_lines
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import nbgrader, part_of
+from coursekit.pipeline.course import nbgrader
+from coursekit.pipeline.results import part_of
 from coursekit.tools.release import run_notebook
 from coursekit.tools.scratch import copy_course
 from coursekit.judge.solutions import source_notebook

@@ -1,16 +1,15 @@
 """A regrade's effect, shown before it lands: every `make grade` run is recorded, the report lists
 what changed since the last one, and a dry run changes nothing of the course."""
 import html
-import json
 import shutil
 
 import pytest
 
 from conftest import CATALOGS
-from coursekit.pipeline.grade import main
+from coursekit.pipeline.grade_class import main
 from coursekit.tools.scratch import copy_course
 from coursekit.judge import ps1
-from coursekit.pipeline.regrade import changes
+from coursekit.pipeline.regrade import changes, read_run, runs_folder
 from coursekit.tools.submissions import Solution, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.ps1]
@@ -43,12 +42,12 @@ def _tree(folder):
 
 def test_a_regrade_after_a_test_change_shows_exactly_the_students_and_cells_it_affects(course, capsys):
     assert main(["ps1", "--course", str(course), "--jobs", "2"]) == 0
-    first, second = (json.loads(p.read_text()) for p in sorted((course / "reports" / "ps1" / "runs").glob("*.json")))
-    found = changes(first["students"], second["students"])
-    assert [(student, cell, old, new) for student, cell, old, new, _, _ in found] == [("tom", "tanh_hidden", 0, 2)]
+    first, second = (read_run(p) for p in sorted(runs_folder(course, "ps1").glob("*.json")))
+    found = changes(first.students, second.students)
+    assert [(c.student, c.cell, c.was.score, c.now.score) for c in found] == [("tom", "tanh_hidden", 0, 2)]
     assert "tom tanh_hidden: 0 -> 2" in capsys.readouterr().out
     report = (course / "reports" / "ps1" / "report.html").read_text()
-    (then,) = [message for student, cell, _, _, message, _ in found]
+    (then,) = [change.was.message for change in found]
     assert "grad_output" in then, "the message before the change says what was wrong"
     assert f"<td>tom</td><td>tanh_hidden</td><td>0</td><td>2</td><td>{html.escape(then)}</td><td>passes</td>" in report
 

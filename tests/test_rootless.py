@@ -18,7 +18,8 @@ import pytest
 from conftest import CATALOGS
 from coursekit import COURSE_ROOT
 from coursekit.judge import SECRET_FILE
-from coursekit.pipeline.grading import _environment, results
+from coursekit.pipeline.course import _environment
+from coursekit.pipeline.gradebook import results
 from coursekit.tools.os_users import Students
 from coursekit.tools.scratch import copy_course
 from coursekit.tools.submissions import Solution, Variant, solution_answers, submit
@@ -92,7 +93,7 @@ def graded_by_instructor(hub):
         course = instructors_course(hub, course.name, {**CLASS, "prober": _prober(paths)})
         probed[how] = paths
         if how == "make grade":
-            done = as_instructor(hub, sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course))
+            done = as_instructor(hub, sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course))
         else:
             in_course(hub, course, "generate_assignment ps1")
             done = in_course(hub, course, "autograde ps1 --force")
@@ -129,7 +130,7 @@ def test_every_file_of_the_course_still_belongs_to_the_instructor(hub, graded_by
 
 def test_what_root_grades_in_an_instructors_course_is_handed_back_to_them(hub):
     course = instructors_course(hub, "sudo", {"solution": Solution()})
-    done = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course)],
+    done = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course)],
                           env=_environment(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "root mode" in done.stderr and (course / "gradebook.db").exists()
@@ -146,7 +147,7 @@ def test_without_user_namespaces_grading_stops_in_one_line_and_deletes_nothing(h
     earlier.parent.mkdir(parents=True)
     earlier.write_text("an earlier grading")
     poorer = ["bwrap", "--unshare-user", "--disable-userns", "--bind", "/", "/", "--dev", "/dev", "--"]
-    grade = as_instructor(hub, *poorer, sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course),
+    grade = as_instructor(hub, *poorer, sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course),
                           check=False)
     assert grade.returncode == 2 and grade.stdout == "", grade.stdout
     (line,) = grade.stderr.strip().splitlines()

@@ -62,7 +62,7 @@ def test_a_kernel_sees_only_its_own_files_processes_and_no_network(tmp_path, man
     secret.write_text("grades")
     seen = [str(folder), str(secret), str(COURSE_ROOT / "tests"), str(COURSE_ROOT / "nbgrader_config.py"),
             "/root/.bashrc", "/work/main/.git", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"),
-            str(COURSE_ROOT / "coursekit" / "judge" / "__init__.py"), str(COURSE_ROOT / "coursekit" / "pipeline" / "grade.py")]
+            str(COURSE_ROOT / "coursekit" / "judge" / "__init__.py"), str(COURSE_ROOT / "coursekit" / "pipeline" / "grade_class.py")]
     writes = ["scratch.txt", str(COURSE_ROOT / "coursekit" / "shipped" / "gradcheck.py"), str(COURSE_ROOT / "coursekit" / "new.py"),
               str(COURSE_ROOT / "coursekit" / "judge" / "torch_cache" / "new.npz"), "/usr/lib/new", "/tmp/new", "/new",
               "/dev/shm/new", "/dev/new"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import nbgrader
+from coursekit.pipeline.course import nbgrader
 from coursekit.tools.scaffold import scaffold
 
 pytestmark = pytest.mark.slow

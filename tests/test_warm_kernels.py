@@ -4,7 +4,7 @@ import psutil
 import pytest
 
 from coursekit.kernel import warm_kernels
-from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 from coursekit.kernel.sandbox import SandboxedKernelManager
 from coursekit.kernel.warm_kernels import ForkedKernelManager
 

@@ -22,7 +22,7 @@ from nbgrader.api import Gradebook
 from nbgrader.utils import parse_utc
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import _environment, nbgrader
+from coursekit.pipeline.course import _environment, nbgrader
 from coursekit.tools.os_users import Students
 from coursekit.tools.scratch import copy_course
 from coursekit.tools.submissions import Bug, Solution
@@ -65,7 +65,7 @@ def student_submits(term, student, submission):
 
 def make_grade(course):
     """`make grade A=ps1` on ``course`` (checked: it must exit 0)."""
-    result = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade", "ps1", "--course", str(course)],
+    result = subprocess.run([sys.executable, "-m", "coursekit.pipeline.grade_class", "ps1", "--course", str(course)],
                             env=_environment(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -6,7 +6,7 @@ as the reader. Every such fragment goes through ``clean_html`` (the maintained s
 Rust's ammonia): what a notebook needs to show text, tables, images, code and MathML stays;
 scripts, event handlers, styles, forms, frames and URLs other than http(s) and mailto go.
 
-- The feedback page (pipeline.nbgrader_plugins.FeedbackHTMLExporter) cleans every Markdown cell
+- The feedback page (pipeline.plugins.feedback_page.FeedbackHTMLExporter) cleans every Markdown cell
   and HTML output, and forbids every script with its Content-Security-Policy (FEEDBACK_POLICY).
 - formgrader's pages come from nbconvert's HTMLExporter, made by formgrader itself; nbgrader_config.py
   calls ``render_markup_inert()``, which has every HTMLExporter of the process clean the same
@@ -38,7 +38,7 @@ ATTRIBUTES = {
     "menclose": {"notation"}, "mpadded": {"width", "height", "depth", "lspace", "voffset"}, "annotation": {"encoding"},
 }
 URL_SCHEMES = {"http", "https", "mailto"}
-# What a feedback page shows of one cell's source (pipeline.nbgrader_plugins.BoundedFeedback).
+# What a feedback page shows of one cell's source (pipeline.plugins.feedback.BoundedFeedback).
 FEEDBACK_CELL_BYTES = 64 * 2 ** 10
 # The feedback page needs no script at all: its math is MathML, its styles are inline, its images data: URLs.
 FEEDBACK_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data: http: https:; font-src data:; "

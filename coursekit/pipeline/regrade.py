@@ -13,16 +13,16 @@ import shutil
 from pathlib import Path
 
 from coursekit import COURSE_ROOT, judge
-from coursekit.pipeline.grading import PathLike, Result, course_folder, gradebook_file, results
+from coursekit.pipeline.course import PathLike, course_folder, gradebook_file
+from coursekit.pipeline.gradebook import results
+from coursekit.pipeline.results import NOT_GRADED, Change, Run, Snapshot, StudentResult
 
 
-def snapshot(course: PathLike, assignment: str, graded: dict[str, Result] | None = None) -> dict:
-    """{student: {cell: [score, message]}} for the graded submissions of ``assignment`` in ``course``
-    (the message is the cell's first failure message, "" when it passed); ``graded``: the
-    gradebook's results, if already read."""
+def snapshot(course: PathLike, assignment: str, graded: dict[str, StudentResult] | None = None) -> Snapshot:
+    """Each graded student's test cells of ``assignment`` in ``course``, score and first failure
+    message (StudentResult.recorded); ``graded``: the gradebook's results, if already read."""
     graded = results(course, assignment) if graded is None else graded
-    return {student: {cell: [score, result.messages.get(cell, [("", "")])[0][1]] for cell, score in result.cells.items()}
-            for student, result in graded.items()}
+    return {student: result.recorded() for student, result in graded.items()}
 
 
 def tests_version(course: PathLike, assignment: str) -> str:
@@ -38,29 +38,38 @@ def tests_version(course: PathLike, assignment: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def changes(before: dict, after: dict) -> list[tuple]:
-    """[(student, cell, old score, new score, old message, new message)] for every test cell whose
-    score or message differs between two snapshots (a student graded in only one of them has
-    None for the other's scores)."""
+def changes(before: Snapshot, after: Snapshot) -> list[Change]:
+    """Every test cell whose score or message differs between two snapshots, by student and cell (a
+    student or cell graded in only one of them is NOT_GRADED in the other)."""
     found = []
     for student in sorted(set(before) | set(after)):
         old, new = before.get(student, {}), after.get(student, {})
         for cell in sorted(set(old) | set(new)):
-            (old_score, old_message), (new_score, new_message) = old.get(cell, [None, ""]), new.get(cell, [None, ""])
-            if old_score != new_score or old_message != new_message:
-                found.append((student, cell, old_score, new_score, old_message, new_message))
+            was, now = old.get(cell, NOT_GRADED), new.get(cell, NOT_GRADED)
+            if was != now:
+                found.append(Change(student, cell, was, now))
     return found
 
 
-def record(course: PathLike, assignment: str, snap: dict) -> dict | None:
+def runs_folder(course: PathLike, assignment: str) -> Path:
+    """Where every run of ``assignment`` is recorded, one ``<when>.json`` each (Run)."""
+    return Path(course) / "reports" / assignment / "runs"
+
+
+def read_run(path: PathLike) -> Run:
+    """A run's record from its file."""
+    return Run.from_json(json.loads(Path(path).read_text()))
+
+
+def record(course: PathLike, assignment: str, snap: Snapshot) -> Run | None:
     """Save this run's snapshot in reports/<assignment>/runs/; returns the previous run's record or None."""
-    folder = Path(course) / "reports" / assignment / "runs"
+    folder = runs_folder(course, assignment)
     folder.mkdir(parents=True, exist_ok=True)
     earlier = sorted(folder.glob("*.json"))
-    previous = json.loads(earlier[-1].read_text()) if earlier else None
+    previous = read_run(earlier[-1]) if earlier else None
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
-    run = {"when": when, "tests": tests_version(course, assignment), "students": snap}
-    (folder / f"{when}.json").write_text(json.dumps(run, indent=1, sort_keys=True))
+    run = Run(when, tests_version(course, assignment), snap)
+    (folder / f"{when}.json").write_text(json.dumps(run.to_json(), indent=1, sort_keys=True))
     return previous
 
 
@@ -80,18 +89,17 @@ def dry_copy(course: PathLike, assignment: str, scratch: PathLike) -> Path:
     return scratch
 
 
-def as_text(found: list[tuple] | None, previous: dict | None = None, version: str | None = None) -> str:
+def as_text(found: list[Change] | None, previous: Run | None = None, version: str | None = None) -> str:
     """The changes as lines for the terminal."""
     head = "Changes since the last grading"
     if previous:
-        head += f" ({previous['when']}, tests {previous['tests']}" + (f" -> {version})" if version else ")")
+        head += f" ({previous.when}, tests {previous.tests}" + (f" -> {version})" if version else ")")
     if not found:
         return f"{head}: none."
-    lines = [f"{head}: {len(found)} test cells of {len({s for s, *_ in found})} students"]
-    for student, cell, old, new, _, message in found:
-        lines.append(f"  {student} {cell}: {_points(old)} -> {_points(new)}" + (f"  ({message[:100]})" if message else ""))
+    lines = [f"{head}: {len(found)} test cells of {len({change.student for change in found})} students"]
+    for change in found:
+        message = change.now.message
+        lines.append(f"  {change.student} {change.cell}: {change.was.points()} -> {change.now.points()}"
+                     + (f"  ({message[:100]})" if message else ""))
     return "\n".join(lines)
 
-
-def _points(score):
-    return "-" if score is None else f"{score:g}"

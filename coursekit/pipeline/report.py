@@ -12,15 +12,17 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from coursekit.pipeline.grading import ERRORS, PathLike, Result, course_folder, results as gradebook_results
+from coursekit.pipeline.course import PathLike, course_folder
+from coursekit.pipeline.gradebook import ERRORS, results as gradebook_results
+from coursekit.pipeline.results import Change, Outcome, Run, StudentResult
 from coursekit.pipeline.tamper import scan_folder, scan_graded, scan_notebook
 
 
-def score_table(graded: dict[str, Result], students: list[str], errors: dict[str, str]) -> str:
+def score_table(graded: dict[str, StudentResult], students: list[str], errors: dict[str, str]) -> str:
     """Per-student points per part and total; students without a grade show why.
 
     Args:
-    - graded (dict): {student: coursekit.pipeline.grading.Result}.
+    - graded (dict): {student: StudentResult}.
     - students (list): the rows, in order.
     - errors (dict): {student: reason} for submissions that could not be graded.
     """
@@ -77,7 +79,7 @@ def _last_parenthetical(text):
     return None
 
 
-def mistakes(graded: dict[str, Result]) -> dict[str, list[tuple[str, int]]]:
+def mistakes(graded: dict[str, StudentResult]) -> dict[str, list[tuple[str, int]]]:
     """{test cell: [(mistake, students)]}, most common first: the kinds of mistake (see
     ``mistake``) that the failure messages of the graded students name, one count per student."""
     counts = {}
@@ -127,7 +129,7 @@ def grading_sheet(course: PathLike, assignment: str) -> str | None:
     solution markers). None if the assignment has no written answers."""
     import nbformat
 
-    from coursekit.pipeline.nbgrader_plugins import markdown_with_mathml
+    from coursekit.pipeline.plugins.feedback_page import markdown_with_mathml
     from coursekit.judge.solutions import SOLUTION_BEGIN, SOLUTION_END, marked_lines
 
     source = course_folder(course, "source", assignment=assignment) / f"{assignment}.ipynb"
@@ -195,13 +197,13 @@ recommented code included; lines written as the model solution writes them do no
 {_table(close, ["part", "students"])}"""
 
 
-def _changes(changes, previous):
+def _changes(changes: list[Change] | None, previous: Run | None) -> str:
     if changes is None:
         return "<p>This is the first grading of the assignment.</p>"
-    since = f"the grading of {html.escape(previous['when'])} (tests {html.escape(previous['tests'])})" if previous else "the last grading"
-    rows = [(student, cell, "-" if old is None else f"{old:g}", "-" if new is None else f"{new:g}", then or "passed",
-             message or "passes")
-            for student, cell, old, new, then, message in changes]
+    since = f"the grading of {html.escape(previous.when)} (tests {html.escape(previous.tests)})" if previous else "the last grading"
+    rows = [(change.student, change.cell, change.was.points(), change.now.points(), change.was.message or "passed",
+             change.now.message or "passes")
+            for change in changes]
     return (f"<p>Test cells whose score or message changed since {since}: {len(changes)}, of "
             f"{len({row[0] for row in rows})} students.</p>"
             + _table(rows, ["student", "test cell", "was", "now", "message then", "message now"]))
@@ -213,15 +215,15 @@ def _table(rows, header):
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>None.</p>"
 
 
-def write(course: PathLike, assignment: str, outcomes: dict, changes: list[tuple] | None = None, previous: dict | None = None,
-          graded: dict[str, Result] | None = None) -> str:
+def write(course: PathLike, assignment: str, outcomes: dict[str, Outcome], changes: list[Change] | None = None,
+          previous: Run | None = None, graded: dict[str, StudentResult] | None = None) -> str:
     """Write the report for a graded assignment; return the score table.
 
     Args:
-    - outcomes (dict): {student: coursekit.pipeline.grade.Outcome} of this grading.
+    - outcomes (dict): {student: Outcome} of this grading.
     - changes (list): what changed since the previous grading (coursekit.pipeline.regrade.changes), or
       None for the first one; ``previous``: that run's record (when, tests version).
-    - graded (dict): {student: grading.Result} as the gradebook now has them (read if not given).
+    - graded (dict): {student: StudentResult} as the gradebook now has them (read if not given).
     """
     course = Path(course)
     folder = course / "reports" / assignment

@@ -18,7 +18,7 @@ import nbformat
 from coursekit import IN_THE_KERNEL
 from coursekit.judge import ELEMENT_LOOPS
 from coursekit.judge.solutions import answer_cells, written_cells
-from coursekit.pipeline.grading import PathLike
+from coursekit.pipeline.course import PathLike
 from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
 
 # The answers are pure NumPy: nothing else is needed in an answer cell.

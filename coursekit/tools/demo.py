@@ -13,8 +13,8 @@ from pathlib import Path
 
 from coursekit import COURSE_ROOT
 from coursekit.pipeline import report
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import course_folder, nbgrader
+from coursekit.pipeline.course import course_folder, nbgrader
+from coursekit.pipeline.grade_class import grade_class
 from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import load_fixtures, submit
 

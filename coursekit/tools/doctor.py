@@ -21,7 +21,7 @@ from coursekit import COURSE_ROOT
 from coursekit.kernel import sandbox
 from coursekit.kernel.confine import LIMITS
 from coursekit.pipeline.exchange import exchange_root
-from coursekit.pipeline.grade import DEFAULT_JOBS
+from coursekit.pipeline.grade_class import DEFAULT_JOBS
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

@@ -18,7 +18,7 @@ def run_notebook(notebook, folder, assignment, kernel_manager_class=None, timeou
     PyTorch values their tests use)."""
     from jupyter_client.manager import AsyncKernelManager
 
-    from coursekit.pipeline.nbgrader_plugins import TimeLimitedExecute
+    from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
     execute = TimeLimitedExecute(kernel_manager_class=kernel_manager_class or AsyncKernelManager, timeout=timeout,
                                  notebook_timeout=20 * timeout, allow_errors=True, shutdown_kernel="immediate")

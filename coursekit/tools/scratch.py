@@ -6,16 +6,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grade import grade_class
-from coursekit.pipeline.grading import Result, nbgrader, results
+from coursekit.pipeline.course import PathLike, nbgrader
+from coursekit.pipeline.grade_class import grade_class
+from coursekit.pipeline.gradebook import results
+from coursekit.pipeline.results import StudentResult
 from coursekit.judge.solutions import release_notebook
 from coursekit.tools.submissions import submit
 
 
-def copy_course(assignment, dest, course_root=None, config=""):
+def copy_course(assignment: str, dest: PathLike, course_root: PathLike | None = None, config: str = "") -> Path:
     """Copy what grading ``assignment`` needs (config and source; symlinks resolved) to ``dest``;
     ``config``: lines added to its nbgrader_config.py."""
     course_root = Path(course_root or COURSE_ROOT)
@@ -38,7 +41,8 @@ def _submit_all(assignment, submissions, workdir, config=""):
     return course
 
 
-def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True, config=""):
+def grade_submissions(assignment: str, submissions: dict, workdir: PathLike, jobs: int | None = None, feedback: bool = True,
+                      config: str = "") -> dict[str, StudentResult]:
     """Grade many submissions in a scratch course the way `make grade` does.
 
     Args:
@@ -48,7 +52,7 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     - feedback (bool): also make feedback (the mutation tests skip it: it does not change scores).
     - config (str): lines added to the scratch course's nbgrader_config.py (e.g. shorter time limits).
     Returns:
-    - dict: {student: Result}; a student whose submission could not be graded has no cells and
+    - dict: {student: StudentResult}; a student whose submission could not be graded has no cells and
       an ``error``.
     """
     course = _submit_all(assignment, submissions, workdir, config)
@@ -56,25 +60,25 @@ def grade_submissions(assignment, submissions, workdir, jobs=None, feedback=True
     found = results(course, assignment)
     for student, outcome in outcomes.items():
         if not outcome.ok:
-            found[student] = Result(student, {}, {}, error=outcome.error)
+            found[student] = StudentResult(student, {}, {}, error=outcome.error)
         else:
             found[student].note = outcome.note
     return found
 
 
-def grade_submissions_stock(assignment, submissions, workdir, config=""):
-    """Grade submissions with one plain `nbgrader autograde` run; returns {student: Result}."""
+def grade_submissions_stock(assignment: str, submissions: dict, workdir: PathLike, config: str = "") -> dict[str, StudentResult]:
+    """Grade submissions with one plain `nbgrader autograde` run; returns {student: StudentResult}."""
     course = _submit_all(assignment, submissions, workdir, config)
     nbgrader(course, "generate_assignment", assignment, "--force")
     nbgrader(course, "autograde", assignment, "--force", check=False)
     return results(course, assignment)
 
 
-def regrade_copy(graded: dict, students, workdir):
+def regrade_copy(graded: dict[str, StudentResult], students: Iterable[str], workdir: PathLike) -> dict[str, StudentResult]:
     """Grade again, the way `make grade` does, some students of a scratch course already graded:
     in a copy of that course (its config, gradebook and secret, so the same hidden inputs) that
-    holds their submissions alone. ``graded``: {student: Result} of that course (from
-    grade_submissions). Returns {student: Result} of the copy."""
+    holds their submissions alone. ``graded``: {student: StudentResult} of that course (from
+    grade_submissions). Returns {student: StudentResult} of the copy."""
     notebook = next(result.autograded for result in graded.values() if result.autograded)
     course, assignment = notebook.parents[3], notebook.parent.name  # <course>/autograded/<student>/<assignment>/
     workdir = Path(workdir)
@@ -85,7 +89,7 @@ def regrade_copy(graded: dict, students, workdir):
 
 
 @contextlib.contextmanager
-def cpu_hogs(count=None):
+def cpu_hogs(count: int | None = None) -> Iterator[list[subprocess.Popen]]:
     """A busy machine: ``count`` processes (three per core by default) that compute until the block ends."""
     # (each in a session of its own: the scheduler shares a CPU between sessions first)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 
 from coursekit import COURSE_ROOT
-from coursekit.pipeline.grading import course_folder
+from coursekit.pipeline.course import course_folder
 from coursekit.judge.solutions import answer_cells, release_notebook, source_notebook, without_markers, written_cells
 
 

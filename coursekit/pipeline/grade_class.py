@@ -23,7 +23,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,9 @@ from tqdm import tqdm
 from coursekit import COURSE_ROOT, judge
 from coursekit.kernel import sandbox, warm_kernels
 from coursekit.judge import torch_reference
-from coursekit.pipeline.grading import PathLike, course_folder, gradebook_file, nbgrader, problem_with, results, this_environment_first
+from coursekit.pipeline.course import PathLike, course_folder, gradebook_file, nbgrader, problem_with, this_environment_first
+from coursekit.pipeline.gradebook import results
+from coursekit.pipeline.results import CellComment, CellGrade, HandGrade, KeptByHand, Outcome
 from coursekit.kernel.warm_kernels import ForkedKernelManager, heavy_imports
 
 if TYPE_CHECKING:
@@ -126,37 +127,8 @@ def _api(course, **settings):
     return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
-@dataclass
-class Outcome:
-    """One student's grading, as a worker hands it to the merge and the report (plain data: it
-    crosses to and from worker processes and Dask workers).
-
-    - ok: graded; else ``error`` says why not (a broken file, autograding failed).
-    - note: what a graded submission's report line says besides its scores ("" when nothing).
-    - timestamp (datetime), late_penalty ({notebook: points}): nbgrader's submission record.
-    - grades [(notebook, cell, auto_score, needs_manual_grade)], comments [(notebook, cell, auto_comment)].
-    - autograded, feedback ({path: bytes}): the files of autograded/ and feedback/.
-    - sandbox: the sandbox mode its kernel ran in (coursekit.kernel.sandbox.describe), "" if none started.
-    """
-
-    student: str
-    ok: bool = False
-    error: str = ""
-    note: str = ""
-    timestamp: object = None
-    late_penalty: dict = field(default_factory=dict)
-    grades: list = field(default_factory=list)
-    comments: list = field(default_factory=list)
-    autograded: dict = field(default_factory=dict)
-    feedback: dict = field(default_factory=dict)
-    sandbox: str = ""
-
-    def needs_manual_grading(self) -> bool:
-        return any(needs_manual for *_, needs_manual in self.grades)
-
-
 def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, bytes], feedback: bool = True,
-              kept: dict | None = None) -> Outcome:
+              kept: KeptByHand | None = None) -> Outcome:
     """Autograde one submission and make its feedback, in a private scratch course.
 
     Runs on a worker (a local process or a Dask worker): takes and returns plain data.
@@ -165,7 +137,7 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
     - kit: from grading_kit().
     - submission (dict): {path: bytes}, the files of ``submitted/<student>/<assignment>/``.
     - feedback (bool): also make the feedback HTML (tests of the grading alone skip it).
-    - kept (dict): what the course's gradebook holds of an earlier grading that this one keeps
+    - kept (KeptByHand): what the course's gradebook holds of an earlier grading that this one keeps
       (from kept_by_hand()): the feedback and the scores are made with it, as in stock nbgrader.
     Returns:
     - Outcome.
@@ -199,8 +171,8 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
             outcome.timestamp = found.timestamp
             outcome.late_penalty = {nb.name: nb.late_submission_penalty for nb in found.notebooks}
             for notebook in found.notebooks:
-                outcome.grades += [(notebook.name, g.name, g.auto_score, g.needs_manual_grade) for g in notebook.grades]
-                outcome.comments += [(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
+                outcome.grades += [CellGrade(notebook.name, g.name, g.auto_score, g.needs_manual_grade) for g in notebook.grades]
+                outcome.comments += [CellComment(notebook.name, c.name, c.auto_comment) for c in notebook.comments]
         outcome.autograded = _read_tree(course_folder(course, "autograded", student, assignment))
         outcome.feedback = _read_tree(course_folder(course, "feedback", student, assignment))
         outcome.ok = True
@@ -214,7 +186,7 @@ def grade_one(kit: dict, assignment: str, student: str, submission: dict[str, by
 
 def _restored_tests(files):
     """{notebook: [grade_id]} of the test cells put back into the autograded notebooks ``files``."""
-    from coursekit.pipeline.nbgrader_plugins import restored_tests
+    from coursekit.pipeline.plugins.sanitize import restored_tests
 
     found = {path: restored_tests(nbformat.reads(data.decode("utf-8"), as_version=4))
              for path, data in files.items() if path.endswith(".ipynb")}
@@ -233,7 +205,7 @@ def graded_files(submission: dict[str, bytes]) -> dict[str, bytes]:
             if "/" not in path and (path.endswith(".ipynb") or path in NBGRADER_FILES)}
 
 
-def kept_by_hand(gradebook: Gradebook, assignment: str, student: str) -> dict | None:
+def kept_by_hand(gradebook: Gradebook, assignment: str, student: str) -> KeptByHand | None:
     """What grading must keep of a student's submission in ``gradebook`` (the course's): its
     extension and the TAs' hand grades, extra credit and comments; None if there is none."""
     from nbgrader.api import MissingEntry
@@ -242,12 +214,12 @@ def kept_by_hand(gradebook: Gradebook, assignment: str, student: str) -> dict | 
         found = gradebook.find_submission(assignment, student)
     except MissingEntry:
         return None
-    kept = {"extension": found.extension.total_seconds() if found.extension else None,
-            "grades": [(n.name, g.name, g.manual_score, g.extra_credit) for n in found.notebooks for g in n.grades
+    kept = KeptByHand(found.extension.total_seconds() if found.extension else None,
+                      [HandGrade(n.name, g.name, g.manual_score, g.extra_credit) for n in found.notebooks for g in n.grades
                        if g.manual_score is not None or g.extra_credit],
-            "comments": [(n.name, c.name, c.manual_comment) for n in found.notebooks for c in n.comments
-                         if c.manual_comment]}
-    return kept if kept["extension"] or kept["grades"] or kept["comments"] else None
+                      [CellComment(n.name, c.name, c.manual_comment) for n in found.notebooks for c in n.comments
+                       if c.manual_comment])
+    return kept if kept else None
 
 
 def _restore(course, assignment, student, kept):
@@ -258,16 +230,16 @@ def _restore(course, assignment, student, kept):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         gradebook.update_or_create_student(student)
-        extension = datetime.timedelta(seconds=kept["extension"]) if kept["extension"] else None
+        extension = datetime.timedelta(seconds=kept.extension_seconds) if kept.extension_seconds else None
         submission = gradebook.update_or_create_submission(assignment, student, extension=extension)
         grades = {(n.name, g.name): g for n in submission.notebooks for g in n.grades}
         comments = {(n.name, c.name): c for n in submission.notebooks for c in n.comments}
-        for notebook, cell, score, extra in kept["grades"]:
-            if (notebook, cell) in grades:
-                grades[notebook, cell].manual_score, grades[notebook, cell].extra_credit = score, extra
-        for notebook, cell, comment in kept["comments"]:
-            if (notebook, cell) in comments:
-                comments[notebook, cell].manual_comment = comment
+        for kept_grade in kept.grades:
+            if (grade := grades.get((kept_grade.notebook, kept_grade.cell))) is not None:
+                grade.manual_score, grade.extra_credit = kept_grade.manual_score, kept_grade.extra_credit
+        for kept_comment in kept.comments:
+            if (comment := comments.get((kept_comment.notebook, kept_comment.cell))) is not None:
+                comment.manual_comment = kept_comment.comment
         gradebook.db.commit()
 
 
@@ -303,10 +275,11 @@ def merge(course: PathLike, assignment: str, outcome: Outcome, gradebook: Gradeb
         notebook.late_submission_penalty = outcome.late_penalty.get(name)
     grades = {(n.name, g.name): g for n in notebooks.values() for g in n.grades}
     comments = {(n.name, c.name): c for n in notebooks.values() for c in n.comments}
-    for notebook, cell, score, needs_manual in outcome.grades:
-        grades[notebook, cell].auto_score, grades[notebook, cell].needs_manual_grade = score, needs_manual
-    for notebook, cell, comment in outcome.comments:
-        comments[notebook, cell].auto_comment = comment
+    for graded in outcome.grades:
+        grade = grades[graded.notebook, graded.cell]
+        grade.auto_score, grade.needs_manual_grade = graded.auto_score, graded.needs_manual_grade
+    for commented in outcome.comments:
+        comments[commented.notebook, commented.cell].auto_comment = commented.comment
     gradebook.db.commit()
     _write_tree(course_folder(course, "autograded", student, assignment), outcome.autograded)
     _write_tree(course_folder(course, "feedback", student, assignment), outcome.feedback)
@@ -324,7 +297,8 @@ def _local_pool(jobs, assignment):
     # each would otherwise spend two seconds of CPU on those imports, and its first submission
     # a quarter of a second more.
     for module in ("nbgrader.apps.api", "nbconvert.exporters.html", "nbconvert.filters.highlight",
-                   "coursekit.pipeline.nbgrader_plugins", "IPython.core.interactiveshell", "ipykernel.kernelspec",
+                   "coursekit.pipeline.plugins.sanitize", "coursekit.pipeline.plugins.execute", "coursekit.pipeline.plugins.feedback",
+                   "coursekit.pipeline.plugins.feedback_page", "IPython.core.interactiveshell", "ipykernel.kernelspec",
                    "ipython_pygments_lexers"):
         importlib.import_module(module)
     judge.checks(assignment)
