@@ -35,15 +35,16 @@ from coursekit.judge.torch_reference import MissingValue
 
 # A check author's vocabulary, the judge's helpers and gradcheck's, from one place (docs/reference/
 # documents them in this order, each with an example; ``make docs``).
-VOCABULARY = ["judged", "Notebook", "Remote", "call", "check_call", "check_close", "check_array", "check_unchanged",
-              "check_vectorised", "check_backward_unseen", "TestFailure", "StudentError", "kind",
-              "extreme_values", "extreme_scores", "loop_shapes", "unseen", "check_no_hidden_loops",
-              "numerical_layer_gradients", "numerical_parameter_gradient", "numerical_loss_gradient",
-              "call_each", "quiet", "Earlier", "Copy", "path", "fetch", "put", "as_object", "as_path", "notebook_of",
-              "calls_of", "calls_in_order", "made_with", "answered", "shaped", "parameter_arrays", "check_replayed"]
+__all__ = ["judged", "Notebook", "Remote", "call", "check_call", "check_close", "check_array", "check_unchanged",
+           "check_vectorised", "check_backward_unseen", "TestFailure", "StudentError", "kind",
+           "extreme_values", "extreme_scores", "loop_shapes", "unseen", "check_no_hidden_loops",
+           "numerical_layer_gradients", "numerical_parameter_gradient", "numerical_loss_gradient",
+           "call_each", "quiet", "Earlier", "Copy", "path", "fetch", "put", "as_object", "as_path", "notebook_of",
+           "calls_of", "calls_in_order", "made_with", "answered", "shaped", "parameter_arrays", "check_replayed"]
+VOCABULARY = list(__all__)
 # ... and what the grader uses
-__all__ = VOCABULARY + ["checks", "verdict", "split_call", "CALL", "KernelSilent", "student_key", "course_secret",
-                        "SECRET_FILE", "uncounted_loops", "ELEMENT_LOOPS"]
+__all__ += ["checks", "verdict", "split_call", "CALL", "KernelSilent", "student_key", "course_secret",
+            "SECRET_FILE", "uncounted_loops", "ELEMENT_LOOPS"]
 
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 
