@@ -1,5 +1,6 @@
 """`make demo`'s job: each assignment's demo class is graded, with feedback, export, a report and a score table."""
 import csv
+import re
 import subprocess
 import sys
 
@@ -7,12 +8,29 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, CATALOGS, assert_feedback_hides_hidden_tests
+from coursekit import COURSE_ROOT
 from coursekit.pipeline import similarity
 from coursekit.pipeline.course import nbgrader
 from coursekit.tools.scratch import copy_course
 from coursekit.judge.solutions import source_notebook, written_cells
 
 pytestmark = pytest.mark.slow
+DOCS = [COURSE_ROOT / "README.md", COURSE_ROOT / "docs" / "demo.md"]
+
+
+def printed_table(output):
+    """The score table in what `make demo` printed: from its header to the line before the first blank one."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("student "))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def documented_tables(assignment):
+    """{document: the table shown after its ``<!-- make demo: <assignment> -->`` marker}."""
+    marker = re.escape(f"<!-- make demo: {assignment} -->")
+    return {path.name: found.group(1).rstrip("\n") for path in DOCS
+            if (found := re.search(marker + r"\n```\n(.*?)```", path.read_text(), re.S))}
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -23,6 +41,10 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
     output = subprocess.run([sys.executable, "-m", "coursekit.tools.demo", assignment, "--course", str(course)],
                             capture_output=True, text=True, check=True).stdout
     rows = {line.split()[0]: line.split() for line in output.splitlines() if line.split()}
+    documented = documented_tables(assignment)
+    assert documented, f"no document shows {assignment}'s table (docs/demo.md should)"
+    for document, table in documented.items():
+        assert table == printed_table(output), f"{document}'s {assignment} table is not what make demo prints:\n{printed_table(output)}"
     for student, (_, expected) in demo_class.items():
         if expected is None:
             assert "NOT GRADED:" in " ".join(rows[student]), rows[student]

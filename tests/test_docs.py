@@ -2,6 +2,7 @@
 helper of the judge's vocabulary with an example (and its arguments, where it takes several)."""
 import filecmp
 import inspect
+import re
 
 import pytest
 
@@ -40,3 +41,14 @@ def test_every_helper_of_the_vocabulary_says_how_it_is_used(name):
 @pytest.mark.parametrize("method", ["new", "function", "array", "standin", "factory", "scaler", "rng", "run"])
 def test_the_notebooks_methods_say_how_they_are_used(method):
     assert "Example" in inspect.getdoc(getattr(judge.Notebook, method))
+
+
+DOCUMENTS = [reference.COURSE_ROOT / "README.md", *sorted((reference.COURSE_ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_link_of_the_docs_opens_a_file_of_the_repository(document):
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text())
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    missing = [link for link in local if not (document.parent / link).exists()]
+    assert not missing, f"{document.name} links to missing files: {missing}"
