@@ -78,3 +78,36 @@ def test_the_kernels_view_is_the_shipped_and_kernel_parts():
     assert {_part(f"coursekit.{name}") for name in IN_THE_KERNEL + SANDBOX_SETUP} == {"shipped", "kernel"}
     for name in IN_THE_KERNEL + SANDBOX_SETUP:
         assert f"coursekit.{name}" in MODULES, name
+
+
+# What a check author and a student read carries type hints (pyproject.toml's [tool.mypy] checks them): the
+# judge, the kernel's side and the shipped helpers; not yet the per-assignment check modules.
+TYPED_PARTS = {"judge", "kernel", "shipped"}
+NOT_YET_TYPED = {"coursekit.judge.ps1", "coursekit.judge.ps2", "coursekit.judge.ps3"}
+
+
+def unannotated(tree):
+    """The public functions and the public methods of public classes in ``tree`` that lack a hint on a
+    parameter (self and cls aside) or on their return: "line name (what lacks one)"."""
+    found = []
+
+    def visit(body, prefix):
+        for node in body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                arguments += [a for a in (node.args.vararg, node.args.kwarg) if a is not None]
+                missing = [a.arg for a in arguments if a.annotation is None and a.arg not in ("self", "cls")]
+                missing += ["return"] if node.returns is None else []
+                if missing:
+                    found.append(f"{node.lineno} {prefix}{node.name} ({', '.join(missing)})")
+
+    visit(tree.body, "")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) in TYPED_PARTS and m not in NOT_YET_TYPED))
+def test_public_functions_have_type_hints(module):
+    missing = unannotated(ast.parse(MODULES[module].read_text()))
+    assert not missing, f"{module}: public functions without type hints: {'; '.join(missing)}"

@@ -6,9 +6,14 @@ student's other parts: the MLP is tested with reference Linear and Tanh layers.
 import ast
 import functools
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from coursekit import COURSE_ROOT
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
@@ -16,19 +21,19 @@ HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 HIDDEN_END = "### END HIDDEN TESTS"
 
 
-def source_notebook(assignment):
+def source_notebook(assignment: str) -> Path:
     """Path of ``source/<assignment>/<assignment>.ipynb``."""
     return COURSE_ROOT / "source" / assignment / f"{assignment}.ipynb"
 
 
-def release_notebook(assignment, course_root=COURSE_ROOT):
+def release_notebook(assignment: str, course_root: str | Path = COURSE_ROOT) -> "NotebookNode":
     """The student version of ``assignment`` (nbformat), from ``release/`` of ``course_root``."""
     import nbformat
 
     return nbformat.read(Path(course_root) / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
-def answer_cells(notebook):
+def answer_cells(notebook: Mapping[str, Any]) -> dict[str, str]:
     """The autograded answer cells of a notebook (parsed JSON or nbformat), as {grade_id: source}."""
     cells = {}
     for cell in notebook["cells"]:
@@ -39,7 +44,7 @@ def answer_cells(notebook):
     return cells
 
 
-def written_cells(notebook):
+def written_cells(notebook: Mapping[str, Any]) -> dict[str, str]:
     """The manually graded written answers of a notebook (markdown cells with points), as {grade_id: source}."""
     cells = {}
     for cell in notebook["cells"]:
@@ -50,7 +55,7 @@ def written_cells(notebook):
     return cells
 
 
-def marked_lines(source, begin, end, inside=True, strip=True):
+def marked_lines(source: str, begin: str, end: str, inside: bool = True, strip: bool = True) -> list[str]:
     """The lines of ``source`` between ``begin`` and ``end`` marker lines (or, with
     ``inside=False``, the lines outside every such region), markers left out; stripped unless
     ``strip`` is False (markdown, whose indentation nests its lists)."""
@@ -65,7 +70,7 @@ def marked_lines(source, begin, end, inside=True, strip=True):
     return lines
 
 
-def without_markers(source):
+def without_markers(source: str) -> str:
     """A solution cell's code as a student would write it: the marker lines removed."""
     lines = source.splitlines()
     return "\n".join(line for line in lines if line.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
@@ -81,7 +86,7 @@ def _defines_only(source):
 
 
 @functools.cache
-def namespace(assignment):
+def namespace(assignment: str) -> dict[str, Any]:
     """Run the model solution's definitions and return the names they define.
 
     Those are the answer cells and the given cells that only define classes or functions (the
@@ -93,7 +98,7 @@ def namespace(assignment):
     # plain json, not nbformat: importing nbformat's validator costs seconds in every grading kernel
     notebook = json.loads(source_notebook(assignment).read_text(encoding="utf-8"))
     answers = answer_cells(notebook)
-    names = {}
+    names: dict[str, Any] = {}
     exec("import numpy as np", names)  # noqa: S102 - the course's own code
     for index, cell in enumerate(notebook["cells"]):
         meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -108,6 +113,6 @@ def namespace(assignment):
     return {k: v for k, v in names.items() if not k.startswith("__")}
 
 
-def reference(assignment, name):
+def reference(assignment: str, name: str) -> Any:
     """One name defined by the model solution, e.g. reference("ps1", "Linear")."""
     return namespace(assignment)[name]

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +298,7 @@ def _receive(stream):
 _shared = None  # (pid, process, folder) of the shared PyTorch process that this process started
 
 
-def share_server():
+def share_server() -> str:
     """Make this process and every process it forks or starts afterwards share one PyTorch
     process (make grade's workers; the nbgrader commands a test session runs), reached over a
     Unix socket in a private folder: started on the first call and kept until this process ends,
@@ -335,7 +336,8 @@ def _stop_shared(owner, process, folder):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def vjp(name, inputs, grad_output=None, **options):
+def vjp(name: str, inputs: Sequence[np.ndarray], grad_output: np.ndarray | None = None,
+        **options: object) -> tuple[np.ndarray | float, list[np.ndarray]]:
     """PyTorch's value of ``name(*inputs)`` and the gradients that ``grad_output`` backpropagates.
 
     Args:
@@ -356,7 +358,7 @@ def vjp(name, inputs, grad_output=None, **options):
     return _scalar_or_array(result["output"]), [result[f"grad{i}"] for i in range(len(arrays))]
 
 
-def value(name, inputs):
+def value(name: str, inputs: Sequence[np.ndarray | float]) -> np.ndarray | float:
     """PyTorch's value of ``name(*inputs)``, without gradients (e.g. "sgd": an optimizer's steps).
 
     Args:
@@ -376,7 +378,9 @@ def _scalar_or_array(output):
 # The process's last RECENT replies, by the sha256 of their request: ps3's replayed CNN training is
 # the same for every student whose model starts alike (the MLP's pixels are each student's own),
 # and workers that ask for it at once wait for one computation.
-_recent, _computing, _recent_lock = {}, {}, threading.Lock()
+_recent: dict[bytes, str] = {}
+_computing: dict[bytes, threading.Event] = {}
+_recent_lock = threading.Lock()
 RECENT = 64
 
 
@@ -442,7 +446,7 @@ def _serve_socket(path):
     server.shutdown()
 
 
-def serve(argv):
+def serve(argv: list[str]) -> None:
     """The PyTorch process: with a socket path, for every process that connects there; without,
     for the one on the other end of its stdin and stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for this process

@@ -56,12 +56,18 @@ import itertools
 import json
 import sys
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coursekit.shipped.gradcheck import python_steps, recording_einsum, substitute
 
-_objects, _numbers = [], {}
+if TYPE_CHECKING:
+    import zmq
+
+_objects: list = []
+_numbers: dict[int, int] = {}
 _order = itertools.count()  # numbers every stand-in's calls: the judge sees their order
 # The grader drops a message over 16 MB (coursekit.kernel.sandbox.MAX_MESSAGE_BYTES) with its connection.
 MAX_REPLY_BYTES = 8 * 2 ** 20
@@ -93,7 +99,7 @@ def _reference(value):
     return {"r": _numbers[id(value)], "type": type(value).__name__, "methods": methods}
 
 
-def encode(value):
+def encode(value: Any) -> dict | list | bool | None:
     """A kernel value as JSON data: NumPy arrays become float64 bytes, numbers stay numbers of
     their kind (a float is not an array); other objects stay here, sent as references."""
     if isinstance(value, Kept):
@@ -122,7 +128,7 @@ def encode(value):
     return _reference(value)
 
 
-def decode(data, earlier=()):
+def decode(data: object, earlier: Sequence[Any] = ()) -> Any:
     """JSON data from the judge as a kernel value (arrays are fresh float64 arrays); ``{"p": k}``
     is the result of the request's operation k (``earlier``), as the kernel has it."""
     if type(data) is list:
@@ -161,7 +167,7 @@ class Record:
         self.scale = scale  # a Scaler's (factor, offset)
 
 
-_records = {}  # id(object) -> its Record (each object is kept in _objects, so ids are not reused)
+_records: dict[int, "Record"] = {}  # id(object) -> its Record (each object is kept in _objects, so ids are not reused)
 
 
 def _recorded(obj, record):
@@ -269,12 +275,12 @@ class Scaler:
     result, and two such layers do not commute: the output shows their order.) Its class is named
     as the one it stands for; its factor and offset are in its Record, not on it."""
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         (Z,) = _log(self, "forward", args, kwargs)[-1:]
         factor, offset = _records[id(self)].scale
         return factor * Z + offset
 
-    def backward(self, *args, **kwargs):
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
         return _records[id(self)].scale[0] * _log(self, "backward", args, kwargs)[-1]
 
     def __call__(self, *args, **kwargs):
@@ -465,12 +471,13 @@ def _run(operation, earlier):
     raise ValueError(f"unknown operation {kind!r}")
 
 
-def handle(request):
+def handle(request: str) -> str:
     """Carry out a JSON request (a list of operations); returns the JSON reply.
 
     NumPy's overflow and invalid-value warnings are errors here: a warning would go unseen, an
     error is reported with the call that caused it.
     """
+    values: list[Any]  # each operation's result, as the kernel has it
     results, values, size = [], [], 0
     with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
         warnings.simplefilter("error")
@@ -493,10 +500,10 @@ def handle(request):
 QUIET = json.dumps({"ok": None})
 
 
-_line = {}  # the address of the grader's socket -> this kernel's end of it
+_line: dict[str, "zmq.Socket"] = {}  # the address of the grader's socket -> this kernel's end of it
 
 
-def serve(address, session):
+def serve(address: str, session: str) -> None:
     """Answer the judge until it sends an empty request. The judge runs this as one cell and
     talks over a ZeroMQ socket of its own in the kernel's folder (``address``): one message each
     way per request, whatever the student's code prints. Every message starts with the cell's
@@ -504,7 +511,7 @@ def serve(address, session):
     import zmq
 
     if address not in _line or _line[address].closed:
-        socket = zmq.Context.instance().socket(zmq.PAIR)
+        socket: zmq.Socket = zmq.Context.instance().socket(zmq.PAIR)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDTIMEO, 2000)  # a grader that went away does not hang the kernel
         socket.connect(address)

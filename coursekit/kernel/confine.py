@@ -12,6 +12,7 @@ import resource
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from coursekit import COURSE_ROOT
@@ -67,7 +68,7 @@ def _mount(source, target, fstype=None, flags=0, options=None):
     _call(_libc.mount, encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(options))
 
 
-def die_with_parent():
+def die_with_parent() -> None:
     _call(_libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
@@ -77,7 +78,7 @@ def _populate_scratch(folder, uid):
         os.chown(path, uid, uid)
 
 
-def kernel_environment(inherited):
+def kernel_environment(inherited: Mapping[str, str]) -> dict[str, str]:
     """The kernel's environment: a few of the grader's variables, and paths inside the sandbox."""
     env = {name: value for name, value in inherited.items()
            if name in KEPT_VARIABLES or name.startswith(KEPT_PREFIXES)}
@@ -86,7 +87,7 @@ def kernel_environment(inherited):
     return env
 
 
-def confine(folder, uid):
+def confine(folder: str | Path, uid: int) -> None:
     """Become the kernel's user in the scratch folder, with the limits and no capability: the last
     step before the kernel."""
     _populate_scratch(folder, uid)
@@ -129,7 +130,7 @@ def _own_user_namespace(uid):
     # (its other quotas are lowered in confine(), once the fork has made the namespaces it needs)
 
 
-def limit_user_namespace():
+def limit_user_namespace() -> None:
     """Lower this user namespace's quotas (NAMESPACE_QUOTAS), those it has the right to lower."""
     for name, value in NAMESPACE_QUOTAS.items():
         try:
@@ -139,7 +140,7 @@ def limit_user_namespace():
             pass
 
 
-def enter_forked_sandbox(folder, uid, report_fd, rootless=False):
+def enter_forked_sandbox(folder: str | Path, uid: int, report_fd: int, rootless: bool = False) -> None:
     """In a child of the zygote (coursekit.kernel.warm_kernels): give this kernel namespaces of its
     own (``rootless``: a user namespace too, which owns the others).
 
@@ -192,7 +193,7 @@ def _wait_for(pid):
     os._exit(status if status >= 0 else 128 - status)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     """``python -m coursekit.kernel.confine FOLDER UID -- KERNEL COMMAND``, run by bubblewrap.
 
     A kernel command of this interpreter (``python -m ipykernel_launcher ...``) runs in this

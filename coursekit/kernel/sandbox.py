@@ -39,11 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from queue import Empty
+from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Type, default
@@ -73,7 +76,7 @@ class SandboxUnavailable(RuntimeError):
     """Grading kernels cannot be sandboxed on this machine; the message is one line with the remedies."""
 
 
-def bwrap():
+def bwrap() -> str:
     """The bubblewrap executable, or SandboxUnavailable saying how to get it."""
     found = shutil.which("bwrap")
     if found is None:
@@ -83,7 +86,7 @@ def bwrap():
 
 
 @functools.cache
-def sandbox_mode():
+def sandbox_mode() -> str:
     """``ROOT`` or ``ROOTLESS``: how this process's grading kernels are sandboxed (see the module's
     docstring). Raises SandboxUnavailable (one line: what is missing, and the remedies)."""
     executable = bwrap()
@@ -99,14 +102,14 @@ def sandbox_mode():
     return ROOTLESS
 
 
-def describe(mode):
+def describe(mode: str) -> str:
     """What ``mode`` means, for a run's output and its report."""
     if mode == ROOT:
         return "root mode (each kernel runs as a host user of its own)"
     return f"rootless mode (each kernel runs in a user namespace of its own, as uid {os.getuid()} on the host)"
 
 
-def user_namespaces_refused(executable=None):
+def user_namespaces_refused(executable: str | None = None) -> str:
     """Why bubblewrap cannot give an ordinary user a sandbox of nested user namespaces here ("" if it can)."""
     try:
         probe = subprocess.run([executable or bwrap(), "--unshare-user", "--disable-userns", "--ro-bind", "/", "/",
@@ -130,7 +133,7 @@ def _read_only_view():
     return [path for path in dict.fromkeys(paths) if os.path.exists(path)]
 
 
-def parent_directories(argv, path, made):
+def parent_directories(argv: list[str], path: str | Path, made: set[str]) -> None:
     """bwrap arguments that create the parents of ``path`` readable by everyone (bwrap's own are not)."""
     for parent in reversed(Path(path).parents):
         if str(parent) != "/" and str(parent) not in made:
@@ -138,7 +141,7 @@ def parent_directories(argv, path, made):
             argv += ["--perms", "0755", "--dir", str(parent)]
 
 
-def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
+def bwrap_argv(folder: str | Path, *, own_pid_namespace: bool = True, uid: int | None = None) -> list[str]:
     """bwrap's arguments up to the command, for a sandbox whose writable host folder is ``folder``.
 
     ``own_pid_namespace`` is False for the zygote, whose forks make one each (the grader must see
@@ -162,7 +165,7 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
             argv += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             argv += ["--ro-bind", link, link]
-    made = set()
+    made: set[str] = set()
     for path in _read_only_view():
         parent_directories(argv, path, made)
         argv += ["--ro-bind", path, path]
@@ -187,7 +190,7 @@ def bwrap_argv(folder, *, own_pid_namespace=True, uid=None):
 
 
 @functools.cache
-def kernels_base():
+def kernels_base() -> str:
     """This grader's folder for its kernels' folders, which no other user may enter (mode 0700).
 
     A kernel can write its own folder (its sockets are there), and rootless its files are the
@@ -196,11 +199,11 @@ def kernels_base():
     """
     base = tempfile.mkdtemp(prefix="ck-", dir=KERNELS_BASE)
     owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and remove_tree(base))
+    atexit.register(lambda: os.getpid() == owner and remove_tree(base))  # type: ignore[func-returns-value]
     return base
 
 
-def remove_tree(path):
+def remove_tree(path: str | Path) -> None:
     """Remove ``path`` and everything in it, also folders a kernel made unreadable (mode 0111)."""
     folders = [str(path)]
     while folders:
@@ -223,7 +226,7 @@ class KernelFolder:
         self.path = Path(tempfile.mkdtemp(prefix="ck-", dir=base or kernels_base()))
         os.chmod(self.path, 0o755)
 
-    def prepare(self, cwd):
+    def prepare(self, cwd: str | Path | None) -> None:
         """Copy the working folder ``cwd`` (helper files a notebook imports) and matplotlib's font
         list, and hand the folder to the kernel's uid."""
         source = self.path / "src"
@@ -243,12 +246,12 @@ class KernelFolder:
             for path in [self.path, *self.path.rglob("*")]:
                 os.chown(path, self.uid, self.uid)
 
-    def remove(self):
+    def remove(self) -> None:
         remove_tree(self.path)
 
 
 @functools.cache
-def font_list():
+def font_list() -> Path | None:
     """matplotlib's cached font list (fontlist-*.json) of this process's user (built here once if
     there is none yet), or None."""
     try:
@@ -261,7 +264,7 @@ def font_list():
         return None
 
 
-def course_environment(env):
+def course_environment(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` for a process started in a sandbox: it imports the course's package from the course
     being graded (the files of its view), however the package is installed."""
     return {**env, "PYTHONPATH": str(COURSE_ROOT)}
@@ -270,8 +273,8 @@ def course_environment(env):
 class SandboxProvisioner(LocalProvisioner):
     """LocalProvisioner that starts the kernel command inside bubblewrap."""
 
-    async def launch_kernel(self, cmd, **kwargs):
-        folder = self.parent.folder
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        folder = self.parent.folder  # type: ignore[union-attr]  # (its parent is its kernel manager)
         folder.prepare(kwargs.pop("cwd", None))
         # (bwrap's own environment too: nothing of the grader's that the kernel may not have)
         kwargs["env"] = course_environment(kernel_environment(kwargs.get("env") or os.environ))
@@ -364,7 +367,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     def _context_default(self):
         return _limited_context(self)
 
-    def kernel_folder(self):
+    def kernel_folder(self) -> KernelFolder:
         """A new folder for the next kernel (the zygote's kernels need theirs where it sees them)."""
         return KernelFolder()
 

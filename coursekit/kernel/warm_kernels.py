@@ -22,13 +22,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from jupyter_client.connect import KernelConnectionInfo
 from traitlets import List
 
 from coursekit import IN_THE_KERNEL
 from coursekit.kernel.confine import enter_forked_sandbox, kernel_environment
 from coursekit.kernel.sandbox import (ROOTLESS, KernelFolder, SandboxedKernelManager, SandboxProvisioner, bwrap_argv,
                                      course_environment, kernels_base, remove_tree, sandbox_mode)
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 # What every kernel imports before the first cell: ipykernel (its debugger too) and what it
@@ -42,16 +48,16 @@ ALWAYS = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IP
 # start no thread on import: a fork keeps only the thread that forks).
 HEAVY = {"torch"}
 
-_zygotes = {}  # preloaded modules -> the zygote of this process
+_zygotes: dict[tuple, "Zygote"] = {}  # preloaded modules -> the zygote of this process
 LOCK_TIMEOUT = 30  # seconds; a busy zygote for that long is treated as gone
 REPLY_TIMEOUT = 30  # seconds; a zygote that does not answer a request in that time is treated as gone
 
 
-def heavy_imports(notebook):
+def heavy_imports(notebook: "NotebookNode") -> list[str]:
     """The HEAVY modules that the code cells of ``notebook`` (an nbformat notebook) import."""
     import ast
 
-    found = set()
+    found: set[str] = set()
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -70,18 +76,18 @@ def heavy_imports(notebook):
 class ForkingProvisioner(SandboxProvisioner):
     """SandboxProvisioner that asks this process's zygote for the kernel process."""
 
-    async def launch_kernel(self, cmd, **kwargs):
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         if cmd[0] != sys.executable or cmd[1:3] != LAUNCHER:
             return await super().launch_kernel(cmd, **kwargs)
-        folder = self.parent.folder
+        folder = self.parent.folder  # type: ignore[union-attr]  # (its parent is its kernel manager)
         folder.prepare(kwargs.get("cwd"))
-        warm = zygote(self.parent.preload)
+        warm = zygote(self.parent.preload)  # type: ignore[union-attr]
         try:
             pid = warm.fork(cmd[3:], folder, kwargs.get("env") or dict(os.environ))
         except (OSError, ValueError):  # the zygote is gone: start another next time, launch this one
             _zygotes.pop(warm.preload, None)
             return await super().launch_kernel(cmd, **kwargs)
-        self.process = ForkedProcess(pid)
+        self.process = ForkedProcess(pid)  # type: ignore[assignment]  # (what it uses of a Popen)
         self.pid, self.pgid = pid, None  # the init process of the kernel's PID namespace
         self.cwd = kwargs.get("cwd")
         return self.connection_info
@@ -90,10 +96,10 @@ class ForkingProvisioner(SandboxProvisioner):
 class ForkedKernelManager(SandboxedKernelManager):
     """SandboxedKernelManager whose kernels are forked from a zygote that preloaded ``preload``."""
 
-    preload = List([], help="Modules the zygote imports besides ipykernel and NumPy.").tag(config=True)
+    preload: List = List([], help="Modules the zygote imports besides ipykernel and NumPy.").tag(config=True)
     provisioner_class = ForkingProvisioner
 
-    def kernel_folder(self):
+    def kernel_folder(self) -> KernelFolder:
         return KernelFolder(base=zygote(self.preload).base)  # inside the folder the zygote sees
 
 
@@ -110,7 +116,7 @@ class ForkedProcess:
         self.pid = pid
         self.returncode = None
 
-    def poll(self):
+    def poll(self) -> int | None:
         if self.returncode is None:
             try:
                 os.kill(self.pid, 0)
@@ -118,22 +124,22 @@ class ForkedProcess:
                 self.returncode = -signal.SIGKILL  # unknown: only its parent could learn it
         return self.returncode
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)  # type: ignore[arg-type]  # (not None here)
             time.sleep(0.02)
         return self.returncode
 
-    def send_signal(self, signum):
+    def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
 
-    def kill(self):
+    def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def terminate(self):
+    def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
 
@@ -156,11 +162,11 @@ class Zygote:
         self.lock = multiprocessing.Lock()  # one request and its reply at a time
         self.owner = os.getpid()
 
-    def exited(self):
+    def exited(self) -> bool:
         """Whether the zygote is known to have exited (only the process that started it can tell)."""
         return os.getpid() == self.owner and self.process.poll() is not None
 
-    def fork(self, argv, folder, env):
+    def fork(self, argv: list[str], folder: KernelFolder, env: dict[str, str]) -> int:
         """Start a kernel with ipykernel_launcher's ``argv`` in the sandbox of ``folder`` (a
         KernelFolder, prepared) with ``env``; returns the process id that stops it.
 
@@ -184,7 +190,7 @@ class Zygote:
             raise OSError(answer.get("error", reply))
         return answer["pid"]
 
-    def stop(self):
+    def stop(self) -> None:
         """End the zygote (its kernels end with it) and remove its folder."""
         if os.getpid() != self.owner:
             return
@@ -196,7 +202,7 @@ class Zygote:
         remove_tree(self.base)
 
 
-def zygote(preload=()):
+def zygote(preload: Iterable[str] = ()) -> Zygote:
     """This process's zygote for kernels that import ALWAYS and ``preload``, started if need be.
 
     Starting it before forking worker processes lets them share it.
