@@ -81,9 +81,8 @@ def test_the_kernels_view_is_the_shipped_and_kernel_parts():
 
 
 # What a check author and a student read carries type hints (pyproject.toml's [tool.mypy] checks them): the
-# judge, the kernel's side and the shipped helpers; not yet the per-assignment check modules.
+# judge (its checks too), the kernel's side and the shipped helpers.
 TYPED_PARTS = {"judge", "kernel", "shipped"}
-NOT_YET_TYPED = {"coursekit.judge.ps1", "coursekit.judge.ps2", "coursekit.judge.ps3"}
 
 
 def unannotated(tree):
@@ -107,7 +106,7 @@ def unannotated(tree):
     return found
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) in TYPED_PARTS and m not in NOT_YET_TYPED))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) in TYPED_PARTS))
 def test_public_functions_have_type_hints(module):
     missing = unannotated(ast.parse(MODULES[module].read_text()))
     assert not missing, f"{module}: public functions without type hints: {'; '.join(missing)}"

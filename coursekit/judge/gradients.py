@@ -24,6 +24,7 @@ def numerical_layer_gradients(layer: Remote, x: np.ndarray, grad_outputs: list[n
     - layer: a layer in the kernel (its forward is called at x +- eps in each entry).
     - x: the input; grad_outputs: upstream gradients G, each of forward(x)'s shape.
     - eps: the step.
+
     Returns:
     - dL/dx for each G.
 

@@ -5,14 +5,16 @@ checks use new shapes, extreme inputs and PyTorch's values. The MLP is checked w
 layers that record their calls and return arrays chosen here, so a bug in Linear or Tanh costs
 no MLP points.
 """
+from collections.abc import Callable
+
 import numpy as np
 
-from coursekit.judge import (Earlier, StudentError, TestFailure, answered, call, calls_of, check_backward_unseen, check_call, check_close,
-                             check_replayed, check_unchanged, extreme_values, judged, made_with, numerical_loss_gradient, parameter_arrays,
-                             path, quiet, shaped)
+from coursekit.judge import (Earlier, Notebook, StudentError, TestFailure, answered, call, calls_of, check_backward_unseen, check_call,
+                             check_close, check_replayed, check_unchanged, extreme_values, judged, made_with, numerical_loss_gradient,
+                             parameter_arrays, path, quiet, shaped)
 from coursekit.judge.torch_reference import vjp
 
-CHECKS = {}
+CHECKS: dict[str, Callable[[Notebook], None]] = {}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
 
 
@@ -24,7 +26,7 @@ def _linear(notebook, W, b):
 # --- 1. Linear ---------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def linear_visible(notebook):
+def linear_visible(notebook: Notebook) -> None:
     """The visible cell's values, then the same checks on values and a learning rate of the student's own.
 
     Adds: forward, backward, the gradients and update_params on arrays of the same shapes drawn for the
@@ -71,7 +73,7 @@ def linear_visible(notebook):
 
 
 @judged(CHECKS)
-def linear_forward(notebook):
+def linear_forward(notebook: Notebook) -> None:
     """forward at four new shapes (a batch of 1, one output) against PyTorch; x and the weights left unchanged.
 
     Also: Linear(d_in, d_out, initial_weights=W).weights is W itself (kept as given).
@@ -94,7 +96,7 @@ def linear_forward(notebook):
 
 
 @judged(CHECKS)
-def linear_backward(notebook):
+def linear_backward(notebook: Notebook) -> None:
     """backward and the gradients at three new shapes against PyTorch and finite differences; the latest x.
 
     Also: grad_output left unchanged; after forward(x1), forward(x2), backward uses x2.
@@ -131,7 +133,7 @@ def linear_backward(notebook):
 
 
 @judged(CHECKS)
-def linear_update(notebook):
+def linear_update(notebook: Notebook) -> None:
     """update_params at a learning rate of the student's own, on weights and biases; a second call steps again."""
     rng = notebook.rng(3003)
     W, b = rng.normal(size=(4, 3)), rng.normal(size=4)
@@ -152,7 +154,7 @@ def linear_update(notebook):
 # --- 2. Tanh -----------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def tanh_visible(notebook):
+def tanh_visible(notebook: Notebook) -> None:
     """The visible cell's value, then forward and backward (vs finite differences) on inputs of the student's own.
 
     The cell's seed-0 check_backward is replaced by one at the same shape (3, 4) with an x of the student's
@@ -170,7 +172,7 @@ def tanh_visible(notebook):
 
 
 @judged(CHECKS)
-def tanh_hidden(notebook):
+def tanh_hidden(notebook: Notebook) -> None:
     """forward and backward at three shapes against PyTorch and finite differences, inputs near +-1000, the latest x.
 
     Also: x and grad_output left unchanged; the inputs past +-709.8 (where e**x overflows) are the
@@ -314,7 +316,7 @@ def _check_mlp_of_own_layers(notebook, rng, n, d_in, d_hidden, d_out):
 
 
 @judged(CHECKS)
-def mlp_visible(notebook):
+def mlp_visible(notebook: Notebook) -> None:
     """Backward order and update_params as in the visible cell, on stand-ins (standin, factory); then own layers.
 
     MLP(1, 3, 1) on a batch of 2 (the cell builds MLP(2, 3, 1) but feeds x of shape (2, 1)), its Linear
@@ -335,7 +337,7 @@ def mlp_visible(notebook):
 
 
 @judged(CHECKS)
-def mlp_hidden(notebook):
+def mlp_hidden(notebook: Notebook) -> None:
     """How forward, backward and update_params use stand-ins (standin, factory) at three sizes; then own layers.
 
     Stand-ins for Linear and Tanh return arrays of the judge's: each layer's input and upstream gradient,
@@ -389,7 +391,7 @@ DIVIDES_BY_N = "it divides by N only: average over all N*q entries, as torch.nn.
 
 
 @judged(CHECKS)
-def mse_visible(notebook):
+def mse_visible(notebook: Notebook) -> None:
     """The visible cell's values, then the same checks and finite differences on values of the student's own."""
     y = np.array([[1.0, 2.0, 3.0, 4.0]])
     t = np.array([[1.0, 0.0, 3.0, 0.0]])
@@ -412,7 +414,7 @@ def mse_visible(notebook):
 
 
 @judged(CHECKS)
-def mse_hidden(notebook):
+def mse_hidden(notebook: Notebook) -> None:
     """forward and backward at three shapes against PyTorch and finite differences; backward uses the latest y.
 
     Also: y and t left unchanged; hints for a mean over N only, a missing factor 2 and a wrong sign.
@@ -449,7 +451,8 @@ def mse_hidden(notebook):
 
 # --- 5. Training ---------------------------------------------------------------------------------
 
-def training_data(num_samples=100, a=2.0, c=3.0, rng=None):
+def training_data(num_samples: int = 100, a: float = 2.0, c: float = 3.0,
+                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Noisy samples of a x^2 + c on [-1, 1], shape (num_samples, 1): by default the notebook's
     generate_data() (2 x^2 + 3 on a grid, noise from its seed); with ``rng``, at points drawn from it."""
     if rng is None:
@@ -489,13 +492,14 @@ def _train(notebook, x, y, x_new):
     return results[:n], results[-n - 2], results[-n - 1], results[-n:]
 
 
-def network(parameters, x):
+def network(parameters: list, x: np.ndarray) -> np.ndarray:
     """Linear -> tanh -> Linear with ``parameters`` [W1, b1, W2, b2] (as PARAMETERS), on ``x``."""
     W1, b1, W2, b2 = (np.asarray(p, dtype=np.float64) for p in parameters)
     return np.tanh(x @ W1.T + b1) @ W2.T + b2
 
 
-def gradient_descent(parameters, x, y, epochs=EPOCHS, learning_rate=LEARNING_RATE):
+def gradient_descent(parameters: list, x: np.ndarray, y: np.ndarray, epochs: int = EPOCHS,
+                     learning_rate: float = LEARNING_RATE) -> list[np.ndarray]:
     """[W1, b1, W2, b2] after ``epochs`` steps of full-batch gradient descent on the mean squared
     error of ``network`` from ``parameters``: what the notebook's loop does with correct parts."""
     W1, b1, W2, b2 = (np.array(p, dtype=np.float64) for p in parameters)
@@ -539,7 +543,7 @@ def _check_training(notebook, a, c, rng=None):
 
 
 @judged(CHECKS)
-def training_check(notebook):
+def training_check(notebook: Notebook) -> None:
     """The notebook's training loop on its curve 2 x^2 + 3, run here: gradient descent replayed, new points fitted.
 
     The visible cell reads the notebook's own losses; this trains the student's MLP(1, 10, 1) and MSELoss
@@ -551,7 +555,7 @@ def training_check(notebook):
 
 
 @judged(CHECKS)
-def training_hidden(notebook):
+def training_hidden(notebook: Notebook) -> None:
     """The same loop on the student's own curve a x^2 + c (1 <= a <= 3, 2 <= c <= 4), points and noise."""
     rng = notebook.rng(5001)
     _check_training(notebook, rng.uniform(1, 3), rng.uniform(2, 4), rng)

@@ -7,16 +7,18 @@ record their calls and return arrays chosen here, so a bug in one part costs no 
 """
 import contextlib
 
+from collections.abc import Callable
+
 import numpy as np
 
 from coursekit.shipped import gradcheck
-from coursekit.judge import (Earlier, Remote, StudentError, TestFailure, answered, as_object, call, call_each, calls_in_order, check_array,
-                             check_backward_unseen, check_call, check_close, check_no_hidden_loops, check_unchanged, check_vectorised,
-                             extreme_scores, extreme_values, judged, loop_shapes, made_with, notebook_of, numerical_layer_gradients,
-                             numerical_loss_gradient, path, shaped)
+from coursekit.judge import (Earlier, Notebook, Remote, StudentError, TestFailure, answered, as_object, call, call_each, calls_in_order,
+                             check_array, check_backward_unseen, check_call, check_close, check_no_hidden_loops, check_unchanged,
+                             check_vectorised, extreme_scores, extreme_values, judged, loop_shapes, made_with, notebook_of,
+                             numerical_layer_gradients, numerical_loss_gradient, path, shaped)
 from coursekit.judge.torch_reference import value, vjp
 
-CHECKS = {}
+CHECKS: dict[str, Callable[[Notebook], None]] = {}
 MISSING_UPSTREAM = "it ignores dLdO: missing the upstream gradient?"
 
 
@@ -37,7 +39,7 @@ def _weights(notebook, d, h, count):
 
 
 @judged(CHECKS)
-def linear_init(notebook):
+def linear_init(notebook: Notebook) -> None:
     """W normal with mean 0 and variance 0.01 at sizes and seeds of the student's own; b zeros; layers differ.
 
     In place of the cell's Linear(400, 300) after np.random.seed(0): one large layer (250 to 450 a side)
@@ -88,7 +90,7 @@ def _check_normal(what, W, atol=0.01):
 
 
 @judged(CHECKS)
-def linear_forward(notebook):
+def linear_forward(notebook: Notebook) -> None:
     """The visible cell's values, then forward at four new shapes against PyTorch; A, W unchanged, b's shape kept."""
     A = np.array([[1.0, 2.0], [0.0, -1.0]])
     W = np.array([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]])
@@ -112,7 +114,7 @@ def linear_forward(notebook):
 
 
 @judged(CHECKS)
-def linear_backward(notebook):
+def linear_backward(notebook: Notebook) -> None:
     """The visible cell's checks, then three new shapes against PyTorch and finite differences; the latest A.
 
     The cell's check_backward runs on its seed-0 layer and input with an upstream gradient the kernel never
@@ -174,7 +176,7 @@ def _loss(notebook, cls, O, Y, what=None):
 
 
 @judged(CHECKS)
-def mse_forward(notebook):
+def mse_forward(notebook: Notebook) -> None:
     """The visible cell's values, then forward at three new shapes against PyTorch; O and Y left unchanged."""
     _, L = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
     check_close("MSELoss.forward(O, Y)", L, 5.0, factors={"q": 4})
@@ -194,7 +196,7 @@ def mse_forward(notebook):
 
 
 @judged(CHECKS)
-def mse_backward(notebook):
+def mse_backward(notebook: Notebook) -> None:
     """The visible cell's checks, then three new shapes against PyTorch and finite differences; the latest O."""
     loss_fn, _ = _loss(notebook, "MSELoss", np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([[1.0, 0.0, 3.0, 0.0]]))
     check_call("MSELoss.backward()", loss_fn.backward, expected=[[0.0, 1.0, 0.0, 2.0]], factors={"q": 4})
@@ -226,7 +228,7 @@ def mse_backward(notebook):
                hints=[(2 * (O1 - Y) / O1.size, "it uses O1: backward must use the latest forward call")])
 
 
-def softmax(Z):
+def softmax(Z: np.ndarray) -> np.ndarray:
     """Softmax of the scores Z (N, q) row by row, computed stably: the judge's own, for expected values and hints."""
     E = np.exp(Z - Z.max(axis=1, keepdims=True))
     return E / E.sum(axis=1, keepdims=True)
@@ -242,7 +244,7 @@ def _extreme_logits(rng, n=3, q=4):
 
 
 @judged(CHECKS)
-def crossentropy_forward(notebook):
+def crossentropy_forward(notebook: Notebook) -> None:
     """The visible cell's values, then five cases against PyTorch (probability targets too); logits near +-1000.
 
     Also: O and Y left unchanged; the logits past +-709.8 are the student's own.
@@ -276,7 +278,7 @@ def crossentropy_forward(notebook):
 
 
 @judged(CHECKS)
-def crossentropy_backward(notebook):
+def crossentropy_backward(notebook: Notebook) -> None:
     """The visible cell's checks; four cases against PyTorch and finite differences; logits near +-1000; the latest O."""
     O, Y = np.array([[np.log(6.0), np.log(2.0)], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.5, 0.5]])
     loss_fn, _ = _loss(notebook, "CrossEntropyLoss", O, Y)
@@ -341,7 +343,7 @@ def _layer(notebook, **arrays):
 
 
 @judged(CHECKS)
-def sgd_tests(notebook):
+def sgd_tests(notebook: Notebook) -> None:
     """The visible cell on stand-ins (standin), then 4 steps with zero_grad against torch.optim.SGD; own Linear layers.
 
     Stand-ins "Linear" hold W, b, dLdW and dLdb, and a stand-in "MLP1" their list. Adds: an MLP1 of two layers
@@ -387,7 +389,7 @@ def sgd_tests(notebook):
         for i, layer in enumerate(layers):
             for name, k in [("W", 0), ("b", 1)]:
                 sequence = np.array([step_grads[i][k] for step_grads in grads])
-                expected = value("sgd", (start[i][k], sequence, lr, momentum))[-1]
+                expected = np.asarray(value("sgd", (start[i][k], sequence, lr, momentum)))[-1]
                 check_close(f"layers[{i}].{name} after 4 steps with lr={lr}, momentum={momentum}", getattr(layer, name), expected,
                             hints=[(_trajectory(start[i][k], sequence, lr, 0.0)[-1], "the momentum is not used"),
                                    (_trajectory(start[i][k], sequence, lr, momentum, dampening=momentum)[-1],
@@ -400,8 +402,10 @@ def sgd_tests(notebook):
     W, b, gW, gb = 0.1 * rng.normal(size=(2, 3)), rng.normal(size=3), rng.normal(size=(2, 3)), rng.normal(size=3)
     layer = _layer(notebook, W=W, b=b, dLdW=gW, dLdb=gb)
     call("SGD(linear).step()", call("SGD(linear)", notebook.new, "SGD", layer).step)
-    check_close("W of a single Linear after one step with the default lr=0.1", layer.W, value("sgd", (W, gW[None], 0.1, 0.0))[-1])
-    check_close("b of a single Linear after one step with the default lr=0.1", layer.b, value("sgd", (b, gb[None], 0.1, 0.0))[-1])
+    check_close("W of a single Linear after one step with the default lr=0.1", layer.W,
+                np.asarray(value("sgd", (W, gW[None], 0.1, 0.0)))[-1])
+    check_close("b of a single Linear after one step with the default lr=0.1", layer.b,
+                np.asarray(value("sgd", (b, gb[None], 0.1, 0.0)))[-1])
     _check_sgd_on_own_layers(notebook, rng)
 
 
@@ -538,7 +542,7 @@ def _check_activation(notebook, name):
 
 
 @judged(CHECKS)
-def sigmoid_tests(notebook):
+def sigmoid_tests(notebook: Notebook) -> None:
     """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
 
     _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
@@ -549,7 +553,7 @@ def sigmoid_tests(notebook):
 
 
 @judged(CHECKS)
-def tanh_tests(notebook):
+def tanh_tests(notebook: Notebook) -> None:
     """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
 
     _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
@@ -560,7 +564,7 @@ def tanh_tests(notebook):
 
 
 @judged(CHECKS)
-def relu_tests(notebook):
+def relu_tests(notebook: Notebook) -> None:
     """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
 
     _check_activation: step counts and PyTorch's values at loop_shapes, the class's code read for loops the
@@ -633,11 +637,11 @@ class StandInMLP:
             raise TestFailure(f"{name}.f uses one activation object twice: each layer needs its own, "
                               "since an activation keeps its input for backward")
 
-    def roles(self):
+    def roles(self) -> dict[str, Remote]:
         """{"layers[i]" / "f[i]": stand-in}, in the order of the forward pass."""
         return {role: s for i in range(len(self.layers)) for role, s in ((f"layers[{i}]", self.layers[i]), (f"f[{i}]", self.f[i]))}
 
-    def give(self, returns):
+    def give(self, returns: dict[str, dict[str, np.ndarray]]) -> None:
         """Set what each stand-in returns from now on ({role: {method: array}}) and clear their logs."""
         standins = self.roles()
         notebook_of(self.model).run(*[["expect", standins[role], {m: [a] for m, a in methods.items()}]
@@ -781,7 +785,7 @@ def _mlp_checks(cls, visible, hidden, seed):
     (constructor arguments, layer sizes). Each runs with stand-in layers, then with the
     student's own (see _check_mlp_of_own_layers)."""
     def check(part):
-        def run(notebook):
+        def run(notebook: Notebook) -> None:
             """The visible cell's wiring, with stand-ins (standin, factory) of the judge's arrays; new sizes; own layers.
 
             The stand-ins for Linear, ReLU and Identity return arrays of the judge's, so forward is checked

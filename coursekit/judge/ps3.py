@@ -8,18 +8,20 @@ NumPy, with parameters the judge loads into them.
 """
 import math
 
+from collections.abc import Callable
+
 import numpy as np
 
-from coursekit.shipped.datasets import batch_rows, load
+from coursekit.shipped.datasets import Dataset, batch_rows, load
 from coursekit.shipped.gradcheck import einsum_problem
-from coursekit.judge import (Earlier, Remote, StudentError, TestFailure, answered, call, call_each, calls_in_order, check_array,
+from coursekit.judge import (Earlier, Notebook, Remote, StudentError, TestFailure, answered, call, call_each, calls_in_order, check_array,
                              check_backward_unseen, check_call, check_close, check_no_hidden_loops, check_replayed, check_unchanged,
                              check_vectorised, extreme_scores, extreme_values, fetch, judged, kind, loop_shapes, numerical_layer_gradients,
                              numerical_loss_gradient, parameter_arrays, path, put, quiet, shaped, unseen)
 from coursekit.judge import torch_reference
 from coursekit.judge.torch_reference import vjp
 
-CHECKS = {}
+CHECKS: dict[str, Callable[[Notebook], None]] = {}
 W_PATH, B_PATH = path("parameters", ["W"]), path("parameters", ["b"])
 DW_PATH, DB_PATH = path("gradients", ["W"]), path("gradients", ["b"])
 
@@ -28,7 +30,8 @@ def _new(notebook, cls, *args):
     return call(f"{cls}()", notebook.new, cls, *args)
 
 
-def check_activation_numerically(name, make, Z, rtol=1e-5, atol=1e-7):
+def check_activation_numerically(name: str, make: Callable[[], Remote], Z: np.ndarray, rtol: float = 1e-5,
+                                 atol: float = 1e-7) -> None:
     """``backward(Z, dY)`` of an activation against central finite differences of
     sum(forward(Z) * dY), taken before the kernel sees dY (a gradient it has never seen)."""
     dY = unseen(np.shape(Z), Z)
@@ -40,7 +43,7 @@ def check_activation_numerically(name, make, Z, rtol=1e-5, atol=1e-7):
 # --- 1. ReLU -----------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def relu_tests(notebook):
+def relu_tests(notebook: Notebook) -> None:
     """The visible cell's checks, then no loops at shapes of the student's own, PyTorch's values, inputs near +-1000.
 
     Adds: backward's step count too (the cell counts forward's), the class's code read for loops the count
@@ -131,7 +134,7 @@ def _activation_name(factor):
 
 
 @judged(CHECKS)
-def fullyconnected_init(notebook):
+def fullyconnected_init(notebook: Notebook) -> None:
     """The visible cell's checks at sizes and a seed of the student's own; tiny layers; W new per layer, drawn once.
 
     In place of the cell's FullyConnected(200) on (5, 300) after np.random.seed(0): sizes 150 to 400;
@@ -179,7 +182,7 @@ def fullyconnected_init(notebook):
 
 
 @judged(CHECKS)
-def fullyconnected_forward(notebook):
+def fullyconnected_forward(notebook: Notebook) -> None:
     """The visible cell's values (activations by notebook.scaler); four shapes against PyTorch; the student's ReLU.
 
     The judge's activations are Z -> a Z + 0.25 (the cell's Doubling is 2 Z): forward must give them Z = X W + b;
@@ -216,7 +219,7 @@ def fullyconnected_forward(notebook):
     _check_fc_with_own_relu(notebook, "forward", rng)
 
 
-def check_backward_sets_gradients(notebook, name, layer, X, G):
+def check_backward_sets_gradients(notebook: Notebook, name: str, layer: Remote, X: np.ndarray, G: np.ndarray) -> None:
     """Two backward calls after one forward leave the gradients of one: backward sets them."""
     call(f"{name}.forward(X)", layer.forward, X)
     call(f"{name}.backward(dLdY)", layer.backward, G)
@@ -230,7 +233,7 @@ NO_ACTIVATION_BACKWARD = "the activation's backward is not used: dL/dZ = activat
 
 
 @judged(CHECKS)
-def fullyconnected_backward(notebook):
+def fullyconnected_backward(notebook: Notebook) -> None:
     """The visible cell's checks (activations by notebook.scaler); three shapes; gradients set, not added; own ReLU.
 
     Adds: backward and the gradients at three shapes (with Z -> a Z + 0.25 or the default), the activation's
@@ -322,7 +325,7 @@ def _check_fc_with_own_relu(notebook, part, rng):
     backward's result and gradients, against that ReLU called by the judge on the layer's Z and
     dL/dY (a layer that behaves only with the judge's activations loses here what it kept with
     them; a bug in ReLU costs nothing here, since the same ReLU makes the expected values)."""
-    n, d, h = 5, *(int(m) for m in rng.integers(2, 6, size=2))
+    n, (d, h) = 5, (int(m) for m in rng.integers(2, 6, size=2))
     X, W, b, G = rng.normal(size=(n, d)), rng.normal(size=(d, h)), rng.normal(size=(1, h)), rng.normal(size=(n, h))
     Z = X @ W + b
     own = _own_relu(notebook, Z, G)
@@ -348,7 +351,7 @@ def _check_fc_with_own_relu(notebook, part, rng):
 
 # --- 3. SoftMax ----------------------------------------------------------------------------------
 
-def softmax(Z):
+def softmax(Z: np.ndarray) -> np.ndarray:
     """Softmax of the scores Z (N, K) row by row, computed stably: the judge's own, for hints."""
     E = np.exp(Z - Z.max(axis=1, keepdims=True))
     return E / E.sum(axis=1, keepdims=True)
@@ -360,7 +363,7 @@ def _whole_batch_hints(Z):
 
 
 @judged(CHECKS)
-def softmax_forward(notebook):
+def softmax_forward(notebook: Notebook) -> None:
     """The visible cell's values; four shapes against PyTorch, Z unchanged; scores near +-1000 of the student's own."""
     Z = np.array([[0.0, 0.0], [np.log(3.0), 0.0], [1.0, 1.0]])
     check_call("SoftMax().forward(Z)", _new(notebook, "SoftMax").forward, Z,
@@ -394,7 +397,7 @@ DIAGONAL_ONLY = "it uses only the diagonal of the Jacobian: each output depends 
 
 
 @judged(CHECKS)
-def softmax_backward(notebook):
+def softmax_backward(notebook: Notebook) -> None:
     """The visible cell's checks; four shapes against PyTorch and finite differences; scores near +-1000; the given Z.
 
     Also: Z and dY left unchanged; backward(Z2, dY) after forward(Z1) uses Z2; finite differences use a dY the
@@ -445,7 +448,7 @@ def _probabilities(rng, n, k, scale=1.0):
 
 
 @judged(CHECKS)
-def crossentropy_forward(notebook):
+def crossentropy_forward(notebook: Notebook) -> None:
     """The visible cell's value; four shapes against PyTorch, inputs unchanged; a tiny probability (1e-300 to 1e-200)."""
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
@@ -474,7 +477,7 @@ def crossentropy_forward(notebook):
 
 
 @judged(CHECKS)
-def crossentropy_backward(notebook):
+def crossentropy_backward(notebook: Notebook) -> None:
     """The visible cell's checks, then backward at three shapes against PyTorch; Y and Y_hat left unchanged."""
     Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     Y_hat = np.array([[0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
@@ -563,7 +566,7 @@ def _check_network_of_own_layers(notebook, part, rng):
     if not answered(notebook, "relu_tests", "fullyconnected_init", "fullyconnected_forward", "fullyconnected_backward",
                     "softmax_forward", "softmax_backward", "crossentropy_forward", "crossentropy_backward"):
         return
-    n, d, h, k = 6, *(int(m) for m in rng.integers(2, 7, size=3))
+    n, (d, h, k) = 6, (int(m) for m in rng.integers(2, 7, size=3))
     X, Y = rng.normal(size=(n, d)), np.eye(k)[rng.integers(k, size=n)]
     layer_ops = [["new", "ReLU", [], {}, {}], ["new", "FullyConnected", [h, Earlier(0)], {}, {}],
                  ["new", "SoftMax", [], {}, {}], ["new", "FullyConnected", [k, Earlier(2)], {}, {}],
@@ -614,7 +617,7 @@ def _check_network_of_own_layers(notebook, part, rng):
 
 
 @judged(CHECKS)
-def network_forward(notebook):
+def network_forward(notebook: Notebook) -> None:
     """The visible cell's layers and three sets of the student's own, as scaler layers with offsets; then own layers.
 
     The layers are Z -> a Z + c that record their calls (the kernel's "scaler"; the offsets make the order show)
@@ -645,7 +648,7 @@ def network_forward(notebook):
 
 
 @judged(CHECKS)
-def network_backward(notebook):
+def network_backward(notebook: Notebook) -> None:
     """The visible cell's case and three of the student's own, on scaler layers and a loss stand-in; then own layers.
 
     Adds: the loss's forward and backward both given (target, out), not swapped; Y and out unchanged; the
@@ -690,7 +693,7 @@ def network_backward(notebook):
 
 
 @judged(CHECKS)
-def network_predict(notebook):
+def network_predict(notebook: Notebook) -> None:
     """The visible cell's case and two of the student's own (scaler layers, a loss stand-in); then own layers.
 
     Adds: offsets in the layers, loss.forward given (target, out) if called, then the student's own layers and
@@ -756,13 +759,14 @@ def _softmax(scores):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def classify(parameters, X):
+def classify(parameters: list, X: np.ndarray) -> np.ndarray:
     """classifier()'s output for X: ReLU(X W1 + b1), then SoftMax(H W2 + b2)."""
     W1, b1, W2, b2 = (np.asarray(p, dtype=np.float64) for p in parameters)
     return _softmax(np.maximum(X @ W1 + b1, 0.0) @ W2 + b2)
 
 
-def gradient_descent(parameters, data, lr, epochs, batch_size=16, seed=lambda epoch: epoch):
+def gradient_descent(parameters: list, data: Dataset, lr: float, epochs: int, batch_size: int = 16,
+                     seed: Callable[[int], int] = lambda epoch: epoch) -> list[np.ndarray]:
     """classifier()'s parameters after the notebook's train() from ``parameters``, in NumPy: what
     the student's classes give when each part is right."""
     W1, b1, W2, b2 = (np.array(p, dtype=np.float64) for p in parameters)
@@ -827,7 +831,7 @@ def _accuracy(notebook, network, parameters, X, y, which="test"):
 
 
 @judged(CHECKS)
-def training_check(notebook):
+def training_check(notebook: Notebook) -> None:
     """The notebook's iris and digits training, run here: gradient descent replayed, 90% accuracy from the weights.
 
     The iris setting chosen on the validation set and the digits network must reach 90% test
@@ -859,22 +863,22 @@ def training_check(notebook):
 
 # --- 7. einsum -----------------------------------------------------------------------------------
 
-def check_einsum(notebook, what, name, args, expected):
+def check_einsum(notebook: Notebook, what: str, name: str, args: tuple[np.ndarray, ...], expected: np.ndarray | float) -> None:
     """``name(*args)`` equals ``expected`` and is what a call of NumPy's einsum on ``args``
     themselves returned (the kernel records the calls: see gradcheck.einsum_problem)."""
-    args = [np.asarray(a, dtype=np.float64) for a in args]
-    result, calls = call(what, notebook.run, ["einsum", name, args])[0]
+    arrays = [np.asarray(a, dtype=np.float64) for a in args]
+    result, calls = call(what, notebook.run, ["einsum", name, arrays])[0]
     check_close(what, result, expected)
     if not isinstance(calls, list) or not all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], list) and c[0]
                                               for c in calls):
         raise TestFailure(f"{what}: its np.einsum calls could not be read (was the kernel's agent changed?)")
-    problem = einsum_problem(args, calls, np.asarray(result, dtype=np.float64))
+    problem = einsum_problem(arrays, calls, np.asarray(result, dtype=np.float64))
     if problem:
         raise TestFailure(f"{what} gives the right value but {problem}")
 
 
 @judged(CHECKS)
-def einsum_classics(notebook):
+def einsum_classics(notebook: Notebook) -> None:
     """The visible cell's checks (np.einsum's result on the arguments themselves), then shapes of the student's own.
 
     trace, matmul and batched_matmul at new shapes, sizes of 1 included; the kernel records np.einsum's calls.
@@ -900,7 +904,7 @@ def einsum_classics(notebook):
 
 
 @judged(CHECKS)
-def einsum_more(notebook):
+def einsum_more(notebook: Notebook) -> None:
     """The visible cell's checks (np.einsum's result on the arguments themselves), then shapes of the student's own.
 
     outer, diagonal, column_sums, bilinear and pairwise_dots at three sets of sizes, sizes of 1 included.
@@ -958,7 +962,7 @@ CONV_CASES = [((2, 5, 6, 3), 4, (3, 2), 2, (1, 0)), ((1, 7, 4, 1), 2, (2, 2), 1,
 
 
 @judged(CHECKS)
-def conv2d_forward(notebook):
+def conv2d_forward(notebook: Notebook) -> None:
     """The visible cell's values (Tripling as notebook.scaler), then five cases against PyTorch; the student's ReLU.
 
     The cases vary stride, padding (uneven too), channels and kernel shapes; X left unchanged; one more with an
@@ -1003,7 +1007,7 @@ def conv2d_forward(notebook):
 
 
 @judged(CHECKS)
-def conv2d_backward(notebook):
+def conv2d_backward(notebook: Notebook) -> None:
     """The visible cell's checks; four cases against PyTorch; a scaler activation; gradients set, not added; own ReLU.
 
     The cell's check_layer_backward runs with a dLdY the kernel never saw; then dLdY unchanged, finite
@@ -1097,7 +1101,7 @@ TORCH_POOL = {"max": "max_pool2d", "average": "avg_pool2d"}
 
 
 @judged(CHECKS)
-def pool2d_forward(notebook):
+def pool2d_forward(notebook: Notebook) -> None:
     """The visible cell's values, then max and average pooling at four cases each against PyTorch; X unchanged."""
     def forward(pool, X):
         return call("Pool2D.forward(X)", pool.forward, X)
@@ -1127,7 +1131,7 @@ def pool2d_forward(notebook):
 
 
 @judged(CHECKS)
-def pool2d_backward(notebook):
+def pool2d_backward(notebook: Notebook) -> None:
     """The visible cell's checks, then five cases per mode against PyTorch (overlapping windows), the latest X.
 
     The cell's finite differences use a dLdY the kernel never saw; dLdY left unchanged; after forward(X1),
@@ -1143,11 +1147,11 @@ def pool2d_backward(notebook):
                hints=[(expected / 4, "the gradients of overlapping windows must be added up (+=), not assigned")])
     rng = np.random.default_rng(0)
     for mode in ("max", "average"):
-        for stride, pad in [(1, 0), (2, 1)]:
+        for stride, margin in [(1, 0), (2, 1)]:
             X = rng.normal(size=(2, 5, 4, 2))
-            check_backward_unseen(f"Pool2D((2, 2), {mode!r}, stride={stride}, pad={pad})",
-                                        lambda: _pool(notebook, (2, 2), mode, stride=stride, pad=pad), X,
-                                        _out_shape(X.shape, (2, 2), stride, (pad, pad), 2), upstream="dLdY",
+            check_backward_unseen(f"Pool2D((2, 2), {mode!r}, stride={stride}, pad={margin})",
+                                        lambda: _pool(notebook, (2, 2), mode, stride=stride, pad=margin), X,
+                                        _out_shape(X.shape, (2, 2), stride, (margin, margin), 2), upstream="dLdY",
                                         factors={"the window size": 4})
 
     rng = notebook.rng(3017)
@@ -1236,7 +1240,7 @@ def _mlp_shapes(n_in, n_hidden, n_out):
     return [(n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)]
 
 
-def mlp_logits(parameters, X):
+def mlp_logits(parameters: list, X: np.ndarray) -> np.ndarray:
     """make_mlp's model in NumPy: Linear, ReLU, Linear (weights of shape (out, in), as PyTorch's)."""
     W1, b1, W2, b2 = parameters
     return _relu(X @ W1.T + b1) @ W2.T + b2
@@ -1246,7 +1250,7 @@ def _cnn_shapes(n_classes, shape):
     return [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (n_classes, 16 * (shape[0] // 4) * (shape[1] // 4)), (n_classes,)]
 
 
-def cnn_logits(parameters, X):
+def cnn_logits(parameters: list, X: np.ndarray) -> np.ndarray:
     """make_cnn's model in NumPy: two 3x3 convolutions (padding 1), each with ReLU and 2x2 max
     pooling, then Linear; ``X`` of shape (N, 1, rows, cols)."""
     W1, b1, W2, b2, W3, b3 = parameters
@@ -1284,7 +1288,7 @@ def _check_cnn(notebook, n_classes, shape, rng):
 
 
 @judged(CHECKS)
-def pytorch_models(notebook):
+def pytorch_models(notebook: Notebook) -> None:
     """make_mlp and make_cnn's outputs at new sizes, recomputed in NumPy from parameters the judge loads into them.
 
     In place of the cell's parameter count, f(-x) = -f(x) test and list of nn.Conv2d: three MLP sizes and
@@ -1324,7 +1328,7 @@ def _sgd_epoch(X, y, batch_size, lr, W=FIXED_WEIGHT):
 
 
 @judged(CHECKS)
-def pytorch_loop(notebook):
+def pytorch_loop(notebook: Notebook) -> None:
     """The visible cell's checks; an epoch on weights, data and lr of the student's own; evaluate without gradients.
 
     Adds: train_epoch's SGD steps against NumPy's and model.train() after evaluate's eval mode; evaluate on a
@@ -1405,7 +1409,7 @@ EPOCHS, LEARNING_RATE, MOMENTUM, BATCH_SIZE, VALIDATION_FRACTION = 8, 0.05, 0.9,
 
 
 @judged(CHECKS)
-def pytorch_accuracy(notebook):
+def pytorch_accuracy(notebook: Notebook) -> None:
     """The notebook's training run, replayed here: both models reach 90% test accuracy, judged from their weights.
 
     The student's make_mlp, make_cnn and train_epoch run with the judge's data, seeds and settings.

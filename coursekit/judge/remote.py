@@ -52,6 +52,7 @@ def call_each(notebook: "Notebook", *steps: tuple[str, Operation]) -> list:
     - steps: (what, operation) pairs; ``what`` names the step in a failure's message, and an
       operation is one of coursekit.kernel.agent's (``["new", name, args, kwargs, substitutes]``,
       ``["call", obj, method, args, kwargs]``, ``["get", obj, name]``, ...).
+
     Returns:
     - the operations' results, in order.
 
@@ -204,6 +205,7 @@ class Notebook:
         - args, kwargs: its arguments (plain data, or objects in the kernel).
         - substitutes: {name: value} bound in the notebook while it runs (a stand-in class for
           ``Linear``, say: see ``factory``).
+
         Returns:
         - the object, a Remote; a TestFailure if the call returned something else.
 
@@ -239,6 +241,7 @@ class Notebook:
           (keywords too), and no others.
         - returns: {method: [arrays]}: what each call of the method returns, one per call (the
           last one again once they run out).
+
         Returns:
         - the stand-in; ``calls_of``/``calls_in_order`` read what it was called with.
 

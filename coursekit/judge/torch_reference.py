@@ -347,6 +347,7 @@ def vjp(name: str, inputs: Sequence[np.ndarray], grad_output: np.ndarray | None 
     - grad_output (np.array or None): dL/d(output), shape of the output; None when the output is a
       scalar (a loss), whose own gradient is then taken.
     - options: the function's other arguments, e.g. ``stride=2, pad=(1, 0)`` for "conv2d".
+
     Returns:
     - output (np.array, or float for a scalar output).
     - grads (list of np.array): dL/d(input) for every input, each of that input's shape.
@@ -364,6 +365,7 @@ def value(name: str, inputs: Sequence[np.ndarray | float]) -> np.ndarray | float
     Args:
     - name (str): a reference function, e.g. "sgd" (parameter, gradients, lr, momentum).
     - inputs (sequence of np.array or float): the arguments, as float64.
+
     Returns:
     - output (np.array, or float for a scalar output).
     """

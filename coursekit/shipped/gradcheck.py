@@ -16,9 +16,12 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import SimpleNamespace as Namespace  # noqa: F401 - stand-in objects for tests (e.g. a layer for SGD)
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
+
+if TYPE_CHECKING:  # (only for type checkers: the module imports nothing it does not use)
+    from numpy.typing import ArrayLike
 
 # The tests must judge the same way whatever the code before them did to NumPy or to Python's
 # builtins: this module works with private copies of both, taken when it is first imported
@@ -97,6 +100,7 @@ def call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Args:
     - what (str): how the call is described in the message, e.g. "Linear.forward(x)".
     - fn, args, kwargs: the call.
+
     Returns:
     - what ``fn`` returns.
 
@@ -142,7 +146,15 @@ def _describe_shape_mistake(actual_shape, expected_shape):
 
 
 def check_array(name: str, actual: Any, shape: Sequence[int]) -> numpy.ndarray:
-    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it."""
+    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it.
+
+    Args:
+    - name (str): what is checked, as messages name it, e.g. "Linear.forward(x)".
+    - actual: the student's value.
+    - shape (tuple): the shape it must have.
+
+    Example: ``check_array("Linear.forward(x)", out, (5, 4))``
+    """
     if actual is None:
         raise TestFailure(f"{name} is None: compute it and assign / return it")
     if type(actual) is not np.ndarray:  # exactly: a subclass could redefine comparisons
@@ -171,13 +183,15 @@ def _constant_ratio(actual, expected, rtol):
 
 def kind(value: object) -> str:
     """What ``value`` is, as messages name it: its type (an object the grader holds for the
-    notebook by the notebook's own type), and a tuple's or a list's length."""
+    notebook by the notebook's own type), and a tuple's or a list's length.
+
+    Example: ``f"got {kind(value)}"`` reads "got a tuple of 3" or "got Tensor"."""
     name = getattr(type(value), "type_of", lambda v: type(v).__name__)(value)
     return f"a {name} of {len(value)}" if isinstance(value, (tuple, list)) else name
 
 
-def check_close(name: str, actual: Any, expected: numpy.ndarray | float, *, rtol: float = 1e-6, atol: float = 1e-8,
-                hints: Iterable[tuple[numpy.ndarray | float, str]] = (), factors: Mapping[str, float] | None = None) -> None:
+def check_close(name: str, actual: Any, expected: "ArrayLike", *, rtol: float = 1e-6, atol: float = 1e-8,
+                hints: Iterable[tuple["ArrayLike", str]] = (), factors: Mapping[str, float] | None = None) -> None:
     """Check ``actual`` against ``expected`` (float arrays or scalars); one-line message on failure.
 
     Args:
@@ -188,6 +202,8 @@ def check_close(name: str, actual: Any, expected: numpy.ndarray | float, *, rtol
       the message ends with its text.
     - factors (dict): named numbers, e.g. {"N": 7}, used to explain an answer that is a
       constant multiple of the expected one ("equals the expected value times N").
+
+    Example: ``check_close("Tanh.forward(x)", out, np.tanh(x), hints=[(np.sinh(x), "sinh is not tanh")])``
     """
     correct = np.asarray(expected, dtype=np.float64)
     if correct.ndim == 0:
@@ -228,7 +244,7 @@ def check_close(name: str, actual: Any, expected: numpy.ndarray | float, *, rtol
     raise TestFailure(message)
 
 
-def check_call(what: str, fn: Callable[..., Any], *args: Any, expected: numpy.ndarray | float, **tolerances: Any) -> Any:
+def check_call(what: str, fn: Callable[..., Any], *args: Any, expected: "ArrayLike", **tolerances: Any) -> Any:
     """Call student code ``fn(*args)`` as ``call`` does and compare what it returns with
     ``expected`` as ``check_close`` does: the label is said once.
 
@@ -237,6 +253,7 @@ def check_call(what: str, fn: Callable[..., Any], *args: Any, expected: numpy.nd
     - fn, args: the call.
     - expected: the correct value.
     - tolerances: ``rtol``, ``atol``, ``hints`` and ``factors``, as for ``check_close``.
+
     Returns:
     - what ``fn`` returned.
 
@@ -279,6 +296,7 @@ def numerical_gradient(f: Callable[[], float], x: numpy.ndarray, eps: float = 1e
     - f (callable): takes no argument and returns a float; it must read ``x``.
     - x (np.array): float64 array of any shape, perturbed in place and restored.
     - eps (float): step size.
+
     Returns:
     - grad (np.array): same shape as x, grad[i] ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
     """
@@ -305,6 +323,7 @@ def numerical_input_gradient(forward: Callable[[numpy.ndarray], numpy.ndarray], 
     - forward (callable): maps an array shaped like x to an array shaped like grad_output.
     - x (np.array): input, shape (N, input_dim); not modified.
     - grad_output (np.array): upstream gradient, shape of forward(x).
+
     Returns:
     - grad (np.array): shape of x.
     """
@@ -512,6 +531,7 @@ def check_vectorised(what: str, fn: Callable[..., Any], *args: Any, max_steps: i
     Args:
     - what (str): how the call is described in messages, e.g. "ReLU.forward(H)".
     - fn, args: the call; it should work on an array of many more than ``max_steps`` elements.
+
     Returns:
     - whatever ``fn`` returns.
 

@@ -66,23 +66,25 @@ JUDGE = '''"""{ps}'s tests, judged in the grader's process (see coursekit.judge)
 A visible check repeats the notebook's visible test cell on the same inputs; a hidden check draws
 its inputs from ``notebook.rng(<its own number>)`` (each student's own) and compares with PyTorch.
 """
+from collections.abc import Callable
+
 import numpy as np
 
-from coursekit.judge import call, check_backward_unseen, check_call, check_unchanged, judged
+from coursekit.judge import Notebook, Remote, call, check_backward_unseen, check_call, check_unchanged, judged
 from coursekit.judge.torch_reference import vjp
 
-CHECKS = {{}}
+CHECKS: dict[str, Callable[[Notebook], None]] = {{}}
 MISSING_UPSTREAM = "it ignores grad_output: missing the upstream gradient?"
 
 
-def _sigmoid(notebook):
+def _sigmoid(notebook: Notebook) -> Remote:
     return call("Sigmoid()", notebook.new, "Sigmoid")
 
 
 # --- 1. Sigmoid --------------------------------------------------------------------------------
 
 @judged(CHECKS)
-def sigmoid_visible(notebook):
+def sigmoid_visible(notebook: Notebook) -> None:
     """The visible cell's values, and backward against finite differences."""
     x = np.array([[0.0, 2.0, -1.0]])
     check_call("Sigmoid.forward(x)", _sigmoid(notebook).forward, x, expected=[[0.5, 0.88079708, 0.26894142]])
@@ -91,7 +93,7 @@ def sigmoid_visible(notebook):
 
 
 @judged(CHECKS)
-def sigmoid_hidden(notebook):
+def sigmoid_hidden(notebook: Notebook) -> None:
     """Adds: shapes and values of the student's own, against PyTorch; inputs left unchanged."""
     rng = notebook.rng(1001)
     for shape in [(6, 4), (1, 3), (5, 1)]:
