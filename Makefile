@@ -8,7 +8,7 @@ ASSIGNMENTS := $(notdir $(wildcard source/ps*))
 # nbgrader starts grading kernels with the first `python` on PATH: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test quick lint docs release grade new-assignment venv sandbox browser clean-grading doctor hub
+.PHONY: demo test quick lint docs release grade export new-assignment venv sandbox browser clean-grading doctor hub
 
 venv: $(VENV)/.installed sandbox
 
@@ -32,6 +32,16 @@ demo: release
 ## Grade a class in parallel: make grade A=ps1 [JOBS=4] [DASK=tcp://scheduler:8786] [DRY_RUN=1]
 grade: $(OWN_VENV) sandbox
 	$(PY) -m coursekit.pipeline.grade_class $(or $(A),ps1) $(if $(JOBS),--jobs $(JOBS)) $(if $(DASK),--dask $(DASK)) $(if $(DRY_RUN),--dry-run)
+
+## Grades for a learning-management system, from the gradebook (`make grade` writes nbgrader's grades.csv itself):
+## make export FORMAT=wide|canvas|gradescope [A=ps1] writes grades_<format>.csv (its columns: docs/exports.md)
+EXPORTER_wide := WideExport
+EXPORTER_canvas := CanvasExport
+EXPORTER_gradescope := GradescopeExport
+export: $(OWN_VENV)
+	@test -n "$(EXPORTER_$(FORMAT))" || { echo "usage: make export FORMAT=wide|canvas|gradescope [A=ps1]"; exit 1; }
+	$(PY) -m nbgrader export --exporter=coursekit.pipeline.plugins.export.$(EXPORTER_$(FORMAT)) $(if $(A),--assignment=$(A)) \
+	  --to=grades_$(FORMAT).csv --log-level=WARN
 
 ## What this machine offers for grading and for a course hub (root or user namespaces, bubblewrap, the
 ## exchange, an interpreter every user can run, private homes), and what to do about what is missing
@@ -90,4 +100,4 @@ docs: venv
 
 ## Remove grading output (never student submissions).
 clean-grading:
-	rm -rf autograded feedback gradebook.db grades.csv
+	rm -rf autograded feedback gradebook.db grades.csv grades_*.csv

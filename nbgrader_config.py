@@ -83,3 +83,7 @@ c.GenerateFeedback.preprocessors = [
     "coursekit.pipeline.plugins.feedback.BoundedFeedback",  # a page of bounded size, whatever was handed in
 ]
 c.ExportApp.plugin_class = "coursekit.pipeline.plugins.export.CourseExport"  # a status column: "not graded" is not a zero
+# The others, chosen with --exporter (`make export FORMAT=...`; docs/exports.md): WideExport (a column per part and per
+# cell), CanvasExport (Canvas's gradebook import) and GradescopeExport, whose options are set here, e.g.:
+# c.CanvasExport.assignment_ids = {"ps1": "123456"}  # Canvas's assignment ids: the import updates them instead of adding new ones
+# c.CanvasExport.sis_login_id = "id"  # or "email", "lms_user_id", "": the gradebook field in Canvas's SIS Login ID column
