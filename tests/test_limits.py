@@ -132,6 +132,33 @@ def test_a_check_that_computes_past_its_budget_fails_its_cell(tmp_path):
         [("tanh_hidden", "a check ran out of its time or memory budget")]
 
 
+def test_a_check_that_waits_for_pytorch_on_a_busy_machine_is_not_stopped(monkeypatch):
+    """The PyTorch process's computing is the judge's own: a wait for it past the wall-clock
+    backstop (a slow reply on a loaded machine) does not stop the check; the same wait spent
+    by the check itself does."""
+    from coursekit.judge import torch_reference
+
+    def slow_pytorch(request):
+        time.sleep(1.0)  # past the backstop of 3 x 0.2 s
+        return torch_reference._pack(output=np.full(2, 7.0))
+
+    monkeypatch.setattr(torch_reference, "_exchange", slow_pytorch)
+    monkeypatch.setattr(torch_reference, "_read_cached", lambda path: pytest.fail("read from the cache"))
+    monkeypatch.delenv(torch_reference.CACHE_ONLY, raising=False)
+    monkeypatch.delenv(torch_reference.RECORD, raising=False)
+
+    def waits_for_pytorch(kernel):
+        x = np.random.default_rng().normal(size=3)  # (a key no cache holds)
+        assert torch_reference.value("sum", (x,)).tolist() == [7.0, 7.0]
+
+    def waits_itself(kernel):
+        time.sleep(1.0)
+
+    assert limits.bounded_verdict(waits_for_pytorch, [], (), _kernel_that_answers(""), cpu_seconds=0.2) is None
+    outcome = limits.bounded_verdict(waits_itself, [], (), _kernel_that_answers(""), cpu_seconds=0.2)
+    assert outcome[0] == "TestFailure" and "more than 0.6 s" in outcome[1]
+
+
 def test_a_checks_verdict_and_its_kernels_silence_cross_from_its_process():
     def check(kernel):
         (value,) = kernel.run(["seed", 3])

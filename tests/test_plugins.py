@@ -170,7 +170,7 @@ def gradebook(tmp_path):
         for student in ("ada", "bob"):
             gradebook.add_submission("ps1", student)
         grades = {grade.name: grade for grade in gradebook.find_submission("ps1", "ada").notebooks[0].grades}
-        grades["linear_visible"].auto_score = 2
+        grades["linear_visible"].auto_score, grades["linear_visible"].needs_manual_grade = 2, False
         gradebook.db.commit()
         yield gradebook, url
 
@@ -195,8 +195,16 @@ def test_the_export_has_a_row_per_student_with_a_status(gradebook, tmp_path):
     with open(tmp_path / "grades.csv", newline="") as f:
         rows = {row["student_id"]: row for row in csv.DictReader(f)}
     assert list(rows["ada"]) == CourseExport.COLUMNS
-    assert (rows["ada"]["status"], rows["ada"]["score"], rows["ada"]["max_score"]) == ("graded", "2.0", "5.0")
+    assert (rows["ada"]["status"], rows["ada"]["score"], rows["ada"]["max_score"]) == ("awaiting hand grading", "2.0", "5.0")
     assert (rows["bob"]["status"], rows["bob"]["score"]) == ("not graded: ps1.ipynb is not a notebook", "")
     assert (rows["cy"]["status"], rows["cy"]["score"]) == ("not submitted", "0.0")
+    # once a TA has graded ada's written answer, she is graded
+    grades = {grade.name: grade for grade in db.find_submission("ps1", "ada").notebooks[0].grades}
+    grades["why"].manual_score, grades["why"].needs_manual_grade = 1, False  # (as formgrader leaves it)
+    db.db.commit()
+    CourseExport(parent=course, to=str(tmp_path / "grades.csv")).export(db)
+    with open(tmp_path / "grades.csv", newline="") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert (rows["ada"]["status"], rows["ada"]["score"]) == ("graded", "3.0")
     CourseExport(parent=course, to=str(tmp_path / "ada.csv"), student=["ada"]).export(db)
     assert (tmp_path / "ada.csv").read_text().count("\n") == 2, "the header and ada's row alone"

@@ -243,7 +243,31 @@ TIMEOUT = 120  # seconds the shared process may take to answer (it imports torch
 MAX_REPLY_BYTES = 2 ** 30
 
 
+_waited: dict[int, float] = {}  # thread -> the seconds it has waited for the PyTorch process
+_waiting: dict[int, float] = {}  # thread -> when the wait it is in began
+
+
+def waited(thread: int) -> float:
+    """The seconds the thread ``thread`` has waited for the PyTorch process so far, the wait it is
+    in included: the judge's own computing, done elsewhere, which a check's budget on the wall
+    clock does not count (coursekit.pipeline.limits): a busy machine makes it slower, and must
+    not stop the check."""
+    began = _waiting.get(thread)
+    return _waited.get(thread, 0.0) + (time.monotonic() - began if began is not None else 0.0)
+
+
 def _ask_server(request):
+    """Send a request to the PyTorch process, counting the wait (see ``waited``)."""
+    thread = threading.get_ident()
+    _waiting[thread] = time.monotonic()
+    try:
+        return _exchange(request)
+    finally:  # (counted before it stops being in progress: a watcher never misses it)
+        _waited[thread] = _waited.get(thread, 0.0) + time.monotonic() - _waiting[thread]
+        del _waiting[thread]
+
+
+def _exchange(request):
     """Send a request to the PyTorch process: the shared one (SERVER), or one of this process's
     own, started on first use so torch is imported once. A process that cannot be reached, or
     that stops, is the course's problem (MissingValue: the submission is not graded), never a

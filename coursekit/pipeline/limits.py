@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 
 from coursekit import judge
+from coursekit.judge import torch_reference
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BACKSTOP = 3  # a limit's backstop, in multiples of its CPU time, counted in seconds the load did not take
@@ -163,13 +164,15 @@ def bounded_verdict(check, sources, key, ask, unanswered=(), cpu_seconds=CHECK_C
     ``unanswered``: the grade_ids whose checks the kernel did not answer before (judge.Notebook).
 
     The check may compute for ``cpu_seconds`` of this thread's CPU time, and, on the wall clock,
-    BACKSTOP times as long as it spends outside ``ask``; past either, it is stopped at its next
+    BACKSTOP times as long as it spends outside ``ask`` and outside its waits for the PyTorch
+    process (torch_reference.waited: the judge's own computing, elsewhere); past either, it is stopped at its next
     Python step. Meanwhile the process may map at most ``memory_bytes`` more (its address-space
     limit, lowered for the check and put back after it: grading runs one check at a time per
     process). A check past a budget fails its cell with a message that says so; the grader goes
     on. judge.MissingValue is raised here, as verdict would."""
     thread, clock, asked = threading.get_ident(), time.pthread_getcpuclockid(threading.get_ident()), [0.0]
     cpu_start, wall_start, done, over = time.clock_gettime(clock), time.monotonic(), threading.Event(), []
+    torch_start = torch_reference.waited(thread)
     lock = threading.Lock()  # (no exception is raised in the check's thread once it is done)
 
     def send(request):
@@ -186,7 +189,8 @@ def bounded_verdict(check, sources, key, ask, unanswered=(), cpu_seconds=CHECK_C
                     return
                 if time.clock_gettime(clock) - cpu_start > cpu_seconds:
                     over.append(f"took more than {cpu_seconds:g} s of CPU time")
-                elif time.monotonic() - wall_start - asked[0] > BACKSTOP * cpu_seconds:
+                elif (time.monotonic() - wall_start - asked[0] - (torch_reference.waited(thread) - torch_start)
+                      > BACKSTOP * cpu_seconds):
                     over.append(f"took more than {BACKSTOP * cpu_seconds:g} s")
                 if over:
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(OverBudget))

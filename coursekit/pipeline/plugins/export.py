@@ -69,8 +69,9 @@ class CourseExport(CsvExportPlugin):
             row["status"] = f"not graded: {failure}"  # (what a TA graded by hand stays in the gradebook)
         elif submission is not None:
             penalty = submission.late_submission_penalty or 0.0
+            waiting = any(grade.needs_manual_grade for notebook in submission.notebooks for grade in notebook.grades)
             row.update(timestamp=submission.timestamp, raw_score=submission.score, late_submission_penalty=penalty,
-                       score=max(0.0, submission.score - penalty), status="graded")
+                       score=max(0.0, submission.score - penalty), status=AWAITING if waiting else "graded")
         else:
             row.update(raw_score=0.0, late_submission_penalty=0.0, score=0.0)
         return {key: "" if value is None else value for key, value in row.items()}
