@@ -10,6 +10,7 @@ notebook is graded.
   torchvision, where it is installed and may download; the same code then trains on it.
 """
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,36 +37,36 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    image_shape: tuple = None
-    X_val: np.ndarray = None
-    y_val: np.ndarray = None
+    image_shape: tuple | None = None
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
-    def num_features(self):
+    def num_features(self) -> int:
         return self.X_train.shape[1]
 
     @property
-    def Y_train(self):
+    def Y_train(self) -> np.ndarray:
         """One-hot training targets, shape (N_train, num_classes)."""
         return one_hot(self.y_train, self.num_classes)
 
     @property
-    def Y_test(self):
+    def Y_test(self) -> np.ndarray:
         return one_hot(self.y_test, self.num_classes)
 
 
-def one_hot(labels, num_classes):
+def one_hot(labels: np.ndarray | list[int], num_classes: int) -> np.ndarray:
     """Rows of the identity: one_hot([2, 0], 3) == [[0, 0, 1], [1, 0, 0]]."""
     return np.eye(num_classes)[np.asarray(labels, dtype=int)]
 
 
-def minibatches(X, Y, batch_size, seed):
+def minibatches(X: np.ndarray, Y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (X_batch, Y_batch) pairs that cover the data once, in an order shuffled by ``seed``."""
     for batch in batch_rows(len(X), batch_size, seed):
         yield X[batch], Y[batch]
 
 
-def batch_rows(n, batch_size, seed):
+def batch_rows(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
     """The row numbers of each minibatch that ``minibatches`` yields for ``n`` samples."""
     order = np.random.default_rng(seed).permutation(n)
     return [order[start:start + batch_size] for start in range(0, n, batch_size)]
@@ -126,7 +127,7 @@ def _fashion_mnist(test_fraction, seed):
 LOADERS = {"digits": _digits, "iris": _iris, "fashion_mnist": _fashion_mnist}
 
 
-def load(name="digits", test_fraction=0.2, seed=0, validation_fraction=0.0):
+def load(name: str = "digits", test_fraction: float = 0.2, seed: int = 0, validation_fraction: float = 0.0) -> Dataset:
     """Load a dataset by name (see the module docstring), split into training and test sets, and
     with ``validation_fraction`` of the training rows held out as a validation set."""
     if name not in LOADERS:

@@ -14,14 +14,19 @@ import textwrap
 import traceback
 import types
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import SimpleNamespace as Namespace  # noqa: F401 - stand-in objects for tests (e.g. a layer for SGD)
+from typing import TYPE_CHECKING, Any
 
 import numpy
+
+if TYPE_CHECKING:  # (only for type checkers: the module imports nothing it does not use)
+    from numpy.typing import ArrayLike
 
 # The tests must judge the same way whatever the code before them did to NumPy or to Python's
 # builtins: this module works with private copies of both, taken when it is first imported
 # (before any answer cell runs). Tests use its `np` too.
-__builtins__ = dict(vars(builtins))
+__builtins__ = dict(vars(builtins))  # type: ignore[assignment]  # (a module's own builtins, as Python allows)
 
 
 def _snapshot(module, *submodules):
@@ -64,7 +69,7 @@ class TestFailure(AssertionError):
 
     __test__ = False  # not a pytest test class
     WIDTH = 80
-    student_frames = ()  # (function, line number, code) of the student's code that raised
+    student_frames: tuple[tuple[str, int, str], ...] = ()  # (function, line number, code) of the student's code that raised
 
     def _render_traceback_(self):
         lines = textwrap.wrap(f"{type(self).__name__}: {self}", self.WIDTH, break_long_words=False,
@@ -77,7 +82,7 @@ class TestFailure(AssertionError):
 
 
 @contextlib.contextmanager
-def strict_numerics():
+def strict_numerics() -> Iterator[None]:
     """Turn NumPy overflow / invalid-value warnings into errors.
 
     A warning printed to stderr makes nbgrader give 0 points without saying why; an
@@ -89,12 +94,13 @@ def strict_numerics():
             yield
 
 
-def call(what, fn, *args, **kwargs):
+def call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call student code ``fn``; turn any exception into a one-line TestFailure.
 
     Args:
     - what (str): how the call is described in the message, e.g. "Linear.forward(x)".
     - fn, args, kwargs: the call.
+
     Returns:
     - what ``fn`` returns.
 
@@ -109,7 +115,7 @@ def call(what, fn, *args, **kwargs):
         raise raised(what, error) from None
 
 
-def raised(what, error):
+def raised(what: str, error: BaseException) -> TestFailure:
     """The TestFailure that says ``what`` raised ``error``, with the lines of the student's code
     where it did (an error that carries ``student_frames`` brings its own: one raised elsewhere)."""
     if isinstance(error, (FloatingPointError, RuntimeWarning)):
@@ -139,8 +145,16 @@ def _describe_shape_mistake(actual_shape, expected_shape):
     return ""
 
 
-def check_array(name, actual, shape):
-    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it."""
+def check_array(name: str, actual: Any, shape: Sequence[int]) -> numpy.ndarray:
+    """Check that ``actual`` is a NumPy float array of exactly ``shape``; return it.
+
+    Args:
+    - name (str): what is checked, as messages name it, e.g. "Linear.forward(x)".
+    - actual: the student's value.
+    - shape (tuple): the shape it must have.
+
+    Example: ``check_array("Linear.forward(x)", out, (5, 4))``
+    """
     if actual is None:
         raise TestFailure(f"{name} is None: compute it and assign / return it")
     if type(actual) is not np.ndarray:  # exactly: a subclass could redefine comparisons
@@ -167,14 +181,17 @@ def _constant_ratio(actual, expected, rtol):
     return None
 
 
-def kind(value):
+def kind(value: object) -> str:
     """What ``value`` is, as messages name it: its type (an object the grader holds for the
-    notebook by the notebook's own type), and a tuple's or a list's length."""
+    notebook by the notebook's own type), and a tuple's or a list's length.
+
+    Example: ``f"got {kind(value)}"`` reads "got a tuple of 3" or "got Tensor"."""
     name = getattr(type(value), "type_of", lambda v: type(v).__name__)(value)
     return f"a {name} of {len(value)}" if isinstance(value, (tuple, list)) else name
 
 
-def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), factors=None):
+def check_close(name: str, actual: Any, expected: "ArrayLike", *, rtol: float = 1e-6, atol: float = 1e-8,
+                hints: Iterable[tuple["ArrayLike", str]] = (), factors: Mapping[str, float] | None = None) -> None:
     """Check ``actual`` against ``expected`` (float arrays or scalars); one-line message on failure.
 
     Args:
@@ -185,33 +202,35 @@ def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), facto
       the message ends with its text.
     - factors (dict): named numbers, e.g. {"N": 7}, used to explain an answer that is a
       constant multiple of the expected one ("equals the expected value times N").
+
+    Example: ``check_close("Tanh.forward(x)", out, np.tanh(x), hints=[(np.sinh(x), "sinh is not tanh")])``
     """
-    expected = np.asarray(expected, dtype=np.float64)
-    if expected.ndim == 0:
+    correct = np.asarray(expected, dtype=np.float64)
+    if correct.ndim == 0:
         if isinstance(actual, np.ndarray) and actual.size == 1 and actual.ndim > 0:
             raise TestFailure(f"{name} should be a single number, got an array of shape {actual.shape}")
         if type(actual) not in (float, int, np.float64, np.float32, np.int64):
             raise TestFailure(f"{name} should be a float, got {kind(actual)}")
         actual = float(actual)
     else:
-        check_array(name, actual, expected.shape)
+        check_array(name, actual, correct.shape)
     actual = np.array(actual, dtype=np.float64)
     if not np.all(np.isfinite(actual)):
         raise TestFailure(f"{name} contains nan or inf where the expected values are finite: "
                           "an overflow for large inputs?")
-    if _close(actual, expected, rtol, atol):
+    if _close(actual, correct, rtol, atol):
         return
-    error = np.abs(actual - expected)
+    error = np.abs(actual - correct)
     where = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
     message = f"{name} is wrong: largest error {error.max():.3g}"
     if where:
         message += f" at index {tuple(int(i) for i in where)}"
-    message += f" (yours {actual[where]:.6g}, expected {expected[where]:.6g})"
+    message += f" (yours {actual[where]:.6g}, expected {correct[where]:.6g})"
     for wrong_value, text in hints:
         wrong_value = np.asarray(wrong_value, dtype=np.float64)
         if _close(actual, wrong_value, rtol, atol):
             raise TestFailure(f"{message}; {text}")
-    c = _constant_ratio(actual, expected, rtol)
+    c = _constant_ratio(actual, correct, rtol)
     if c is not None:
         named = {**(factors or {}), "2": 2}
         for label, value in named.items():
@@ -225,7 +244,7 @@ def check_close(name, actual, expected, *, rtol=1e-6, atol=1e-8, hints=(), facto
     raise TestFailure(message)
 
 
-def check_call(what, fn, *args, expected, **tolerances):
+def check_call(what: str, fn: Callable[..., Any], *args: Any, expected: "ArrayLike", **tolerances: Any) -> Any:
     """Call student code ``fn(*args)`` as ``call`` does and compare what it returns with
     ``expected`` as ``check_close`` does: the label is said once.
 
@@ -234,6 +253,7 @@ def check_call(what, fn, *args, expected, **tolerances):
     - fn, args: the call.
     - expected: the correct value.
     - tolerances: ``rtol``, ``atol``, ``hints`` and ``factors``, as for ``check_close``.
+
     Returns:
     - what ``fn`` returned.
 
@@ -244,7 +264,7 @@ def check_call(what, fn, *args, expected, **tolerances):
     return actual
 
 
-def check_unchanged(name, before, after):
+def check_unchanged(name: str, before: numpy.ndarray, after: numpy.ndarray) -> None:
     """Check that an input array was not modified in place.
 
     Args:
@@ -269,13 +289,14 @@ def _single_number(value):
         raise TestFailure(f"a loss returned {kind(value)} where a single number is expected") from None
 
 
-def numerical_gradient(f, x, eps=1e-6):
+def numerical_gradient(f: Callable[[], float], x: numpy.ndarray, eps: float = 1e-6) -> numpy.ndarray:
     """Central finite differences of a scalar function.
 
     Args:
     - f (callable): takes no argument and returns a float; it must read ``x``.
     - x (np.array): float64 array of any shape, perturbed in place and restored.
     - eps (float): step size.
+
     Returns:
     - grad (np.array): same shape as x, grad[i] ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
     """
@@ -291,7 +312,8 @@ def numerical_gradient(f, x, eps=1e-6):
     return grad
 
 
-def numerical_input_gradient(forward, x, grad_output, eps=1e-6):
+def numerical_input_gradient(forward: Callable[[numpy.ndarray], numpy.ndarray], x: numpy.ndarray, grad_output: numpy.ndarray,
+                             eps: float = 1e-6) -> numpy.ndarray:
     """dL/dx by finite differences, for L = sum(forward(x) * grad_output).
 
     That L makes grad_output the upstream gradient dL/dy, so the result is what
@@ -301,6 +323,7 @@ def numerical_input_gradient(forward, x, grad_output, eps=1e-6):
     - forward (callable): maps an array shaped like x to an array shaped like grad_output.
     - x (np.array): input, shape (N, input_dim); not modified.
     - grad_output (np.array): upstream gradient, shape of forward(x).
+
     Returns:
     - grad (np.array): shape of x.
     """
@@ -309,7 +332,7 @@ def numerical_input_gradient(forward, x, grad_output, eps=1e-6):
 
 
 @contextlib.contextmanager
-def substitute(namespace, **replacements):
+def substitute(namespace: dict[str, Any], **replacements: Any) -> Iterator[None]:
     """Temporarily rebind names in a namespace (e.g. the notebook's globals()).
 
     Used to build an MLP from stand-in layers, so its test does not depend on your
@@ -328,7 +351,8 @@ def substitute(namespace, **replacements):
                 namespace[name] = value
 
 
-def check_backward(name, layer, x, grad_output, params=(), rtol=1e-5, atol=1e-7):
+def check_backward(name: str, layer: Any, x: numpy.ndarray, grad_output: numpy.ndarray, params: Sequence[tuple[str, str]] = (),
+                   rtol: float = 1e-5, atol: float = 1e-7) -> None:
     """Compare ``layer.backward`` with central finite differences.
 
     The loss is L = sum(layer.forward(x) * grad_output), so grad_output is dL/dy.
@@ -364,7 +388,7 @@ _EINSUM_CODE = getattr(getattr(numpy.einsum, "_implementation", numpy.einsum), "
 
 
 @contextlib.contextmanager
-def recording_einsum():
+def recording_einsum() -> Iterator[list[tuple[list[Any], numpy.ndarray]]]:
     """While the block runs, record every call of NumPy's einsum in this thread, however the code
     names it (``np.einsum``, ``numpy.einsum``, ``from numpy import einsum as e``): yields the
     list of calls, each (its arguments: the subscripts and the operands, its output), copied as
@@ -389,7 +413,7 @@ def recording_einsum():
         _setprofile(previous)
 
 
-def einsum_problem(inputs, calls, result):
+def einsum_problem(inputs: Sequence[numpy.ndarray], calls: Sequence[Sequence[Any]], result: Any) -> str | None:
     """None if ``result`` is the output of one of the einsum ``calls`` (see recording_einsum)
     whose operands are the ``inputs`` themselves, each used once, in any layout (``A`` or
     ``A.T``), and which einsum, called here on the same arguments, gives too: einsum did the
@@ -441,11 +465,11 @@ class SpyLayer:
     def __init__(self, name, scale, log):
         self.name, self.scale, self.log = name, scale, log
 
-    def forward(self, x):
+    def forward(self, x: numpy.ndarray) -> numpy.ndarray:
         self.log.append(("forward", self.name))
         return x * self.scale
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: numpy.ndarray) -> numpy.ndarray:
         self.log.append(("backward", self.name))
         self.grad_output = grad_output  # what the model passed down, for the tests to look at
         return grad_output * self.scale
@@ -458,7 +482,7 @@ class SpyLinear(SpyLayer):
         super().__init__(name, scale, log)
         self.weights, self.biases = np.array([[scale]]), np.zeros(1)
 
-    def update_params(self, learning_rate):
+    def update_params(self, learning_rate: float) -> None:
         self.log.append(("update_params", self.name))
 
 
@@ -466,17 +490,17 @@ class SpyActivation(SpyLayer):
     """A stand-in activation with the MyTorch interface: ``backward()`` takes no argument and
     returns the elementwise derivative dA/dH, here ``scale`` everywhere."""
 
-    def forward(self, H):
+    def forward(self, H: numpy.ndarray) -> numpy.ndarray:
         self.log.append(("forward", self.name))
         self.H = H
         return H * self.scale
 
-    def backward(self):
+    def backward(self) -> numpy.ndarray:  # type: ignore[override]  # (MyTorch's: no argument)
         self.log.append(("backward", self.name))
         return np.full(np.shape(self.H), float(self.scale))
 
 
-def python_steps(fn, *args, **kwargs):
+def python_steps(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
     """``fn(*args, **kwargs)`` and the number of Python lines and calls it ran: (result, steps)."""
     steps = 0
 
@@ -496,7 +520,7 @@ def python_steps(fn, *args, **kwargs):
 LOOPS = "it loops in Python (over the elements or the rows, or with np.vectorize); work on the whole array with NumPy operations"
 
 
-def check_vectorised(what, fn, *args, max_steps=300):
+def check_vectorised(what: str, fn: Callable[..., Any], *args: Any, max_steps: int = 300) -> Any:
     """Call ``fn(*args)`` and check that it works on whole arrays, not element by element.
 
     Counts the Python lines and calls run inside ``fn``: ``np.vectorize`` and loops over the
@@ -507,6 +531,7 @@ def check_vectorised(what, fn, *args, max_steps=300):
     Args:
     - what (str): how the call is described in messages, e.g. "ReLU.forward(H)".
     - fn, args: the call; it should work on an array of many more than ``max_steps`` elements.
+
     Returns:
     - whatever ``fn`` returns.
 
