@@ -31,6 +31,7 @@ def course(tmp_path_factory):
     submissions.update({"ada": Solution(), LATE: Solution(), BROKEN: RawFile("broken", b"not a notebook")})
     course = copy_course("ps1", tmp_path_factory.mktemp("class"), config="c.LateSubmissionPlugin.penalty_method = 'zero'")
     due = datetime.datetime(2026, 1, 10, tzinfo=datetime.timezone.utc)
+    nbgrader(course, "generate_assignment", "ps1", "--force")  # (its cells in the gradebook, then its due date)
     nbgrader(course, "db", "assignment", "add", "ps1", f"--duedate={due.isoformat()}")
     for student, submission in submissions.items():
         folder = submit(course, student, "ps1", submission)
@@ -112,8 +113,8 @@ def test_the_score_table_has_every_kind_of_point_the_late_penalty_and_a_row_that
     page = (course / "reports" / "ps1" / "report.html").read_text()
     table = page[page.index('<table id="scores"'):page.index("</table>", page.index('<table id="scores"'))]
     heads = [h.split("<")[0] for h in table.split("<th")[1:]]
-    assert [h.split(">")[-1] for h in heads] == ["student", "linear", "tanh", "mlp", "mse", "training", "to grade", "late",
-                                                "total", "note", "formgrader"], heads
+    assert [h.split(">")[-1] for h in heads] == ["student", "formgrader", "linear", "tanh", "mlp", "mse", "training", "to grade",
+                                                "late", "total", "note"], heads
     rows = {re.match(r'><td>(?:<a [^>]*>)?([\w-]+)', row).group(1): row for row in table.split("<tr")[2:]}
     assert '<td data-value="18">-18</td><td data-value="0">0</td>' in rows[LATE], rows[LATE]  # late: all 18 points taken
     assert '<td data-value="0"></td><td data-value="18">18</td>' in rows["ada"], rows["ada"]
@@ -167,7 +168,7 @@ def test_the_answers_that_follow_the_model_solution_are_those_that_share_what_th
 def _rows(browser):
     """[(student, total's data-value, shown)] of the score table, as the browser has them now."""
     return [tuple(row) for row in browser.run("""return [...document.querySelectorAll("#scores tbody tr")].map(r =>
-        [r.cells[0].textContent.trim(), r.cells[r.cells.length - 3].dataset.value, !r.hidden]);""")]
+        [r.cells[0].textContent.trim(), r.cells[r.cells.length - 2].dataset.value, !r.hidden]);""")]
 
 
 def test_the_score_table_sorts_by_a_column_and_filters_by_typed_text_in_headless_chromium(course):
@@ -241,3 +242,62 @@ def test_every_link_of_the_report_opens_the_page_it_names(course):
                 assert handler == "ManageStudentNotebookSubmissionsHandler", f"{path}: not a page of formgrader's"
                 student, assignment = groups
                 assert gradebook.find_submission(assignment, student), path
+
+
+# ps3's parts and points, as its demo class has them, and the longest reason a demo student is not graded for
+PS3_PARTS = {"relu": 2, "fullyconnected": 6, "softmax": 5, "crossentropy": 3, "network": 6, "training": 2, "einsum": 4,
+             "conv2d": 7, "pool2d": 5, "pytorch": 7}
+NOT_A_NOTEBOOK = "ps3.ipynb is not UTF-8 text (byte 0): not a notebook file"
+
+
+def test_the_ps3_score_table_fits_a_1300_pixel_window_with_its_not_graded_note(tmp_path):
+    cells = {f"{part}_hidden": float(points) for part, points in PS3_PARTS.items()}
+    graded = {f"student{i:02}": StudentResult(f"student{i:02}", dict(cells), dict(cells)) for i in range(12)}
+    books = {student: report.Submission(written=0, to_grade=12, late_penalty=0, total=47, notebook_id=f"{i:032x}")
+             for i, student in enumerate(graded)}
+    students = [*graded, "zed"]
+    table = report.score_table_html("ps3", graded, students, {"zed": NOT_A_NOTEBOOK}, books, 12, 59, set(graded),
+                                    {"student03": "test cells put back: conv2d_hidden, pool2d_hidden"})
+    (tmp_path / "report.html").write_text(report.page("ps3: grading report", table))
+    from browser import chromium
+
+    with chromium(width=1300, height=900) as browser:
+        browser.open((tmp_path / "report.html").as_uri())
+        laid = browser.run("""
+            const note = [...document.querySelectorAll("#scores td.note")].find(td => td.textContent.includes("NOT GRADED"));
+            const box = note.getBoundingClientRect(), wide = document.querySelector("div.wide");
+            return {right: box.right, window: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,
+                    table: document.getElementById("scores").getBoundingClientRect().right, box: wide.getBoundingClientRect().right,
+                    text: note.textContent};""")
+    assert laid["page"] <= laid["window"], f"the page scrolls sideways: {laid}"
+    assert laid["table"] <= laid["box"] + 1 and laid["right"] <= laid["window"], f"the note is cut off: {laid}"
+    assert laid["text"] == f"NOT GRADED: {NOT_A_NOTEBOOK}"
+
+
+def test_a_report_served_by_a_jupyter_server_links_that_servers_formgrader(tmp_path):
+    """Under a Jupyter server's /files/ (JupyterLab's "Open in New Browser Tab"), report.js
+    re-bases the links to formgrader on that server (a hub's /user/<name>/ included)."""
+    import subprocess
+    import sys
+
+    from browser import chromium, free_port, wait_for_http
+
+    served = tmp_path / "user" / "ck-instructor" / "files" / "course" / "reports" / "ps1"
+    served.mkdir(parents=True)
+    cells = {"linear_hidden": 6.0}
+    graded = {"ada": StudentResult("ada", cells, cells)}
+    books = {"ada": report.Submission(0, 0, 0, 6, "0123abcd")}
+    (served / "report.html").write_text(report.page("ps1", report.score_table_html("ps1", graded, ["ada"], {}, books, 0, 6, set())))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/")
+        with chromium() as browser:
+            browser.open(f"http://127.0.0.1:{port}/user/ck-instructor/files/course/reports/ps1/report.html")
+            links = browser.run("return [...document.querySelectorAll('#scores a')].map(a => a.href)")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert links == [f"http://127.0.0.1:{port}/user/ck-instructor/formgrader/manage_students/ada/ps1",
+                     f"http://127.0.0.1:{port}/user/ck-instructor/formgrader/submissions/0123abcd"], links

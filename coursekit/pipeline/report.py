@@ -163,10 +163,10 @@ def score_table_html(assignment: str, graded: dict[str, StudentResult], students
     columns += [("written", _points(written_max), "written answers, graded by hand")] if written_max else []
     columns += [("to grade", "", "points still to grade by hand"), ("late", "", "late penalty, taken off the total"),
                 ("total", _points(maximum), "as grades.csv: every graded point less the late penalty")]
-    head = ('<th data-type="text">student</th>'
+    head = ('<th data-type="text">student</th><th data-type="text">formgrader</th>'
             + "".join(f'<th data-type="number" title="{html.escape(what)}">{html.escape(name)}'
                       + (f'<span class="max">/ {of}</span>' if of else "") + "</th>" for name, of, what in columns)
-            + '<th data-type="text">note</th><th data-type="text">formgrader</th>')
+            + '<th data-type="text">note</th>')
     rows = []
     for student in students:
         result, book = graded.get(student), books.get(student)
@@ -178,8 +178,8 @@ def score_table_html(assignment: str, graded: dict[str, StudentResult], students
         if student in errors or result is None or not result.cells:
             reason = errors.get(student) or "autograding failed"
             blank = '<td data-value="">-</td>' * (len(columns) - 1)
-            rows.append(f'<tr class="not-graded"><td>{link}</td>{blank}<td data-value="">not graded</td>'
-                        f'<td class="note">NOT GRADED: {html.escape(reason)}</td>{formgrader}</tr>')
+            rows.append(f'<tr class="not-graded"><td>{link}</td>{formgrader}{blank}<td data-value="">not graded</td>'
+                        f'<td class="note">NOT GRADED: {html.escape(reason)}</td></tr>')
             continue
         scores = result.parts()
         book = book or Submission(0, 0, 0, result.total, None)  # (a result without a gradebook record)
@@ -190,9 +190,7 @@ def score_table_html(assignment: str, graded: dict[str, StudentResult], students
         values += [book.to_grade, book.late_penalty, book.total]
         cells = "".join(f'<td data-value="{value:g}">{text}</td>' for value, text in zip(values, shown))
         note = (notes or {}).get(student, "")
-        if book.to_grade:
-            note = f"{_points(book.to_grade)} points to grade by hand" + (f"; {note}" if note else "")
-        rows.append(f'<tr><td>{link}</td>{cells}<td class="note">{html.escape(note)}</td>{formgrader}</tr>')
+        rows.append(f'<tr><td>{link}</td>{formgrader}{cells}<td class="note">{html.escape(note)}</td></tr>')
     return (f'<p><label>Filter: <input type="search" id="scores-filter" data-filter="scores" '
             f'placeholder="a student, a note, &quot;not graded&quot;"></label> <span id="scores-shown"></span> '
             f'Click a column\'s heading to sort by it.</p>'
@@ -204,28 +202,31 @@ def score_table_html(assignment: str, graded: dict[str, StudentResult], students
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w])")
 
 
-def _kind(message: str) -> str:
-    """What a one-line failure message says went wrong, as it words it: its hint when it has one
-    (after the last "; ", or a parenthesised "...?" at its end), else the message without the
-    numbers of a comparison (what follows ": largest error")."""
+def _kind(message: str) -> tuple[str, bool]:
+    """What a one-line failure message says went wrong, as it words it, and whether that is a
+    hint (the judge's own words, the same for every student): its hint when it has one (after the
+    last "; ", or a parenthesised "...?" at its end), else the message without the numbers of a
+    comparison (what follows ": largest error")."""
     if "; " in message:
-        return message.rsplit("; ", 1)[1]
+        return message.rsplit("; ", 1)[1], True
     hint = _last_parenthetical(message)
     if hint and ("?" in hint or ":" in hint):
-        return hint
+        return hint, True
     raised = re.search(r" raised (\w+)", message)
     if raised:
-        return f"raised {raised.group(1)}"
+        return f"raised {raised.group(1)}", True
     if " has shape " in message:
-        return "the wrong shape"
-    return message.split(": largest error")[0]
+        return "the wrong shape", True
+    return message.split(": largest error")[0], False
 
 
 def mistake(message: str) -> str:
     """The kind of mistake a one-line failure message names, the key that groups a class's
-    messages: its hint (see ``_kind``), with the numbers that stand alone as "#" (those of a
-    student's own case: "after training on 0.83 x^2 + 1.07"); digits of names stay ("Pool2D")."""
-    return NUMBER.sub("#", _kind(message))
+    messages: its hint (see ``_kind``), else its words with the numbers that stand alone as "#"
+    (those of a student's own case: "after training on 0.83 x^2 + 1.07"; digits of names stay:
+    "Pool2D", "linear1")."""
+    kind, hint = _kind(message)
+    return kind if hint else NUMBER.sub("#", kind)
 
 
 def _last_parenthetical(text):
@@ -257,7 +258,7 @@ def mistakes(graded: dict[str, StudentResult]) -> dict[str, list[Mistake]]:
     for student, result in sorted(graded.items()):
         for cell, errors in result.messages.items():
             for _, text in errors:
-                found.setdefault(cell, {}).setdefault(mistake(text), {}).setdefault(student, []).append(_kind(text))
+                found.setdefault(cell, {}).setdefault(mistake(text), {}).setdefault(student, []).append(_kind(text)[0])
     listed = {}
     for cell, kinds in found.items():
         listed[cell] = sorted((Mistake(Counter(worded[0] for worded in who.values()).most_common(1)[0][0], tuple(who))
@@ -390,9 +391,11 @@ def _changes(changes: list[Change] | None, previous: Run | None) -> str:
     if changes is None:
         return "<p>This is the first grading of the assignment.</p>"
     since = f"the grading of {html.escape(previous.when)} (tests {html.escape(previous.tests)})" if previous else "the last grading"
-    rows = [(change.student, change.cell, change.was.points(), change.now.points(), change.was.message or "passed",
-             change.now.message or "passes")
-            for change in changes]
+    def said(cell, passing):  # the whole message (it wraps in the table)
+        return cell.message or ("not graded" if cell.score is None else passing)
+
+    rows = [(change.student, change.cell, change.was.points(), change.now.points(), said(change.was, "passed"),
+             said(change.now, "passes")) for change in changes]
     return (f"<p>Test cells whose score or message changed since {since}: {len(changes)}, of "
             f"{len({row[0] for row in rows})} students.</p>"
             + _table(rows, ["student", "test cell", "was", "now", "message then", "message now"]))
