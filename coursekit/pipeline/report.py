@@ -2,7 +2,17 @@
 
 ``write()`` makes ``reports/<assignment>/``: report.html with score_histogram.png and
 failure_rates.png, mistakes.csv, similarity.html and .csv, tamper.csv and errors.csv, grading_sheet.html for an assignment with written
-answers, and returns the score table as text.
+answers, and returns the score table as text (the terminal's).
+
+report.html works offline: its script and style (templates/report/) are inlined. Its score table
+sorts by any column and filters by typed text; it has the autograded points per part, the
+written answers' points, the points still to grade by hand, the late penalty and the total as
+grades.csv has them (from nbgrader's gradebook); each student links to their feedback page
+(``feedback/<student>/<ps>/<ps>.html``, relative to the report) and to formgrader's pages for
+them, under $FORMGRADER_URL (default http://localhost:8888; a report that a Jupyter server serves
+under ``/files/`` links that server's formgrader). The class's mistakes are listed with the
+students who made each; the students who follow the model solution are those who share what is
+distinctive in it (coursekit.pipeline.similarity.followers), not every correct answer.
 """
 from __future__ import annotations
 
@@ -130,9 +140,12 @@ def formgrader_pages(student: str, assignment: str, book: Submission | None) -> 
     """[(label, path)] of formgrader's pages for a student's submission, as nbgrader 0.9's formgrader
     lays them out under its server's base URL: the student's page for the assignment
     (/formgrader/manage_students/<student>/<assignment>) and, when the gradebook has the submitted
-    notebook, its grading page (/formgrader/submissions/<the submitted notebook's id>)."""
+    notebook, its grading page (/formgrader/submissions/<the submitted notebook's id>). None for a
+    submission that the gradebook does not have (formgrader has no page for it)."""
+    if book is None:
+        return []
     pages = [("student", f"/formgrader/manage_students/{quote(student)}/{quote(assignment)}")]
-    if book is not None and book.notebook_id:
+    if book.notebook_id:
         pages.append(("grade", f"/formgrader/submissions/{quote(book.notebook_id)}"))
     return pages
 
@@ -183,7 +196,8 @@ def score_table_html(assignment: str, graded: dict[str, StudentResult], students
             continue
         scores = result.parts()
         book = book or Submission(0, 0, 0, result.total, None)  # (a result without a gradebook record)
-        shown = [_points(scores.get(part, 0)) for part in maxima] + ([_points(book.written)] if written_max else [])
+        pending = not book.written and book.to_grade  # (a 0 there would read as a grade)
+        shown = [_points(scores.get(part, 0)) for part in maxima] + (["" if pending else _points(book.written)] if written_max else [])
         shown += [_points(book.to_grade) if book.to_grade else "", f"-{_points(book.late_penalty)}" if book.late_penalty else "",
                   _points(book.total)]
         values = [scores.get(part, 0) for part in maxima] + ([book.written] if written_max else [])

@@ -15,6 +15,9 @@ and a fingerprint that most of a large class has (the obvious way to write a lin
 The model solution is a source of its own: each student's answer is compared with it (a leaked
 solution is the usual source of copies in a course that reuses its assignments), and what two
 students both wrote as it is written is not evidence between them, as the starter code is not.
+Closeness to it alone says little: a correct answer written the obvious way is close to a model
+solution written the same way. The report lists as its followers only the students who share what
+is distinctive in it, the fingerprints that at most half of the class has (``followers``).
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ document.querySelectorAll("input[data-filter]").forEach(input => {
       row.hidden = !words.every(word => row.textContent.toLowerCase().includes(word));
       shown += row.hidden ? 0 : 1;
     }
-    if (count) count.textContent = shown + " of " + table.tBodies[0].rows.length + " students shown";
+    if (count) count.textContent = shown + " of " + table.tBodies[0].rows.length + " rows shown";
   });
 });
 const served = location.pathname.indexOf("/files/");
