@@ -130,5 +130,8 @@ def test_changes_read_as_text_and_in_the_report():
     assert regrade.as_text([], previous).endswith(": none.")
     page = report._changes(found, previous)
     assert "<td>cy</td><td>tanh</td><td>0.5</td><td>3</td><td>the sign?</td><td>passes</td>" in page
-    assert "<td>bo</td><td>linear</td><td>1</td><td>-</td><td>transposed?</td><td>passes</td>" in page
+    assert "<td>bo</td><td>linear</td><td>1</td><td>-</td><td>transposed?</td><td>not graded</td>" in page
+    long = ("Linear.grad_biases is wrong: largest error 0.5 at index (0,) (yours 0.5, expected 1); it equals the expected "
+            "value divided by N")
+    assert regrade.as_text([Change("cy", "linear", RecordedCell(3, ""), RecordedCell(0, long))]).endswith(f"({long})")
     assert "tests 0123456789ab" in page and "first grading" in report._changes(None, None)

@@ -100,6 +100,6 @@ def as_text(found: list[Change] | None, previous: Run | None = None, version: st
     for change in found:
         message = change.now.message
         lines.append(f"  {change.student} {change.cell}: {change.was.points()} -> {change.now.points()}"
-                     + (f"  ({message[:100]})" if message else ""))
+                     + (f"  ({message})" if message else ""))  # (whole: a message cut mid-phrase misleads)
     return "\n".join(lines)
 

@@ -15,6 +15,9 @@ and a fingerprint that most of a large class has (the obvious way to write a lin
 The model solution is a source of its own: each student's answer is compared with it (a leaked
 solution is the usual source of copies in a course that reuses its assignments), and what two
 students both wrote as it is written is not evidence between them, as the starter code is not.
+Closeness to it alone says little: a correct answer written the obvious way is close to a model
+solution written the same way. The report lists as its followers only the students who share what
+is distinctive in it, the fingerprints that at most half of the class has (``followers``).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ COMMON = 0.5  # a fingerprint that more than this share of the class has is not 
 COMMON_AT_LEAST = 10  # nor one that more students than this have (MOSS's -m); with fewer, all count
 MIN_PRINTS = 20  # a shorter answer (after those) is too short to tell copied from obvious
 MODEL = "the model solution"  # its name in the lists
+MIN_FOLLOWED = 10  # a model solution with fewer distinctive fingerprints than this has no followers (see ``followers``)
 
 
 @dataclass
@@ -181,6 +185,8 @@ class Found:
     model: dict
     cells: dict
     evidence: dict = field(default_factory=dict)
+    followers: dict = field(default_factory=dict)  # {part: [(score, student)]}: see ``followers``
+    answered: dict = field(default_factory=dict)  # {part: how many students answered it}
 
 
 def class_pairs(answers: dict[str, dict[str, str]], starters: dict[str, str], model: dict[str, str] | None = None,
@@ -196,12 +202,14 @@ def class_pairs(answers: dict[str, dict[str, str]], starters: dict[str, str], mo
         if model and model.get(part, "").strip():
             reference = cell(model[part], subtract)
             found.model[part] = close_to(reference, cells, threshold)
+            found.followers[part] = followers(reference, cells, threshold)
             compared = {name: replace(c, prints={h: at for h, at in c.prints.items() if h not in reference.prints})
                         for name, c in cells.items()}
             found.cells[part] = {**compared, MODEL: reference}
         else:
             found.cells[part] = dict(compared)
         found.evidence[part] = evidence(compared)
+        found.answered[part] = len(cells)
         found.pairs[part] = similar_pairs(compared, threshold, counted=found.evidence[part])
     return found
 
@@ -216,6 +224,25 @@ def close_to(reference: Cell, cells: dict[str, Cell], threshold: float = THRESHO
         if min(len(found.prints), len(reference.prints)) >= MIN_PRINTS and shared / union >= threshold:
             close.append((shared / union, name))
     return sorted(close, key=lambda item: (-item[0], item[1]))
+
+
+def followers(reference: Cell, cells: dict[str, Cell], threshold: float = THRESHOLD, common: float = COMMON,
+              least: int = MIN_FOLLOWED) -> list[tuple[float, str]]:
+    """[(score, student)] of the ``cells`` that follow the model solution (``reference``) where the
+    class does not: the share of the model's distinctive fingerprints that a student's answer
+    has, at least ``threshold``, most first. A fingerprint of the model is distinctive when no
+    more than ``common`` of the class has it: what most of a class writes as the model does is
+    the obvious way to write it (a correct answer), not a sign of the model's text. A model
+    with fewer than ``least`` distinctive fingerprints says nothing of anyone (no one is listed)."""
+    holders: dict[int, int] = defaultdict(int)
+    for found in cells.values():
+        for value in set(found.prints) & set(reference.prints):
+            holders[value] += 1
+    distinctive = {value for value in reference.prints if holders[value] <= common * len(cells)}
+    if len(distinctive) < least:
+        return []
+    close = [(len(distinctive & set(found.prints)) / len(distinctive), name) for name, found in cells.items()]
+    return sorted([(score, name) for score, name in close if score >= threshold], key=lambda item: (-item[0], item[1]))
 
 
 def write_report(folder: Path, assignment: str, answers: dict[str, dict[str, str]], starters: dict[str, str],
