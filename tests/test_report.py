@@ -198,6 +198,20 @@ def test_the_score_table_sorts_by_a_column_and_filters_by_typed_text_in_headless
         assert {student for student, _, shown in _rows(browser) if shown} == {f"linear_grad_biases_mean_{i}" for i in range(3)}
 
 
+def test_only_the_reports_own_script_runs_on_its_page(tmp_path):
+    """Its Content-Security-Policy lets the report's script run (by its hash) and no other: markup
+    that reached the page unescaped would stay inert."""
+    from browser import chromium
+
+    body = ('<table id="scores" class="sortable"><thead><tr><th>student</th></tr></thead><tbody><tr><td>b</td></tr><tr><td>a</td></tr></tbody></table>'
+            '<script>document.title = "ran"</script><img src="x" onerror="document.title = \'ran\'">')
+    (tmp_path / "page.html").write_text(report.page("a report", body))
+    with chromium(width=800, height=600) as browser:
+        browser.open((tmp_path / "page.html").as_uri())
+        assert browser.run("return document.title") == "a report"
+        assert browser.run("return document.querySelector('#scores th').title") == "sort by student", "its own script ran"
+
+
 def _formgrader_handler(path):
     """The name of formgrader's handler (nbgrader's URL table) that serves ``path``, and its groups."""
     from nbgrader.server_extensions.formgrader.handlers import default_handlers
