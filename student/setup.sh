@@ -8,6 +8,11 @@ set -eu
 mkdir -p "$HOME/.jupyter"
 sed "s|/usr/local/share/nbgrader/exchange|${EXCHANGE:-/usr/local/share/nbgrader/exchange}|" "$(dirname "$0")/nbgrader_config.py" \
     > "$HOME/.jupyter/nbgrader_config.py"
+# The course's style (student/custom.css: the Validate dialog's message in sight), which JupyterLab
+# loads when custom_css is on (a jupyter_lab_config.json of the student's own is left as it is).
+mkdir -p "$HOME/.jupyter/custom"
+cp "$(dirname "$0")/custom.css" "$HOME/.jupyter/custom/custom.css"
+[ -e "$HOME/.jupyter/jupyter_lab_config.json" ] || echo '{"LabApp": {"custom_css": true}}' > "$HOME/.jupyter/jupyter_lab_config.json"
 for extension in formgrader create-assignment; do
     jupyter labextension disable --level=user "@jupyter/nbgrader:$extension"
 done

@@ -1,5 +1,6 @@
-"""What a student sees in JupyterLab, in headless Chromium, after student/setup.sh: a failing
-visible test, and no instructor menus."""
+"""What a student sees in JupyterLab, in headless Chromium, after student/setup.sh: a notebook
+that opening does not modify, a failing visible test, the Validate dialog's message, and no
+instructor menus."""
 import os
 import secrets
 import shutil
@@ -20,6 +21,17 @@ output.scrollIntoView({block: "center"});
 const box = output.getBoundingClientRect(), pre = output.querySelector("pre") || output;
 return {text: output.innerText, top: box.top, bottom: box.bottom, height: innerHeight,
         wide: pre.scrollWidth > pre.clientWidth + 1};
+"""
+
+
+# nbgrader's Validate dialog: per failed cell, a label, the cell's source and the error (its lab
+# extension's layout); where each shows, and where the dialog's scrolled body ends
+VALIDATION = """
+const message = document.querySelector("#validation-message");
+if (!message) return null;
+const body = message.closest(".jp-Dialog-body") || message, pres = [...message.querySelectorAll("pre")];
+return {failed: message.classList.contains("validation-failed"), bottom: body.getBoundingClientRect().bottom,
+        pres: pres.map(p => ({text: p.innerText, top: p.getBoundingClientRect().top, bottom: p.getBoundingClientRect().bottom}))};
 """
 
 
@@ -45,9 +57,19 @@ def test_a_failing_visible_test_shows_its_message_at_a_glance_in_jupyterlab(tmp_
             browser.wait_for("return window.jupyterapp && document.querySelectorAll('.jp-Notebook .jp-Cell').length > 10")
             browser.wait_for("const k = window.jupyterapp.serviceManager.sessions.running().next();"
                              "return !k.done || document.querySelector('.jp-Notebook') !== null")
+            browser.wait_for("const w = window.jupyterapp.shell.currentWidget;"
+                             "return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+                             " && w.sessionContext.session.kernel.status === 'idle'")
+            browser.run("return new Promise(resolve => setTimeout(resolve, 2000))")  # (the kernel's metadata is set by now)
+            opened_modified = browser.run("return window.jupyterapp.shell.currentWidget.context.model.dirty")
             browser.run("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             failure = browser.wait_for(FIRST_FAILURE, timeout=120)
             browser.screenshot(tmp_path / "jupyterlab.png")
+            browser.click("return [...document.querySelectorAll('.jp-Toolbar button, .jp-Toolbar jp-button')]"
+                          ".find(b => b.textContent.trim() === 'Validate')")
+            validation = browser.wait_for(VALIDATION, timeout=180)
+            browser.screenshot(tmp_path / "validate.png")
+            browser.run("document.querySelector('.jp-Dialog .jp-mod-accept').click()")
             plugins = browser.run("return ['formgrader', 'create-assignment', 'assignment-list', 'validate-assignment']"
                                   ".map(p => window.jupyterapp.hasPlugin('@jupyter/nbgrader:' + p))")
             tabs = browser.run("return [...document.querySelectorAll('.lm-TabBar-tab')].map(t => t.title || t.textContent)")
@@ -55,6 +77,11 @@ def test_a_failing_visible_test_shows_its_message_at_a_glance_in_jupyterlab(tmp_
         lab.terminate()
         lab.wait(timeout=30)
         log.close()
+    assert opened_modified is False, "JupyterLab changed the notebook on opening it: see coursekit.tools.release.kernel_metadata"
+    source, error = validation["pres"][:2]  # (the first failed cell's: ps1's linear_visible)
+    assert validation["failed"] and source["text"].startswith("# Visible tests for Linear"), validation
+    assert error["text"].startswith("TestFailure: Linear.grad_biases is wrong"), validation
+    assert error["bottom"] <= validation["bottom"], f"the message is out of sight below the cell's source: {validation}"
     lines = [line for line in failure["text"].splitlines() if line.strip()]
     assert lines[0].startswith("TestFailure: Linear.grad_biases is wrong"), lines
     assert "divided by N" in " ".join(lines) and len(lines) <= 4, lines  # the hint, and no traceback
@@ -63,4 +90,5 @@ def test_a_failing_visible_test_shows_its_message_at_a_glance_in_jupyterlab(tmp_
     assert plugins == [False, False, True, True], "instructor extensions off, the students' own on"
     assert not any("Create Assignment" in tab for tab in tabs), tabs
     if os.environ.get("COURSEKIT_SCREENSHOTS"):  # to look at it: COURSEKIT_SCREENSHOTS=<folder>
-        shutil.copy(tmp_path / "jupyterlab.png", os.environ["COURSEKIT_SCREENSHOTS"])
+        for name in ("jupyterlab.png", "validate.png"):
+            shutil.copy(tmp_path / name, os.environ["COURSEKIT_SCREENSHOTS"])

@@ -148,3 +148,41 @@ def test_every_test_cell_with_points_has_its_check_in_the_judge(assignment):
     for cell in nbformat.read(source_notebook(assignment), as_version=4).cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade_id") not in checks:
             assert judge.split_call(cell.source)[1] is None, cell.source
+
+
+@pytest.fixture(scope="module")
+def kernel_metadata():
+    """What JupyterLab writes into a notebook's metadata when this environment's python3 kernel
+    connects (the kernel the course's hub gives students): its kernelspec, and the language_info
+    of its kernel_info reply (which nbclient copies into the notebook it runs)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    ran = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    NotebookClient(ran, timeout=60, kernel_name="python3").execute()
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {"kernelspec": {"display_name": spec.display_name, "language": spec.language, "name": "python3"},
+            "language_info": ran.metadata.language_info}
+
+
+@each_assignment
+def test_jupyterlab_opens_and_saves_the_release_unchanged(tmp_path, assignment, kernel_metadata):
+    """A released notebook is not "modified" the moment a student opens it: JupyterLab's changes on
+    opening (the connected kernel's kernelspec and language_info, `make release` writes them:
+    coursekit.tools.release.kernel_metadata) change nothing, and saving it through jupyter_server's
+    contents manager, as JupyterLab's save does, writes the same bytes. tests/test_jupyterlab.py
+    opens ps1 in JupyterLab itself."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from traitlets.config import Config
+
+    release = (release_folder(assignment) / f"{assignment}.ipynb").read_bytes()
+    notebook = nbformat.reads(release.decode(), as_version=4)
+    nbformat.validate(notebook)
+    changed = {key: (notebook.metadata.get(key), value) for key, value in kernel_metadata.items()
+               if notebook.metadata.get(key) != value}
+    assert not changed, f"JupyterLab changes the metadata of release/{assignment} on opening: run `make release`: {changed}"
+    (tmp_path / "nb.ipynb").write_bytes(release)
+    contents = FileContentsManager(root_dir=str(tmp_path), config=Config({"NotebookNotary": {"db_file": ":memory:"}}))
+    model = contents.get("nb.ipynb", content=True)
+    model["content"]["metadata"].update(kernel_metadata)  # (what JupyterLab sets; the same)
+    contents.save({"type": "notebook", "format": "json", "content": model["content"]}, "nb.ipynb")
+    assert (tmp_path / "nb.ipynb").read_bytes() == release

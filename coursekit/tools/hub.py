@@ -126,12 +126,15 @@ def write_role_config(prefix: Path, courses: dict[str, Path], exchange: Path = E
     student cannot turn the instructor's extensions back on). ``exchange``: another exchange than
     the course's (the tests' hubs have their own)."""
     student, instructor = prefix / "jupyter" / "student", prefix / "jupyter" / "instructor"
-    for folder in (student / "labconfig", instructor):
+    for folder in (student / "labconfig", student / "custom", instructor):
         folder.mkdir(parents=True, exist_ok=True)
     elsewhere = f"c.Exchange.root = {str(exchange)!r}\n" if exchange != EXCHANGE else ""
     (student / "nbgrader_config.py").write_text(STUDENT_CONFIG.read_text() + elsewhere)
     quiet = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}  # (no internet to ask)
-    (student / "jupyter_server_config.json").write_text(json.dumps({"LabApp": quiet, "ServerApp": {"jpserver_extensions": {
+    # the course's style (student/custom.css: the Validate dialog's message in sight), from custom/ here
+    shutil.copy(STUDENT_CONFIG.parent / "custom.css", student / "custom" / "custom.css")
+    styled = {**quiet, "custom_css": True}
+    (student / "jupyter_server_config.json").write_text(json.dumps({"LabApp": styled, "ServerApp": {"jpserver_extensions": {
         f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}, indent=1))
     # JupyterHub forbids every frame on user servers; JupyterLab shows formgrader in one of its own
     # (same origin). Students' servers, which the instructor cannot open, keep the ban.
