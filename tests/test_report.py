@@ -203,7 +203,8 @@ def test_only_the_reports_own_script_runs_on_its_page(tmp_path):
     that reached the page unescaped would stay inert."""
     from browser import chromium
 
-    body = ('<table id="scores" class="sortable"><thead><tr><th>student</th></tr></thead><tbody><tr><td>b</td></tr><tr><td>a</td></tr></tbody></table>'
+    body = ('<table id="scores" class="sortable"><thead><tr><th>student</th></tr></thead>'
+            '<tbody><tr><td>b</td></tr><tr><td>a</td></tr></tbody></table>'
             '<script>document.title = "ran"</script><img src="x" onerror="document.title = \'ran\'">')
     (tmp_path / "page.html").write_text(report.page("a report", body))
     with chromium(width=800, height=600) as browser:
