@@ -359,3 +359,35 @@ def test_every_check_says_what_it_adds_in_its_docstring(assignment):
         first = (check.__doc__ or "").strip().split("\n")[0].strip()
         assert first, f"{assignment}.{grade_id} has no docstring"
         assert len(first) <= 120, f"{assignment}.{grade_id}'s docstring's first line has {len(first)} characters, over 120"
+
+
+def test_a_kernel_that_stops_answering_inside_call_is_no_reply_not_a_failed_test():
+    """``call`` words the student's errors as failed tests; a silent kernel is not one of them: its
+    verdict is NoReply, which later checks read (``answered``) to leave a hanging layer alone."""
+    def send(request):
+        if '"new"' in request:
+            return '[{"ok": {"r": 1, "type": "Tanh", "methods": ["forward"]}}]'
+        raise judge.KernelSilent("your code used more than its 3 s of CPU time")
+
+    def check(notebook):
+        layer = judge.call("Tanh()", notebook.new, "Tanh")
+        judge.call("Tanh.forward(x)", layer.forward, np.ones(3))
+
+    assert judge.verdict(check, judge.Notebook(send)) == ("NoReply", "your code used more than its 3 s of CPU time")
+
+
+def test_the_graders_own_faults_pass_through_call():
+    """A value PyTorch could not give, or a check past its memory, inside ``call``, is the
+    grader's to report (the submission not graded, the memory budget's message), not a failed test."""
+    from coursekit.judge.torch_reference import MissingValue
+
+    def missing():
+        raise MissingValue("no cached PyTorch value")
+
+    def too_big():
+        raise MemoryError()
+
+    with pytest.raises(MissingValue):
+        judge.call("Tanh.forward(x)", missing)
+    with pytest.raises(MemoryError):
+        judge.call("Tanh.forward(x)", too_big)

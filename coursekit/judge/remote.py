@@ -39,8 +39,10 @@ class StudentError(Exception):
         return kind(name, message, index)
 
 
-class KernelSilent(Exception):
-    """The kernel sent no usable reply (it is stuck in a loop, or died)."""
+class KernelSilent(BaseException):
+    """The kernel sent no usable reply (it is stuck in a loop, or died). A BaseException: no
+    ``except Exception`` on its way, ``gradcheck.call``'s included, makes it a failed test; the
+    verdict is NoReply, and later checks know the kernel did not answer (``answered``)."""
 
 
 def call_each(notebook: "Notebook", *steps: tuple[str, Operation]) -> list:

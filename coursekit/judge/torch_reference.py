@@ -48,6 +48,8 @@ class MissingValue(LookupError):
     """A value the cache should hold and does not (with CACHE_ONLY set), or that PyTorch could
     not compute: the course's fault, never a student's (the judge does not catch it)."""
 
+    graders_own = True  # gradcheck.call lets it through: the submission is not graded, no test fails
+
 
 def _functions(torch):
     """The reference functions, by name."""
