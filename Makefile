@@ -19,8 +19,9 @@ venv: $(VENV)/.installed sandbox
 #   pip goes on to its other indexes, and says so as an error if none has the project.
 # - setuptools' "Editable installation." note, that a folder named like the package could shadow it:
 #   here that folder is the package itself.
-PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation.:UserWarning" $(VENV)/bin/pip install --quiet
+PIP_INSTALL := $(VENV)/bin/pip install --quiet
 PIP_NOTES := sed "/: Location '[^']*' is ignored: it is neither a file nor a directory\./d"
+$(VENV)/.installed: export PYTHONWARNINGS := ignore:Editable installation.:UserWarning
 $(VENV)/.installed: SHELL := /bin/bash
 $(VENV)/.installed: .SHELLFLAGS := -o pipefail -c
 $(VENV)/.installed: requirements.txt pyproject.toml
