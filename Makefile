@@ -12,16 +12,29 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 venv: $(VENV)/.installed sandbox
 
+# pip and the build of `-e .` without two notes that are about neither this course nor a problem
+# (pip has no switch for one warning: -qq would drop them all, and its errors stay):
+# - pip's "Location '<url>' is ignored: it is neither a file nor a directory.", once per project and
+#   local index: a machine's pip.conf with local mirrors that hold a few projects each (100+ lines);
+#   pip goes on to its other indexes, and says so as an error if none has the project.
+# - setuptools' "Editable installation." note, that a folder named like the package could shadow it:
+#   here that folder is the package itself.
+PIP_INSTALL := $(VENV)/bin/pip install --quiet
+PIP_NOTES := sed "/: Location '[^']*' is ignored: it is neither a file nor a directory\./d"
+$(VENV)/.installed: export PYTHONWARNINGS := ignore:Editable installation.:UserWarning
+$(VENV)/.installed: SHELL := /bin/bash
+$(VENV)/.installed: .SHELLFLAGS := -o pipefail -c
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(PIP_INSTALL) --upgrade pip 2>&1 | $(PIP_NOTES)
+	$(PIP_INSTALL) -r requirements.txt 2>&1 | $(PIP_NOTES)
 	touch $@
 
 ## Build release/ (the student version) from source/ with nbgrader, and record the PyTorch
 ## reference values the hidden tests use (coursekit/judge/torch_cache/) by running the source notebooks.
+# The old release is removed here, not by --force, whose warning that it removes it would be printed at every run.
 release: venv
-	for a in $(ASSIGNMENTS); do $(VENV)/bin/nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
+	for a in $(ASSIGNMENTS); do rm -rf release/$$a && $(VENV)/bin/nbgrader generate_assignment $$a --log-level=WARN || exit 1; done
 	rm -rf coursekit/judge/torch_cache
 	for a in $(ASSIGNMENTS); do COURSEKIT_RECORD_TORCH=1 $(PY) -m coursekit.tools.release $$a || exit 1; done
 

@@ -38,8 +38,13 @@ def test_demo_grades_the_class_and_prints_the_table(tmp_path, assignment):
     demo_class = CATALOGS[assignment].DEMO_CLASS
     course = copy_course(assignment, tmp_path)
     nbgrader(course, "generate_assignment", assignment, "--force")
-    output = subprocess.run([sys.executable, "-m", "coursekit.tools.demo", assignment, "--course", str(course)],
-                            capture_output=True, text=True, check=True).stdout
+    done = subprocess.run([sys.executable, "-m", "coursekit.tools.demo", assignment, "--course", str(course)],
+                          capture_output=True, text=True, check=True)
+    output = done.stdout
+    # what a newcomer reads is the progress bar and the table: no library's warnings around them
+    assert [line for line in (done.stdout + done.stderr).splitlines() if "WARNING" in line] == []
+    header = next(line for line in output.splitlines() if line.startswith("student"))
+    assert header.split()[-2:] == ["total", "note"] and "(max)" in output
     rows = {line.split()[0]: line.split() for line in output.splitlines() if line.split()}
     documented = documented_tables(assignment)
     assert documented, f"no document shows {assignment}'s table (docs/demo.md should)"

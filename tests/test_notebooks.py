@@ -43,11 +43,13 @@ def run(notebook, cwd, assignment=None):
 
 
 @each_assignment
-def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch, assignment):
-    """Also proves coursekit/judge/torch_cache complete: a value missing from it is an error here."""
+def test_source_notebook_passes_every_test_with_recorded_torch_values(monkeypatch, capfd, assignment):
+    """Also proves coursekit/judge/torch_cache complete: a value missing from it is an error here;
+    and that the kernel `make release` runs it in (in `make demo` too) prints no warning."""
     monkeypatch.setenv(CACHE_ONLY, "1")
     notebook = nbformat.read(source_notebook(assignment), as_version=4)
     assert run(notebook, source_notebook(assignment).parent, assignment) == {}
+    assert [line for line in capfd.readouterr().err.splitlines() if "WARNING" in line] == []
 
 
 @each_assignment

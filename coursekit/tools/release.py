@@ -19,12 +19,20 @@ def run_notebook(notebook, folder, assignment, kernel_manager_class=None, timeou
     test cells go to coursekit.judge. The kernel is not sandboxed unless ``kernel_manager_class``
     says so: this runs trusted notebooks (the source notebooks, when `make release` records the
     PyTorch values their tests use)."""
+    import zmq
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets.config import Config
 
     from coursekit.pipeline.plugins.execute import TimeLimitedExecute
 
+    config = Config()
+    if kernel_manager_class is None and zmq.has("curve"):
+        # A plain kernel talks over local TCP, readable by any user of the machine (ipykernel warns
+        # so at every start); its kernelspec offers CurveZMQ, which jupyter_client then sets up.
+        config.KernelManager.transport_encryption = "auto"
     execute = TimeLimitedExecute(kernel_manager_class=kernel_manager_class or AsyncKernelManager, timeout=timeout,
-                                 notebook_timeout=20 * timeout, allow_errors=True, shutdown_kernel="immediate")
+                                 notebook_timeout=20 * timeout, allow_errors=True, shutdown_kernel="immediate",
+                                 config=config)
     return execute.preprocess(notebook, {"metadata": {"path": str(folder)}, "nbgrader": {"assignment": assignment}})[0]
 
 
