@@ -1,7 +1,9 @@
-"""Remake the README's pictures of the report's sections from a graded demo class (`make demo`):
+"""Remake the docs' pictures of the report's sections from a graded demo class (`make demo`):
 ``.venv/bin/python docs/screenshots.py [picture.png ...]`` (all of them by default; needs Debian's
-chromium and chromium-driver)."""
+chromium and chromium-driver). COURSE=<folder> takes the reports of a course graded elsewhere
+(this repository's by default)."""
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from browser import chromium  # noqa: E402 - the tests' WebDriver client
 
 # (picture, page, heading the section starts with, or None for the page's top)
 SECTIONS = [
+    ("report_scores.png", "reports/ps1/report.html", "Scores"),
     ("report_mistakes.png", "reports/ps1/report.html", "What the class got wrong"),
     ("report_changes.png", "reports/ps1/report.html", "Changes since the last grading"),
     ("report_similar.png", "reports/ps1/report.html", "Similar answers"),
@@ -33,7 +36,7 @@ return [top, bottom];
 def main(pictures=()):
     with chromium(width=1100, height=6000) as browser:
         for picture, page, heading in [section for section in SECTIONS if not pictures or section[0] in pictures]:
-            browser.open((ROOT / page).as_uri())
+            browser.open((Path(os.environ.get("COURSE", ROOT)) / page).as_uri())
             top, bottom = browser.run(BOX, heading)
             path = ROOT / "docs" / "images" / picture
             browser.screenshot(path)
