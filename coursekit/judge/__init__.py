@@ -27,7 +27,7 @@ from coursekit.shipped.gradcheck import (TestFailure, call, check_array, check_c
 from coursekit.judge.gradients import (check_backward_unseen, numerical_layer_gradients, numerical_loss_gradient,
                                        numerical_parameter_gradient)
 from coursekit.judge.inputs import SECRET_FILE, course_secret, extreme_scores, extreme_values, student_key, unseen
-from coursekit.judge.loops import ELEMENT_LOOPS, check_no_hidden_loops, loop_shapes, uncounted_loops
+from coursekit.judge.loops import check_no_hidden_loops, loop_shapes, uncounted_loops
 from coursekit.judge.remote import (Copy, Earlier, KernelSilent, Notebook, Remote, StudentError, as_object, as_path,
                                     call_each, calls_in_order, calls_of, fetch, made_with, notebook_of, path, put, quiet)
 from coursekit.judge.shared import answered, check_replayed, parameter_arrays, shaped
@@ -44,7 +44,7 @@ __all__ = ["judged", "Notebook", "Remote", "call", "check_call", "check_close", 
 VOCABULARY = list(__all__)
 # ... and what the grader uses
 __all__ += ["checks", "verdict", "split_call", "CALL", "KernelSilent", "student_key", "course_secret",
-            "SECRET_FILE", "uncounted_loops", "ELEMENT_LOOPS"]
+            "SECRET_FILE", "uncounted_loops"]
 
 CALL = re.compile(r"""^\s*judge\(\s*["'](?P<grade_id>[\w.-]+)["']\s*\)\s*(#.*)?$""")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 
 from coursekit import IN_THE_KERNEL
-from coursekit.judge import ELEMENT_LOOPS
+from coursekit.judge.loops import ELEMENT_LOOPS
 from coursekit.judge.solutions import answer_cells, written_cells
 from coursekit.pipeline.course import PathLike
 from coursekit.pipeline.markup import FEEDBACK_CELL_BYTES, active_markup
