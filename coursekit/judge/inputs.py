@@ -63,7 +63,7 @@ def extreme_values(rng: np.random.Generator, shape: tuple, low: float = 710.0, h
     - shape: the values' shape.
     - low, high: the range of their sizes.
 
-    Example: ``x = extreme_values(notebook.rng(4004), (2, 5))``"""
+    Example: ``x = extreme_values(notebook.rng(9002), (2, 5))``"""
     values = rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
     rows = values.reshape(-1, shape[-1]) if len(shape) > 1 else values.reshape(1, -1)
     if rows.shape[1] > 1:
@@ -81,7 +81,7 @@ def extreme_scores(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     - rng: a hidden check's generator (``notebook.rng``).
     - n, k: rows (examples) and columns (classes).
 
-    Example: ``Z = extreme_scores(notebook.rng(5002), 4, 3)``"""
+    Example: ``Z = extreme_scores(notebook.rng(9003), 4, 3)``"""
     Z = extreme_values(rng, (n, k))
     rows, top = np.arange(n), Z.argmax(axis=1)
     Z[rows, (top + 1 + rng.integers(k - 1, size=n)) % k] = Z[rows, top] - rng.uniform(0, 2, size=n)

@@ -165,7 +165,7 @@ class Notebook:
         """The generator of a hidden check's inputs: ``stream`` is the check's own number, and the
         student's key makes them the student's (np.random.default_rng(stream) without one).
 
-        Example: ``rng = notebook.rng(4004); x = rng.normal(size=(3, 4))``"""
+        Example: ``rng = notebook.rng(9001); x = rng.normal(size=(3, 4))`` (9001: the check's own number)"""
         return np.random.default_rng([stream, *self.key] if self.key else stream)
 
     def run(self, *operations: Operation) -> list:
