@@ -9,7 +9,7 @@ and becomes its own user before it turns into a kernel (coursekit.kernel.confine
 zygote nor any other kernel, and nothing the student's code does in it reaches the next one.
 
 nbgrader picks it up through ``TimeLimitedExecute.kernel_manager_class`` (set by
-coursekit.pipeline.grade; stock ``nbgrader autograde`` launches each kernel under bubblewrap instead). A
+coursekit.pipeline.grade_class; stock ``nbgrader autograde`` launches each kernel under bubblewrap instead). A
 kernel command the zygote cannot run, or a zygote that died, falls back to such a launch.
 """
 import atexit
