@@ -131,7 +131,8 @@ def secret_lines(assignment, regions, min_length):
         for shipped in source_notebook(assignment).parent.glob("*.py"):  # the judge may repeat a helper's line
             shown.update(shipped.read_text().splitlines())
     shown = {line.strip() for line in shown}
-    return {line for line in secret if line.strip() not in shown and len(line.strip()) >= min_length}
+    return {line for line in secret if line.strip() not in shown and len(line.strip()) >= min_length
+            and not line.strip().startswith(("import ", "from "))}  # (an import tells nothing of a test)
 
 
 def assert_feedback_hides_hidden_tests(assignment, paths):
