@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from nbgrader.api import Gradebook, MissingEntry
 
@@ -13,6 +14,17 @@ from coursekit.pipeline.course import PathLike, course_folder, gradebook_file
 from coursekit.pipeline.results import StudentResult
 
 ERRORS = "errors.csv"  # student, graded ("no": could not be graded; "yes": graded, with a note), error
+
+
+def score_less_penalty(submission: Any) -> float:
+    """A submission's score as nbgrader's export counts it (grades.csv, the report, the LMS files):
+    its points less its late penalty, at least 0 (``submission``: nbgrader's SubmittedAssignment)."""
+    return max(0.0, submission.score - (submission.late_submission_penalty or 0.0))
+
+
+def waiting_for_a_ta(submission: Any) -> list:
+    """The grades of a submission (nbgrader's SubmittedAssignment) that a TA has still to give."""
+    return [grade for notebook in submission.notebooks for grade in notebook.grades if grade.needs_manual_grade]
 
 
 def not_graded(course: PathLike, assignment: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from coursekit.pipeline.course import PathLike, course_folder
-from coursekit.pipeline.gradebook import ERRORS, results as gradebook_results
+from coursekit.pipeline.gradebook import ERRORS, results as gradebook_results, score_less_penalty, waiting_for_a_ta
 from coursekit.pipeline.results import Change, Outcome, Run, StudentResult
 from coursekit.pipeline.similarity import THRESHOLD as SIMILAR
 from coursekit.pipeline.tamper import scan_folder, scan_graded, scan_notebook
@@ -129,11 +129,10 @@ def submissions(course: PathLike, assignment: str, students: list[str]) -> tuple
                 continue
             grades = [grade for notebook in submission.notebooks for grade in notebook.grades]
             notebooks = sorted(submission.notebooks, key=lambda notebook: notebook.name != assignment)
-            penalty = submission.late_submission_penalty or 0.0
             found[student] = Submission(
                 written=sum(grade.score for grade in grades if grade.cell_type == "markdown" and not grade.needs_manual_grade),
-                to_grade=sum(grade.max_score for grade in grades if grade.needs_manual_grade),
-                late_penalty=penalty, total=max(0.0, submission.score - penalty),
+                to_grade=sum(grade.max_score for grade in waiting_for_a_ta(submission)),
+                late_penalty=submission.late_submission_penalty or 0.0, total=score_less_penalty(submission),
                 notebook_id=notebooks[0].id if notebooks else None)
     return found, written_max, maximum
 

@@ -25,6 +25,7 @@ from nbgrader.api import Assignment, Gradebook, MissingEntry, Student
 from nbgrader.plugins import CsvExportPlugin, ExportPlugin
 from traitlets import Dict, Enum, Unicode
 
+from coursekit.pipeline.gradebook import score_less_penalty, waiting_for_a_ta
 from coursekit.pipeline.results import part_of
 
 GRADED = "graded"
@@ -68,10 +69,9 @@ class CourseExport(CsvExportPlugin):
                                                               for grade in notebook.grades)):
             row["status"] = f"not graded: {failure}"  # (what a TA graded by hand stays in the gradebook)
         elif submission is not None:
-            penalty = submission.late_submission_penalty or 0.0
-            waiting = any(grade.needs_manual_grade for notebook in submission.notebooks for grade in notebook.grades)
-            row.update(timestamp=submission.timestamp, raw_score=submission.score, late_submission_penalty=penalty,
-                       score=max(0.0, submission.score - penalty), status=AWAITING if waiting else "graded")
+            row.update(timestamp=submission.timestamp, raw_score=submission.score,
+                       late_submission_penalty=submission.late_submission_penalty or 0.0,
+                       score=score_less_penalty(submission), status=AWAITING if waiting_for_a_ta(submission) else "graded")
         else:
             row.update(raw_score=0.0, late_submission_penalty=0.0, score=0.0)
         return {key: "" if value is None else value for key, value in row.items()}
@@ -178,7 +178,7 @@ def standing(gradebook: Gradebook, assignment: Assignment, student: Student, fai
         found.extra_credit += grade.extra_credit or 0.0
         found.cells[prefix + grade.name] = (grade.manual_score if grade.manual_score is not None else grade.auto_score) \
             + (grade.extra_credit or 0.0)
-    if any(grade.needs_manual_grade for _, grade in grades):
+    if waiting_for_a_ta(submission):
         found.status = AWAITING
     found.total = max(0.0, found.raw - found.late_penalty)
     return found
